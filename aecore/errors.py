@@ -1,0 +1,31 @@
+"""Errors aecore raises for problems the user can fix (bad data, bad checkpoint, no GPU...).
+
+Every message is one line that names the file / option / device that is wrong. The CLI turns
+them into a clean message and a non-zero exit code, never a traceback.
+"""
+
+
+class AecoreError(Exception):
+    """Base class: a problem with the user's input or environment, not a bug in aecore."""
+
+    exit_code = 1
+
+
+class DataError(AecoreError):
+    """A dataset file is missing, corrupt, or not what it claims to be."""
+
+
+class CheckpointError(AecoreError):
+    """A checkpoint or run directory cannot be used (corrupt, other model, would overwrite)."""
+
+
+class DeviceError(AecoreError):
+    """The requested device cannot be used (no CUDA GPU, out of device memory)."""
+
+    exit_code = 2
+
+
+class DivergenceError(AecoreError):
+    """The loss became NaN or inf during training."""
+
+    exit_code = 3

@@ -1,0 +1,280 @@
+"""CPU versions of the fused kernels: BLAS for the products, ``@njit`` epilogues on cache-hot tiles.
+
+Each kernel computes exactly the function of the same name in ``kernels.reference`` (float64),
+in float32, writing into caller-provided output arrays (so a training loop allocates nothing).
+The products go to OpenBLAS ``sgemm`` (``kernels.blas.gemm``, called from inside ``@njit``),
+and the bias, activation, loss gradient, column sums and optimizer updates are applied in one
+pass over the product's output while it is still in cache: that pass is the "epilogue" of
+CUTLASS / Triton, here on the CPU.
+
+Shapes (PyTorch ``nn.Linear`` layout): X (B, K), W (N, K), b (N,), outputs (B, N).
+All floating arrays are float32 and C-contiguous; X / T may also be uint8 pixels (scaled 1/255).
+
+Why a hand-written ``exp``: numba lowers ``math.exp`` to a scalar libm call (about 2.3 ns an
+element here), which would make the Sigmoid epilogue cost as much as the product at h=64.
+``_exp_neg`` is a Cody-Waite range reduction plus a degree-7 polynomial, in float64, with 2^n
+built from the exponent bits: plain arithmetic, so LLVM vectorizes it (AVX2 / AVX-512).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, prange, types
+from numba.extending import overload
+
+from .blas import gemm
+
+PIXEL_SCALE = np.float32(1.0 / 255.0)
+_LOG2E = 1.4426950408889634
+_LN2 = 0.6931471805599453
+
+# Fast-math without 'nnan'/'ninf': a NaN must stay a NaN (that is how divergence is caught).
+# 'reassoc' lets the reductions vectorize; it is harmless in _exp_neg, whose range reduction
+# runs in float64 where x - n*ln2 stays exact to ~1e-16 in any order.
+_FAST = dict(cache=True, fastmath={"contract", "reassoc", "nsz", "arcp", "afn"}, nogil=True)
+
+
+@njit(inline="always", **_FAST)
+def _exp_neg(x):
+    """exp(x) for float64 x <= 0 (x is clamped at -700; relative error ~1e-9; NaN stays NaN)."""
+    x = -700.0 if x < -700.0 else x
+    n = math.floor(x * _LOG2E + 0.5)
+    r = x - n * _LN2
+    p = 1.0 + r * (1.0 + r * (0.5 + r * (1.0 / 6 + r * (1.0 / 24 + r * (
+        1.0 / 120 + r * (1.0 / 720 + r * (1.0 / 5040)))))))
+    bits = np.int64((np.int64(n) + 1023) << 52)
+    return p * bits.view(np.float64)
+
+
+@njit(inline="always", **_FAST)
+def _sigmoid(z):
+    """Safe logistic: exp is only ever taken of -|z|."""
+    e = _exp_neg(-abs(z))
+    return (1.0 if z >= 0.0 else e) / (1.0 + e)
+
+
+def unit(v):
+    """A pixel as a float in [0, 1]: integers (uint8) are scaled by 1/255, floats pass through."""
+    raise NotImplementedError("only callable from @njit code")
+
+
+@overload(unit, inline="always")
+def _unit(v):
+    if isinstance(v, types.Integer):
+        return lambda v: np.float32(v) * PIXEL_SCALE
+    return lambda v: v
+
+
+@njit(**_FAST)
+def to_float(X, out):
+    """out <- X as float32 (uint8 pixels scaled by 1/255; float32 copied)."""
+    for i in range(X.shape[0]):
+        for j in range(X.shape[1]):
+            out[i, j] = unit(X[i, j])
+
+
+@njit(**_FAST)
+def gather_rows(X, idx, out):
+    """out[i] <- X[idx[i]] as float32 (the batch gather; uint8 pixels scaled by 1/255)."""
+    for i in range(idx.shape[0]):
+        src = X[idx[i]]
+        for j in range(X.shape[1]):
+            out[i, j] = unit(src[j])
+
+
+def _as_float(X):
+    """uint8 pixels -> a float32 copy; float32 arrays pass through (no copy)."""
+    if X.dtype == np.float32:
+        return X
+    out = np.empty(X.shape, np.float32)
+    to_float(X, out)
+    return out
+
+
+# --- kernel 1: matmul + bias + LeakyReLU ------------------------------------------------------
+@njit(**_FAST)
+def bias_leaky_relu_(Z, b, slope):
+    """Epilogue of kernel 1, in place: Z <- leaky_relu(Z + b)."""
+    for i in range(Z.shape[0]):
+        for j in range(Z.shape[1]):
+            z = Z[i, j] + b[j]
+            Z[i, j] = z if z > 0 else z * slope
+
+
+@njit(**_FAST)
+def _linear_leaky_relu(Xf, W, b, H, slope):
+    gemm(False, True, 1.0, Xf, W, 0.0, H)
+    bias_leaky_relu_(H, b, np.float32(slope))
+
+
+def linear_leaky_relu(X, W, b, H, slope=0.01):
+    """H <- leaky_relu(X W^T + b). X (B, K) float32 or uint8; W (N, K); b (N,); H (B, N)."""
+    _linear_leaky_relu(_as_float(X), W, b, H, slope)
+
+
+# --- kernel 2 (+3): matmul + bias + Sigmoid (+ MSE gradient) ----------------------------------
+@njit(**_FAST)
+def bias_sigmoid_(Z, b):
+    """Epilogue of kernel 2, in place: Z <- sigmoid(Z + b)."""
+    for i in range(Z.shape[0]):
+        for j in range(Z.shape[1]):
+            Z[i, j] = _sigmoid(np.float64(Z[i, j] + b[j]))
+
+
+@njit(**_FAST)
+def bias_sigmoid_mse_(Z, b, T, scale, Y):
+    """Epilogue of kernels 2+3, in place: Z <- dZ = scale*(y-t)*y*(1-y), y = sigmoid(Z + b).
+
+    T: (B, N) uint8 pixels or float32 targets. Writes y to Y when Y has rows (pass a (0, N)
+    array to skip). Returns sum((y - t)^2) in float64.
+    """
+    write_y = Y.shape[0] > 0
+    total = 0.0
+    for i in range(Z.shape[0]):
+        row = 0.0
+        for j in range(Z.shape[1]):
+            y = _sigmoid(np.float64(Z[i, j] + b[j]))
+            d = y - np.float64(unit(T[i, j]))
+            row += d * d
+            Z[i, j] = scale * d * y * (1.0 - y)
+            if write_y:
+                Y[i, j] = y
+        total += row
+    return total
+
+
+@njit(**_FAST)
+def _linear_sigmoid(H, W, b, Y):
+    gemm(False, True, 1.0, H, W, 0.0, Y)
+    bias_sigmoid_(Y, b)
+
+
+def linear_sigmoid(H, W, b, Y):
+    """Y <- sigmoid(H W^T + b). H (B, K); W (N, K); b (N,); Y (B, N)."""
+    _linear_sigmoid(_as_float(H), W, b, Y)
+
+
+@njit(**_FAST)
+def _linear_sigmoid_mse(H, W, b, T, dZ, Y):
+    gemm(False, True, 1.0, H, W, 0.0, dZ)
+    scale = 2.0 / (dZ.shape[0] * dZ.shape[1])
+    return bias_sigmoid_mse_(dZ, b, T, scale, Y)
+
+
+def linear_sigmoid_mse(H, W, b, T, dZ, Y=None):
+    """Kernels 2+3 fused: dZ <- 2/(B*N) (y - T) y (1 - y), y = sigmoid(H W^T + b).
+
+    Returns the batch's loss sum, sum((y - T)^2), as a Python float. Y (B, N) receives y if
+    given; otherwise y is never written to memory.
+    """
+    if Y is None:
+        Y = np.empty((0, dZ.shape[1]), np.float32)
+    return _linear_sigmoid_mse(_as_float(H), W, b, T, dZ, Y)
+
+
+# --- kernel 4: the backward products ----------------------------------------------------------
+@njit(**_FAST)
+def leaky_relu_grad_(dH, H, slope):
+    """Epilogue of the dH product, in place: dH <- dH * leaky_relu'(H), read off H's sign."""
+    for i in range(dH.shape[0]):
+        for j in range(dH.shape[1]):
+            if not H[i, j] > 0:
+                dH[i, j] *= slope
+
+
+@njit(**_FAST)
+def _backward_hidden(dZ, W2, H, dH, slope):
+    gemm(False, False, 1.0, dZ, W2, 0.0, dH)
+    leaky_relu_grad_(dH, H, np.float32(slope))
+
+
+def backward_hidden(dZ, W2, H, dH, slope=0.01):
+    """dH <- (dZ W2) * leaky_relu'(H). dZ (B, N); W2 (N, K); H, dH (B, K)."""
+    _backward_hidden(dZ, W2, H, dH, slope)
+
+
+@njit(**_FAST)
+def column_sums(dZ, out, alpha, beta):
+    """out <- beta * out + alpha * dZ.sum(axis=0), accumulated in float64."""
+    acc = np.zeros(dZ.shape[1], np.float64)
+    for i in range(dZ.shape[0]):
+        for j in range(dZ.shape[1]):
+            acc[j] += dZ[i, j]
+    if beta == 0.0:  # overwrite: never read out (it may hold garbage or NaN)
+        for j in range(dZ.shape[1]):
+            out[j] = alpha * acc[j]
+    else:
+        for j in range(dZ.shape[1]):
+            out[j] = beta * out[j] + alpha * acc[j]
+
+
+@njit(**_FAST)
+def _weight_grad(dZ, A, G, gb):
+    gemm(True, False, 1.0, dZ, A, 0.0, G)
+    column_sums(dZ, gb, 1.0, 0.0)
+
+
+def weight_grad(dZ, A, G, gb):
+    """G <- dZ^T A (N, K) and gb <- dZ.sum(0) (N,). A may be uint8 pixels."""
+    _weight_grad(dZ, _as_float(A), G, gb)
+
+
+@njit(**_FAST)
+def _sgd_weight_step(dZ, A, W, b, lr):
+    gemm(True, False, -lr, dZ, A, 1.0, W)
+    column_sums(dZ, b, -lr, 1.0)
+
+
+def sgd_weight_step(dZ, A, W, b, lr):
+    """Plain SGD fused into the weight-gradient product: W <- W - lr dZ^T A, b <- b - lr sum(dZ).
+
+    One sgemm with alpha = -lr, beta = 1: the gradient G is never written to memory.
+    """
+    _sgd_weight_step(dZ, _as_float(A), W, b, lr)
+
+
+# --- kernel 5: optimizer updates --------------------------------------------------------------
+@njit(parallel=True, **_FAST)
+def sgd_update(W, G, lr, momentum, nesterov, V):
+    """In place, torch.optim.SGD semantics (see reference.sgd_update). V is unused if momentum=0."""
+    w = W.reshape(-1)
+    g = G.reshape(-1)
+    v = V.reshape(-1)
+    lr = np.float32(lr)
+    mu = np.float32(momentum)
+    if momentum == 0.0:
+        for i in prange(w.size):
+            w[i] -= lr * g[i]
+    elif nesterov:
+        for i in prange(w.size):
+            vi = mu * v[i] + g[i]
+            v[i] = vi
+            w[i] -= lr * (g[i] + mu * vi)
+    else:
+        for i in prange(w.size):
+            vi = mu * v[i] + g[i]
+            v[i] = vi
+            w[i] -= lr * vi
+
+
+@njit(parallel=True, **_FAST)
+def adam_update(W, G, M, V, lr, t, beta1, beta2, eps):
+    """In place, torch.optim.Adam semantics at step t >= 1 (see reference.adam_update)."""
+    w = W.reshape(-1)
+    g = G.reshape(-1)
+    m = M.reshape(-1)
+    v = V.reshape(-1)
+    step = np.float32(lr / (1.0 - beta1**t))
+    inv_bc2_sqrt = np.float32(1.0 / math.sqrt(1.0 - beta2**t))
+    b1 = np.float32(beta1)
+    b2 = np.float32(beta2)
+    e = np.float32(eps)
+    for i in prange(w.size):
+        gi = g[i]
+        mi = b1 * m[i] + (np.float32(1.0) - b1) * gi
+        vi = b2 * v[i] + (np.float32(1.0) - b2) * gi * gi
+        m[i] = mi
+        v[i] = vi
+        w[i] -= step * mi / (math.sqrt(vi) * inv_bc2_sqrt + e)
