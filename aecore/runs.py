@@ -1,0 +1,199 @@
+"""The run directory: its layout, atomic file writes, and the metrics files.
+
+One directory per training run (``runs/h256-sgd`` by default)::
+
+    config.json             the TrainConfig, aecore version, data source, device
+    metrics.csv             epoch,train_loss,val_loss,seconds,samples_per_s  (one row per epoch)
+    summary.json            final losses, best epoch, status (complete / interrupted / diverged)
+    reconstructions.npz     originals (10, 784) uint8, labels, test indices, epoch_<e> (10, 784) f32
+    model.safetensors       "0.weight" "0.bias" "2.weight" "2.bias" (float32, PyTorch's names)
+    checkpoint.safetensors  parameters + optimizer buffers + resume state (see aecore.checkpoint)
+
+Every file is written atomically: a temporary file in the same directory is written, flushed and
+fsync'ed, then renamed over the target with ``os.replace``; a crash mid-write leaves the previous
+version intact (and at worst a stray ``.<name>.*.tmp`` file).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from .errors import CheckpointError
+
+CONFIG = "config.json"
+METRICS = "metrics.csv"
+SUMMARY = "summary.json"
+RECONSTRUCTIONS = "reconstructions.npz"
+MODEL = "model.safetensors"
+CHECKPOINT = "checkpoint.safetensors"
+RUN_FILES = (CONFIG, METRICS, SUMMARY, RECONSTRUCTIONS, MODEL, CHECKPOINT)
+
+METRICS_HEADER = ("epoch", "train_loss", "val_loss", "seconds", "samples_per_s")
+
+
+def run_name(hidden: int, optimizer: str) -> str:
+    """Default run directory name, e.g. ``h256-sgd``."""
+    return f"h{hidden}-{optimizer}"
+
+
+# --- atomic writes -------------------------------------------------------------------------------
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path, write) -> None:
+    """Create ``path`` atomically: ``write(f)`` fills a binary temp file in the same directory,
+    which is fsync'ed and renamed over ``path``. If ``write`` raises, the old file is untouched
+    and the temp file removed."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    _fsync_dir(path.parent)
+
+
+def atomic_write_bytes(path, data: bytes) -> None:
+    atomic_write(path, lambda f: f.write(data))
+
+
+def atomic_write_text(path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def _json_safe(x):
+    """JSON has no NaN/inf: write them as null."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_json_safe(v) for v in x]
+    if isinstance(x, np.generic):
+        return _json_safe(x.item())
+    return x
+
+
+def write_json(path, obj) -> None:
+    atomic_write_text(path, json.dumps(_json_safe(obj), indent=2, sort_keys=False) + "\n")
+
+
+def read_json(path) -> dict:
+    path = Path(path)
+    try:
+        return json.loads(path.read_text("utf-8"))
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: file not found") from None
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{path}: not a readable JSON file ({e})") from None
+
+
+def write_npz(path, arrays: dict) -> None:
+    def write(f):
+        np.savez(f, **arrays)
+
+    atomic_write(path, write)
+
+
+# --- metrics -------------------------------------------------------------------------------------
+
+def metrics_csv_text(rows: list[dict]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(METRICS_HEADER)
+    for r in rows:
+        w.writerow([int(r["epoch"]), repr(float(r["train_loss"])), repr(float(r["val_loss"])),
+                    f"{float(r['seconds']):.4f}", f"{float(r['samples_per_s']):.1f}"])
+    return buf.getvalue()
+
+
+def write_metrics(path, rows: list[dict]) -> None:
+    atomic_write_text(path, metrics_csv_text(rows))
+
+
+def read_metrics(path) -> list[dict]:
+    """Rows of metrics.csv as dicts (epoch int, the rest float)."""
+    path = Path(path)
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        if tuple(reader.fieldnames or ()) != METRICS_HEADER:
+            raise CheckpointError(f"{path}: unexpected header {reader.fieldnames}")
+        return [{k: (int(v) if k == "epoch" else float(v)) for k, v in r.items()} for r in reader]
+
+
+# --- the directory itself ------------------------------------------------------------------------
+
+def check_writable(directory) -> None:
+    """Raise CheckpointError unless ``directory`` (or its nearest existing ancestor, where it
+    would be created) is a directory we can create files in."""
+    d = Path(directory).absolute()
+    probe = d
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if not probe.is_dir():
+        raise CheckpointError(f"{probe}: exists and is not a directory; cannot write the run there")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise CheckpointError(f"{probe}: directory is not writable")
+    if probe == d:  # really try: os.access is wrong for root, read-only mounts, ...
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=".aecore-write-test.", dir=d)
+            os.close(fd)
+            os.unlink(tmp)
+        except OSError as e:
+            raise CheckpointError(f"{d}: directory is not writable ({e.strerror})") from None
+
+
+def existing_run_files(run_dir) -> list[str]:
+    d = Path(run_dir)
+    return [n for n in RUN_FILES if (d / n).exists()]
+
+
+def prepare_run_dir(run_dir, overwrite: bool = False) -> Path:
+    """Create ``run_dir`` for a new run. A directory holding a previous run is refused unless
+    ``overwrite``; then only the run's own files are removed (nothing else in it is touched)."""
+    d = Path(run_dir)
+    if d.exists() and not d.is_dir():
+        raise CheckpointError(f"{d}: exists and is not a directory")
+    check_writable(d)
+    found = existing_run_files(d) if d.exists() else []
+    if found and not overwrite:
+        raise CheckpointError(
+            f"{d} already holds a run ({', '.join(found)}); pass --overwrite to replace it, "
+            f"--resume {d} to continue it, or choose another --out")
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise CheckpointError(f"{d}: cannot create the run directory ({e.strerror})") from None
+    check_writable(d)
+    for name in found:
+        (d / name).unlink()
+    return d
