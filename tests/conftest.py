@@ -1,0 +1,70 @@
+"""Shared fixtures: a tiny synthetic Fashion-MNIST-shaped dataset, and the real data via
+$AECORE_DATA (tests that need it are skipped when it is not set)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+CLASS_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+               "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+
+
+@dataclass
+class Split:
+    images: np.ndarray  # (n, 784) uint8
+    labels: np.ndarray  # (n,) uint8
+
+
+@dataclass
+class SyntheticData:
+    train: Split
+    val: Split
+    test: Split
+    source: str = "synthetic"
+    class_names: tuple = CLASS_NAMES
+
+
+def make_split(n: int, rng) -> Split:
+    """Images with per-class structure (a class template plus noise), so a model can learn."""
+    yy, xx = np.mgrid[0:28, 0:28] / 27.0
+    templates = []
+    for c in range(10):
+        a, b = np.cos(c), np.sin(c)
+        t = 0.5 + 0.5 * np.sin(6.0 * (a * xx + b * yy) + c)
+        templates.append(t.reshape(-1))
+    labels = (np.arange(n) % 10).astype(np.uint8)
+    rng.shuffle(labels)
+    imgs = np.stack([templates[c] for c in labels]) + 0.15 * rng.standard_normal((n, 784))
+    return Split(np.clip(imgs * 255, 0, 255).astype(np.uint8), labels)
+
+
+def synthetic_data(n_train=384, n_val=96, n_test=64, seed=0) -> SyntheticData:
+    rng = np.random.default_rng(seed)
+    return SyntheticData(make_split(n_train, rng), make_split(n_val, rng), make_split(n_test, rng))
+
+
+@pytest.fixture(scope="session")
+def tiny_data():
+    return synthetic_data()
+
+
+@pytest.fixture(scope="session")
+def real_data_dir():
+    d = os.environ.get("AECORE_DATA")
+    if not d:
+        pytest.skip("AECORE_DATA is not set (directory with the Fashion-MNIST files)")
+    if not Path(d).exists():
+        pytest.skip(f"AECORE_DATA={d} does not exist")
+    return d
+
+
+@pytest.fixture(scope="session")
+def real_data(real_data_dir):
+    from aecore.data import load_fashion_mnist
+
+    return load_fashion_mnist(real_data_dir, download=False, progress=False)
