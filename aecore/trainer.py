@@ -385,6 +385,7 @@ def train(config: TrainConfig, run_dir, data, resume: bool = False, progress: bo
     device = eng.device
     run.write_config(device, resumed_from=({"epoch": epoch0, "position": position} if ckpt else None))
     if ckpt is None:
+        runs.write_metrics(run_dir / runs.METRICS, [])
         run.write_recons()
         run.checkpoint(eng, 0, 0, rng.bit_generator.state, 0.0, 0.0, chunk)
     saved_epochs = set(config.saved_epochs())

@@ -1,0 +1,174 @@
+"""Interruption and exact resume: real SIGINT / SIGTERM signals, in-process (sent from the
+trainer's per-chunk hook, so the interruption point is deterministic) and to a real
+``aecore train`` subprocess; refusal of checkpoints that do not match."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file
+
+from aecore import runs
+from aecore.checkpoint import load_checkpoint
+from aecore.errors import CheckpointError
+from aecore.model import PARAM_NAMES
+from aecore.trainer import TrainConfig, TrainingInterrupted, load_run_config, train
+
+from conftest import synthetic_data
+
+CHUNK = 64  # samples per chunk: 6 chunks per epoch of the 384 tiny training images
+
+
+def cfg(**kw):
+    base = dict(hidden=20, epochs=3, batch_size=16, lr=0.3, val_size=96, recon_epochs=(1, 2))
+    return TrainConfig(**{**base, **kw})
+
+
+def interrupt_after(n_chunks, sig=signal.SIGINT):
+    calls = []
+
+    def hook(epoch, pos):
+        calls.append((epoch, pos))
+        if len(calls) == n_chunks:
+            os.kill(os.getpid(), sig)
+
+    return hook
+
+
+def assert_same_run(a, b):
+    ma, mb = load_file(a / runs.MODEL), load_file(b / runs.MODEL)
+    for k in PARAM_NAMES:
+        assert np.array_equal(ma[k], mb[k]), f"{k} differs"
+    ca, cb = load_checkpoint(a / runs.CHECKPOINT), load_checkpoint(b / runs.CHECKPOINT)
+    assert sorted(ca.opt_state) == sorted(cb.opt_state)
+    for k in ca.opt_state:
+        assert np.array_equal(ca.opt_state[k], cb.opt_state[k]), f"{k} differs"
+    assert ca.state["step"] == cb.state["step"]
+    ra, rb = runs.read_metrics(a / runs.METRICS), runs.read_metrics(b / runs.METRICS)
+    assert [(r["epoch"], r["train_loss"], r["val_loss"]) for r in ra] == \
+           [(r["epoch"], r["train_loss"], r["val_loss"]) for r in rb]
+    with np.load(a / runs.RECONSTRUCTIONS) as za, np.load(b / runs.RECONSTRUCTIONS) as zb:
+        assert sorted(za.files) == sorted(zb.files)
+        for k in za.files:
+            assert np.array_equal(za[k], zb[k]), k
+
+
+@pytest.mark.parametrize("optimizer,n_chunks", [("sgd", 9), ("momentum", 4), ("nesterov", 13),
+                                                ("adam", 8)])
+def test_interrupt_and_resume_is_bitwise_exact(tmp_path, tiny_data, optimizer, n_chunks):
+    c = cfg(optimizer=optimizer, lr=0.01 if optimizer == "adam" else 0.3)
+    ref = tmp_path / "ref"
+    train(c, ref, tiny_data, progress=False, chunk_samples=CHUNK)
+
+    run = tmp_path / "run"
+    with pytest.raises(TrainingInterrupted) as ei:
+        train(c, run, tiny_data, progress=False, chunk_samples=CHUNK,
+              on_chunk=interrupt_after(n_chunks))
+    assert ei.value.exit_code == 130
+    epoch, pos = divmod(n_chunks * CHUNK, 384)
+    st = load_checkpoint(run / runs.CHECKPOINT, 20).state
+    assert (st["epoch"], st["position"]) == (epoch, pos)  # stopped right after that chunk
+    assert json.loads((run / runs.SUMMARY).read_text())["status"] == "interrupted"
+    assert len(runs.read_metrics(run / runs.METRICS)) == epoch
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+
+    assert load_run_config(run) == c
+    s = train(c, run, tiny_data, resume=True, progress=False)
+    assert s["status"] == "complete" and s["epochs_done"] == 3
+    assert_same_run(ref, run)
+
+
+def test_sigterm_at_epoch_boundary_then_resume_twice(tmp_path, tiny_data):
+    c = cfg(epochs=4)
+    ref = tmp_path / "ref"
+    train(c, ref, tiny_data, progress=False, chunk_samples=CHUNK)
+    run = tmp_path / "run"
+    with pytest.raises(TrainingInterrupted):  # the 6th chunk ends epoch 1
+        train(c, run, tiny_data, progress=False, chunk_samples=CHUNK,
+              on_chunk=interrupt_after(6, signal.SIGTERM))
+    st = load_checkpoint(run / runs.CHECKPOINT).state
+    assert (st["epoch"], st["position"]) == (1, 0)
+    with pytest.raises(TrainingInterrupted):  # interrupted again, inside epoch 3
+        train(c, run, tiny_data, resume=True, progress=False, on_chunk=interrupt_after(8))
+    st = load_checkpoint(run / runs.CHECKPOINT).state
+    assert (st["epoch"], st["position"]) == (2, 2 * CHUNK)
+    train(c, run, tiny_data, resume=True, progress=False)
+    assert_same_run(ref, run)
+
+
+def test_resume_can_extend_epochs(tmp_path, tiny_data):
+    ref, run = tmp_path / "ref", tmp_path / "run"
+    train(cfg(epochs=3), ref, tiny_data, progress=False)
+    train(cfg(epochs=2), run, tiny_data, progress=False)
+    with pytest.raises(CheckpointError, match="larger --epochs"):
+        train(cfg(epochs=2), run, tiny_data, resume=True, progress=False)
+    train(cfg(epochs=3), run, tiny_data, resume=True, progress=False)
+    ma, mb = load_file(ref / runs.MODEL), load_file(run / runs.MODEL)
+    assert all(np.array_equal(ma[k], mb[k]) for k in PARAM_NAMES)
+
+
+def test_resume_refuses_mismatches(tmp_path, tiny_data):
+    run = tmp_path / "run"
+    train(cfg(epochs=1), run, tiny_data, progress=False)
+    with pytest.raises(CheckpointError, match="hidden size 20, not 32"):
+        train(cfg(hidden=32, epochs=2), run, tiny_data, resume=True, progress=False)
+    with pytest.raises(CheckpointError, match="lr=0.3"):
+        train(cfg(lr=0.1, epochs=2), run, tiny_data, resume=True, progress=False)
+    with pytest.raises(CheckpointError, match="optimizer buffers"):
+        train(cfg(optimizer="adam", epochs=2), run, tiny_data, resume=True, progress=False)
+    other = synthetic_data(seed=5)
+    with pytest.raises(CheckpointError, match="training data differs"):
+        train(cfg(epochs=2), run, other, resume=True, progress=False)
+    with pytest.raises(CheckpointError, match="no such file|not found"):
+        train(cfg(epochs=2), tmp_path / "nothing", tiny_data, resume=True, progress=False)
+    ck = run / runs.CHECKPOINT
+    ck.write_bytes(ck.read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match="not a readable safetensors"):
+        train(cfg(epochs=2), run, tiny_data, resume=True, progress=False)
+
+
+# --- a real `aecore train` process, interrupted by a signal from outside ---------------------------
+
+def test_cli_subprocess_sigint_then_resume(tmp_path, tiny_data, real_data_dir):
+    """Start `aecore train`, send SIGINT once it is training, check exit 130 and the resume hint,
+    resume it, and compare with an uninterrupted in-process run of the same configuration."""
+    from aecore.data import load_fashion_mnist
+
+    args = ["--device", "cpu", "--hidden", "32", "--epochs", "30", "--batch-size", "64",
+            "--lr", "0.2", "--limit", "4096", "--val-size", "10000", "--data-dir", real_data_dir]
+    out = tmp_path / "runs"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "aecore.cli.main", "train", *args,
+                             "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env)
+    try:
+        line = proc.stdout.readline()  # the first epoch line: it is training now
+        assert "epoch" in line, line + proc.stderr.read()
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, stdout + stderr
+    run = out / "h32-sgd"
+    assert f"--resume {run}" in stdout + stderr
+    assert "Traceback" not in stdout + stderr
+    st = load_checkpoint(run / runs.CHECKPOINT, 32).state
+    assert 1 <= st["epoch"] < 30
+
+    r = subprocess.run([sys.executable, "-m", "aecore.cli.main", "train", "--resume", str(run),
+                        "--data-dir", real_data_dir], capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert json.loads((run / runs.SUMMARY).read_text())["epochs_done"] == 30
+
+    ref = tmp_path / "ref"
+    data = load_fashion_mnist(real_data_dir, val_size=10000, download=False, progress=False)
+    train(load_run_config(run), ref, data, progress=False)
+    assert_same_run(ref, run)
