@@ -1,0 +1,14 @@
+"""Repo-wide pytest setup, loaded before any test module imports numba.
+
+Numba's CUDA simulator must be chosen before ``numba.cuda`` is first imported. Where no real
+GPU answers (CI, laptops) we turn it on, so the CUDA kernels and the CUDA training path run,
+slowly but for real, through the same tests that run on a GPU; where a GPU is present the tests
+run on it. Set NUMBA_ENABLE_CUDASIM yourself to override either way.
+"""
+
+import os
+
+from aecore.devices import real_gpu_present
+
+if "NUMBA_ENABLE_CUDASIM" not in os.environ:
+    os.environ["NUMBA_ENABLE_CUDASIM"] = "0" if real_gpu_present() else "1"
