@@ -40,3 +40,10 @@ def main():
 
 
 # --- commands: one module per verb; add one import + add_command line per module ---------------
+from .train import train  # noqa: E402
+
+main.add_command(train)
+from .use import encode, eval_, info, reconstruct  # noqa: E402
+
+for _cmd in (eval_, reconstruct, encode, info):
+    main.add_command(_cmd)

@@ -23,6 +23,7 @@ from aecore.trainer import TrainConfig, TrainingInterrupted, load_run_config, tr
 
 from conftest import synthetic_data
 
+AECORE = [sys.executable, "-c", "from aecore.cli.main import main; main()"]
 CHUNK = 64  # samples per chunk: 6 chunks per epoch of the 384 tiny training images
 
 
@@ -145,7 +146,7 @@ def test_cli_subprocess_sigint_then_resume(tmp_path, tiny_data, real_data_dir):
             "--lr", "0.2", "--limit", "4096", "--val-size", "10000", "--data-dir", real_data_dir]
     out = tmp_path / "runs"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "aecore.cli.main", "train", *args,
+    proc = subprocess.Popen([*AECORE, "train", *args,
                              "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env=env)
     try:
@@ -163,7 +164,7 @@ def test_cli_subprocess_sigint_then_resume(tmp_path, tiny_data, real_data_dir):
     st = load_checkpoint(run / runs.CHECKPOINT, 32).state
     assert 1 <= st["epoch"] < 30
 
-    r = subprocess.run([sys.executable, "-m", "aecore.cli.main", "train", "--resume", str(run),
+    r = subprocess.run([*AECORE, "train", "--resume", str(run),
                         "--data-dir", real_data_dir], capture_output=True, text=True, env=env)
     assert r.returncode == 0, r.stdout + r.stderr
     assert json.loads((run / runs.SUMMARY).read_text())["epochs_done"] == 30

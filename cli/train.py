@@ -1,0 +1,275 @@
+"""``aecore train``: train one model, or the paper's sweep of hidden sizes, into run directories.
+
+Also holds the helpers the other commands share (device resolution, data loading).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import click
+from click.core import ParameterSource
+
+from aecore import runs
+from aecore.engine import OPTIMIZERS
+from aecore.errors import AecoreError, CheckpointError, DivergenceError
+from aecore.trainer import (MAX_HIDDEN, RESUME_FIXED, TrainConfig, TrainingInterrupted,
+                            config_problems, load_run_config, train as train_run)
+
+D = TrainConfig()  # the defaults, defined once in aecore.trainer
+FASHION_TRAIN = 60000  # images in the Fashion-MNIST training file (before the validation split)
+OPTION_OF = {"hidden": "--hidden", "epochs": "--epochs", "batch_size": "--batch-size",
+             "lr": "--lr", "optimizer": "--optimizer", "momentum": "--momentum",
+             "slope": "--slope", "seed": "--seed", "val_size": "--val-size", "device": "--device",
+             "limit": "--limit"}
+
+
+# --- shared helpers ---------------------------------------------------------------------------
+
+def resolve_device(choice: str, quiet: bool = False) -> str:
+    """cpu | cuda | auto -> cpu | cuda. ``cuda`` without a usable GPU is a usage error (exit 2);
+    ``auto`` picks CUDA only for a real GPU (never the simulator) and says so when it cannot."""
+    if choice == "cpu":
+        return "cpu"
+    from aecore import devices
+
+    if choice == "cuda":
+        ok, why = devices.cuda_usable()
+        if not ok:
+            raise click.BadParameter(f"cuda is not available here: {why}", param_hint="'--device'")
+        return "cuda"
+    if devices.real_gpu_present():
+        ok, why = devices.cuda_usable()
+        if ok:
+            return "cuda"
+    else:
+        why = "no CUDA GPU found"
+    if not quiet:
+        click.echo(f"notice: --device auto: {why}; using the CPU", err=True)
+    return "cpu"
+
+
+def device_option(f):
+    return click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
+                        show_default=True,
+                        help="cpu, cuda, or auto (CUDA if a GPU is usable, else the CPU).")(f)
+
+
+def data_dir_option(f):
+    return click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
+                        default=None, help="Directory with the Fashion-MNIST files (default: "
+                        "$AECORE_DATA, the user cache, /usr/share/datasets; else downloaded).")(f)
+
+
+def load_data(data_dir, val_size: int):
+    from aecore.data import load_fashion_mnist
+
+    return load_fashion_mnist(data_dir, val_size=val_size, download=True, progress=True)
+
+
+# --- option parsing ---------------------------------------------------------------------------
+
+class HiddenList(click.ParamType):
+    name = "H[,H...]"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        sizes = []
+        for part in str(value).split(","):
+            part = part.strip()
+            try:
+                h = int(part)
+            except ValueError:
+                self.fail(f"{part!r} is not an integer (give e.g. 256 or 64,128,256,512)", param, ctx)
+            if not 1 <= h <= MAX_HIDDEN:
+                self.fail(f"{h} is out of range: hidden sizes go from 1 to {MAX_HIDDEN}", param, ctx)
+            if h in sizes:
+                self.fail(f"{h} is given twice", param, ctx)
+            sizes.append(h)
+        return tuple(sizes)
+
+
+def _finite_positive(ctx, param, value):
+    if value is not None and (not math.isfinite(value) or value <= 0):
+        raise click.BadParameter(f"must be a finite number > 0, got {value}")
+    return value
+
+
+def _finite(ctx, param, value):
+    if value is not None and not math.isfinite(value):
+        raise click.BadParameter(f"must be a finite number, got {value}")
+    return value
+
+
+HELP = f"""Train the 784 -> h -> 784 autoencoder (LeakyReLU hidden layer, Sigmoid output, MSE loss)
+on Fashion-MNIST, writing one run directory per hidden size under --out (named like
+h256-sgd): config.json, metrics.csv (per-epoch train/val MSE, seconds, samples/s),
+summary.json, reconstructions.npz, model.safetensors (PyTorch state_dict names) and
+checkpoint.safetensors.
+
+Losses are mean squared errors per pixel (pixels scaled to [0, 1]). Ctrl-C or SIGTERM saves a
+checkpoint and exits 130; continue with --resume RUN_DIR.
+
+\b
+Examples:
+  aecore train --device cpu --hidden 256
+  aecore train --hidden 64,128,256,512 --epochs 200
+  aecore train --hidden 256 --epochs 1 --limit 2000      quick check
+  aecore train --resume runs/h256-sgd
+"""
+
+
+@click.command(help=HELP)
+@click.option("--hidden", type=HiddenList(), default=str(D.hidden), show_default=True,
+              help="Hidden units h, or a comma list (64,128,256,512) to train each and compare.")
+@click.option("--epochs", type=click.IntRange(min=1), default=D.epochs, show_default=True,
+              help="Passes over the training set.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=D.batch_size, show_default=True,
+              help="Samples per optimizer step (at most the training-set size).")
+@click.option("--lr", type=float, default=D.lr, show_default=True, callback=_finite_positive,
+              help="Learning rate (> 0).")
+@click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=D.optimizer, show_default=True,
+              help="sgd (the paper's), momentum / nesterov (torch.optim.SGD), adam (torch.optim.Adam).")
+@click.option("--momentum", type=click.FloatRange(min=0, max=1, max_open=True),
+              default=D.momentum, show_default=True, help="Momentum for momentum / nesterov.")
+@click.option("--slope", type=float, default=D.slope, show_default=True, callback=_finite,
+              help="LeakyReLU negative slope.")
+@click.option("--seed", type=click.IntRange(min=0), default=D.seed, show_default=True,
+              help="Seed for the initial weights and the per-epoch shuffles.")
+@click.option("--val-size", type=click.IntRange(min=1), default=D.val_size, show_default=True,
+              help=f"Training images held out for validation (of the {FASHION_TRAIN}).")
+@click.option("--limit", type=click.IntRange(min=1), default=None,
+              help="Train on only the first N training images (quick tests).")
+@device_option
+@data_dir_option
+@click.option("--out", type=click.Path(path_type=Path), default=Path("runs"), show_default=True,
+              help="Directory that holds the run directories.")
+@click.option("--resume", type=click.Path(path_type=Path), default=None, metavar="RUN_DIR",
+              help="Continue the interrupted run in RUN_DIR (its settings are reused; --epochs "
+                   "may be raised).")
+@click.option("--overwrite", is_flag=True, help="Replace existing run directories' files.")
+@click.pass_context
+def train(ctx, hidden, epochs, batch_size, lr, optimizer, momentum, slope, seed, val_size, limit,
+          device, data_dir, out, resume, overwrite):
+    if resume is not None:
+        return _resume(ctx, resume, device, data_dir, epochs)
+
+    # Everything that can be checked without the data is checked before loading it.
+    if val_size >= FASHION_TRAIN:
+        raise click.BadParameter(f"{val_size} leaves no training images (the training file has "
+                                 f"{FASHION_TRAIN})", param_hint="'--val-size'")
+    n_avail = FASHION_TRAIN - val_size
+    if limit is not None and limit > n_avail:
+        raise click.BadParameter(f"{limit} is more than the {n_avail} training images left after "
+                                 f"--val-size {val_size}", param_hint="'--limit'")
+    n_train = limit or n_avail
+    if batch_size > n_train:
+        raise click.BadParameter(f"{batch_size} is larger than the training set ({n_train} images)",
+                                 param_hint="'--batch-size'")
+    configs = [TrainConfig(hidden=h, epochs=epochs, batch_size=batch_size, lr=lr,
+                           optimizer=optimizer, momentum=momentum, slope=slope, seed=seed,
+                           val_size=val_size, device="cpu", limit=limit) for h in hidden]
+    for c in configs:
+        _check(c, n_train)
+    dirs = [out / runs.run_name(c.hidden, c.optimizer) for c in configs]
+    _check_outputs(out, dirs, overwrite)
+
+    dev = resolve_device(device)
+    configs = [TrainConfig(**{**c.to_dict(), "device": dev}) for c in configs]
+    data = load_data(data_dir, val_size)
+    _run_all(configs, dirs, data, overwrite, fallback_cpu=(device == "auto"))
+
+
+def _check(config, n_train):
+    for name, msg in config_problems(config, n_train):
+        raise click.BadParameter(msg, param_hint=f"'{OPTION_OF.get(name, name)}'")
+
+
+def _check_outputs(out: Path, dirs, overwrite):
+    try:
+        runs.check_writable(out)
+        for d in dirs:
+            runs.check_writable(d)
+    except CheckpointError as e:
+        raise click.BadParameter(str(e), param_hint="'--out'") from None
+    if not overwrite:
+        taken = [d for d in dirs if d.exists() and runs.existing_run_files(d)]
+        if taken:
+            raise CheckpointError(
+                f"{', '.join(map(str, taken))} already hold{'s' if len(taken) == 1 else ''} a run; "
+                f"pass --overwrite to replace, --resume {taken[0]} to continue, or another --out")
+
+
+def _resume(ctx, run_dir: Path, device, data_dir, epochs):
+    fixed = [OPTION_OF[n] for n in (*RESUME_FIXED, "hidden") if n in OPTION_OF
+             and ctx.get_parameter_source(n) == ParameterSource.COMMANDLINE]
+    for name in ("out", "overwrite"):
+        if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE:
+            fixed.append(f"--{name}")
+    if fixed:
+        raise click.UsageError(f"{', '.join(sorted(set(fixed)))} cannot be combined with --resume: "
+                               "a resumed run keeps its settings (only --epochs, --device and "
+                               "--data-dir may be given)")
+    if not run_dir.is_dir():
+        raise click.BadParameter(f"{run_dir} is not a directory", param_hint="'--resume'")
+    config = load_run_config(run_dir)
+    changes = {}
+    if ctx.get_parameter_source("epochs") == ParameterSource.COMMANDLINE:
+        changes["epochs"] = epochs
+    if ctx.get_parameter_source("device") == ParameterSource.COMMANDLINE:
+        changes["device"] = resolve_device(device)
+    config = TrainConfig(**{**config.to_dict(), **changes})
+    data = load_data(data_dir, config.val_size)
+    _run_all([config], [run_dir], data, False, fallback_cpu=(device == "auto"), resume=True)
+
+
+def _run_all(configs, dirs, data, overwrite, fallback_cpu, resume=False):
+    results, diverged = [], None
+    for i, (c, d) in enumerate(zip(configs, dirs)):
+        verb = "resuming" if resume else "training"
+        click.echo(f"{verb} {d}: hidden {c.hidden}, {c.epochs} epochs, batch {c.batch_size}, "
+                   f"{c.optimizer} lr {c.lr:g}, {c.device}"
+                   + (f", first {c.limit} images" if c.limit else ""), err=True)
+        try:
+            results.append(train_run(c, d, data, resume=resume, overwrite=overwrite,
+                                     fallback_cpu=fallback_cpu))
+        except TrainingInterrupted as e:
+            click.echo(f"{e}", err=True)
+            click.echo(f"Resume with: aecore train --resume {e.run_dir}", err=True)
+            left = [str(x.hidden) for x in configs[i + 1:]]
+            if left:
+                click.echo(f"Not started: hidden {','.join(left)}", err=True)
+            sys.exit(TrainingInterrupted.exit_code)
+        except DivergenceError as e:
+            if len(configs) == 1:
+                raise
+            click.echo(f"Error: h{c.hidden}: {e}", err=True)
+            diverged = e
+            results.append(runs.read_json(d / runs.SUMMARY))
+    click.echo(format_table(results))
+    if diverged is not None:
+        sys.exit(DivergenceError.exit_code)
+
+
+def _fmt(v, spec):
+    return "-" if v is None else format(v, spec)
+
+
+def format_table(summaries) -> str:
+    head = ("hidden", "params", "epochs", "train MSE", "val MSE", "test MSE", "best ep",
+            "time", "samples/s", "status")
+    rows = [(str(s["hidden"]), f"{s['params']:,}", f"{s['epochs_done']}/{s['epochs']}",
+             _fmt(s.get("train_loss"), ".6f"), _fmt(s.get("val_loss"), ".6f"),
+             _fmt(s.get("test_loss"), ".6f"), _fmt(s.get("best_epoch"), "d"),
+             _fmt(s.get("wall_time_s"), ".1f") + ("s" if s.get("wall_time_s") is not None else ""),
+             _fmt(s.get("samples_per_s"), ",.0f"), s["status"]) for s in summaries]
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+    lines = ["  ".join(x.rjust(w) for x, w in zip(r, widths)) for r in [head, *rows]]
+    return "\n".join([lines[0], "  ".join("-" * w for w in widths), *lines[1:]])
+
+
+__all__ = ["train", "resolve_device", "device_option", "data_dir_option", "load_data",
+           "format_table", "AecoreError"]
