@@ -7,8 +7,16 @@ run on it. Set NUMBA_ENABLE_CUDASIM yourself to override either way.
 """
 
 import os
+import sys
 
 from aecore.devices import real_gpu_present
+
+# Unit tests use tiny shapes, where BLAS threads only add overhead, and spin-waiting OpenBLAS
+# pools collapse when several test processes share two cores. Benchmarks (pytest bench ...)
+# keep every core. Must be set before numpy / scipy load OpenBLAS.
+if not any("bench" in a for a in sys.argv[1:]):
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, "1")
 
 if "NUMBA_ENABLE_CUDASIM" not in os.environ:
     os.environ["NUMBA_ENABLE_CUDASIM"] = "0" if real_gpu_present() else "1"

@@ -47,3 +47,6 @@ from .use import encode, eval_, info, reconstruct  # noqa: E402
 
 for _cmd in (eval_, reconstruct, encode, info):
     main.add_command(_cmd)
+from .bench import bench  # noqa: E402
+
+main.add_command(bench)

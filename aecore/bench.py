@@ -1,0 +1,176 @@
+"""``aecore bench``: training throughput per device, hidden size and batch, with its yardsticks.
+
+For each (device, hidden, batch) it times, in this one process, on the same images and batch
+order, plain SGD:
+
+* the aecore engine (``make_engine``), an epoch's worth of samples;
+* the GEMM floor: the step's five matrix products alone (CPU: the same sgemm the engine calls;
+  CUDA: cuBLAS through CuPy, when CuPy is installed);
+* PyTorch eager on the same device, when torch is installed (and has that device).
+
+Each time is the median of ``repeats`` runs after one warm-up run (compilation, caches and
+allocation stay out of it). GFLOP/s counts the five products only (``baselines.step_flops``).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .baselines import GemmFloor, TorchEngine, step_flops
+from .engine import OptimConfig, make_engine
+from .model import init_params
+
+
+@dataclass
+class BenchRow:
+    device: str
+    hidden: int
+    batch: int
+    samples: int
+    seconds: float  # median time for `samples` training samples
+    samples_per_s: float
+    gflops: float
+    floor_seconds: float | None  # the five products alone, same samples
+    torch_seconds: float | None  # PyTorch eager, same device, same samples
+
+    @property
+    def floor_ratio(self):
+        """aecore time / GEMM-floor time (1.0 = no cost beyond the products)."""
+        return self.seconds / self.floor_seconds if self.floor_seconds else None
+
+    @property
+    def torch_ratio(self):
+        """aecore time / PyTorch time (< 1: aecore is faster)."""
+        return self.seconds / self.torch_seconds if self.torch_seconds else None
+
+    def to_dict(self):
+        return {**asdict(self), "floor_ratio": self.floor_ratio, "torch_ratio": self.torch_ratio}
+
+
+def _median_time(fn, repeats: int) -> float:
+    fn()  # warm-up: compilation, first-touch allocation, cuBLAS handles
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def _engine_fn(engine, images, perm):
+    data = engine.put(images)
+
+    def fn():
+        engine.train_steps(data, perm, 0, len(perm))
+        engine.take_loss_sum()  # one device->host read: the work is finished when it returns
+
+    return fn
+
+
+def _cuda_floor_fn(hidden, batch, n):
+    """The five products with cuBLAS (CuPy), synchronised at the end; None without CuPy."""
+    try:
+        import cupy as cp
+    except ImportError:
+        return None
+    rng = cp.random.default_rng(0)
+    X = rng.random((batch, 784), dtype=cp.float32)
+    W1 = rng.standard_normal((hidden, 784), dtype=cp.float32) * 0.05
+    W2 = rng.standard_normal((784, hidden), dtype=cp.float32) * 0.05
+    H = cp.empty((batch, hidden), cp.float32)
+    Z = cp.empty((batch, 784), cp.float32)
+    dH = cp.empty((batch, hidden), cp.float32)
+    G1 = cp.empty((hidden, 784), cp.float32)
+    G2 = cp.empty((784, hidden), cp.float32)
+
+    def fn():
+        for _ in range(0, n, batch):
+            cp.matmul(X, W1.T, out=H)
+            cp.matmul(H, W2.T, out=Z)
+            cp.matmul(Z, W2, out=dH)
+            cp.matmul(Z.T, H, out=G2)
+            cp.matmul(dH.T, X, out=G1)
+        cp.cuda.Device().synchronize()
+
+    return fn
+
+
+def _torch_fn(device, params, opt, batch, images, perm):
+    try:
+        import torch
+    except ImportError:
+        return None
+    if device == "cuda" and not torch.cuda.is_available():
+        return None
+    eng = TorchEngine(params, opt, batch, device=device)
+    return _engine_fn(eng, images, perm)
+
+
+def bench_one(device, hidden, batch, images, samples, repeats, with_torch=True) -> BenchRow:
+    params = init_params(hidden, seed=0)
+    opt = OptimConfig("sgd", lr=0.05)
+    perm = np.random.default_rng(0).permutation(images.shape[0])[:samples].astype(np.int64)
+    t_ae = _median_time(_engine_fn(make_engine(device, params, opt, batch), images, perm), repeats)
+    if device == "cpu":
+        floor = GemmFloor(hidden, batch)
+        floor_fn = lambda: floor.run(samples)  # noqa: E731
+    else:
+        floor_fn = _cuda_floor_fn(hidden, batch, samples)
+    t_floor = _median_time(floor_fn, repeats) if floor_fn else None
+    torch_fn = _torch_fn(device, params, opt, batch, images, perm) if with_torch else None
+    t_torch = _median_time(torch_fn, repeats) if torch_fn else None
+    return BenchRow(device, hidden, batch, samples, t_ae, samples / t_ae,
+                    step_flops(samples, hidden) / t_ae / 1e9, t_floor, t_torch)
+
+
+def format_table(rows) -> str:
+    head = f"{'device':<6} {'hidden':>6} {'batch':>5} {'samples/s':>11} {'GFLOP/s':>8} " \
+           f"{'x floor':>8} {'x torch':>8}"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        fr = f"{r.floor_ratio:.2f}" if r.floor_ratio else "-"
+        tr = f"{r.torch_ratio:.2f}" if r.torch_ratio else "-"
+        lines.append(f"{r.device:<6} {r.hidden:>6} {r.batch:>5} {r.samples_per_s:>11,.0f} "
+                     f"{r.gflops:>8.1f} {fr:>8} {tr:>8}")
+    lines.append("x floor: aecore time / the five products alone (same BLAS); "
+                 "x torch: aecore time / PyTorch eager time (same device). Lower is better.")
+    return "\n".join(lines)
+
+
+def write_json(rows, path, meta):
+    Path(path).write_text(json.dumps({"meta": meta, "rows": [r.to_dict() for r in rows]}, indent=2))
+
+
+def plot(rows, path):
+    """Samples/s per hidden size: one bar group per hidden size, one bar per device (+ torch)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    hiddens = sorted({r.hidden for r in rows})
+    series = {}
+    for r in rows:
+        series.setdefault(f"aecore {r.device} (B={r.batch})", {})[r.hidden] = r.samples_per_s
+        if r.torch_seconds:
+            series.setdefault(f"PyTorch {r.device} (B={r.batch})", {})[r.hidden] = r.samples / r.torch_seconds
+    fig, ax = plt.subplots(figsize=(8, 4.5), layout="constrained")
+    width = 0.8 / max(len(series), 1)
+    x = np.arange(len(hiddens))
+    for i, (name, vals) in enumerate(sorted(series.items())):
+        ax.bar(x + (i - (len(series) - 1) / 2) * width, [vals.get(h, 0) for h in hiddens], width,
+               label=name)
+    ax.set_xticks(x, [f"h={h}" for h in hiddens])
+    ax.set_yscale("log")
+    ax.set_ylabel("training samples / s (log scale)")
+    ax.set_xlabel("hidden units")
+    ax.set_title("Training throughput, plain SGD")
+    ax.legend(fontsize=8)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,80 @@
+"""``aecore bench``: throughput table (CPU vs GPU, vs PyTorch, vs the GEMM floor), JSON and chart."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+
+import click
+
+from aecore import HIDDEN_SIZES
+
+
+def _int_list(ctx, param, value):
+    try:
+        items = [int(v) for v in str(value).split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers, got {value!r}") from None
+    if not items or any(v <= 0 or v > 65536 for v in items):
+        raise click.BadParameter(f"each value must be an integer in 1..65536, got {value!r}")
+    return items
+
+
+def _devices(ctx, param, value):
+    devs = [d.strip() for d in value.split(",") if d.strip()]
+    bad = [d for d in devs if d not in ("cpu", "cuda")]
+    if bad or not devs:
+        raise click.BadParameter(f"devices are cpu and/or cuda, got {value!r}")
+    return devs
+
+
+@click.command()
+@click.option("--device", "devices", default="cpu", callback=_devices, show_default=True,
+              help="Comma-separated devices to measure: cpu, cuda or cpu,cuda.")
+@click.option("--hidden", default=",".join(map(str, HIDDEN_SIZES)), callback=_int_list,
+              show_default=True, help="Hidden sizes h (comma-separated).")
+@click.option("--batch", "batches", default="64", callback=_int_list, show_default=True,
+              help="Batch sizes (comma-separated).")
+@click.option("--samples", default=60000, type=click.IntRange(1, 60000), show_default=True,
+              help="Training samples per timed run (60000 = one epoch of the full training set).")
+@click.option("--repeats", default=3, type=click.IntRange(1, 100), show_default=True,
+              help="Timed runs per measurement (the median is reported), after one warm-up.")
+@click.option("--torch/--no-torch", "with_torch", default=True, show_default=True,
+              help="Also time PyTorch eager on each device (when torch is installed).")
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None,
+              help="Fashion-MNIST directory (else $AECORE_DATA, the cache, Debian's package).")
+@click.option("--out", type=click.Path(file_okay=False, writable=True), default="bench-results",
+              show_default=True, help="Directory for bench.json and bench.png.")
+def bench(devices, hidden, batches, samples, repeats, with_torch, data_dir, out):
+    """Measure training throughput: aecore vs PyTorch vs the GEMM floor, per device.
+
+    Times plain-SGD training of SAMPLES images for every (device, hidden, batch), in this one
+    process, and prints one table: samples/s, GFLOP/s of the five matrix products, the ratio to
+    the GEMM floor (the five products alone, same BLAS / cuBLAS) and to PyTorch eager on the
+    same device. Writes OUT/bench.json and a CPU-vs-GPU chart OUT/bench.png.
+    """
+    from aecore import bench as B
+    from aecore.data import load_fashion_mnist
+
+    if "cuda" in devices:
+        from aecore.devices import cuda_usable
+
+        ok, why = cuda_usable()
+        if not ok:
+            raise click.BadParameter(f"CUDA is not usable here: {why}", param_hint="--device")
+    os.makedirs(out, exist_ok=True)
+    images = load_fashion_mnist(data_dir=data_dir, val_size=0).train.images
+    rows = []
+    jobs = [(d, h, b) for d in devices for b in batches for h in hidden]
+    with click.progressbar(jobs, label="benchmarking", file=click.get_text_stream("stderr"),
+                           item_show_func=lambda j: j and f"{j[0]} h={j[1]} B={j[2]}") as bar:
+        for d, h, b in bar:
+            rows.append(B.bench_one(d, h, b, images, samples, repeats, with_torch))
+    click.echo(B.format_table(rows))
+    meta = {"date": datetime.datetime.now().isoformat(timespec="seconds"),
+            "machine": f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} cpus",
+            "samples": samples, "repeats": repeats}
+    B.write_json(rows, os.path.join(out, "bench.json"), meta)
+    B.plot(rows, os.path.join(out, "bench.png"))
+    click.echo(f"wrote {os.path.join(out, 'bench.json')} and {os.path.join(out, 'bench.png')}")
