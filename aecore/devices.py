@@ -1,0 +1,79 @@
+"""Which CUDA device (if any) aecore can use, found without side effects.
+
+* ``real_gpu_present()`` asks the NVIDIA driver (``libcuda.so.1`` through ctypes: ``cuInit`` and
+  ``cuDeviceGetCount``) whether there is a GPU, *without importing numba.cuda*: the test conftest
+  uses it to decide whether to turn Numba's CUDA simulator on, which must happen before
+  ``numba.cuda`` is first imported.
+* ``cuda_usable()`` says whether ``--device cuda`` can run here, and why not: numba-cuda must
+  import, and either the simulator is on (``NUMBA_ENABLE_CUDASIM=1``: correct but very slow; for
+  tests) or a real GPU answers.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from functools import lru_cache
+
+
+@lru_cache(maxsize=1)
+def _driver_device_count() -> tuple[int, str]:
+    """(number of CUDA devices, reason when 0), straight from the driver API."""
+    for name in ("libcuda.so.1", "libcuda.so", "nvcuda.dll"):
+        try:
+            lib = ctypes.CDLL(name)
+            break
+        except OSError:
+            continue
+    else:
+        return 0, "no NVIDIA driver (libcuda.so.1 not found)"
+    try:
+        rc = lib.cuInit(0)
+        if rc != 0:
+            return 0, f"the NVIDIA driver did not initialise (cuInit error {rc})"
+        count = ctypes.c_int(0)
+        rc = lib.cuDeviceGetCount(ctypes.byref(count))
+        if rc != 0:
+            return 0, f"cuDeviceGetCount failed (error {rc})"
+    except AttributeError:
+        return 0, "libcuda has no cuInit / cuDeviceGetCount"
+    if count.value == 0:
+        return 0, "the NVIDIA driver reports no CUDA device"
+    return count.value, ""
+
+
+def real_gpu_present() -> bool:
+    """True if the NVIDIA driver reports at least one CUDA device (numba.cuda not imported)."""
+    return _driver_device_count()[0] > 0
+
+
+def simulator_requested() -> bool:
+    """True if this process asked for Numba's CUDA simulator (NUMBA_ENABLE_CUDASIM=1)."""
+    return os.environ.get("NUMBA_ENABLE_CUDASIM", "0") not in ("", "0")
+
+
+def cuda_usable() -> tuple[bool, str]:
+    """(usable, reason): can the CUDA engine run in this process? ``reason`` is one line.
+
+    Imports numba.cuda (so call it after deciding on the simulator). Under the simulator the
+    answer is yes, with the reason saying so.
+    """
+    try:
+        from numba import cuda
+        from numba.cuda.core import config
+    except Exception as exc:  # numba-cuda missing or broken
+        return False, f"numba-cuda is not importable ({type(exc).__name__}: {exc})".split("\n")[0]
+    if config.ENABLE_CUDASIM:
+        return True, "Numba CUDA simulator (NUMBA_ENABLE_CUDASIM=1): correct but very slow"
+    n, why = _driver_device_count()
+    if n == 0:
+        return False, f"no usable CUDA GPU: {why}"
+    try:
+        if not cuda.is_available():
+            return False, "numba-cuda cannot use the CUDA driver (cuda.is_available() is False)"
+        dev = cuda.get_current_device()
+        name = dev.name.decode() if isinstance(dev.name, bytes) else str(dev.name)
+        cc = dev.compute_capability
+    except Exception as exc:
+        return False, f"CUDA initialisation failed: {str(exc).strip().splitlines()[0]}"
+    return True, f"{name} (compute capability {cc[0]}.{cc[1]})"
