@@ -1,0 +1,761 @@
+"""CUDA versions of the fused kernels: Numba CUDA tiled GEMMs with the epilogue on the accumulators.
+
+Each public function computes exactly the function of the same name in ``kernels.reference``
+(float64), in float32 with float32 accumulation, writing into caller-provided device arrays
+(numba device arrays or anything with ``__cuda_array_interface__``); nothing here synchronises
+with the host. Names and argument order mirror ``kernels.cpu``; the extra keyword arguments
+``perm=`` / ``off=`` make a kernel read its batch rows through an index array (the epoch's
+permutation, kept on the device), so a batch is never gathered into a separate buffer.
+
+The GEMM (one main loop per operand layout, shared by every kernel):
+
+* block tile ``BM x BN = 64 x 64``, ``BK = 16`` deep, 256 threads (16 x 16), each thread owning a
+  ``4 x 4`` register tile of the output at rows ``ty + 16 i`` and columns ``tx + 16 j`` (strided,
+  so the shared-memory reads of a warp are broadcasts / conflict-free);
+* both operand tiles are staged in shared memory as ``[k][m]`` (padded by one column), two
+  ``syncthreads`` per K step; every load is bounds-checked, so any ``B``, ``N``, ``K`` works
+  (tails of 784 = 12*64 + 16, short batches, tiny K);
+* uint8 pixels are converted to float32 as they are loaded and the 1/255 scale is applied once to
+  the accumulator (the product is linear in X), so the dataset stays uint8 on the device;
+* the epilogue (bias, LeakyReLU, Sigmoid + MSE gradient + loss, LeakyReLU', optimizer update)
+  runs on the fp32 accumulators before the single store.
+
+The three operand layouts (``C = A @ B`` with the reduction index ``k``):
+
+* ``_mainloop_nt``: ``C = A W^T`` (forward layers): A (M, K) and W (N, K), both k-contiguous;
+* ``_mainloop_nn``: ``C = A W`` (``backward_hidden``: dZ (B, N) @ W2 (N, K));
+* ``_mainloop_tn``: ``C = A^T X`` (weight gradients: dZ (B, N)^T @ X (B, K), reduction over the
+  batch, X's rows optionally gathered through ``perm``).
+
+fastmath: the kernels are compiled with ``fastmath={'contract', 'arcp', 'afn'}``. numba-cuda
+0.30 maps any fastmath request to NVVM's ``-ftz=1 -fma=1 -prec-div=0 -prec-sqrt=0`` plus the
+fast float32 intrinsics (``__expf``, ``__fdividef``); it puts no ``nnan``/``ninf`` flags on the
+LLVM instructions (checked on the LLVM IR of these kernels), so a NaN or inf in the data still
+reaches the loss, which is how divergence is detected. Denormals are flushed to zero.
+
+``KERNELS`` lists ``(pyfunc, signature)`` for every compiled kernel; ``tests/test_cuda_ptx.py``
+compiles each to PTX for sm_80 and sm_90. Verified here: results in Numba's simulator
+(``NUMBA_ENABLE_CUDASIM=1``) against the float64 references, and real PTX compilation. Speed and
+the behaviour on real hardware are exercised by the ``@pytest.mark.gpu`` tests and
+``bench/gpu_session.sh``, which need a GPU.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import cuda, float32, float64, int64
+from numba.cuda.core import config as _config
+
+# --- tiling constants (compile-time constants inside the kernels) ---------------------------
+BM = 64  # block tile rows (output rows per block)
+BN = 64  # block tile columns
+BK = 16  # reduction depth staged per shared-memory step
+TM = 4  # register tile rows per thread
+TN = 4  # register tile columns per thread
+TY = BM // TM  # 16 thread rows
+TX = BN // TN  # 16 thread columns
+NTHREADS = TX * TY  # 256
+PAD = BM + 1  # shared tile row length (one column of padding against bank conflicts)
+LOADS = (BK * BM) // NTHREADS  # elements each thread loads per operand tile (4)
+EW_THREADS = 256  # elementwise kernels
+
+PIXEL_SCALE = 1.0 / 255.0
+_FASTMATH = {"contract", "arcp", "afn"}
+
+_jit = dict(fastmath=_FASTMATH)
+SIMULATOR = bool(_config.ENABLE_CUDASIM)
+# forceinline: the device functions are inlined into each kernel, so the register tiles they
+# touch stay in registers (the PTX test checks for no local-memory depot). The simulator's jit
+# does not take the option.
+_dev = dict(device=True, fastmath=_FASTMATH) if SIMULATOR else dict(
+    device=True, forceinline=True, fastmath=_FASTMATH)
+
+# Signature fragments.
+_F2 = "float32[:, ::1]"
+_U2 = "uint8[:, ::1]"
+_F1 = "float32[::1]"
+_I1 = "int64[::1]"
+_D1 = "float64[::1]"
+
+
+# --- operand tile loads --------------------------------------------------------------------
+@cuda.jit(**_dev)
+def _row(perm, off, r):
+    """Source row of logical row r: ``perm[off + r]`` when gathering, else ``off + r``."""
+    if perm.shape[0] > 0:
+        return perm[off + r]
+    return off + r
+
+
+@cuda.jit(**_dev)
+def _load_kmajor(src, perm, off, nrows, K, r0, k0, tile, tid):
+    """tile[kk, rr] <- src[row(r0 + rr), k0 + kk] (0 outside): an operand stored (rows, K)."""
+    for q in range(LOADS):
+        e = tid + NTHREADS * q
+        kk = e % BK
+        rr = e // BK
+        r = r0 + rr
+        k = k0 + kk
+        v = float32(0.0)
+        if r < nrows and k < K:
+            v = float32(src[_row(perm, off, r), k])
+        tile[kk, rr] = v
+
+
+@cuda.jit(**_dev)
+def _load_mmajor(src, perm, off, K, ncols, k0, c0, tile, tid):
+    """tile[kk, cc] <- src[row(k0 + kk), c0 + cc] (0 outside): an operand stored (K, cols)."""
+    for q in range(LOADS):
+        e = tid + NTHREADS * q
+        cc = e % BM
+        kk = e // BM
+        k = k0 + kk
+        c = c0 + cc
+        v = float32(0.0)
+        if k < K and c < ncols:
+            v = float32(src[_row(perm, off, k), c])
+        tile[kk, cc] = v
+
+
+@cuda.jit(**_dev)
+def _load_kmajor_plain(src, nrows, K, r0, k0, tile, tid):
+    """tile[kk, rr] <- src[r0 + rr, k0 + kk] (0 outside)."""
+    for q in range(LOADS):
+        e = tid + NTHREADS * q
+        kk = e % BK
+        rr = e // BK
+        r = r0 + rr
+        k = k0 + kk
+        v = float32(0.0)
+        if r < nrows and k < K:
+            v = float32(src[r, k])
+        tile[kk, rr] = v
+
+
+@cuda.jit(**_dev)
+def _load_mmajor_plain(src, K, ncols, k0, c0, tile, tid):
+    """tile[kk, cc] <- src[k0 + kk, c0 + cc] (0 outside)."""
+    for q in range(LOADS):
+        e = tid + NTHREADS * q
+        cc = e % BM
+        kk = e // BM
+        k = k0 + kk
+        c = c0 + cc
+        v = float32(0.0)
+        if k < K and c < ncols:
+            v = float32(src[k, c])
+        tile[kk, cc] = v
+
+
+@cuda.jit(**_dev)
+def _fma_tile(As, Bs, acc, a, b, tx, ty):
+    """acc += As[:, ty + 16 i]^T Bs[:, tx + 16 j] over the BK staged rows (registers only)."""
+    for kk in range(BK):
+        for i in range(TM):
+            a[i] = As[kk, ty + TY * i]
+        for j in range(TN):
+            b[j] = Bs[kk, tx + TX * j]
+        for i in range(TM):
+            for j in range(TN):
+                acc[i, j] += a[i] * b[j]
+
+
+@cuda.jit(**_dev)
+def _zero(acc):
+    for i in range(TM):
+        for j in range(TN):
+            acc[i, j] = float32(0.0)
+
+
+@cuda.jit(**_dev)
+def _mainloop_nt(A, pa, oa, W, M, N, K, m0, n0, As, Bs, acc, a, b, tid, tx, ty):
+    """acc <- A[rows m0.., :] W[n0.., :]^T; A (M, K) rows gathered through pa, W (N, K)."""
+    _zero(acc)
+    for k0 in range(0, K, BK):
+        _load_kmajor(A, pa, oa, M, K, m0, k0, As, tid)
+        _load_kmajor_plain(W, N, K, n0, k0, Bs, tid)
+        cuda.syncthreads()
+        _fma_tile(As, Bs, acc, a, b, tx, ty)
+        cuda.syncthreads()
+
+
+@cuda.jit(**_dev)
+def _mainloop_nt_plain(A, W, M, N, K, m0, n0, As, Bs, acc, a, b, tid, tx, ty):
+    """acc <- A[m0.., :] W[n0.., :]^T; A (M, K), W (N, K)."""
+    _zero(acc)
+    for k0 in range(0, K, BK):
+        _load_kmajor_plain(A, M, K, m0, k0, As, tid)
+        _load_kmajor_plain(W, N, K, n0, k0, Bs, tid)
+        cuda.syncthreads()
+        _fma_tile(As, Bs, acc, a, b, tx, ty)
+        cuda.syncthreads()
+
+
+@cuda.jit(**_dev)
+def _mainloop_nn(A, W, M, N, K, m0, n0, As, Bs, acc, a, b, tid, tx, ty):
+    """acc <- A[m0.., :] W[:, n0..]; A (M, K), W (K, N)."""
+    _zero(acc)
+    for k0 in range(0, K, BK):
+        _load_kmajor_plain(A, M, K, m0, k0, As, tid)
+        _load_mmajor_plain(W, K, N, k0, n0, Bs, tid)
+        cuda.syncthreads()
+        _fma_tile(As, Bs, acc, a, b, tx, ty)
+        cuda.syncthreads()
+
+
+@cuda.jit(**_dev)
+def _mainloop_tn(D, X, px, ox, M, N, K, m0, n0, As, Bs, acc, a, b, tid, tx, ty):
+    """acc <- D[:, m0..]^T X[rows, n0..]; D (K, M), X (K, N) with rows gathered through px."""
+    _zero(acc)
+    for k0 in range(0, K, BK):
+        _load_mmajor_plain(D, K, M, k0, m0, As, tid)
+        _load_mmajor(X, px, ox, K, N, k0, n0, Bs, tid)
+        cuda.syncthreads()
+        _fma_tile(As, Bs, acc, a, b, tx, ty)
+        cuda.syncthreads()
+
+
+@cuda.jit(**_dev)
+def _sigmoid(z):
+    """Safe logistic in float32: exp is only taken of -|z|; NaN stays NaN."""
+    e = math.exp(-abs(z))
+    if z >= float32(0.0):
+        return float32(1.0) / (float32(1.0) + e)
+    return e / (float32(1.0) + e)
+
+
+@cuda.jit(**_dev)
+def _column_sums_block(D, K, m0, red, tid):
+    """Sum over D's K rows of columns m0..m0+63 (D (K, M)); valid in threads tid < 64.
+
+    Uses ``red`` (a (BK, PAD) float32 shared array) as scratch; all threads must call it.
+    """
+    M = D.shape[1]
+    cc = tid % BM
+    part = tid // BM  # 0..3
+    c = m0 + cc
+    s = float32(0.0)
+    if c < M:
+        for r in range(part, K, NTHREADS // BM):
+            s += D[r, c]
+    red[part, cc] = s
+    cuda.syncthreads()
+    total = float32(0.0)
+    if tid < BM:
+        for p in range(NTHREADS // BM):
+            total += red[p, tid]
+    return total
+
+
+class _Kernel:
+    """A kernel compiled lazily, once per explicit signature (keyed "u8" / "f32" by the dtype of
+    its pixel operand). Each compiled dispatcher has a single signature, so numba-cuda launches it
+    without any argument-type dispatch (the ~10 us launch path). Compilation needs a device (or
+    the simulator), so it happens on first use or in ``compile_all()``, not at import."""
+
+    registry: list = []
+
+    def __init__(self, pyfunc, signatures: dict):
+        self.pyfunc = pyfunc
+        self.signatures = signatures
+        self._compiled = {}
+        _Kernel.registry.append(self)
+
+    def __getitem__(self, key):
+        k = self._compiled.get(key)
+        if k is None:
+            k = self._compiled[key] = cuda.jit(self.signatures[key], **_jit)(self.pyfunc)
+        return k
+
+
+def compile_all():
+    """Compile every kernel for the current device now (a few seconds each on first use)."""
+    for k in _Kernel.registry:
+        for key in k.signatures:
+            k[key]
+
+
+def _key(X) -> str:
+    return "u8" if np.dtype(X.dtype) == np.uint8 else "f32"
+
+
+# --- kernel 1: matmul + bias + LeakyReLU ------------------------------------------------------
+def _k_linear_leaky_relu(X, perm, off, scale, W, b, slope, H):
+    As = cuda.shared.array((BK, PAD), float32)
+    Bs = cuda.shared.array((BK, PAD), float32)
+    acc = cuda.local.array((TM, TN), float32)
+    a = cuda.local.array(TM, float32)
+    bb = cuda.local.array(TN, float32)
+    tx = cuda.threadIdx.x
+    ty = cuda.threadIdx.y
+    tid = ty * TX + tx
+    m0 = cuda.blockIdx.y * BM
+    n0 = cuda.blockIdx.x * BN
+    M = H.shape[0]
+    N = H.shape[1]
+    K = W.shape[1]
+    _mainloop_nt(X, perm, off, W, M, N, K, m0, n0, As, Bs, acc, a, bb, tid, tx, ty)
+    for i in range(TM):
+        m = m0 + ty + TY * i
+        if m < M:
+            for j in range(TN):
+                n = n0 + tx + TX * j
+                if n < N:
+                    z = acc[i, j] * scale + b[n]
+                    H[m, n] = z if z > float32(0.0) else z * slope
+
+
+_SIG_LLR = [
+    f"void({x}, {_I1}, int64, float32, {_F2}, {_F1}, float32, {_F2})" for x in (_U2, _F2)
+]
+k_linear_leaky_relu = _Kernel(_k_linear_leaky_relu, {"u8": _SIG_LLR[0], "f32": _SIG_LLR[1]})
+
+
+# --- kernels 2 (+3): matmul + bias + Sigmoid (+ MSE gradient and loss) -------------------------
+def _k_linear_sigmoid_mse(Hin, W, b, T, tperm, toff, tscale, dscale, dZ, Y, loss):
+    As = cuda.shared.array((BK, PAD), float32)
+    Bs = cuda.shared.array((BK, PAD), float32)
+    red = cuda.shared.array(NTHREADS, float64)
+    acc = cuda.local.array((TM, TN), float32)
+    a = cuda.local.array(TM, float32)
+    bb = cuda.local.array(TN, float32)
+    tx = cuda.threadIdx.x
+    ty = cuda.threadIdx.y
+    tid = ty * TX + tx
+    m0 = cuda.blockIdx.y * BM
+    n0 = cuda.blockIdx.x * BN
+    M = dZ.shape[0]
+    N = dZ.shape[1]
+    K = W.shape[1]
+    _mainloop_nt_plain(Hin, W, M, N, K, m0, n0, As, Bs, acc, a, bb, tid, tx, ty)
+    write_y = Y.shape[0] > 0
+    part = float64(0.0)
+    for i in range(TM):
+        m = m0 + ty + TY * i
+        if m < M:
+            src = _row(tperm, toff, m)
+            for j in range(TN):
+                n = n0 + tx + TX * j
+                if n < N:
+                    y = _sigmoid(acc[i, j] + b[n])
+                    d = y - float32(T[src, n]) * tscale
+                    part += float64(d * d)
+                    dZ[m, n] = dscale * d * y * (float32(1.0) - y)
+                    if write_y:
+                        Y[m, n] = y
+    # block reduction of the loss, one float64 atomic per block
+    red[tid] = part
+    cuda.syncthreads()
+    s = NTHREADS // 2
+    while s > 0:
+        if tid < s:
+            red[tid] += red[tid + s]
+        cuda.syncthreads()
+        s //= 2
+    if tid == 0:
+        cuda.atomic.add(loss, 0, red[0])
+
+
+_SIG_LSM = [
+    f"void({_F2}, {_F2}, {_F1}, {t}, {_I1}, int64, float32, float32, {_F2}, {_F2}, {_D1})"
+    for t in (_U2, _F2)
+]
+k_linear_sigmoid_mse = _Kernel(_k_linear_sigmoid_mse, {"u8": _SIG_LSM[0], "f32": _SIG_LSM[1]})
+
+
+def _k_linear_sigmoid(Hin, W, b, Y):
+    As = cuda.shared.array((BK, PAD), float32)
+    Bs = cuda.shared.array((BK, PAD), float32)
+    acc = cuda.local.array((TM, TN), float32)
+    a = cuda.local.array(TM, float32)
+    bb = cuda.local.array(TN, float32)
+    tx = cuda.threadIdx.x
+    ty = cuda.threadIdx.y
+    tid = ty * TX + tx
+    m0 = cuda.blockIdx.y * BM
+    n0 = cuda.blockIdx.x * BN
+    M = Y.shape[0]
+    N = Y.shape[1]
+    K = W.shape[1]
+    _mainloop_nt_plain(Hin, W, M, N, K, m0, n0, As, Bs, acc, a, bb, tid, tx, ty)
+    for i in range(TM):
+        m = m0 + ty + TY * i
+        if m < M:
+            for j in range(TN):
+                n = n0 + tx + TX * j
+                if n < N:
+                    Y[m, n] = _sigmoid(acc[i, j] + b[n])
+
+
+k_linear_sigmoid = _Kernel(_k_linear_sigmoid, {"f32": f"void({_F2}, {_F2}, {_F1}, {_F2})"})
+
+
+# --- kernel 4: the backward products ----------------------------------------------------------
+def _k_backward_hidden(dZ, W2, H, slope, dH):
+    As = cuda.shared.array((BK, PAD), float32)
+    Bs = cuda.shared.array((BK, PAD), float32)
+    acc = cuda.local.array((TM, TN), float32)
+    a = cuda.local.array(TM, float32)
+    bb = cuda.local.array(TN, float32)
+    tx = cuda.threadIdx.x
+    ty = cuda.threadIdx.y
+    tid = ty * TX + tx
+    m0 = cuda.blockIdx.y * BM
+    n0 = cuda.blockIdx.x * BN
+    M = dH.shape[0]
+    N = dH.shape[1]
+    K = W2.shape[0]
+    _mainloop_nn(dZ, W2, M, N, K, m0, n0, As, Bs, acc, a, bb, tid, tx, ty)
+    for i in range(TM):
+        m = m0 + ty + TY * i
+        if m < M:
+            for j in range(TN):
+                n = n0 + tx + TX * j
+                if n < N:
+                    g = acc[i, j]
+                    if not H[m, n] > float32(0.0):
+                        g *= slope
+                    dH[m, n] = g
+
+
+k_backward_hidden = _Kernel(_k_backward_hidden, {"f32": f"void({_F2}, {_F2}, {_F2}, float32, {_F2})"})
+
+
+# --- weight gradient products (reduction over the batch), plain and with the update fused ------
+OPT_NONE, OPT_SGD, OPT_MOMENTUM, OPT_NESTEROV, OPT_ADAM = 0, 1, 2, 3, 4
+
+
+@cuda.jit(**_dev)
+def _apply(kind, w, g, v, m, lr, mu, b1, b2, eps, step_size, inv_bc2_sqrt):
+    """One element's optimizer update; returns (w, v, m) after the step.
+
+    SGD: w - lr g. Momentum / Nesterov (torch.optim.SGD): v <- mu v + g; step v, or g + mu v.
+    Adam (torch.optim.Adam, bias corrections folded into step_size / inv_bc2_sqrt):
+    m <- b1 m + (1-b1) g; v <- b2 v + (1-b2) g^2; w - step_size m / (sqrt(v) inv_bc2_sqrt + eps).
+    """
+    if kind == OPT_SGD:
+        w = w - lr * g
+    elif kind == OPT_MOMENTUM or kind == OPT_NESTEROV:
+        v = mu * v + g
+        if kind == OPT_NESTEROV:
+            w = w - lr * (g + mu * v)
+        else:
+            w = w - lr * v
+    elif kind == OPT_ADAM:
+        m = b1 * m + (float32(1.0) - b1) * g
+        v = b2 * v + (float32(1.0) - b2) * g * g
+        w = w - step_size * m / (math.sqrt(v) * inv_bc2_sqrt + eps)
+    return w, v, m
+
+
+def _k_weight_step(D, X, px, ox, scale, kind, G, gb, W, b, VW, Vb, MW, Mb, hp):
+    """C = D^T X (scaled) then, per ``kind``: OPT_NONE -> G <- C, gb <- colsum(D);
+    otherwise the optimizer update of W (N, K) and b (N,) with gradient C / colsum(D), the
+    gradient never written. D (B, N); X (B, K) maybe gathered; hp = float32 hyper-parameters
+    (lr, momentum, beta1, beta2, eps, step_size, inv_bc2_sqrt). State arrays VW/Vb (momentum
+    buffer or Adam's exp_avg_sq) and MW/Mb (Adam's exp_avg) are unused (may be empty) otherwise.
+    """
+    As = cuda.shared.array((BK, PAD), float32)
+    Bs = cuda.shared.array((BK, PAD), float32)
+    acc = cuda.local.array((TM, TN), float32)
+    a = cuda.local.array(TM, float32)
+    bb = cuda.local.array(TN, float32)
+    tx = cuda.threadIdx.x
+    ty = cuda.threadIdx.y
+    tid = ty * TX + tx
+    m0 = cuda.blockIdx.y * BM
+    n0 = cuda.blockIdx.x * BN
+    Kb = D.shape[0]  # batch rows: the reduction
+    M = D.shape[1]  # output features
+    N = X.shape[1]  # input features
+    _mainloop_tn(D, X, px, ox, M, N, Kb, m0, n0, As, Bs, acc, a, bb, tid, tx, ty)
+    lr = hp[0]
+    mu = hp[1]
+    b1 = hp[2]
+    b2 = hp[3]
+    eps = hp[4]
+    step_size = hp[5]
+    inv_bc2_sqrt = hp[6]
+    for i in range(TM):
+        m = m0 + ty + TY * i
+        if m < M:
+            for j in range(TN):
+                n = n0 + tx + TX * j
+                if n < N:
+                    g = acc[i, j] * scale
+                    if kind == OPT_NONE:
+                        G[m, n] = g
+                    else:
+                        f = m * N + n
+                        v = float32(0.0)
+                        mm = float32(0.0)
+                        if kind != OPT_SGD:
+                            v = VW[f]
+                        if kind == OPT_ADAM:
+                            mm = MW[f]
+                        w, v, mm = _apply(kind, W[m, n], g, v, mm, lr, mu, b1, b2, eps,
+                                          step_size, inv_bc2_sqrt)
+                        W[m, n] = w
+                        if kind != OPT_SGD:
+                            VW[f] = v
+                        if kind == OPT_ADAM:
+                            MW[f] = mm
+    if cuda.blockIdx.x == 0:  # the bias: column sums of D, by the blocks of column 0
+        total = _column_sums_block(D, Kb, m0, As, tid)
+        m = m0 + tid
+        if tid < BM and m < M:
+            if kind == OPT_NONE:
+                gb[m] = total
+            else:
+                v = float32(0.0)
+                mm = float32(0.0)
+                if kind != OPT_SGD:
+                    v = Vb[m]
+                if kind == OPT_ADAM:
+                    mm = Mb[m]
+                w, v, mm = _apply(kind, b[m], total, v, mm, lr, mu, b1, b2, eps,
+                                  step_size, inv_bc2_sqrt)
+                b[m] = w
+                if kind != OPT_SGD:
+                    Vb[m] = v
+                if kind == OPT_ADAM:
+                    Mb[m] = mm
+
+
+_SIG_WS = [
+    f"void({_F2}, {x}, {_I1}, int64, float32, int64, {_F2}, {_F1}, {_F2}, {_F1}, "
+    f"{_F1}, {_F1}, {_F1}, {_F1}, {_F1})"
+    for x in (_U2, _F2)
+]
+k_weight_step = _Kernel(_k_weight_step, {"u8": _SIG_WS[0], "f32": _SIG_WS[1]})
+
+
+# --- kernel 5: elementwise optimizer updates ------------------------------------------------
+def _k_sgd_update(W, G, lr, momentum, nesterov, V):
+    i = cuda.grid(1)
+    stride = cuda.gridsize(1)
+    while i < W.shape[0]:
+        g = G[i]
+        if momentum == float32(0.0):
+            W[i] -= lr * g
+        else:
+            vi = momentum * V[i] + g
+            V[i] = vi
+            if nesterov:
+                W[i] -= lr * (g + momentum * vi)
+            else:
+                W[i] -= lr * vi
+        i += stride
+
+
+k_sgd_update = _Kernel(_k_sgd_update, {"f32": f"void({_F1}, {_F1}, float32, float32, boolean, {_F1})"})
+
+
+def _k_adam_update(W, G, M, V, step_size, inv_bc2_sqrt, beta1, beta2, eps):
+    i = cuda.grid(1)
+    stride = cuda.gridsize(1)
+    while i < W.shape[0]:
+        g = G[i]
+        mi = beta1 * M[i] + (float32(1.0) - beta1) * g
+        vi = beta2 * V[i] + (float32(1.0) - beta2) * g * g
+        M[i] = mi
+        V[i] = vi
+        W[i] -= step_size * mi / (math.sqrt(vi) * inv_bc2_sqrt + eps)
+        i += stride
+
+
+k_adam_update = _Kernel(
+    _k_adam_update,
+    {"f32": f"void({_F1}, {_F1}, {_F1}, {_F1}, float32, float32, float32, float32, float32)"},
+)
+
+
+def _k_zero_f64(x):
+    i = cuda.grid(1)
+    if i < x.shape[0]:
+        x[i] = 0.0
+
+
+k_zero_f64 = _Kernel(_k_zero_f64, {"f64": f"void({_D1})"})
+
+
+# Every (pyfunc, signature) the launchers use: the PTX test compiles each for sm_80 and sm_90.
+KERNELS = [(k.pyfunc, sig) for k in _Kernel.registry for sig in k.signatures.values()]
+GEMM_KERNELS = ("_k_linear_leaky_relu", "_k_linear_sigmoid_mse", "_k_linear_sigmoid",
+                "_k_backward_hidden", "_k_weight_step")
+
+
+# --- host-side launchers (no synchronisation; all arrays already on the device) -------------
+def _grid(M, N):
+    return ((N + BN - 1) // BN, (M + BM - 1) // BM)
+
+
+_BLOCK = (TX, TY)
+_EMPTY = {}
+
+
+def _empty(dtype, ndim=1):
+    """A cached zero-length device array (for the unused optional operands)."""
+    key = (np.dtype(dtype).str, ndim)
+    if key not in _EMPTY:
+        _EMPTY[key] = cuda.to_device(np.zeros((0,) * ndim, dtype))
+    return _EMPTY[key]
+
+
+def _scale_of(X) -> float:
+    return PIXEL_SCALE if np.dtype(X.dtype) == np.uint8 else 1.0
+
+
+def _perm(perm):
+    return _empty(np.int64) if perm is None else perm
+
+
+def linear_leaky_relu(X, W, b, H, slope=0.01, perm=None, off=0, stream=0):
+    """H <- leaky_relu(X W^T + b). X (B, K) uint8 or float32, or with ``perm`` the rows
+    ``X[perm[off:off+B]]`` of a larger X; W (N, K); b (N,); H (B, N)."""
+    M, N = H.shape
+    k_linear_leaky_relu[_key(X)][_grid(M, N), _BLOCK, stream](
+        X, _perm(perm), off, _scale_of(X), W, b, slope, H)
+
+
+def linear_sigmoid_mse(H, W, b, T, dZ, loss, Y=None, perm=None, off=0, stream=0):
+    """Kernels 2+3 fused: dZ <- 2/(B*N) (y - t) y (1 - y), y = sigmoid(H W^T + b).
+
+    ``t`` are the rows of T (uint8 pixels or float32), gathered as ``T[perm[off:off+B]]`` when
+    ``perm`` is given. ``loss`` (a float64 device array) gets ``sum((y - t)^2)`` added to its
+    element 0 with atomics (not reset; no host sync). Y (B, N) receives y if given.
+    """
+    M, N = dZ.shape
+    if Y is None:
+        Y = _empty(np.float32, 2)
+    k_linear_sigmoid_mse[_key(T)][_grid(M, N), _BLOCK, stream](
+        H, W, b, T, _perm(perm), off, _scale_of(T), 2.0 / (M * N), dZ, Y, loss)
+
+
+def linear_sigmoid(H, W, b, Y, stream=0):
+    """Y <- sigmoid(H W^T + b). H (B, K) float32; W (N, K); b (N,); Y (B, N)."""
+    M, N = Y.shape
+    k_linear_sigmoid["f32"][_grid(M, N), _BLOCK, stream](H, W, b, Y)
+
+
+def backward_hidden(dZ, W2, H, dH, slope=0.01, stream=0):
+    """dH <- (dZ W2) * leaky_relu'(H). dZ (B, N); W2 (N, K); H, dH (B, K)."""
+    M, N = dH.shape
+    k_backward_hidden["f32"][_grid(M, N), _BLOCK, stream](dZ, W2, H, slope, dH)
+
+
+def _hp(lr=0.0, momentum=0.0, beta1=0.0, beta2=0.0, eps=0.0, step_size=0.0, inv_bc2_sqrt=0.0):
+    return np.array([lr, momentum, beta1, beta2, eps, step_size, inv_bc2_sqrt], np.float32)
+
+
+def _weight_step(dZ, A, kind, G, gb, W, b, VW, Vb, MW, Mb, hp, perm, off, stream):
+    N = dZ.shape[1]
+    K = A.shape[1]
+    f1 = _empty(np.float32)
+    f2 = _empty(np.float32, 2)
+    k_weight_step[_key(A)][_grid(N, K), _BLOCK, stream](
+        dZ, A, _perm(perm), off, _scale_of(A), kind,
+        f2 if G is None else G, f1 if gb is None else gb,
+        f2 if W is None else W, f1 if b is None else b,
+        f1 if VW is None else VW, f1 if Vb is None else Vb,
+        f1 if MW is None else MW, f1 if Mb is None else Mb, hp)
+
+
+def weight_grad(dZ, A, G, gb, perm=None, off=0, stream=0):
+    """G <- dZ^T A (N, K) and gb <- dZ.sum(0) (N,). A (B, K) uint8/float32, rows gathered
+    through ``perm`` if given."""
+    hp = cuda.to_device(_hp(), stream=stream)
+    _weight_step(dZ, A, OPT_NONE, G, gb, None, None, None, None, None, None, hp, perm, off,
+                 stream)
+
+
+def sgd_weight_step(dZ, A, W, b, lr, perm=None, off=0, stream=0, hp=None):
+    """Plain SGD fused into the weight-gradient product: W <- W - lr dZ^T A, b <- b - lr sum(dZ).
+
+    The gradient is never written to memory. ``hp`` may be a device copy of ``_hp(lr=lr)``
+    (the engine keeps one, so that no host->device copy happens per step).
+    """
+    if hp is None:
+        hp = cuda.to_device(_hp(lr=lr), stream=stream)
+    _weight_step(dZ, A, OPT_SGD, None, None, W, b, None, None, None, None, hp, perm, off,
+                 stream)
+
+
+def momentum_weight_step(dZ, A, W, b, VW, Vb, lr, momentum, nesterov=False, perm=None, off=0,
+                         stream=0, hp=None):
+    """torch.optim.SGD with (Nesterov) momentum fused into the weight-gradient product.
+
+    VW is the momentum buffer of W flattened ((N*K,) float32), Vb that of b."""
+    if hp is None:
+        hp = cuda.to_device(_hp(lr=lr, momentum=momentum), stream=stream)
+    kind = OPT_NESTEROV if nesterov else OPT_MOMENTUM
+    _weight_step(dZ, A, kind, None, None, W, b, VW, Vb, None, None, hp, perm, off, stream)
+
+
+def adam_hparams(lr, t, beta1=0.9, beta2=0.999, eps=1e-8):
+    """The float32 hyper-parameter vector of Adam's step t (bias corrections folded in)."""
+    return _hp(lr=lr, beta1=beta1, beta2=beta2, eps=eps,
+               step_size=lr / (1.0 - beta1**t), inv_bc2_sqrt=1.0 / math.sqrt(1.0 - beta2**t))
+
+
+def adam_weight_step(dZ, A, W, b, MW, Mb, VW, Vb, hp, perm=None, off=0, stream=0):
+    """torch.optim.Adam fused into the weight-gradient product; ``hp`` a device copy of
+    ``adam_hparams(lr, t, ...)``. MW/VW are exp_avg / exp_avg_sq of W flattened, Mb/Vb of b."""
+    _weight_step(dZ, A, OPT_ADAM, None, None, W, b, VW, Vb, MW, Mb, hp, perm, off, stream)
+
+
+def _ew_grid(n):
+    return (min((n + EW_THREADS - 1) // EW_THREADS, 1024),)
+
+
+def sgd_update(W, G, lr, momentum=0.0, nesterov=False, V=None, stream=0):
+    """In place on 1-D (flat) float32 arrays, torch.optim.SGD semantics (reference.sgd_update)."""
+    if V is None:
+        V = _empty(np.float32)
+    n = W.shape[0]
+    k_sgd_update["f32"][_ew_grid(n), EW_THREADS, stream](W, G, lr, momentum, bool(nesterov), V)
+
+
+def adam_update(W, G, M, V, lr, t, beta1=0.9, beta2=0.999, eps=1e-8, stream=0):
+    """In place on 1-D float32 arrays, torch.optim.Adam semantics at step t >= 1."""
+    step_size = lr / (1.0 - beta1**t)
+    inv_bc2_sqrt = 1.0 / math.sqrt(1.0 - beta2**t)
+    n = W.shape[0]
+    k_adam_update["f32"][_ew_grid(n), EW_THREADS, stream](
+        W, G, M, V, step_size, inv_bc2_sqrt, beta1, beta2, eps)
+
+
+def zero_(x, stream=0):
+    """x[:] <- 0 for a 1-D float64 device array (the loss accumulator)."""
+    k_zero_f64["f64"][(x.shape[0] + 255) // 256, 256, stream](x)
+
+
+def compile_ptx(pyfunc, signature, cc):
+    """PTX text of one kernel for compute capability ``cc``, with no GPU needed.
+
+    numba-cuda compiles the *device functions* a kernel calls for the current device's compute
+    capability, which needs a driver; when there is none, this pretends the device is ``cc`` for
+    the duration of the call (the device functions are compiled to NVVM IR, linked into the
+    kernel and compiled for ``cc`` with it). Not usable under the simulator.
+    """
+    from numba.cuda import dispatcher as _dispatcher
+
+    real = _dispatcher.get_current_device
+
+    class _Pretend:
+        compute_capability = tuple(cc)
+
+    try:
+        real()
+        have_device = True
+    except Exception:
+        have_device = False
+    if not have_device:
+        _dispatcher.get_current_device = lambda: _Pretend()
+    try:
+        ptx, _ = cuda.compile_ptx(pyfunc, signature, cc=tuple(cc), fastmath=_FASTMATH)
+    finally:
+        _dispatcher.get_current_device = real
+    return ptx

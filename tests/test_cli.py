@@ -1,0 +1,242 @@
+"""The command line: usage errors (exit 2, the option named, no traceback), run-directory
+safety, and real runs of train / eval / reconstruct / encode / info on Fashion-MNIST."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from aecore import runs
+from aecore.cli.main import main
+from aecore.devices import real_gpu_present
+
+AECORE = [sys.executable, "-c", "from aecore.cli.main import main; main()"]
+
+
+def invoke(*args, env=None):
+    return CliRunner().invoke(main, [str(a) for a in args], env=env)
+
+
+def assert_usage_error(result, option):
+    out = result.output
+    assert result.exit_code == 2, out
+    assert option in out, out
+    assert "Traceback" not in out
+    assert isinstance(result.exception, SystemExit)  # click's clean exit, not an exception
+
+
+@pytest.mark.parametrize("args,option", [
+    (["--hidden", "0"], "--hidden"),
+    (["--hidden", "-5"], "--hidden"),
+    (["--hidden", "abc"], "--hidden"),
+    (["--hidden", "1.5"], "--hidden"),
+    (["--hidden", "100000"], "--hidden"),
+    (["--hidden", "64,abc"], "--hidden"),
+    (["--hidden", "64,64"], "--hidden"),
+    (["--hidden", ""], "--hidden"),
+    (["--batch-size", "0"], "--batch-size"),
+    (["--batch-size", "-1"], "--batch-size"),
+    (["--batch-size", "50001"], "--batch-size"),  # 60000 - 10000 validation images
+    (["--batch-size", "101", "--limit", "100"], "--batch-size"),
+    (["--lr", "0"], "--lr"),
+    (["--lr", "-0.1"], "--lr"),
+    (["--lr", "nan"], "--lr"),
+    (["--lr", "inf"], "--lr"),
+    (["--lr", "fast"], "--lr"),
+    (["--epochs", "0"], "--epochs"),
+    (["--epochs", "two"], "--epochs"),
+    (["--device", "tpu"], "--device"),
+    (["--optimizer", "rmsprop"], "--optimizer"),
+    (["--val-size", "60000"], "--val-size"),
+    (["--val-size", "70000"], "--val-size"),
+    (["--val-size", "0"], "--val-size"),
+    (["--limit", "0"], "--limit"),
+    (["--limit", "55000"], "--limit"),
+    (["--momentum", "1.0"], "--momentum"),
+    (["--slope", "nan"], "--slope"),
+    (["--seed", "-1"], "--seed"),
+])
+def test_train_usage_errors(tmp_path, args, option):
+    # A data dir that does not exist: every check must happen before the data is looked at.
+    r = invoke("train", "--device", "cpu", "--out", tmp_path / "runs",
+               "--data-dir", tmp_path / "no-data", *args)
+    assert_usage_error(r, option)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_resume_rejects_other_settings(tmp_path):
+    r = invoke("train", "--resume", tmp_path, "--hidden", "64")
+    assert_usage_error(r, "--hidden")
+    r = invoke("train", "--resume", tmp_path / "missing")
+    assert_usage_error(r, "--resume")
+
+
+def test_unwritable_out_reported_before_training(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    r = invoke("train", "--device", "cpu", "--out", blocker / "runs", "--data-dir",
+               tmp_path / "no-data")
+    assert_usage_error(r, "--out")
+    assert "not a directory" in r.output
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write into read-only directories")
+def test_read_only_out(tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        r = invoke("train", "--device", "cpu", "--out", ro, "--data-dir", tmp_path / "no-data")
+        assert_usage_error(r, "--out")
+    finally:
+        ro.chmod(0o700)
+
+
+def test_existing_run_not_overwritten(tmp_path):
+    run = tmp_path / "runs" / "h64-sgd"
+    run.mkdir(parents=True)
+    (run / runs.METRICS).write_text("precious")
+    r = invoke("train", "--device", "cpu", "--hidden", "32,64", "--out", tmp_path / "runs",
+               "--data-dir", tmp_path / "no-data")
+    assert r.exit_code == 1 and "--overwrite" in r.output and "Traceback" not in r.output
+    assert (run / runs.METRICS).read_text() == "precious"
+    assert not (tmp_path / "runs" / "h32-sgd").exists()  # nothing started
+
+
+def test_device_cuda_without_gpu_is_a_usage_error():
+    if real_gpu_present():
+        pytest.skip("a real GPU is present")
+    env = {**os.environ, "NUMBA_ENABLE_CUDASIM": "0"}  # no simulator: what a user without a GPU has
+    r = subprocess.run([*AECORE, "train", "--device", "cuda", "--epochs", "1", "--limit", "64"],
+                       capture_output=True, text=True, env=env)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "--device" in r.stderr and "cuda" in r.stderr
+    assert "Traceback" not in r.stdout + r.stderr
+    assert len([l for l in r.stderr.splitlines() if l.strip()]) <= 3  # usage line, hint, one-line error
+
+
+def test_usage_error_in_a_real_process_has_no_traceback(tmp_path):
+    r = subprocess.run([*AECORE, "train", "--lr", "nan"], capture_output=True, text=True)
+    assert r.returncode == 2 and "--lr" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_help_explains_units_and_defaults():
+    r = invoke("train", "--help")
+    assert r.exit_code == 0
+    for s in ("--hidden", "[default: 256]", "--lr", "--batch-size", "--resume", "mean squared",
+              "--limit", "samples/s"):
+        assert s in r.output
+    for cmd in ("eval", "reconstruct", "encode", "info"):
+        assert invoke(cmd, "--help").exit_code == 0
+
+
+def test_eval_errors_are_clean(tmp_path):
+    r = invoke("eval", tmp_path / "nothing.safetensors", "--device", "cpu")
+    assert r.exit_code == 1 and "nothing.safetensors" in r.output and "Traceback" not in r.output
+    (tmp_path / "bad.safetensors").write_bytes(b"\x00" * 20)
+    r = invoke("eval", tmp_path / "bad.safetensors", "--device", "cpu")
+    assert r.exit_code == 1 and "bad.safetensors" in r.output
+    r = invoke("encode", tmp_path, "--out", tmp_path / "x.txt", "--device", "cpu")
+    assert_usage_error(r, "--out")
+
+
+# --- real runs (need the data: $AECORE_DATA) -------------------------------------------------
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory, real_data_dir):
+    """The one run on the whole training set: aecore train --device cpu --hidden 256 --epochs 1."""
+    out = tmp_path_factory.mktemp("runs")
+    r = invoke("train", "--device", "cpu", "--hidden", "256", "--epochs", "1", "--out", out,
+               "--data-dir", real_data_dir)
+    return r, out / "h256-sgd"
+
+
+def test_train_real_data_one_epoch(full_run):
+    r, run = full_run
+    assert r.exit_code == 0, r.output
+    s = json.loads((run / runs.SUMMARY).read_text())
+    assert s["status"] == "complete" and s["hidden"] == 256 and s["epochs_done"] == 1
+    assert 0 < s["test_loss"] < 0.2 and s["device"] == "cpu"
+    rows = runs.read_metrics(run / runs.METRICS)
+    assert len(rows) == 1 and rows[0]["samples_per_s"] > 0
+    cfg = json.loads((run / runs.CONFIG).read_text())
+    assert cfg["data"]["train_images"] == 50000 and cfg["data"]["val_images"] == 10000
+    assert "test MSE" in r.output and "h256" in r.output  # the final table
+
+
+def test_eval_reconstruct_encode(full_run, tmp_path, real_data_dir):
+    _, run = full_run
+    test_loss = json.loads((run / runs.SUMMARY).read_text())["test_loss"]
+    r = invoke("eval", run, "--device", "cpu", "--data-dir", real_data_dir)
+    assert r.exit_code == 0, r.output
+    mse = float(r.output.split("test MSE")[1].split()[0])
+    assert mse == pytest.approx(test_loss, abs=1e-6)
+
+    r = invoke("reconstruct", run / runs.MODEL, "--out", tmp_path / "grid.png", "--device", "cpu",
+               "--data-dir", real_data_dir)
+    assert r.exit_code == 0, r.output
+    png = (tmp_path / "grid.png").read_bytes()
+    assert png.startswith(b"\x89PNG") and len(png) > 5000
+
+    r = invoke("encode", run, "--out", tmp_path / "z.npz", "--device", "cpu",
+               "--data-dir", real_data_dir)
+    assert r.exit_code == 0, r.output
+    with np.load(tmp_path / "z.npz") as z:
+        assert z["latents"].shape == (10000, 256) and z["latents"].dtype == np.float32
+        assert z["labels"].shape == (10000,) and set(np.unique(z["labels"])) == set(range(10))
+        assert (z["latents"].min(axis=1) < 0).any()  # LeakyReLU outputs: negatives allowed
+        latents = z["latents"]
+    r = invoke("encode", run, "--out", tmp_path / "z.npy", "--device", "cpu",
+               "--data-dir", real_data_dir)
+    assert r.exit_code == 0, r.output
+    rec = np.load(tmp_path / "z.npy")
+    assert rec.dtype.names == ("label", "latent") and rec["latent"].shape == (10000, 256)
+    np.testing.assert_array_equal(rec["latent"], latents)
+
+
+def test_sweep_table_and_divergence_exit(tmp_path, real_data_dir):
+    out = tmp_path / "runs"
+    r = invoke("train", "--device", "cpu", "--hidden", "16,32", "--epochs", "2", "--limit", "512",
+               "--batch-size", "32", "--out", out, "--data-dir", real_data_dir)
+    assert r.exit_code == 0, r.output
+    lines = r.stdout.strip().splitlines()  # one line per epoch, then the comparison table
+    start = next(i for i, ln in enumerate(lines) if ln.split()[:1] == ["hidden"])
+    table = lines[start:]
+    assert table[0].split()[:3] == ["hidden", "params", "epochs"]
+    assert [ln.split()[0] for ln in table[2:]] == ["16", "32"]
+    assert all(ln.split()[-1] == "complete" for ln in table[2:])
+    for h in (16, 32):
+        assert len(runs.read_metrics(out / f"h{h}-sgd" / runs.METRICS)) == 2
+
+    r = invoke("train", "--device", "cpu", "--hidden", "16", "--epochs", "3", "--limit", "512",
+               "--optimizer", "adam", "--lr", "3e38", "--out", out, "--data-dir", real_data_dir)
+    assert r.exit_code == 3, r.output
+    assert "epoch 1" in r.output and "NaN" in r.output and "Traceback" not in r.output
+    assert json.loads((out / "h16-adam" / runs.SUMMARY).read_text())["status"] == "diverged"
+
+
+def test_auto_device_notice_and_overwrite(tmp_path, real_data_dir):
+    out = tmp_path / "runs"
+    args = ["train", "--hidden", "8", "--epochs", "1", "--limit", "256", "--out", out,
+            "--data-dir", real_data_dir]
+    r = invoke(*args, "--device", "auto")
+    assert r.exit_code == 0, r.output
+    if not real_gpu_present():
+        assert "notice: --device auto" in r.stderr and "CPU" in r.stderr
+    assert invoke(*args, "--device", "cpu").exit_code == 1
+    r = invoke(*args, "--device", "cpu", "--overwrite")
+    assert r.exit_code == 0, r.output
+
+
+def test_info(real_data_dir):
+    r = invoke("info", "--data-dir", real_data_dir)
+    assert r.exit_code == 0, r.output
+    for key in ("aecore", "numba", "numpy", "BLAS", "CPU", "CUDA", "data"):
+        assert key in r.output
+    assert real_data_dir in r.output
