@@ -15,7 +15,7 @@ from click.core import ParameterSource
 from aecore import runs
 from aecore.engine import OPTIMIZERS
 from aecore.errors import AecoreError, CheckpointError, DivergenceError
-from aecore.trainer import (MAX_HIDDEN, RESUME_FIXED, TrainConfig, TrainingInterrupted,
+from aecore.trainer import (DEFAULT_LR, MAX_HIDDEN, RESUME_FIXED, TrainConfig, TrainingInterrupted,
                             config_problems, load_run_config, train as train_run)
 
 D = TrainConfig()  # the defaults, defined once in aecore.trainer
@@ -129,8 +129,9 @@ Examples:
               help="Passes over the training set.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=D.batch_size, show_default=True,
               help="Samples per optimizer step (at most the training-set size).")
-@click.option("--lr", type=float, default=D.lr, show_default=True, callback=_finite_positive,
-              help="Learning rate (> 0).")
+@click.option("--lr", type=float, default=None, callback=_finite_positive,
+              help="Learning rate (> 0).  [default: per optimizer: "
+                   + ", ".join(f"{k} {v:g}" for k, v in DEFAULT_LR.items()) + "]")
 @click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=D.optimizer, show_default=True,
               help="sgd (the paper's), momentum / nesterov (torch.optim.SGD), adam (torch.optim.Adam).")
 @click.option("--momentum", type=click.FloatRange(min=0, max=1, max_open=True),

@@ -43,17 +43,27 @@ the behaviour on real hardware are exercised by the ``@pytest.mark.gpu`` tests a
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 from numba import cuda, float32, float64, int64
 from numba.cuda.core import config as _config
 
 # --- tiling constants (compile-time constants inside the kernels) ---------------------------
-BM = 64  # block tile rows (output rows per block)
-BN = 64  # block tile columns
-BK = 16  # reduction depth staged per shared-memory step
-TM = 4  # register tile rows per thread
-TN = 4  # register tile columns per thread
+# The block tile is TILE x TILE outputs computed by 16 x 16 threads. TILE = 64 (4 x 4 outputs
+# per thread) is the shape for GPUs, and the only one compiled to PTX by the tests. TILE = 16
+# (one output per thread) may be chosen with AECORE_CUDA_TILE=16 *before import*, for Numba's
+# simulator: it runs every CUDA thread as a Python thread and pays for the zero padding of a
+# 64-wide tile around a 16-unit hidden layer as real work, so the whole-training-path tests use
+# it to stay within CI's time (the kernel tests run both shapes).
+TILE = int(os.environ.get("AECORE_CUDA_TILE", "64"))
+if TILE not in (16, 32, 64):
+    raise ValueError(f"AECORE_CUDA_TILE must be 16, 32 or 64, not {TILE}")
+BM = TILE  # block tile rows (output rows per block)
+BN = TILE  # block tile columns
+BK = int(os.environ.get("AECORE_CUDA_BK", "16"))  # reduction depth staged per shared-memory step
+TM = BM // 16  # register tile rows per thread
+TN = BN // 16  # register tile columns per thread
 TY = BM // TM  # 16 thread rows
 TX = BN // TN  # 16 thread columns
 NTHREADS = TX * TY  # 256
@@ -67,10 +77,17 @@ _FASTMATH = {"contract", "arcp", "afn"}
 _jit = dict(fastmath=_FASTMATH)
 SIMULATOR = bool(_config.ENABLE_CUDASIM)
 # forceinline: the device functions are inlined into each kernel, so the register tiles they
-# touch stay in registers (the PTX test checks for no local-memory depot). The simulator's jit
-# does not take the option.
-_dev = dict(device=True, fastmath=_FASTMATH) if SIMULATOR else dict(
-    device=True, forceinline=True, fastmath=_FASTMATH)
+# touch stay in registers (the PTX test checks for no local-memory depot). Under the simulator
+# they are left as plain Python functions: its device-function wrapper swaps module globals
+# under a lock on every call, which made a call per loaded element the simulator's main cost
+# (the kernel's own globals are swapped for the whole launch, so `cuda.*` inside them still
+# resolves to the simulated API).
+if SIMULATOR:
+    def _device(fn):
+        return fn
+else:
+    _device = cuda.jit(device=True, forceinline=True, fastmath=_FASTMATH)
+
 
 # Signature fragments.
 _F2 = "float32[:, ::1]"
@@ -81,7 +98,7 @@ _D1 = "float64[::1]"
 
 
 # --- operand tile loads --------------------------------------------------------------------
-@cuda.jit(**_dev)
+@_device
 def _row(perm, off, r):
     """Source row of logical row r: ``perm[off + r]`` when gathering, else ``off + r``."""
     if perm.shape[0] > 0:
@@ -89,7 +106,7 @@ def _row(perm, off, r):
     return off + r
 
 
-@cuda.jit(**_dev)
+@_device
 def _load_kmajor(src, perm, off, nrows, K, r0, k0, tile, tid):
     """tile[kk, rr] <- src[row(r0 + rr), k0 + kk] (0 outside): an operand stored (rows, K)."""
     for q in range(LOADS):
@@ -104,7 +121,7 @@ def _load_kmajor(src, perm, off, nrows, K, r0, k0, tile, tid):
         tile[kk, rr] = v
 
 
-@cuda.jit(**_dev)
+@_device
 def _load_mmajor(src, perm, off, K, ncols, k0, c0, tile, tid):
     """tile[kk, cc] <- src[row(k0 + kk), c0 + cc] (0 outside): an operand stored (K, cols)."""
     for q in range(LOADS):
@@ -119,7 +136,7 @@ def _load_mmajor(src, perm, off, K, ncols, k0, c0, tile, tid):
         tile[kk, cc] = v
 
 
-@cuda.jit(**_dev)
+@_device
 def _load_kmajor_plain(src, nrows, K, r0, k0, tile, tid):
     """tile[kk, rr] <- src[r0 + rr, k0 + kk] (0 outside)."""
     for q in range(LOADS):
@@ -134,7 +151,7 @@ def _load_kmajor_plain(src, nrows, K, r0, k0, tile, tid):
         tile[kk, rr] = v
 
 
-@cuda.jit(**_dev)
+@_device
 def _load_mmajor_plain(src, K, ncols, k0, c0, tile, tid):
     """tile[kk, cc] <- src[k0 + kk, c0 + cc] (0 outside)."""
     for q in range(LOADS):
@@ -149,7 +166,7 @@ def _load_mmajor_plain(src, K, ncols, k0, c0, tile, tid):
         tile[kk, cc] = v
 
 
-@cuda.jit(**_dev)
+@_device
 def _fma_tile(As, Bs, acc, a, b, tx, ty):
     """acc += As[:, ty + 16 i]^T Bs[:, tx + 16 j] over the BK staged rows (registers only)."""
     for kk in range(BK):
@@ -162,14 +179,14 @@ def _fma_tile(As, Bs, acc, a, b, tx, ty):
                 acc[i, j] += a[i] * b[j]
 
 
-@cuda.jit(**_dev)
+@_device
 def _zero(acc):
     for i in range(TM):
         for j in range(TN):
             acc[i, j] = float32(0.0)
 
 
-@cuda.jit(**_dev)
+@_device
 def _mainloop_nt(A, pa, oa, W, M, N, K, m0, n0, As, Bs, acc, a, b, tid, tx, ty):
     """acc <- A[rows m0.., :] W[n0.., :]^T; A (M, K) rows gathered through pa, W (N, K)."""
     _zero(acc)
@@ -181,7 +198,7 @@ def _mainloop_nt(A, pa, oa, W, M, N, K, m0, n0, As, Bs, acc, a, b, tid, tx, ty):
         cuda.syncthreads()
 
 
-@cuda.jit(**_dev)
+@_device
 def _mainloop_nt_plain(A, W, M, N, K, m0, n0, As, Bs, acc, a, b, tid, tx, ty):
     """acc <- A[m0.., :] W[n0.., :]^T; A (M, K), W (N, K)."""
     _zero(acc)
@@ -193,7 +210,7 @@ def _mainloop_nt_plain(A, W, M, N, K, m0, n0, As, Bs, acc, a, b, tid, tx, ty):
         cuda.syncthreads()
 
 
-@cuda.jit(**_dev)
+@_device
 def _mainloop_nn(A, W, M, N, K, m0, n0, As, Bs, acc, a, b, tid, tx, ty):
     """acc <- A[m0.., :] W[:, n0..]; A (M, K), W (K, N)."""
     _zero(acc)
@@ -205,7 +222,7 @@ def _mainloop_nn(A, W, M, N, K, m0, n0, As, Bs, acc, a, b, tid, tx, ty):
         cuda.syncthreads()
 
 
-@cuda.jit(**_dev)
+@_device
 def _mainloop_tn(D, X, px, ox, M, N, K, m0, n0, As, Bs, acc, a, b, tid, tx, ty):
     """acc <- D[:, m0..]^T X[rows, n0..]; D (K, M), X (K, N) with rows gathered through px."""
     _zero(acc)
@@ -217,7 +234,7 @@ def _mainloop_tn(D, X, px, ox, M, N, K, m0, n0, As, Bs, acc, a, b, tid, tx, ty):
         cuda.syncthreads()
 
 
-@cuda.jit(**_dev)
+@_device
 def _sigmoid(z):
     """Safe logistic in float32: exp is only taken of -|z|; NaN stays NaN."""
     e = math.exp(-abs(z))
@@ -226,7 +243,7 @@ def _sigmoid(z):
     return e / (float32(1.0) + e)
 
 
-@cuda.jit(**_dev)
+@_device
 def _column_sums_block(D, K, m0, red, tid):
     """Sum over D's K rows of columns m0..m0+63 (D (K, M)); valid in threads tid < 64.
 
@@ -427,7 +444,7 @@ k_backward_hidden = _Kernel(_k_backward_hidden, {"f32": f"void({_F2}, {_F2}, {_F
 OPT_NONE, OPT_SGD, OPT_MOMENTUM, OPT_NESTEROV, OPT_ADAM = 0, 1, 2, 3, 4
 
 
-@cuda.jit(**_dev)
+@_device
 def _apply(kind, w, g, v, m, lr, mu, b1, b2, eps, step_size, inv_bc2_sqrt):
     """One element's optimizer update; returns (w, v, m) after the step.
 

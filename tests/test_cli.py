@@ -99,14 +99,14 @@ def test_read_only_out(tmp_path):
 
 
 def test_existing_run_not_overwritten(tmp_path):
-    run = tmp_path / "runs" / "h64-sgd"
+    run = tmp_path / "runs" / "h64-adam"
     run.mkdir(parents=True)
     (run / runs.METRICS).write_text("precious")
     r = invoke("train", "--device", "cpu", "--hidden", "32,64", "--out", tmp_path / "runs",
                "--data-dir", tmp_path / "no-data")
     assert r.exit_code == 1 and "--overwrite" in r.output and "Traceback" not in r.output
     assert (run / runs.METRICS).read_text() == "precious"
-    assert not (tmp_path / "runs" / "h32-sgd").exists()  # nothing started
+    assert not (tmp_path / "runs" / "h32-adam").exists()  # nothing started
 
 
 def test_device_cuda_without_gpu_is_a_usage_error():
@@ -154,7 +154,7 @@ def full_run(tmp_path_factory, real_data_dir):
     out = tmp_path_factory.mktemp("runs")
     r = invoke("train", "--device", "cpu", "--hidden", "256", "--epochs", "1", "--out", out,
                "--data-dir", real_data_dir)
-    return r, out / "h256-sgd"
+    return r, out / "h256-adam"
 
 
 def test_train_real_data_one_epoch(full_run):
@@ -203,7 +203,7 @@ def test_eval_reconstruct_encode(full_run, tmp_path, real_data_dir):
 def test_sweep_table_and_divergence_exit(tmp_path, real_data_dir):
     out = tmp_path / "runs"
     r = invoke("train", "--device", "cpu", "--hidden", "16,32", "--epochs", "2", "--limit", "512",
-               "--batch-size", "32", "--out", out, "--data-dir", real_data_dir)
+               "--batch-size", "32", "--optimizer", "sgd", "--out", out, "--data-dir", real_data_dir)
     assert r.exit_code == 0, r.output
     lines = r.stdout.strip().splitlines()  # one line per epoch, then the comparison table
     start = next(i for i, ln in enumerate(lines) if ln.split()[:1] == ["hidden"])

@@ -28,7 +28,7 @@ CHUNK = 64  # samples per chunk: 6 chunks per epoch of the 384 tiny training ima
 
 
 def cfg(**kw):
-    base = dict(hidden=20, epochs=3, batch_size=16, lr=0.3, val_size=96, recon_epochs=(1, 2))
+    base = dict(hidden=20, epochs=3, batch_size=16, optimizer="sgd", lr=0.3, val_size=96, recon_epochs=(1, 2))
     return TrainConfig(**{**base, **kw})
 
 
@@ -143,7 +143,8 @@ def test_cli_subprocess_sigint_then_resume(tmp_path, tiny_data, real_data_dir):
     from aecore.data import load_fashion_mnist
 
     args = ["--device", "cpu", "--hidden", "32", "--epochs", "30", "--batch-size", "64",
-            "--lr", "0.2", "--limit", "4096", "--val-size", "10000", "--data-dir", real_data_dir]
+            "--optimizer", "sgd", "--lr", "0.2", "--limit", "4096", "--val-size", "10000",
+            "--data-dir", real_data_dir]
     out = tmp_path / "runs"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen([*AECORE, "train", *args,

@@ -16,7 +16,7 @@ from aecore.errors import CheckpointError, DivergenceError
 from aecore.model import PARAM_NAMES, init_params, param_count
 from aecore.trainer import TrainConfig, config_problems, recon_images, train
 
-CFG = TrainConfig(hidden=24, epochs=3, batch_size=32, lr=0.5, val_size=96, recon_epochs=(1, 2))
+CFG = TrainConfig(optimizer="sgd", hidden=24, epochs=3, batch_size=32, lr=0.5, val_size=96, recon_epochs=(1, 2))
 
 
 def read_summary(d):
@@ -82,7 +82,7 @@ def test_model_loads_into_torch(tmp_path, tiny_data):
     from safetensors.torch import load_file as torch_load
 
     d = tmp_path / "run"
-    cfg = TrainConfig(hidden=16, epochs=2, batch_size=32, lr=0.5, val_size=96, slope=0.05)
+    cfg = TrainConfig(optimizer="sgd", hidden=16, epochs=2, batch_size=32, lr=0.5, val_size=96, slope=0.05)
     train(cfg, d, tiny_data, progress=False)
     model = torch.nn.Sequential(torch.nn.Linear(784, 16), torch.nn.LeakyReLU(0.05),
                                 torch.nn.Linear(16, 784), torch.nn.Sigmoid())
@@ -138,8 +138,8 @@ def test_config_problems_name_the_field():
                       device="tpu", val_size=0, limit=0)
     names = {k for k, _ in config_problems(bad)}
     assert names == {"hidden", "epochs", "batch_size", "lr", "optimizer", "device", "val_size", "limit"}
-    assert {k for k, _ in config_problems(TrainConfig(lr=-1.0))} == {"lr"}
-    assert {k for k, _ in config_problems(TrainConfig(lr=float("inf")))} == {"lr"}
+    assert {k for k, _ in config_problems(TrainConfig(optimizer="sgd", lr=-1.0))} == {"lr"}
+    assert {k for k, _ in config_problems(TrainConfig(optimizer="sgd", lr=float("inf")))} == {"lr"}
     assert {k for k, _ in config_problems(TrainConfig(hidden=10**6))} == {"hidden"}
     with pytest.raises(ValueError, match="hidden"):
         train(TrainConfig(hidden=-3), "/nonexistent/never-created", None)
