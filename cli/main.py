@@ -50,3 +50,9 @@ for _cmd in (eval_, reconstruct, encode, info):
 from .bench import bench  # noqa: E402
 
 main.add_command(bench)
+from .report import report  # noqa: E402
+
+main.add_command(report)
+from .study import study  # noqa: E402
+
+main.add_command(study)

@@ -1,0 +1,153 @@
+"""``aecore study``: train the paper's models and the optimizer comparison, then the report."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from aecore import HIDDEN_SIZES, runs
+from aecore.engine import OPTIMIZERS
+from aecore.errors import CheckpointError, DivergenceError
+from aecore.trainer import MAX_HIDDEN, TrainConfig, TrainingInterrupted, train as train_run
+
+from .report import build as build_report
+from .train import (FASHION_TRAIN, HiddenList, _check, data_dir_option, device_option, load_data,
+                    resolve_device)
+
+D = TrainConfig()  # the defaults, defined once in aecore.trainer
+DEFAULT_OPTIMIZERS = ("sgd", "momentum", "adam")
+DEFAULT_COMPARE_HIDDEN = 128
+
+
+def _optimizers(ctx, param, value):
+    if isinstance(value, tuple):
+        return value
+    names = [v.strip() for v in str(value).split(",") if v.strip()]
+    bad = [n for n in names if n not in OPTIMIZERS]
+    if bad or not names:
+        raise click.BadParameter(f"expected a comma list of {', '.join(OPTIMIZERS)}, got {value!r}")
+    if len(set(names)) != len(names):
+        raise click.BadParameter(f"an optimizer is given twice in {value!r}")
+    return tuple(names)
+
+
+HELP = f"""Run the whole study: train the 784 -> h -> 784 autoencoder at each --hidden size with
+the default settings of aecore train (now: {D.optimizer}, lr {D.lr:g}, batch {D.batch_size}), plus
+one run per other --optimizers at --compare-hidden, each with aecore train's default learning
+rate for that optimizer (the {D.optimizer} run at that size is shared, not trained twice); then
+write the report (aecore report) into OUT/report.
+
+Before training it times a short warm-up of each model on the chosen device and prints how long
+the study should take. Runs go to OUT/h<H>-<optimizer>, exactly as aecore train writes them.
+
+Rerunning the same command continues the study: complete runs are skipped, interrupted ones
+are resumed from their checkpoints (and a diverged run is reported, not retried). Ctrl-C saves
+a checkpoint and exits 130.
+
+\b
+Examples:
+  aecore study --device cuda
+  aecore study --device cpu --hidden 64,128 --epochs 20 --limit 10000
+"""
+
+
+@click.command(help=HELP)
+@device_option
+@click.option("--hidden", type=HiddenList(), default=",".join(map(str, HIDDEN_SIZES)),
+              show_default=True, help="Hidden sizes h to train with the default optimizer.")
+@click.option("--epochs", type=click.IntRange(min=1), default=D.epochs, show_default=True,
+              help="Passes over the training set, for every run.")
+@click.option("--optimizers", default=",".join(DEFAULT_OPTIMIZERS), callback=_optimizers,
+              show_default=True, help=f"Optimizers to compare at --compare-hidden "
+              f"({', '.join(OPTIMIZERS)}).")
+@click.option("--compare-hidden", type=click.IntRange(1, MAX_HIDDEN),
+              default=DEFAULT_COMPARE_HIDDEN, show_default=True,
+              help="Hidden size of the optimizer comparison.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("study"),
+              show_default=True, help="Directory for the run directories and report/.")
+@data_dir_option
+@click.option("--limit", type=click.IntRange(min=1), default=None,
+              help="Train on only the first N training images (quick checks).")
+@click.option("--yes", "-y", is_flag=True,
+              help="Start without asking (it asks only on a terminal).")
+def study(device, hidden, epochs, optimizers, compare_hidden, out, data_dir, limit, yes):
+    from aecore import study as S
+
+    # Everything that can be checked without the data is checked before loading it.
+    n_avail = FASHION_TRAIN - D.val_size
+    if limit is not None and limit > n_avail:
+        raise click.BadParameter(f"{limit} is more than the {n_avail} training images left after "
+                                 f"the {D.val_size} validation images", param_hint="'--limit'")
+    plan = S.plan_study(hidden, optimizers, compare_hidden, out, epochs, "cpu", limit)
+    for p in plan:
+        _check(p.config, limit or n_avail)
+    try:
+        runs.check_writable(out)
+        for p in plan:
+            runs.check_writable(p.dir)
+    except CheckpointError as e:
+        raise click.BadParameter(str(e), param_hint="'--out'") from None
+    for p in plan:
+        S.inspect_run(p)
+
+    todo = [p for p in plan if p.action != "skip"]
+    click.echo(f"study in {out}: {len(plan)} runs, {epochs} epochs each"
+               + (f", first {limit} training images" if limit else ""))
+    for p in plan:
+        c = p.config
+        what = {"train": "to train",
+                "resume": f"to resume ({p.status}, {p.epochs_done}/{c.epochs} epochs done)",
+                "skip": f"{p.status}, skipped"}[p.action]
+        click.echo(f"  {p.dir.name:<16} hidden {c.hidden:<5} {c.optimizer} lr {c.lr:g}: {what}")
+
+    started = time.perf_counter()
+    diverged = False
+    try:
+        if todo:
+            dev = resolve_device(device)
+            for p in plan:
+                p.config = TrainConfig(**{**p.config.to_dict(), "device": dev})
+            data = load_data(data_dir, D.val_size)
+            click.echo(f"timing a warm-up of each model on {dev} ...")
+            try:
+                out.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise click.BadParameter(f"{out}: cannot create it ({e.strerror})",
+                                         param_hint="'--out'") from None
+            per_run = S.estimate(plan, data, dev, scratch_dir=out)
+            total = sum(per_run.values())
+            click.echo(f"estimated {S.fmt_duration(total)} on {dev} ("
+                       + ", ".join(f"{d.name} {S.fmt_duration(t)}" for d, t in per_run.items())
+                       + ")")
+            if not yes and sys.stdin.isatty() and not click.confirm("Start?", default=True):
+                click.echo("not started")
+                return
+            for i, p in enumerate(todo):
+                resume = p.action == "resume"
+                c = p.config
+                click.echo(f"{'resuming' if resume else 'training'} {p.dir} ({i + 1}/{len(todo)}): "
+                           f"hidden {c.hidden}, {c.epochs} epochs, batch {c.batch_size}, "
+                           f"{c.optimizer} lr {c.lr:g}, {c.device}"
+                           + (f", first {c.limit} images" if c.limit else ""), err=True)
+                try:
+                    train_run(c, p.dir, data, resume=resume, fallback_cpu=(device == "auto"))
+                except TrainingInterrupted as e:
+                    click.echo(f"{e}", err=True)
+                    click.echo("Run the same aecore study command again to continue: complete "
+                               "runs are skipped and this one resumes.", err=True)
+                    sys.exit(TrainingInterrupted.exit_code)
+                except DivergenceError as e:
+                    click.echo(f"Error: {p.dir.name}: {e}", err=True)
+                    diverged = True
+            click.echo(f"training took {S.fmt_duration(time.perf_counter() - started)} "
+                       f"(estimated {S.fmt_duration(total)})")
+    except KeyboardInterrupt:
+        click.echo("\ninterrupted; run the same aecore study command again to continue", err=True)
+        sys.exit(TrainingInterrupted.exit_code)
+
+    build_report([p.dir for p in plan], out / "report")
+    if diverged:
+        sys.exit(DivergenceError.exit_code)
