@@ -1,0 +1,175 @@
+"""The CUDA engine: parameters, optimizer state and the uint8 dataset live in GPU memory.
+
+Per batch (B rows, h hidden units, 784 pixels) five kernel launches from ``aecore.kernels.cuda``,
+no host<->device copy and no synchronisation:
+
+    1. H  <- leaky(X[perm[s:e]] W1^T + b1)          linear_leaky_relu   (gathers + scales uint8)
+    2. dZ <- mse'(sigmoid(H W2^T + b2)), loss += .. linear_sigmoid_mse  (targets gathered too)
+    3. dH <- (dZ W2) * leaky'(H)                    backward_hidden     (reads W2 before 4.)
+    4. W2, b2 <- update(dZ^T H, sum(dZ))            *_weight_step       (gradient never stored)
+    5. W1, b1 <- update(dH^T X[perm[s:e]], sum(dH)) *_weight_step
+
+The epoch's permutation is generated on the host by the trainer's seeded NumPy Generator (so a
+CPU and a CUDA run of the same seed see the same batches) and copied to the device once per
+epoch (8 bytes per sample); every batch then reads its rows through it on the device. The loss
+sum accumulates in a float64 device scalar with atomics and is read when the trainer asks for
+it (once per chunk of ~8k samples: the only synchronisation).
+
+Adam's per-step hyper-parameters (bias corrections) are computed for a whole chunk on the host
+and copied in one transfer per chunk. Runs under Numba's CUDA simulator too (slowly), which is
+how CI exercises it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import cuda
+
+from .engine import OptimConfig
+from .kernels import cuda as kc
+from .model import B1, B2, W1, W2
+
+EVAL_BATCH = 1024
+
+
+class CudaEngine:
+    """Engine protocol (aecore.engine) on a CUDA GPU through numba-cuda device arrays."""
+
+    device = "cuda"
+
+    def __init__(self, params, optim: OptimConfig, batch_size: int, slope: float = 0.01,
+                 opt_state=None, step: int = 0):
+        self.optim = optim
+        self.batch_size = int(batch_size)
+        self.slope = float(slope)
+        self.step = int(step)
+        host = {k: np.ascontiguousarray(params[k], np.float32) for k in (W1, B1, W2, B2)}
+        self.hidden, self.image_size = host[W1].shape
+        self.params = {k: cuda.to_device(v) for k, v in host.items()}
+        opt_state = opt_state or {}
+        self.state = {}
+        for name in optim.state_names():
+            for p in (W1, B1, W2, B2):
+                key = f"{p}.{name}"
+                init = opt_state.get(key)
+                arr = np.zeros(host[p].size, np.float32) if init is None else \
+                    np.ascontiguousarray(init, np.float32).reshape(-1)
+                self.state[key] = cuda.to_device(arr)  # flat: the kernels index them linearly
+        B, h, n = self.batch_size, self.hidden, self.image_size
+        self._H = cuda.device_array((B, h), np.float32)
+        self._dZ = cuda.device_array((B, n), np.float32)
+        self._dH = cuda.device_array((B, h), np.float32)
+        self._views = {B: (self._H, self._dZ, self._dH)}
+        self._loss = cuda.to_device(np.zeros(1, np.float64))
+        o = optim
+        self._hp = cuda.to_device(kc._hp(lr=o.lr, momentum=o.momentum))  # sgd / momentum
+        self._perm_host = None
+        self._perm_dev = None
+
+    # -- data ---------------------------------------------------------------------------------
+    def put(self, images):
+        images = np.ascontiguousarray(images)
+        if images.dtype != np.uint8 or images.ndim != 2 or images.shape[1] != self.image_size:
+            raise ValueError(f"expected uint8 images of shape (n, {self.image_size}), "
+                             f"got {images.dtype} {images.shape}")
+        return cuda.to_device(images)
+
+    def _batch_views(self, nb):
+        v = self._views.get(nb)
+        if v is None:  # the short last batch: views of the full buffers, made once
+            v = self._views[nb] = (self._H[:nb], self._dZ[:nb], self._dH[:nb])
+        return v
+
+    def _device_perm(self, perm):
+        if perm is not self._perm_host:
+            self._perm_host = perm
+            self._perm_dev = cuda.to_device(np.ascontiguousarray(perm, np.int64))
+        return self._perm_dev
+
+    # -- training -----------------------------------------------------------------------------
+    def train_steps(self, data, perm, start, stop):
+        o = self.optim
+        p = self.params
+        S = self.state
+        dperm = self._device_perm(perm)
+        B = self.batch_size
+        starts = range(int(start), int(stop), B)
+        if o.name == "adam":
+            t0 = self.step + 1
+            hps = cuda.to_device(np.stack([
+                kc.adam_hparams(o.lr, t, o.beta1, o.beta2, o.eps)
+                for t in range(t0, t0 + len(starts))]))
+        for i, s in enumerate(starts):
+            nb = min(B, stop - s)
+            H, dZ, dH = self._batch_views(nb)
+            kc.linear_leaky_relu(data, p[W1], p[B1], H, self.slope, perm=dperm, off=s)
+            kc.linear_sigmoid_mse(H, p[W2], p[B2], data, dZ, self._loss, perm=dperm, off=s)
+            kc.backward_hidden(dZ, p[W2], H, dH, self.slope)
+            if o.name == "sgd":
+                kc.sgd_weight_step(dZ, H, p[W2], p[B2], o.lr, hp=self._hp)
+                kc.sgd_weight_step(dH, data, p[W1], p[B1], o.lr, perm=dperm, off=s, hp=self._hp)
+            elif o.name in ("momentum", "nesterov"):
+                nest = o.name == "nesterov"
+                buf = "momentum_buffer"
+                kc.momentum_weight_step(dZ, H, p[W2], p[B2], S[f"{W2}.{buf}"], S[f"{B2}.{buf}"],
+                                        o.lr, o.momentum, nest, hp=self._hp)
+                kc.momentum_weight_step(dH, data, p[W1], p[B1], S[f"{W1}.{buf}"],
+                                        S[f"{B1}.{buf}"], o.lr, o.momentum, nest, perm=dperm,
+                                        off=s, hp=self._hp)
+            else:
+                hp = hps[i]
+                kc.adam_weight_step(dZ, H, p[W2], p[B2], S[f"{W2}.exp_avg"], S[f"{B2}.exp_avg"],
+                                    S[f"{W2}.exp_avg_sq"], S[f"{B2}.exp_avg_sq"], hp)
+                kc.adam_weight_step(dH, data, p[W1], p[B1], S[f"{W1}.exp_avg"],
+                                    S[f"{B1}.exp_avg"], S[f"{W1}.exp_avg_sq"],
+                                    S[f"{B1}.exp_avg_sq"], hp, perm=dperm, off=s)
+        self.step += len(starts)
+
+    def take_loss_sum(self) -> float:
+        value = float(self._loss.copy_to_host()[0])  # synchronises
+        kc.zero_(self._loss)
+        return value
+
+    # -- inference ----------------------------------------------------------------------------
+    def _forward(self, images, want):
+        """want: 0 -> loss sum, 1 -> outputs (n, 784), 2 -> hidden activations (n, h)."""
+        X = self.put(images) if isinstance(images, np.ndarray) else images  # host or device
+        n = X.shape[0]
+        p = self.params
+        B = min(EVAL_BATCH, max(n, 1))
+        H = cuda.device_array((n if want == 2 else B, self.hidden), np.float32)
+        Y = cuda.device_array((n if want == 1 else B, self.image_size), np.float32)
+        loss = cuda.to_device(np.zeros(1, np.float64))
+        for s in range(0, n, B):
+            nb = min(B, n - s)
+            h = H[s:s + nb] if want == 2 else H[:nb]
+            kc.linear_leaky_relu(X, p[W1], p[B1], h, self.slope, off=s)
+            if want == 0:
+                kc.linear_sigmoid_mse(h, p[W2], p[B2], X, Y[:nb], loss, off=s)
+            elif want == 1:
+                kc.linear_sigmoid(h, p[W2], p[B2], Y[s:s + nb])
+        if want == 0:
+            return float(loss.copy_to_host()[0])
+        return (Y if want == 1 else H).copy_to_host()
+
+    def evaluate(self, data) -> float:
+        n = data.shape[0]
+        if n == 0:
+            return float("nan")
+        return self._forward(data, 0) / (n * self.image_size)
+
+    def reconstruct(self, images):
+        return self._forward(images, 1)
+
+    def encode(self, images):
+        return self._forward(images, 2)
+
+    # -- state --------------------------------------------------------------------------------
+    def get_params(self):
+        return {k: v.copy_to_host() for k, v in self.params.items()}
+
+    def get_opt_state(self):
+        shapes = {W1: (self.hidden, self.image_size), B1: (self.hidden,),
+                  W2: (self.image_size, self.hidden), B2: (self.image_size,)}
+        return {k: v.copy_to_host().reshape(shapes[k.rsplit(".", 1)[0]])
+                for k, v in self.state.items()}
