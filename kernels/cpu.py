@@ -37,6 +37,7 @@ _LN2 = 0.6931471805599453
 # stopped the Sigmoid epilogue from vectorizing: 5.6 ns an element instead of ~0.3).
 _FAST = dict(cache=True, fastmath={"contract", "reassoc", "nsz", "arcp", "afn"}, nogil=True,
              error_model="numpy")
+_FLT_MIN = np.float32(1.1754944e-38)  # smallest normal float32
 
 
 @njit(inline="always", **_FAST)
@@ -152,7 +153,11 @@ def bias_sigmoid_mse_(Z, b, T, scale, Y, colsum):
             y = _sigmoid(np.float64(z[j] + b[j]))
             d = y - np.float64(unit(t[j]))
             row += d * d
-            z[j] = scale * d * y * (1.0 - y)
+            g = scale * d * y * (1.0 - y)
+            # flush what would be a float32 subnormal to 0, as the CUDA kernels do (-ftz): a
+            # trained model's background pixels have y ~ 1e-18, so g ~ 1e-40, and subnormal
+            # operands take a slow path in the two sgemms that read dZ
+            z[j] = g if abs(g) >= _FLT_MIN else 0.0
         if sum_cols:
             for j in range(z.shape[0]):
                 colsum[j] += z[j]
@@ -272,9 +277,6 @@ def sgd_weight_step(dZ, A, W, b, lr):
 
 
 # --- kernel 5: optimizer updates --------------------------------------------------------------
-_FLT_MIN = np.float32(1.1754944e-38)
-
-
 @njit(inline="always", **_FAST)
 def _ftz(x):
     """x, or 0 where |x| is subnormal. A weight whose gradient is always 0 (a pixel that is 0
