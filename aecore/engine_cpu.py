@@ -23,6 +23,7 @@ from numba import njit
 from .engine import OptimConfig
 from .kernels import cpu as K
 from .kernels.blas import gemm
+from .kernels.ftz import flush_denormals_on, restore
 from .model import B1, B2, W1, W2
 
 _SGD, _MOMENTUM, _NESTEROV, _ADAM = 0, 1, 2, 3
@@ -47,6 +48,7 @@ def _train_steps(X, perm, start, stop, batch, W1, b1, W2, b2, slope, kind, lr, m
     S: the optimizer buffers as a tuple (W1a, b1a, W2a, b2a, W1b, b1b, W2b, b2b); 'a' is the
     momentum buffer / Adam's exp_avg, 'b' Adam's exp_avg_sq (unused ones are never touched).
     """
+    mxcsr = flush_denormals_on()  # subnormals -> 0 inside the loop, as on the GPU (kernels/ftz.py)
     total = 0.0
     n_steps = 0
     gsum1 = np.zeros(b1.shape[0], np.float64)
@@ -87,6 +89,7 @@ def _train_steps(X, perm, start, stop, batch, W1, b1, W2, b2, slope, kind, lr, m
             _update(kind, W1, G1, S[0], S[4], lr, mu, beta1, beta2, eps, t)
             _update(kind, b1, gb1, S[1], S[5], lr, mu, beta1, beta2, eps, t)
         n_steps += 1
+    restore(mxcsr)
     return total, n_steps
 
 
