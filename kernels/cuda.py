@@ -50,18 +50,19 @@ from numba import cuda, float32, float64, int64
 from numba.cuda.core import config as _config
 
 # --- tiling constants (compile-time constants inside the kernels) ---------------------------
-# The block tile is TILE x TILE outputs computed by 16 x 16 threads. TILE = 64 (4 x 4 outputs
-# per thread) is the shape for GPUs, and the only one compiled to PTX by the tests. TILE = 16
-# (one output per thread) may be chosen with AECORE_CUDA_TILE=16 *before import*, for Numba's
-# simulator: it runs every CUDA thread as a Python thread and pays for the zero padding of a
-# 64-wide tile around a 16-unit hidden layer as real work, so the whole-training-path tests use
-# it to stay within CI's time (the kernel tests run both shapes).
+# The block tile is TILE x TILE outputs computed by 16 x 16 threads; BK is the depth of K staged
+# in shared memory per step. TILE = 64 (4 x 4 outputs per thread), BK = 16 is the default and
+# the shape the tests (simulator, PTX) check. AECORE_CUDA_TILE=16|32|64 and AECORE_CUDA_BK, read
+# at import, are tuning knobs for a GPU session (bench/gpu_session.sh); measured in the
+# simulator, a 16 tile is *slower* there (4x the blocks, each 256 Python threads).
 TILE = int(os.environ.get("AECORE_CUDA_TILE", "64"))
 if TILE not in (16, 32, 64):
     raise ValueError(f"AECORE_CUDA_TILE must be 16, 32 or 64, not {TILE}")
 BM = TILE  # block tile rows (output rows per block)
 BN = TILE  # block tile columns
 BK = int(os.environ.get("AECORE_CUDA_BK", "16"))  # reduction depth staged per shared-memory step
+if BK not in (8, 16, 32, 64) or (BK * BM) % 256 or 256 // BM > BK:
+    raise ValueError(f"AECORE_CUDA_BK={BK} does not fit a {TILE}-wide tile (8..64, BK*TILE >= 256)")
 TM = BM // 16  # register tile rows per thread
 TN = BN // 16  # register tile columns per thread
 TY = BM // TM  # 16 thread rows
