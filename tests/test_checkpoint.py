@@ -201,3 +201,12 @@ def test_check_writable_read_only_dir(tmp_path):
             runs.check_writable(ro / "run")
     finally:
         ro.chmod(0o700)
+
+
+def test_atomic_write_gives_normal_permissions(tmp_path):
+    old = os.umask(0o022)
+    try:
+        runs.atomic_write_text(tmp_path / "a.txt", "x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o644
