@@ -133,6 +133,17 @@ def config_problems(c: TrainConfig, n_train: int | None = None) -> list[tuple[st
     return out
 
 
+def _peak_rss_mib():
+    """This process's peak resident memory so far (MiB), or None where it cannot be read."""
+    try:
+        import resource
+
+        kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+        return round(kib / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)
+    except (ImportError, OSError):
+        return None
+
+
 class TrainingInterrupted(AecoreError):
     """Ctrl-C / SIGTERM: a resumable checkpoint was written."""
 
@@ -292,6 +303,7 @@ class _Run:
             "wall_time_s": self.wall_before + time.perf_counter() - self.t_start,
             "device": device,
             "samples_per_s": float(np.mean([r["samples_per_s"] for r in rows])) if rows else None,
+            "peak_rss_mib": _peak_rss_mib(),
             "optimizer": self.config.optimizer, "lr": self.config.lr,
             "batch_size": self.config.batch_size, "run_dir": str(self.dir),
         }

@@ -37,6 +37,7 @@ def test_run_directory_contents(tmp_path, tiny_data):
     assert rows[-1]["train_loss"] < rows[0]["train_loss"]  # it learns something
 
     assert s == read_summary(d)
+    assert 10 < s["peak_rss_mib"] < 4096  # this test process's peak resident memory
     assert s["status"] == "complete" and s["epochs_done"] == 3 and s["hidden"] == 24
     assert s["params"] == param_count(24) == 2 * 24 * 784 + 24 + 784
     best = min(rows, key=lambda r: r["val_loss"])
