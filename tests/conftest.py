@@ -68,3 +68,28 @@ def real_data(real_data_dir):
     from aecore.data import load_fashion_mnist
 
     return load_fashion_mnist(real_data_dir, download=False, progress=False)
+
+
+@pytest.fixture
+def read_only_dir(tmp_path):
+    """A directory this process cannot create files in: mode 0500, and for root (who ignores
+    modes) also the immutable attribute (chattr +i), which root cannot write past either."""
+    import shutil
+    import subprocess
+
+    d = tmp_path / "ro"
+    d.mkdir()
+    d.chmod(0o500)
+    immutable = False
+    if os.geteuid() == 0:
+        if shutil.which("chattr") is None or subprocess.run(
+                ["chattr", "+i", str(d)], capture_output=True).returncode != 0:
+            d.chmod(0o700)
+            pytest.skip("running as root and chattr +i is not available here")
+        immutable = True
+    try:
+        yield d
+    finally:
+        if immutable:
+            subprocess.run(["chattr", "-i", str(d)], capture_output=True)
+        d.chmod(0o700)
