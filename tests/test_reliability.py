@@ -174,3 +174,61 @@ def test_cli_subprocess_sigint_then_resume(tmp_path, tiny_data, real_data_dir):
     data = load_fashion_mnist(real_data_dir, val_size=10000, download=False, progress=False)
     train(load_run_config(run), ref, data, progress=False)
     assert_same_run(ref, run)
+
+
+# --- running out of GPU memory -------------------------------------------------------------------
+# Without a GPU the out-of-memory error is injected: an engine for "cuda" whose allocation (put)
+# or training step raises the error numba-cuda raises when cuMemAlloc fails.
+CUDA_OOM = ("[CUresult.CUDA_ERROR_OUT_OF_MEMORY] Call to cuMemAlloc results in "
+            "CUDA_ERROR_OUT_OF_MEMORY")
+
+
+class _OomEngine:
+    def __init__(self, real, where):
+        self._real, self._where, self.device = real, where, "cuda"
+
+    def __getattr__(self, name):
+        return getattr(self._real, name)
+
+    def put(self, images):
+        if self._where == "put":
+            raise RuntimeError(CUDA_OOM)
+        return self._real.put(images)
+
+    def train_steps(self, *a):
+        if self._where == "step":
+            raise RuntimeError(CUDA_OOM)
+        return self._real.train_steps(*a)
+
+
+@pytest.fixture
+def oom_on_cuda(monkeypatch):
+    from aecore import engine as engine_mod
+
+    real_make = engine_mod.make_engine
+    where = {"at": "put"}
+
+    def make(device, *a, **kw):
+        if device == "cuda":
+            return _OomEngine(real_make("cpu", *a, **kw), where["at"])
+        return real_make(device, *a, **kw)
+
+    monkeypatch.setattr(engine_mod, "make_engine", make)
+    return where
+
+
+def test_cuda_oom_is_a_clear_error(tmp_path, tiny_data, oom_on_cuda):
+    from aecore.errors import DeviceError
+
+    with pytest.raises(DeviceError, match="cuda out of memory for hidden=20") as e:
+        train(cfg(device="cuda"), tmp_path / "a", tiny_data, progress=False)
+    assert e.value.exit_code == 2 and "--device cpu" in str(e.value)
+    oom_on_cuda["at"] = "step"
+    with pytest.raises(DeviceError, match="cuda out of memory in epoch 1"):
+        train(cfg(device="cuda"), tmp_path / "b", tiny_data, progress=False)
+
+
+def test_cuda_oom_with_auto_falls_back_to_cpu(tmp_path, tiny_data, oom_on_cuda, capsys):
+    s = train(cfg(device="cuda"), tmp_path / "a", tiny_data, progress=False, fallback_cpu=True)
+    assert s["status"] == "complete" and s["device"] == "cpu"
+    assert "notice: CUDA ran out of memory" in capsys.readouterr().err
