@@ -18,9 +18,20 @@ it (once per chunk of ~8k samples: the only synchronisation).
 Adam's per-step hyper-parameters (bias corrections) are computed for a whole chunk on the host
 and copied in one transfer per chunk. Runs under Numba's CUDA simulator too (slowly), which is
 how CI exercises it.
+
+CUDA graphs (real GPUs, when ``cuda.core``'s GraphBuilder is available; ``AECORE_CUDA_GRAPHS=0``
+turns them off): the trainer calls ``train_steps`` with the same chunk boundaries every epoch,
+so the second time a chunk ``(start, stop)`` is seen its launches (5 per batch) are recorded
+once into a graph, through the same ``_enqueue`` code the eager path runs, and every later epoch
+replays that graph with one launch. What changes between epochs lives in device buffers the
+graph points at and that are refilled in place before each replay: the permutation and Adam's
+hyper-parameters. If recording fails the engine says so once and stays eager.
 """
 
 from __future__ import annotations
+
+import os
+import sys
 
 import numpy as np
 from numba import cuda
@@ -65,6 +76,14 @@ class CudaEngine:
         self._hp = cuda.to_device(kc._hp(lr=o.lr, momentum=o.momentum))  # sgd / momentum
         self._perm_host = None
         self._perm_dev = None
+        for dtype, ndim in ((np.float32, 1), (np.float32, 2), (np.int64, 1)):
+            kc._empty(dtype, ndim)  # allocate the launchers' placeholders now, not mid-capture
+        self._graphs = _graph_support()  # None (eager) or {} of recorded chunks
+        self._seen = set()
+        if self._graphs is not None:
+            from cuda.core import Device
+
+            self._stream = Device(cuda.get_current_device().id).create_stream()
 
     # -- data ---------------------------------------------------------------------------------
     def put(self, images):
@@ -82,52 +101,103 @@ class CudaEngine:
 
     def _device_perm(self, perm):
         if perm is not self._perm_host:
+            arr = np.ascontiguousarray(perm, np.int64)
+            if self._graphs is not None and self._perm_dev is not None \
+                    and self._perm_dev.shape == arr.shape:
+                self._perm_dev.copy_to_device(arr)  # in place: recorded graphs point at it
+            else:
+                self._perm_dev = cuda.to_device(arr)
+                if self._graphs:
+                    self._graphs.clear()  # they point at the old buffer
             self._perm_host = perm
-            self._perm_dev = cuda.to_device(np.ascontiguousarray(perm, np.int64))
         return self._perm_dev
 
+    def _adam_hparams(self, n_steps):
+        o = self.optim
+        t0 = self.step + 1
+        return np.stack([kc.adam_hparams(o.lr, t, o.beta1, o.beta2, o.eps)
+                         for t in range(t0, t0 + n_steps)])
+
     # -- training -----------------------------------------------------------------------------
-    def train_steps(self, data, perm, start, stop):
+    def _enqueue(self, data, dperm, starts, stop, hps, stream):
+        """Launch the 5 kernels of every batch in ``starts`` on ``stream`` (0, or a graph
+        builder while recording). Nothing here allocates or synchronises."""
         o = self.optim
         p = self.params
         S = self.state
-        dperm = self._device_perm(perm)
         B = self.batch_size
-        starts = range(int(start), int(stop), B)
-        if o.name == "adam":
-            t0 = self.step + 1
-            hps = cuda.to_device(np.stack([
-                kc.adam_hparams(o.lr, t, o.beta1, o.beta2, o.eps)
-                for t in range(t0, t0 + len(starts))]))
         for i, s in enumerate(starts):
             nb = min(B, stop - s)
             H, dZ, dH = self._batch_views(nb)
-            kc.linear_leaky_relu(data, p[W1], p[B1], H, self.slope, perm=dperm, off=s)
-            kc.linear_sigmoid_mse(H, p[W2], p[B2], data, dZ, self._loss, perm=dperm, off=s)
-            kc.backward_hidden(dZ, p[W2], H, dH, self.slope)
+            kc.linear_leaky_relu(data, p[W1], p[B1], H, self.slope, perm=dperm, off=s,
+                                 stream=stream)
+            kc.linear_sigmoid_mse(H, p[W2], p[B2], data, dZ, self._loss, perm=dperm, off=s,
+                                  stream=stream)
+            kc.backward_hidden(dZ, p[W2], H, dH, self.slope, stream=stream)
             if o.name == "sgd":
-                kc.sgd_weight_step(dZ, H, p[W2], p[B2], o.lr, hp=self._hp)
-                kc.sgd_weight_step(dH, data, p[W1], p[B1], o.lr, perm=dperm, off=s, hp=self._hp)
+                kc.sgd_weight_step(dZ, H, p[W2], p[B2], o.lr, hp=self._hp, stream=stream)
+                kc.sgd_weight_step(dH, data, p[W1], p[B1], o.lr, perm=dperm, off=s, hp=self._hp,
+                                   stream=stream)
             elif o.name in ("momentum", "nesterov"):
                 nest = o.name == "nesterov"
                 buf = "momentum_buffer"
                 kc.momentum_weight_step(dZ, H, p[W2], p[B2], S[f"{W2}.{buf}"], S[f"{B2}.{buf}"],
-                                        o.lr, o.momentum, nest, hp=self._hp)
+                                        o.lr, o.momentum, nest, hp=self._hp, stream=stream)
                 kc.momentum_weight_step(dH, data, p[W1], p[B1], S[f"{W1}.{buf}"],
                                         S[f"{B1}.{buf}"], o.lr, o.momentum, nest, perm=dperm,
-                                        off=s, hp=self._hp)
+                                        off=s, hp=self._hp, stream=stream)
             else:
                 hp = hps[i]
                 kc.adam_weight_step(dZ, H, p[W2], p[B2], S[f"{W2}.exp_avg"], S[f"{B2}.exp_avg"],
-                                    S[f"{W2}.exp_avg_sq"], S[f"{B2}.exp_avg_sq"], hp)
+                                    S[f"{W2}.exp_avg_sq"], S[f"{B2}.exp_avg_sq"], hp,
+                                    stream=stream)
                 kc.adam_weight_step(dH, data, p[W1], p[B1], S[f"{W1}.exp_avg"],
                                     S[f"{B1}.exp_avg"], S[f"{W1}.exp_avg_sq"],
-                                    S[f"{B1}.exp_avg_sq"], hp, perm=dperm, off=s)
+                                    S[f"{B1}.exp_avg_sq"], hp, perm=dperm, off=s, stream=stream)
+
+    def train_steps(self, data, perm, start, stop):
+        start, stop = int(start), int(stop)
+        dperm = self._device_perm(perm)
+        starts = range(start, stop, self.batch_size)
+        hp_host = self._adam_hparams(len(starts)) if self.optim.name == "adam" else None
+        key = (id(data), start, stop)
+        if self._graphs is not None and key in self._seen:
+            try:
+                self._replay(key, data, dperm, starts, stop, hp_host)
+                self.step += len(starts)
+                return
+            except Exception as e:  # recording is new in numba-cuda: never lose a run to it
+                print(f"notice: CUDA graph recording failed ({type(e).__name__}: "
+                      f"{str(e).splitlines()[0] if str(e) else ''}); launching kernels one by one",
+                      file=sys.stderr)
+                self._graphs = None
+                cuda.synchronize()
+        self._seen.add(key)
+        hps = None if hp_host is None else cuda.to_device(hp_host)
+        self._enqueue(data, dperm, starts, stop, hps, 0)
         self.step += len(starts)
+
+    def _replay(self, key, data, dperm, starts, stop, hp_host):
+        cuda.synchronize()  # eager work on the legacy stream is done before the graph runs
+        rec = self._graphs.get(key)
+        if rec is None:
+            hps = None if hp_host is None else cuda.to_device(hp_host)
+            builder = self._stream.create_graph_builder()
+            builder.begin_building()
+            self._enqueue(data, dperm, starts, stop, hps, builder)
+            builder.end_building()
+            rec = self._graphs[key] = (builder.complete(), hps)
+        graph, hps = rec
+        if hp_host is not None:
+            hps.copy_to_device(hp_host)
+        graph.launch(self._stream)
+        self._stream.sync()  # perm / hps may be refilled, and the loss read, after this
 
     def take_loss_sum(self) -> float:
         value = float(self._loss.copy_to_host()[0])  # synchronises
         kc.zero_(self._loss)
+        if self._graphs is not None:
+            cuda.synchronize()  # the zeroing lands before a graph on the other stream runs
         return value
 
     # -- inference ----------------------------------------------------------------------------
@@ -173,3 +243,18 @@ class CudaEngine:
                   W2: (self.image_size, self.hidden), B2: (self.image_size,)}
         return {k: v.copy_to_host().reshape(shapes[k.rsplit(".", 1)[0]])
                 for k, v in self.state.items()}
+
+
+def _graph_support():
+    """{} when kernel launches can be recorded into CUDA graphs here, else None."""
+    if kc.SIMULATOR or os.environ.get("AECORE_CUDA_GRAPHS", "1") in ("0", "", "false", "no"):
+        return None
+    try:
+        from cuda.core import Device  # noqa: F401
+        try:
+            from cuda.core.graph import GraphBuilder  # noqa: F401
+        except ImportError:
+            from cuda.core import GraphBuilder  # noqa: F401
+    except ImportError:
+        return None
+    return {}

@@ -87,8 +87,12 @@ def _train_fn(impl, hidden, batch, images, n):
     params = init_params(hidden, 0)
     opt = OptimConfig("sgd", lr=20.0)
     perm = np.random.default_rng(0).permutation(images.shape[0])[:n].astype(np.int64)
-    if impl == "aecore":
+    if impl.startswith("aecore"):
+        import os
+
+        os.environ["AECORE_CUDA_GRAPHS"] = "0" if impl == "aecore-eager" else "1"
         eng = make_engine("cuda", params, opt, batch)
+        os.environ.pop("AECORE_CUDA_GRAPHS")
         data = eng.put(images)
 
         def fn():
@@ -115,11 +119,13 @@ def test_cuda_epoch(benchmark, train_images, impl, hidden, batch):
     benchmark.extra_info.update(samples_per_s=n / med, gflops=step_flops(n, hidden) / med / 1e9)
 
 
-@pytest.mark.parametrize("impl", ["aecore", "torch", "floor"])
+@pytest.mark.parametrize("impl", ["aecore", "aecore-eager", "torch", "floor"])
 @pytest.mark.parametrize("hidden", HIDDEN)
 @pytest.mark.parametrize("batch", BATCHES)
 def test_cuda_step(benchmark, train_images, impl, hidden, batch):
-    """200 consecutive steps: per-step launch overhead shows here."""
+    """200 consecutive steps: per-step launch overhead shows here. ``aecore`` replays a CUDA
+    graph of the 1000 launches (recorded on the second call: the warm-up rounds), and
+    ``aecore-eager`` launches them one by one: their ratio is the graph's effect."""
     n = 200 * batch
     med = _bench(benchmark, _train_fn(impl, hidden, batch, train_images, n), 7,
                  impl=impl, hidden=hidden, batch=batch, samples=n)
