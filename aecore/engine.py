@@ -46,6 +46,30 @@ class OptimConfig:
         return asdict(self)
 
 
+def engine_setup(engine, params, optim: OptimConfig, batch_size, slope, step, opt_state):
+    """The part of every engine's constructor that does not depend on the device: sets
+    ``optim, batch_size, slope, step, hidden, image_size`` on ``engine`` and returns
+    (host float32 copies of the parameters, host float32 optimizer buffers), the buffers keyed
+    ``f"{param}.{state_name}"``, zeros unless ``opt_state`` (a checkpoint's) has them."""
+    from .model import B1, B2, W1, W2
+
+    engine.optim = optim
+    engine.batch_size = int(batch_size)
+    engine.slope = float(slope)
+    engine.step = int(step)
+    host = {k: np.ascontiguousarray(params[k], np.float32).copy() for k in (W1, B1, W2, B2)}
+    engine.hidden, engine.image_size = host[W1].shape
+    opt_state = opt_state or {}
+    state = {}
+    for name in optim.state_names():
+        for p in (W1, B1, W2, B2):
+            key = f"{p}.{name}"
+            init = opt_state.get(key)
+            state[key] = (np.zeros_like(host[p]) if init is None
+                          else np.ascontiguousarray(init, np.float32).reshape(host[p].shape).copy())
+    return host, state
+
+
 class Engine(Protocol):
     device: str  # "cpu" or "cuda"
     batch_size: int

@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .engine import OptimConfig
+from .engine import OptimConfig, engine_setup
 from .kernels import cpu as K
 from .kernels.blas import gemm
 from .kernels.ftz import flush_denormals_on, restore
@@ -124,22 +124,10 @@ class CpuEngine:
 
     def __init__(self, params, optim: OptimConfig, batch_size: int, slope: float = 0.01,
                  opt_state=None, step: int = 0):
-        self.optim = optim
-        self.batch_size = int(batch_size)
-        self.slope = float(slope)
-        self.step = int(step)
-        self.params = {k: np.ascontiguousarray(params[k], np.float32).copy() for k in (W1, B1, W2, B2)}
-        hidden, image = self.params[W1].shape
-        self.hidden, self.image_size = hidden, image
+        self.params, self.state = engine_setup(self, params, optim, batch_size, slope, step,
+                                               opt_state)
+        hidden, image = self.hidden, self.image_size
         names = optim.state_names()
-        opt_state = opt_state or {}
-        self.state = {}
-        for name in names:
-            for p in (W1, B1, W2, B2):
-                key = f"{p}.{name}"
-                init = opt_state.get(key)
-                self.state[key] = (np.zeros_like(self.params[p]) if init is None
-                                   else np.ascontiguousarray(init, np.float32).copy())
         # The 8-tuple the @njit loop takes; unused slots alias a 1-element scratch.
         unused = np.zeros(1, np.float32)
         slots = []

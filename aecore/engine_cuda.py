@@ -36,7 +36,7 @@ import sys
 import numpy as np
 from numba import cuda
 
-from .engine import OptimConfig
+from .engine import OptimConfig, engine_setup
 from .kernels import cuda as kc
 from .model import B1, B2, W1, W2
 
@@ -50,22 +50,10 @@ class CudaEngine:
 
     def __init__(self, params, optim: OptimConfig, batch_size: int, slope: float = 0.01,
                  opt_state=None, step: int = 0):
-        self.optim = optim
-        self.batch_size = int(batch_size)
-        self.slope = float(slope)
-        self.step = int(step)
-        host = {k: np.ascontiguousarray(params[k], np.float32) for k in (W1, B1, W2, B2)}
-        self.hidden, self.image_size = host[W1].shape
+        host, state = engine_setup(self, params, optim, batch_size, slope, step, opt_state)
         self.params = {k: cuda.to_device(v) for k, v in host.items()}
-        opt_state = opt_state or {}
-        self.state = {}
-        for name in optim.state_names():
-            for p in (W1, B1, W2, B2):
-                key = f"{p}.{name}"
-                init = opt_state.get(key)
-                arr = np.zeros(host[p].size, np.float32) if init is None else \
-                    np.ascontiguousarray(init, np.float32).reshape(-1)
-                self.state[key] = cuda.to_device(arr)  # flat: the kernels index them linearly
+        # optimizer buffers flat: the kernels index them linearly
+        self.state = {k: cuda.to_device(v.reshape(-1)) for k, v in state.items()}
         B, h, n = self.batch_size, self.hidden, self.image_size
         self._H = cuda.device_array((B, h), np.float32)
         self._dZ = cuda.device_array((B, n), np.float32)

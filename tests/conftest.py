@@ -93,3 +93,15 @@ def read_only_dir(tmp_path):
         if immutable:
             subprocess.run(["chattr", "-i", str(d)], capture_output=True)
         d.chmod(0o700)
+
+
+def cuda_or_skip():
+    """For test modules of the CUDA path: turn on Numba's simulator where no GPU answers (if
+    the root conftest did not already decide), then skip the module if CUDA still cannot run."""
+    from aecore.devices import cuda_usable, real_gpu_present
+
+    if not real_gpu_present():
+        os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")
+    ok, why = cuda_usable()
+    if not ok:
+        pytest.skip(f"CUDA not usable: {why}", allow_module_level=True)

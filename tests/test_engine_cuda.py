@@ -9,21 +9,13 @@ simulator run of the 512-image version is recorded in bench/RESULTS.md).
 
 from __future__ import annotations
 
-import os
 
 import numpy as np
 import pytest
 
-from aecore.devices import real_gpu_present
+from conftest import cuda_or_skip
 
-if not real_gpu_present():
-    os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")
-
-from aecore.devices import cuda_usable  # noqa: E402
-
-_ok, _why = cuda_usable()
-if not _ok:
-    pytest.skip(f"CUDA not usable: {_why}", allow_module_level=True)
+cuda_or_skip()
 
 from aecore.engine import OptimConfig, make_engine  # noqa: E402
 from aecore.kernels import cuda as kc  # noqa: E402

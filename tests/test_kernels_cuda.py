@@ -19,18 +19,11 @@ import os
 import numpy as np
 import pytest
 
-from aecore.devices import real_gpu_present
+from conftest import cuda_or_skip
 
-if not real_gpu_present():
-    os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")
+cuda_or_skip()
 
 from numba import cuda  # noqa: E402
-
-from aecore.devices import cuda_usable  # noqa: E402
-
-_ok, _why = cuda_usable()
-if not _ok:
-    pytest.skip(f"CUDA not usable: {_why}", allow_module_level=True)
 
 from aecore.kernels import cuda as kc  # noqa: E402
 from aecore.kernels import reference as R  # noqa: E402
