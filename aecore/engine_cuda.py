@@ -174,8 +174,9 @@ class CudaEngine:
             builder.begin_building()
             self._enqueue(data, dperm, starts, stop, hps, builder)
             builder.end_building()
-            rec = self._graphs[key] = (builder.complete(), hps)
-        graph, hps = rec
+            # the record holds `data`, so its id (in the key) cannot be reused while it lives
+            rec = self._graphs[key] = (builder.complete(), hps, data)
+        graph, hps, _ = rec
         if hp_host is not None:
             hps.copy_to_device(hp_host)
         graph.launch(self._stream)
