@@ -376,23 +376,12 @@ def _plt():
     return plt
 
 
-def _write(path: Path, data: bytes):
-    """Atomic write (aecore.runs), then the usual permissions (the temp file is 0600)."""
-    R.atomic_write_bytes(path, data)
-    mask = os.umask(0)
-    os.umask(mask)
-    try:
-        os.chmod(path, 0o666 & ~mask)
-    except OSError:
-        pass
-
-
 def _save(fig, path: Path, dpi=110):
     plt = _plt()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)
     plt.close(fig)
-    _write(path, buf.getvalue())
+    R.atomic_write_bytes(path, buf.getvalue())
 
 
 def _log_y(ax):
@@ -641,7 +630,7 @@ def write_report(runs_: list[Run], out_dir) -> dict:
                 p.unlink()
             skipped.append((name, _why_not(name)))
     md = report_markdown(runs_, out, [p.name for p in made], skipped)
-    _write(out / REPORT_MD, md.encode("utf-8"))
+    R.atomic_write_bytes(out / REPORT_MD, md.encode("utf-8"))
     return {"report": out / REPORT_MD, "figures": made, "skipped": skipped}
 
 
