@@ -46,6 +46,15 @@ class OptimConfig:
         return asdict(self)
 
 
+def check_images(images, image_size: int) -> np.ndarray:
+    """``images`` as a C-contiguous (n, image_size) uint8 array, or ValueError saying why not."""
+    images = np.ascontiguousarray(images)
+    if images.dtype != np.uint8 or images.ndim != 2 or images.shape[1] != image_size:
+        raise ValueError(f"expected uint8 images of shape (n, {image_size}), "
+                         f"got {images.dtype} {images.shape}")
+    return images
+
+
 def engine_setup(engine, params, optim: OptimConfig, batch_size, slope, step, opt_state):
     """The part of every engine's constructor that does not depend on the device: sets
     ``optim, batch_size, slope, step, hidden, image_size`` on ``engine`` and returns

@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .engine import OptimConfig, engine_setup
+from .engine import OptimConfig, check_images, engine_setup
 from .kernels import cpu as K
 from .kernels.blas import gemm
 from .kernels.ftz import flush_denormals_on, restore
@@ -149,11 +149,7 @@ class CpuEngine:
         self._loss = 0.0
 
     def put(self, images):
-        images = np.ascontiguousarray(images)
-        if images.dtype != np.uint8 or images.ndim != 2 or images.shape[1] != self.image_size:
-            raise ValueError(f"expected uint8 images of shape (n, {self.image_size}), "
-                             f"got {images.dtype} {images.shape}")
-        return images
+        return check_images(images, self.image_size)
 
     def train_steps(self, data, perm, start, stop):
         o = self.optim

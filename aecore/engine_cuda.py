@@ -36,9 +36,9 @@ import sys
 import numpy as np
 from numba import cuda
 
-from .engine import OptimConfig, engine_setup
+from .engine import OptimConfig, check_images, engine_setup
 from .kernels import cuda as kc
-from .model import B1, B2, W1, W2
+from .model import B1, B2, W1, W2, param_shapes
 
 EVAL_BATCH = 1024
 
@@ -75,11 +75,7 @@ class CudaEngine:
 
     # -- data ---------------------------------------------------------------------------------
     def put(self, images):
-        images = np.ascontiguousarray(images)
-        if images.dtype != np.uint8 or images.ndim != 2 or images.shape[1] != self.image_size:
-            raise ValueError(f"expected uint8 images of shape (n, {self.image_size}), "
-                             f"got {images.dtype} {images.shape}")
-        return cuda.to_device(images)
+        return cuda.to_device(check_images(images, self.image_size))
 
     def _batch_views(self, nb):
         v = self._views.get(nb)
@@ -228,8 +224,7 @@ class CudaEngine:
         return {k: v.copy_to_host() for k, v in self.params.items()}
 
     def get_opt_state(self):
-        shapes = {W1: (self.hidden, self.image_size), B1: (self.hidden,),
-                  W2: (self.image_size, self.hidden), B2: (self.image_size,)}
+        shapes = param_shapes(self.hidden, self.image_size)
         return {k: v.copy_to_host().reshape(shapes[k.rsplit(".", 1)[0]])
                 for k, v in self.state.items()}
 
