@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange, types
+from numba import njit, types
 from numba.extending import overload
 
 from .blas import gemm
@@ -308,9 +308,11 @@ def sgd_weight_step(dZ, A, W, b, lr):
 @njit(inline="always", **_FAST)
 def _ftz(x):
     """x, or 0 where |x| is subnormal. A weight whose gradient is always 0 (a pixel that is 0
-    in every image) has its momentum / Adam buffers decay geometrically into subnormals, and
-    subnormal arithmetic is ~100x slower on x86: momentum and Adam ran at 1/8 of SGD's speed
-    after a few hundred steps. The CUDA kernels flush to zero too (fast-math: -ftz=1)."""
+    in every image) has its momentum / Adam buffers decay geometrically towards subnormals,
+    which x86 handles in microcode. The CUDA kernels flush to zero too (fast-math: -ftz=1), and
+    so does the engine's loop (kernels/ftz.py); flushing here as well keeps the kernel's result
+    the same whoever calls it. (No speed effect was measured: a slowdown first blamed on
+    subnormals was a stale cached build with threaded updates.)"""
     return x if abs(x) >= _FLT_MIN else np.float32(0.0)
 
 
