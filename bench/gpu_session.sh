@@ -1,24 +1,74 @@
 #!/usr/bin/env bash
-# Everything a session with a lent GPU should measure, in one command, within ~9 minutes:
-#   bash bench/gpu_session.sh [OUT_DIR]
-# 1. the CUDA tests on the real GPU (kernels at full size, CPU-vs-CUDA parity on 512 images,
-#    the gpu-marked NaN checks); 2. `aecore bench --device cpu,cuda` (the table for the README);
-# 3. the CUDA pytest-benchmarks (kernels vs CuPy, steps/epochs vs PyTorch CUDA and cuBLAS);
-# 4. the whole study (4 sizes x 200 epochs) timed on the GPU.
-# Assumes a virtual environment with `pip install -e ".[test,cuda12]"` (and torch for the
-# PyTorch baseline). Results land in OUT_DIR (default: gpu-results/).
+# What a session with a lent GPU measures, in one command, stage by stage:
+#   bash bench/gpu_session.sh OUT_DIR [STAGE...]      (default: every stage, ~8 minutes)
+# Stages (each under its own time limit; each writes OUT_DIR/<stage>.txt, and one line with its
+# exit code and seconds to OUT_DIR/stages.txt, so a stage that fails or runs out of time costs
+# only itself):
+#   tests    the CUDA tests on the real GPU (full-size kernels, CPU-vs-CUDA parity on 512 images,
+#            CUDA-graph replay vs eager, the gpu-marked NaN checks)
+#   kernels  GPU time of each of the step's five launches, per batch and hidden size, for the
+#            64, 32 and 16 block tiles (bench/cuda_kernel_times.py)
+#   bench    `aecore bench --device cpu,cuda` (the README's table) and the CUDA rows again with
+#            graphs off (AECORE_CUDA_GRAPHS=0): their ratio is the graphs' effect
+#   pybench  the CUDA pytest-benchmarks (kernels vs CuPy; 200 steps and epochs vs PyTorch CUDA
+#            eager and the cuBLAS floor)
+#   study    the 4-size x 200-epoch study (Adam, the defaults) on the GPU, timed
+# Assumes aecore is installed (`pip install -e ".[test,cuda13]"`, torch for the PyTorch rows)
+# and the data where aecore finds it (AECORE_DATA).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${1:-gpu-results}"
+shift || true
+STAGES="${*:-tests kernels bench pybench study}"
+PY="${PYTHON:-python3}"
 mkdir -p "$OUT"
-export NUMBA_ENABLE_CUDASIM=0 MPLBACKEND=Agg
+export NUMBA_ENABLE_CUDASIM=0 MPLBACKEND=Agg PYTHONUNBUFFERED=1
+
+run_stage() {  # name limit_s command...
+    local name=$1 limit=$2 t0 rc
+    shift 2
+    t0=$(date +%s)
+    timeout "$limit" "$@" >> "$OUT/$name.txt" 2>&1
+    rc=$?
+    echo "$name rc=$rc $(( $(date +%s) - t0 )) s (limit $limit)" | tee -a "$OUT/stages.txt"
+}
+
 nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1
-aecore info > "$OUT/info.txt" 2>&1
-timeout 240 python -m pytest -q tests/test_kernels_cuda.py tests/test_engine_cuda.py \
-    tests/test_cuda_ptx.py 2>&1 | tail -30 > "$OUT/tests.txt"
-timeout 180 aecore bench --device cpu,cuda --hidden 64,128,256,512 --batch 64,256 \
-    --repeats 3 --out "$OUT" > "$OUT/bench_table.txt" 2>&1
-AECORE_BENCH_RATIOS="$OUT/ratios.json" timeout 240 python -m pytest bench -k cuda \
-    --benchmark-only --benchmark-json="$OUT/cuda_bench.json" -q 2>&1 | tail -60 > "$OUT/cuda_bench.txt"
-( time timeout 300 aecore study --device cuda --yes --out "$OUT/study" ) > "$OUT/study.txt" 2>&1
-tail -5 "$OUT"/*.txt
+"$PY" - > "$OUT/versions.txt" 2>&1 <<'EOF'
+import importlib.metadata as m, platform
+print("python", platform.python_version())
+for p in ("numpy", "numba", "numba-cuda", "cuda-core", "cuda-bindings", "cupy-cuda13x",
+          "cupy-cuda12x", "torch", "scipy", "safetensors", "click"):
+    try:
+        print(p, m.version(p))
+    except m.PackageNotFoundError:
+        print(p, "-")
+EOF
+cat "$OUT/versions.txt"
+
+for stage in $STAGES; do
+    case $stage in
+    tests)
+        run_stage tests 150 "$PY" -m pytest -q -p no:cacheprovider tests/test_kernels_cuda.py \
+            tests/test_engine_cuda.py tests/test_cuda_ptx.py ;;
+    kernels)
+        for t in 64 32 16; do
+            AECORE_CUDA_TILE=$t run_stage "kernels$t" 40 "$PY" bench/cuda_kernel_times.py \
+                --json "$OUT/kernels$t.json"
+        done ;;
+    bench)
+        run_stage bench 150 aecore bench --device cpu,cuda --hidden 64,128,256,512 \
+            --batch 64,256 --repeats 3 --out "$OUT"
+        AECORE_CUDA_GRAPHS=0 run_stage bench_eager 60 aecore bench --device cuda \
+            --hidden 64,128,256,512 --batch 64,256 --repeats 3 --no-torch --out "$OUT/eager" ;;
+    pybench)
+        AECORE_BENCH_RATIOS="$OUT/ratios.json" run_stage pybench 200 "$PY" -m pytest bench \
+            -k cuda --benchmark-only --benchmark-json="$OUT/cuda_bench.json" -q \
+            -p no:cacheprovider ;;
+    study)
+        run_stage study 150 aecore study --device cuda --optimizers adam --yes \
+            --out "$OUT/study" ;;
+    *) echo "unknown stage $stage" >&2 ;;
+    esac
+done
+echo "=== stages"; cat "$OUT/stages.txt"
