@@ -1,7 +1,8 @@
 """The CUDA engine: parameters, optimizer state and the uint8 dataset live in GPU memory.
 
 Per batch (B rows, h hidden units, 784 pixels) five kernel launches from ``aecore.kernels.cuda``,
-no host<->device copy and no synchronisation:
+no host<->device copy and no synchronisation (1.-3. split their reduction between blocks when
+the output has too few tiles to fill the GPU: ``kernels.cuda.SplitK``):
 
     1. H  <- leaky(X[perm[s:e]] W1^T + b1)          linear_leaky_relu   (gathers + scales uint8)
     2. dZ <- mse'(sigmoid(H W2^T + b2)), loss += .. linear_sigmoid_mse  (targets gathered too)
@@ -64,7 +65,8 @@ class CudaEngine:
         self._hp = cuda.to_device(kc._hp(lr=o.lr, momentum=o.momentum))  # sgd / momentum
         self._perm_host = None
         self._perm_dev = None
-        for dtype, ndim in ((np.float32, 1), (np.float32, 2), (np.int64, 1)):
+        self._splitk = kc.SplitK()  # workspace of the split-K products (kernels 1-3), sized once
+        for dtype, ndim in ((np.float32, 1), (np.float32, 2), (np.int64, 1), (np.int32, 1)):
             kc._empty(dtype, ndim)  # allocate the launchers' placeholders now, not mid-capture
         self._graphs = _graph_support()  # None (eager) or {} of recorded chunks
         self._seen = set()
@@ -113,11 +115,12 @@ class CudaEngine:
         for i, s in enumerate(starts):
             nb = min(B, stop - s)
             H, dZ, dH = self._batch_views(nb)
+            sk = self._splitk
             kc.linear_leaky_relu(data, p[W1], p[B1], H, self.slope, perm=dperm, off=s,
-                                 stream=stream)
+                                 stream=stream, splitk=sk)
             kc.linear_sigmoid_mse(H, p[W2], p[B2], data, dZ, self._loss, perm=dperm, off=s,
-                                  stream=stream)
-            kc.backward_hidden(dZ, p[W2], H, dH, self.slope, stream=stream)
+                                  stream=stream, splitk=sk)
+            kc.backward_hidden(dZ, p[W2], H, dH, self.slope, stream=stream, splitk=sk)
             if o.name == "sgd":
                 kc.sgd_weight_step(dZ, H, p[W2], p[B2], o.lr, hp=self._hp, stream=stream)
                 kc.sgd_weight_step(dH, data, p[W1], p[B1], o.lr, perm=dperm, off=s, hp=self._hp,
@@ -198,9 +201,10 @@ class CudaEngine:
         for s in range(0, n, B):
             nb = min(B, n - s)
             h = H[s:s + nb] if want == 2 else H[:nb]
-            kc.linear_leaky_relu(X, p[W1], p[B1], h, self.slope, off=s)
+            kc.linear_leaky_relu(X, p[W1], p[B1], h, self.slope, off=s, splitk=self._splitk)
             if want == 0:
-                kc.linear_sigmoid_mse(h, p[W2], p[B2], X, Y[:nb], loss, off=s)
+                kc.linear_sigmoid_mse(h, p[W2], p[B2], X, Y[:nb], loss, off=s,
+                                      splitk=self._splitk)
             elif want == 1:
                 kc.linear_sigmoid(h, p[W2], p[B2], Y[s:s + nb])
         if want == 0:

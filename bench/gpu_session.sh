@@ -7,9 +7,10 @@
 #   tests    the CUDA tests on the real GPU (full-size kernels, CPU-vs-CUDA parity on 512 images,
 #            CUDA-graph replay vs eager, the gpu-marked NaN checks)
 #   kernels  GPU time of each of the step's five launches, per batch and hidden size, for the
-#            64, 32 and 16 block tiles (bench/cuda_kernel_times.py)
-#   bench    `aecore bench --device cpu,cuda` (the README's table) and the CUDA rows again with
-#            graphs off (AECORE_CUDA_GRAPHS=0): their ratio is the graphs' effect
+#            block tiles in KERNEL_TILES (default 64 32 16; bench/cuda_kernel_times.py)
+#   bench    `aecore bench --device cpu,cuda` (the README's table; BENCH_DEVICES=cuda for the GPU
+#            rows alone) and the CUDA rows again with graphs off (AECORE_CUDA_GRAPHS=0; batches
+#            EAGER_BATCH): their ratio is the graphs' effect
 #   pybench  the CUDA pytest-benchmarks (kernels vs CuPy; 200 steps and epochs vs PyTorch CUDA
 #            eager and the cuBLAS floor)
 #   study    the 4-size x 200-epoch study (Adam, the defaults) on the GPU, timed
@@ -49,18 +50,19 @@ cat "$OUT/versions.txt"
 for stage in $STAGES; do
     case $stage in
     tests)
-        run_stage tests 150 "$PY" -m pytest -q -p no:cacheprovider tests/test_kernels_cuda.py \
+        run_stage tests 120 "$PY" -m pytest -q -p no:cacheprovider tests/test_kernels_cuda.py \
             tests/test_engine_cuda.py tests/test_cuda_ptx.py ;;
     kernels)
-        for t in 64 32 16; do
-            AECORE_CUDA_TILE=$t run_stage "kernels$t" 40 "$PY" bench/cuda_kernel_times.py \
+        for t in ${KERNEL_TILES:-64 32 16}; do
+            AECORE_CUDA_TILE=$t run_stage "kernels$t" 35 "$PY" bench/cuda_kernel_times.py \
                 --json "$OUT/kernels$t.json"
         done ;;
     bench)
-        run_stage bench 150 aecore bench --device cpu,cuda --hidden 64,128,256,512 \
-            --batch 64,256 --repeats 3 --out "$OUT"
-        AECORE_CUDA_GRAPHS=0 run_stage bench_eager 60 aecore bench --device cuda \
-            --hidden 64,128,256,512 --batch 64,256 --repeats 3 --no-torch --out "$OUT/eager" ;;
+        run_stage bench 130 aecore bench --device "${BENCH_DEVICES:-cpu,cuda}" \
+            --hidden 64,128,256,512 --batch 64,256 --repeats 3 --out "$OUT"
+        AECORE_CUDA_GRAPHS=0 run_stage bench_eager 50 aecore bench --device cuda \
+            --hidden 64,128,256,512 --batch "${EAGER_BATCH:-64,256}" --repeats 3 --no-torch \
+            --out "$OUT/eager" ;;
     pybench)
         AECORE_BENCH_RATIOS="$OUT/ratios.json" run_stage pybench 200 "$PY" -m pytest bench \
             -k cuda --benchmark-only --benchmark-json="$OUT/cuda_bench.json" -q \

@@ -44,9 +44,10 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 
 import numpy as np
-from numba import cuda, float32, float64, int64
+from numba import cuda, float32, float64, int32, int64
 from numba.cuda.core import config as _config
 
 # --- tiling constants (compile-time constants inside the kernels) ---------------------------
@@ -72,6 +73,10 @@ PAD = BM + 1  # shared tile row length (one column of padding against bank confl
 LOADS = (BK * BM) // NTHREADS  # elements each thread loads per operand tile (4)
 EW_THREADS = 256  # elementwise kernels
 
+# numba-cuda warns on every launch of fewer than 128 blocks; small grids are this engine's normal
+# case at batch 64 (split-K below is how it fills the GPU), so the warning is only noise here.
+warnings.filterwarnings("ignore", message=r".*Grid size \d+ will likely result in GPU under")
+
 PIXEL_SCALE = 1.0 / 255.0
 _FASTMATH = {"contract", "arcp", "afn"}
 
@@ -96,6 +101,7 @@ _U2 = "uint8[:, ::1]"
 _F1 = "float32[::1]"
 _I1 = "int64[::1]"
 _D1 = "float64[::1]"
+_C1 = "int32[::1]"
 
 
 # --- operand tile loads --------------------------------------------------------------------
@@ -188,10 +194,10 @@ def _zero(acc):
 
 
 @_device
-def _mainloop_nt(A, pa, oa, W, M, N, K, m0, n0, As, Bs, acc, a, b, tid, tx, ty):
-    """acc <- A[rows m0.., :] W[n0.., :]^T; A (M, K) rows gathered through pa, W (N, K)."""
+def _mainloop_nt(A, pa, oa, W, M, N, kb, K, m0, n0, As, Bs, acc, a, b, tid, tx, ty):
+    """acc <- A[rows m0.., kb:K] W[n0.., kb:K]^T; A rows gathered through pa, W (N, .)."""
     _zero(acc)
-    for k0 in range(0, K, BK):
+    for k0 in range(kb, K, BK):
         _load_kmajor(A, pa, oa, M, K, m0, k0, As, tid)
         _load_kmajor_plain(W, N, K, n0, k0, Bs, tid)
         cuda.syncthreads()
@@ -200,10 +206,10 @@ def _mainloop_nt(A, pa, oa, W, M, N, K, m0, n0, As, Bs, acc, a, b, tid, tx, ty):
 
 
 @_device
-def _mainloop_nt_plain(A, W, M, N, K, m0, n0, As, Bs, acc, a, b, tid, tx, ty):
-    """acc <- A[m0.., :] W[n0.., :]^T; A (M, K), W (N, K)."""
+def _mainloop_nt_plain(A, W, M, N, kb, K, m0, n0, As, Bs, acc, a, b, tid, tx, ty):
+    """acc <- A[m0.., kb:K] W[n0.., kb:K]^T; A (M, .), W (N, .)."""
     _zero(acc)
-    for k0 in range(0, K, BK):
+    for k0 in range(kb, K, BK):
         _load_kmajor_plain(A, M, K, m0, k0, As, tid)
         _load_kmajor_plain(W, N, K, n0, k0, Bs, tid)
         cuda.syncthreads()
@@ -212,10 +218,10 @@ def _mainloop_nt_plain(A, W, M, N, K, m0, n0, As, Bs, acc, a, b, tid, tx, ty):
 
 
 @_device
-def _mainloop_nn(A, W, M, N, K, m0, n0, As, Bs, acc, a, b, tid, tx, ty):
-    """acc <- A[m0.., :] W[:, n0..]; A (M, K), W (K, N)."""
+def _mainloop_nn(A, W, M, N, kb, K, m0, n0, As, Bs, acc, a, b, tid, tx, ty):
+    """acc <- A[m0.., kb:K] W[kb:K, n0..]; A (M, .), W (., N)."""
     _zero(acc)
-    for k0 in range(0, K, BK):
+    for k0 in range(kb, K, BK):
         _load_kmajor_plain(A, M, K, m0, k0, As, tid)
         _load_mmajor_plain(W, K, N, k0, n0, Bs, tid)
         cuda.syncthreads()
@@ -267,6 +273,57 @@ def _column_sums_block(D, K, m0, red, tid):
     return total
 
 
+# --- split-K ------------------------------------------------------------------------------------
+# A product with few output tiles and a long reduction (the forward X W1^T and the backward
+# dZ W2 at batch 64: one or a few 64 x 64 tiles, K = 784) leaves most of the GPU idle, and each
+# block walks 49 K steps one after the other. Split-K gives each tile gridDim.z blocks, block z
+# reducing over its own slice of K; each stores its partial tile in a workspace, and the last of
+# a tile's blocks to finish (a per-tile counter, atomically incremented) sums the partials in
+# slice order (deterministic, whichever block is last), runs the kernel's epilogue as before,
+# and resets the counter for the next launch. One launch, no second reduction kernel.
+@_device
+def _kslice(K, kchunk):
+    """[kb, ke): this block's slice of the reduction (all of it when gridDim.z == 1)."""
+    kb = cuda.blockIdx.z * kchunk
+    return kb, min(K, kb + kchunk)
+
+
+@_device
+def _splitk_fixup(acc, ws, cnt, flag, tid):
+    """True in the block that must run the epilogue, with ``acc`` holding the full sum.
+
+    Partials are laid out per tile, contiguous and in thread order (coalesced, and no cache line
+    shared between tiles, so the last block never reads a line an earlier reader cached).
+    """
+    S = cuda.gridDim.z
+    if S == 1:
+        return True
+    T = cuda.gridDim.x * cuda.gridDim.y
+    t = cuda.blockIdx.y * cuda.gridDim.x + cuda.blockIdx.x
+    span = TM * TN * NTHREADS
+    base = (cuda.blockIdx.z * T + t) * span
+    for i in range(TM):
+        for j in range(TN):
+            ws[base + (i * TN + j) * NTHREADS + tid] = acc[i, j]
+    cuda.threadfence()  # the partial is visible device-wide before the count says so
+    cuda.syncthreads()
+    if tid == 0:
+        flag[0] = cuda.atomic.add(cnt, t, 1)
+    cuda.syncthreads()
+    if flag[0] != S - 1:
+        return False
+    cuda.threadfence()
+    for i in range(TM):
+        for j in range(TN):
+            total = float32(0.0)
+            for z in range(S):
+                total += ws[(z * T + t) * span + (i * TN + j) * NTHREADS + tid]
+            acc[i, j] = total
+    if tid == 0:
+        cnt[t] = 0
+    return True
+
+
 class _Kernel:
     """A kernel compiled lazily, once per explicit signature (keyed "u8" / "f32" by the dtype of
     its pixel operand). Each compiled dispatcher has a single signature, so numba-cuda launches it
@@ -300,9 +357,10 @@ def _key(X) -> str:
 
 
 # --- kernel 1: matmul + bias + LeakyReLU ------------------------------------------------------
-def _k_linear_leaky_relu(X, perm, off, scale, W, b, slope, H):
+def _k_linear_leaky_relu(X, perm, off, scale, W, b, slope, H, ws, cnt, kchunk):
     As = cuda.shared.array((BK, PAD), float32)
     Bs = cuda.shared.array((BK, PAD), float32)
+    flag = cuda.shared.array(1, int32)
     acc = cuda.local.array((TM, TN), float32)
     a = cuda.local.array(TM, float32)
     bb = cuda.local.array(TN, float32)
@@ -313,8 +371,10 @@ def _k_linear_leaky_relu(X, perm, off, scale, W, b, slope, H):
     n0 = cuda.blockIdx.x * BN
     M = H.shape[0]
     N = H.shape[1]
-    K = W.shape[1]
-    _mainloop_nt(X, perm, off, W, M, N, K, m0, n0, As, Bs, acc, a, bb, tid, tx, ty)
+    kb, ke = _kslice(W.shape[1], kchunk)
+    _mainloop_nt(X, perm, off, W, M, N, kb, ke, m0, n0, As, Bs, acc, a, bb, tid, tx, ty)
+    if not _splitk_fixup(acc, ws, cnt, flag, tid):
+        return
     for i in range(TM):
         m = m0 + ty + TY * i
         if m < M:
@@ -325,17 +385,20 @@ def _k_linear_leaky_relu(X, perm, off, scale, W, b, slope, H):
                     H[m, n] = z if z > float32(0.0) else z * slope
 
 
+_SPLIT = f"{_F1}, {_C1}, int64"  # split-K workspace, per-tile counters, K per slice
 _SIG_LLR = [
-    f"void({x}, {_I1}, int64, float32, {_F2}, {_F1}, float32, {_F2})" for x in (_U2, _F2)
+    f"void({x}, {_I1}, int64, float32, {_F2}, {_F1}, float32, {_F2}, {_SPLIT})" for x in (_U2, _F2)
 ]
 k_linear_leaky_relu = _Kernel(_k_linear_leaky_relu, {"u8": _SIG_LLR[0], "f32": _SIG_LLR[1]})
 
 
 # --- kernels 2 (+3): matmul + bias + Sigmoid (+ MSE gradient and loss) -------------------------
-def _k_linear_sigmoid_mse(Hin, W, b, T, tperm, toff, tscale, dscale, dZ, Y, loss):
+def _k_linear_sigmoid_mse(Hin, W, b, T, tperm, toff, tscale, dscale, dZ, Y, loss, ws, cnt,
+                          kchunk):
     As = cuda.shared.array((BK, PAD), float32)
     Bs = cuda.shared.array((BK, PAD), float32)
     red = cuda.shared.array(NTHREADS, float64)
+    flag = cuda.shared.array(1, int32)
     acc = cuda.local.array((TM, TN), float32)
     a = cuda.local.array(TM, float32)
     bb = cuda.local.array(TN, float32)
@@ -346,8 +409,10 @@ def _k_linear_sigmoid_mse(Hin, W, b, T, tperm, toff, tscale, dscale, dZ, Y, loss
     n0 = cuda.blockIdx.x * BN
     M = dZ.shape[0]
     N = dZ.shape[1]
-    K = W.shape[1]
-    _mainloop_nt_plain(Hin, W, M, N, K, m0, n0, As, Bs, acc, a, bb, tid, tx, ty)
+    kb, ke = _kslice(W.shape[1], kchunk)
+    _mainloop_nt_plain(Hin, W, M, N, kb, ke, m0, n0, As, Bs, acc, a, bb, tid, tx, ty)
+    if not _splitk_fixup(acc, ws, cnt, flag, tid):
+        return
     write_y = Y.shape[0] > 0
     part = float64(0.0)
     for i in range(TM):
@@ -377,8 +442,8 @@ def _k_linear_sigmoid_mse(Hin, W, b, T, tperm, toff, tscale, dscale, dZ, Y, loss
 
 
 _SIG_LSM = [
-    f"void({_F2}, {_F2}, {_F1}, {t}, {_I1}, int64, float32, float32, {_F2}, {_F2}, {_D1})"
-    for t in (_U2, _F2)
+    f"void({_F2}, {_F2}, {_F1}, {t}, {_I1}, int64, float32, float32, {_F2}, {_F2}, {_D1}, "
+    f"{_SPLIT})" for t in (_U2, _F2)
 ]
 k_linear_sigmoid_mse = _Kernel(_k_linear_sigmoid_mse, {"u8": _SIG_LSM[0], "f32": _SIG_LSM[1]})
 
@@ -397,7 +462,7 @@ def _k_linear_sigmoid(Hin, W, b, Y):
     M = Y.shape[0]
     N = Y.shape[1]
     K = W.shape[1]
-    _mainloop_nt_plain(Hin, W, M, N, K, m0, n0, As, Bs, acc, a, bb, tid, tx, ty)
+    _mainloop_nt_plain(Hin, W, M, N, 0, K, m0, n0, As, Bs, acc, a, bb, tid, tx, ty)
     for i in range(TM):
         m = m0 + ty + TY * i
         if m < M:
@@ -411,9 +476,10 @@ k_linear_sigmoid = _Kernel(_k_linear_sigmoid, {"f32": f"void({_F2}, {_F2}, {_F1}
 
 
 # --- kernel 4: the backward products ----------------------------------------------------------
-def _k_backward_hidden(dZ, W2, H, slope, dH):
+def _k_backward_hidden(dZ, W2, H, slope, dH, ws, cnt, kchunk):
     As = cuda.shared.array((BK, PAD), float32)
     Bs = cuda.shared.array((BK, PAD), float32)
+    flag = cuda.shared.array(1, int32)
     acc = cuda.local.array((TM, TN), float32)
     a = cuda.local.array(TM, float32)
     bb = cuda.local.array(TN, float32)
@@ -424,8 +490,10 @@ def _k_backward_hidden(dZ, W2, H, slope, dH):
     n0 = cuda.blockIdx.x * BN
     M = dH.shape[0]
     N = dH.shape[1]
-    K = W2.shape[0]
-    _mainloop_nn(dZ, W2, M, N, K, m0, n0, As, Bs, acc, a, bb, tid, tx, ty)
+    kb, ke = _kslice(W2.shape[0], kchunk)
+    _mainloop_nn(dZ, W2, M, N, kb, ke, m0, n0, As, Bs, acc, a, bb, tid, tx, ty)
+    if not _splitk_fixup(acc, ws, cnt, flag, tid):
+        return
     for i in range(TM):
         m = m0 + ty + TY * i
         if m < M:
@@ -438,7 +506,8 @@ def _k_backward_hidden(dZ, W2, H, slope, dH):
                     dH[m, n] = g
 
 
-k_backward_hidden = _Kernel(_k_backward_hidden, {"f32": f"void({_F2}, {_F2}, {_F2}, float32, {_F2})"})
+k_backward_hidden = _Kernel(_k_backward_hidden,
+                            {"f32": f"void({_F2}, {_F2}, {_F2}, float32, {_F2}, {_SPLIT})"})
 
 
 # --- weight gradient products (reduction over the batch), plain and with the update fused ------
@@ -606,8 +675,53 @@ GEMM_KERNELS = ("_k_linear_leaky_relu", "_k_linear_sigmoid_mse", "_k_linear_sigm
 
 
 # --- host-side launchers (no synchronisation; all arrays already on the device) -------------
-def _grid(M, N):
-    return ((N + BN - 1) // BN, (M + BM - 1) // BM)
+def _grid(M, N, S=1):
+    return ((N + BN - 1) // BN, (M + BM - 1) // BM, S)
+
+
+MIN_SLICE_STEPS = 4  # a split-K slice walks at least this many BK steps (64 of K at BK 16)
+
+
+class SplitK:
+    """Workspace, counters and the split-K plan of the kernels that reduce over a long K.
+
+    ``plan(M, N, K)`` gives (S, K per slice): enough slices that the tiles times S fill about
+    ``blocks`` blocks (default: two per multiprocessor), each slice at least
+    ``MIN_SLICE_STEPS`` BK steps, and never more partials than the workspace holds (it is sized
+    once, so CUDA graphs that point at it stay valid). ``splits`` forces S (tests). One per
+    engine: launches that share a SplitK must not run concurrently (on two streams at once).
+    """
+
+    def __init__(self, blocks=None, splits=None, capacity=1 << 22, max_tiles=4096):
+        if blocks is None:
+            dev = cuda.get_current_device()
+            blocks = 2 * getattr(dev, "MULTIPROCESSOR_COUNT", 4)  # the simulator has no count
+        self.blocks = int(blocks)
+        self.splits = splits
+        self.ws = cuda.device_array(int(capacity), np.float32)
+        self.cnt = cuda.to_device(np.zeros(int(max_tiles), np.int32))
+
+    def plan(self, M, N, K):
+        tiles = ((M + BM - 1) // BM) * ((N + BN - 1) // BN)
+        steps = max((K + BK - 1) // BK, 1)
+        if self.splits is not None:
+            S = self.splits
+        else:
+            S = min(self.blocks // tiles, steps // MIN_SLICE_STEPS)
+        S = max(1, min(S, steps, self.ws.shape[0] // (tiles * BM * BN)))
+        if tiles > self.cnt.shape[0]:
+            S = 1
+        per = (steps + S - 1) // S  # BK steps per slice; then no slice is empty
+        S = (steps + per - 1) // per
+        return S, per * BK
+
+
+def _split_args(splitk, M, N, K):
+    """(S, workspace, counters, K per slice) for a launch; S = 1 without a SplitK."""
+    if splitk is None:
+        return 1, _empty(np.float32), _empty(np.int32), max(K, 1)
+    S, kchunk = splitk.plan(M, N, K)
+    return S, splitk.ws, splitk.cnt, kchunk
 
 
 _BLOCK = (TX, TY)
@@ -630,26 +744,30 @@ def _perm(perm):
     return _empty(np.int64) if perm is None else perm
 
 
-def linear_leaky_relu(X, W, b, H, slope=0.01, perm=None, off=0, stream=0):
+def linear_leaky_relu(X, W, b, H, slope=0.01, perm=None, off=0, stream=0, splitk=None):
     """H <- leaky_relu(X W^T + b). X (B, K) uint8 or float32, or with ``perm`` the rows
-    ``X[perm[off:off+B]]`` of a larger X; W (N, K); b (N,); H (B, N)."""
+    ``X[perm[off:off+B]]`` of a larger X; W (N, K); b (N,); H (B, N). ``splitk``: a SplitK
+    to split the reduction over K between blocks (same result up to summation order)."""
     M, N = H.shape
-    k_linear_leaky_relu[_key(X)][_grid(M, N), _BLOCK, stream](
-        X, _perm(perm), off, _scale_of(X), W, b, slope, H)
+    S, ws, cnt, kchunk = _split_args(splitk, M, N, W.shape[1])
+    k_linear_leaky_relu[_key(X)][_grid(M, N, S), _BLOCK, stream](
+        X, _perm(perm), off, _scale_of(X), W, b, slope, H, ws, cnt, kchunk)
 
 
-def linear_sigmoid_mse(H, W, b, T, dZ, loss, Y=None, perm=None, off=0, stream=0):
+def linear_sigmoid_mse(H, W, b, T, dZ, loss, Y=None, perm=None, off=0, stream=0, splitk=None):
     """Kernels 2+3 fused: dZ <- 2/(B*N) (y - t) y (1 - y), y = sigmoid(H W^T + b).
 
     ``t`` are the rows of T (uint8 pixels or float32), gathered as ``T[perm[off:off+B]]`` when
     ``perm`` is given. ``loss`` (a float64 device array) gets ``sum((y - t)^2)`` added to its
-    element 0 with atomics (not reset; no host sync). Y (B, N) receives y if given.
+    element 0 with atomics (not reset; no host sync). Y (B, N) receives y if given. ``splitk``
+    as in ``linear_leaky_relu`` (the reduction is over the hidden units).
     """
     M, N = dZ.shape
     if Y is None:
         Y = _empty(np.float32, 2)
-    k_linear_sigmoid_mse[_key(T)][_grid(M, N), _BLOCK, stream](
-        H, W, b, T, _perm(perm), off, _scale_of(T), 2.0 / (M * N), dZ, Y, loss)
+    S, ws, cnt, kchunk = _split_args(splitk, M, N, W.shape[1])
+    k_linear_sigmoid_mse[_key(T)][_grid(M, N, S), _BLOCK, stream](
+        H, W, b, T, _perm(perm), off, _scale_of(T), 2.0 / (M * N), dZ, Y, loss, ws, cnt, kchunk)
 
 
 def linear_sigmoid(H, W, b, Y, stream=0):
@@ -658,10 +776,13 @@ def linear_sigmoid(H, W, b, Y, stream=0):
     k_linear_sigmoid["f32"][_grid(M, N), _BLOCK, stream](H, W, b, Y)
 
 
-def backward_hidden(dZ, W2, H, dH, slope=0.01, stream=0):
-    """dH <- (dZ W2) * leaky_relu'(H). dZ (B, N); W2 (N, K); H, dH (B, K)."""
+def backward_hidden(dZ, W2, H, dH, slope=0.01, stream=0, splitk=None):
+    """dH <- (dZ W2) * leaky_relu'(H). dZ (B, N); W2 (N, K); H, dH (B, K). ``splitk`` as in
+    ``linear_leaky_relu`` (the reduction is over the N = 784 pixels)."""
     M, N = dH.shape
-    k_backward_hidden["f32"][_grid(M, N), _BLOCK, stream](dZ, W2, H, slope, dH)
+    S, ws, cnt, kchunk = _split_args(splitk, M, N, W2.shape[0])
+    k_backward_hidden["f32"][_grid(M, N, S), _BLOCK, stream](dZ, W2, H, slope, dH, ws, cnt,
+                                                              kchunk)
 
 
 def _hp(lr=0.0, momentum=0.0, beta1=0.0, beta2=0.0, eps=0.0, step_size=0.0, inv_bc2_sqrt=0.0):

@@ -171,6 +171,84 @@ def test_backward_hidden(rng, B, N, K):
     assert rel_err(dH.copy_to_host(), R.backward_hidden(dZ, W2, Hh, slope)) < TOL
 
 
+# --- split-K: the reduction of kernels 1-3 shared between blocks (kc.SplitK) ------------------
+# Forced slice counts on shapes with tails in every dimension (K = 70, 200: slices of 16-wide
+# steps that do not divide K; two tiles of N or B where the 64 tile allows). Each kernel runs
+# twice on the same inputs: the per-tile counters must be back at 0 after a launch, and the
+# result bitwise the same (the last block sums the partials in slice order, whichever it is).
+@pytest.mark.parametrize("splits", [2, 3, 5])
+@pytest.mark.parametrize("B,K,N", [(5, 70, 67), (37, 200, 9)])
+def test_splitk_linear_leaky_relu(rng, splits, B, K, N):
+    sk = kc.SplitK(splits=splits, capacity=1 << 16, max_tiles=16)
+    S, kchunk = sk.plan(B, N, K)
+    assert S > 1 and (S - 1) * kchunk < K <= S * kchunk
+    X_full = pixels(rng, (B + 7, K))
+    W = weights(rng, (N, K))
+    b = weights(rng, (N,), 0.3)
+    X, perm, off, Xh = source_rows(rng, X_full, B, True)
+    outs = []
+    for _ in range(2):
+        H = poisoned((B, N))
+        kc.linear_leaky_relu(X, cuda.to_device(W), cuda.to_device(b), H, 0.2, perm=perm, off=off,
+                             splitk=sk)
+        outs.append(H.copy_to_host())
+        assert not sk.cnt.copy_to_host().any()
+    assert rel_err(outs[0], R.linear_leaky_relu(Xh, W, b, 0.2)) < TOL
+    np.testing.assert_array_equal(outs[0], outs[1])
+
+
+@pytest.mark.parametrize("splits", [2, 4])
+def test_splitk_linear_sigmoid_mse(rng, splits):
+    B, K, N = 5, 90, 70
+    sk = kc.SplitK(splits=splits, capacity=1 << 16, max_tiles=16)
+    Hh = (rng.standard_normal((B, K)) * 2).astype(np.float32)
+    W = weights(rng, (N, K), 2.0 / np.sqrt(K))
+    b = weights(rng, (N,), 1.0)
+    T_full = pixels(rng, (B + 5, N))
+    T, perm, off, Th = source_rows(rng, T_full, B, True)
+    Yr, dZr, loss_r = R.linear_sigmoid_mse(Hh, W, b, Th)
+    for _ in range(2):
+        dZ, Y = poisoned((B, N)), poisoned((B, N))
+        loss = cuda.to_device(np.zeros(1, np.float64))
+        kc.linear_sigmoid_mse(cuda.to_device(Hh), cuda.to_device(W), cuda.to_device(b), T, dZ,
+                              loss, Y=Y, perm=perm, off=off, splitk=sk)
+        assert rel_err(dZ.copy_to_host(), dZr) < TOL
+        assert rel_err(Y.copy_to_host(), Yr) < TOL
+        assert abs(loss.copy_to_host()[0] - loss_r) / loss_r < TOL  # added once per element
+        assert not sk.cnt.copy_to_host().any()
+
+
+@pytest.mark.parametrize("splits", [3, 7])
+def test_splitk_backward_hidden(rng, splits):
+    B, N, K = 37, 200, 67
+    sk = kc.SplitK(splits=splits, capacity=1 << 16, max_tiles=16)
+    dZ = rng.standard_normal((B, N)).astype(np.float32)
+    W2 = weights(rng, (N, K))
+    Hh = rng.standard_normal((B, K)).astype(np.float32)
+    dH = poisoned((B, K))
+    kc.backward_hidden(cuda.to_device(dZ), cuda.to_device(W2), cuda.to_device(Hh), dH, 0.01,
+                       splitk=sk)
+    assert rel_err(dH.copy_to_host(), R.backward_hidden(dZ, W2, Hh, 0.01)) < TOL
+    assert not sk.cnt.copy_to_host().any()
+
+
+def test_splitk_plan():
+    """The automatic plan: slices cover K with none empty, whole BK steps of at least
+    MIN_SLICE_STEPS, roughly `blocks` blocks, never more partials than the workspace holds."""
+    sk = kc.SplitK(blocks=264, capacity=1 << 20, max_tiles=64)
+    tile = kc.BM * kc.BN
+    for M, N, K in [(64, 64, 784), (64, 512, 784), (256, 512, 784), (64, 784, 512),
+                    (64, 784, 64), (1024, 512, 784), (1, 1, 1), (5000, 5000, 784)]:
+        S, kchunk = sk.plan(M, N, K)
+        tiles = -(-M // kc.BM) * -(-N // kc.BN)
+        assert S >= 1 and kchunk % kc.BK == 0
+        assert (S - 1) * kchunk < K <= S * kchunk
+        assert S == 1 or (S * tiles * tile <= sk.ws.shape[0] and tiles <= sk.cnt.shape[0])
+        assert S == 1 or kchunk >= kc.MIN_SLICE_STEPS * kc.BK
+        assert S * tiles <= max(264, tiles)
+    assert sk.plan(64, 64, 784)[0] > 1  # the batch-64 forward product is split
+
+
 # (B, N, K) for the weight gradients: G (N, K) = dZ (B, N)^T A (B, K), reduction over B
 def _wg_inputs(rng, B, N, K, dtype, gather):
     dZ = (rng.standard_normal((B, N)) * 0.1).astype(np.float32)
@@ -330,9 +408,38 @@ def test_nan_reaches_the_loss():
 # --- real GPU only ---------------------------------------------------------------------------
 @gpu
 @needs_gpu
+@pytest.mark.parametrize("B,h", [(64, 64), (64, 512), (256, 256)])
+def test_splitk_is_race_free(rng, B, h):
+    """100 rounds of split-K forward and backward products (200 launches) give the first
+    result bit for bit (a missing fence or a stale partial would show as a changed bit)."""
+    sk = kc.SplitK()
+    X = cuda.to_device(pixels(rng, (B, 784)))
+    W1 = cuda.to_device(weights(rng, (h, 784)))
+    b1 = cuda.to_device(weights(rng, (h,), 0.1))
+    dZ = cuda.to_device(rng.standard_normal((B, 784)).astype(np.float32))
+    W2 = cuda.to_device(weights(rng, (784, h)))
+    H, dH = poisoned((B, h)), poisoned((B, h))
+    assert sk.plan(B, h, 784)[0] > 1
+    kc.linear_leaky_relu(X, W1, b1, H, 0.01, splitk=sk)
+    kc.backward_hidden(dZ, W2, H, dH, 0.01, splitk=sk)
+    H0, dH0 = H.copy_to_host(), dH.copy_to_host()
+    H1, dH1 = poisoned((B, h)), poisoned((B, h))
+    for _ in range(100):
+        kc.linear_leaky_relu(X, W1, b1, H1, 0.01, splitk=sk)
+        kc.backward_hidden(dZ, W2, H, dH1, 0.01, splitk=sk)
+    np.testing.assert_array_equal(H1.copy_to_host(), H0)
+    np.testing.assert_array_equal(dH1.copy_to_host(), dH0)
+    assert not sk.cnt.copy_to_host().any()
+
+
+@gpu
+@needs_gpu
+@pytest.mark.parametrize("split", [False, True])
 @pytest.mark.parametrize("B,h", [(64, 64), (256, 512), (1000, 128)])
-def test_full_size_step_kernels(rng, B, h):
-    """The training shapes (K = 784, the output 784 wide) for every GEMM kernel on hardware."""
+def test_full_size_step_kernels(rng, B, h, split):
+    """The training shapes (K = 784, the output 784 wide) for every GEMM kernel on hardware,
+    with and without split-K (the engine's automatic plan for this GPU)."""
+    sk = kc.SplitK() if split else None
     n = 3 * B
     X_full = pixels(rng, (n, 784))
     perm = rng.permutation(n).astype(np.int64)
@@ -345,9 +452,9 @@ def test_full_size_step_kernels(rng, B, h):
     H, dZ, Y, dH = poisoned((B, h)), poisoned((B, 784)), poisoned((B, 784)), poisoned((B, h))
     G1, gb1 = poisoned((h, 784)), poisoned((h,))
     loss = cuda.to_device(np.zeros(1))
-    kc.linear_leaky_relu(dX, dW1, db1, H, 0.01, perm=dperm, off=off)
-    kc.linear_sigmoid_mse(H, dW2, db2, dX, dZ, loss, Y=Y, perm=dperm, off=off)
-    kc.backward_hidden(dZ, dW2, H, dH, 0.01)
+    kc.linear_leaky_relu(dX, dW1, db1, H, 0.01, perm=dperm, off=off, splitk=sk)
+    kc.linear_sigmoid_mse(H, dW2, db2, dX, dZ, loss, Y=Y, perm=dperm, off=off, splitk=sk)
+    kc.backward_hidden(dZ, dW2, H, dH, 0.01, splitk=sk)
     kc.weight_grad(dH, dX, G1, gb1, perm=dperm, off=off)
     Hr = R.linear_leaky_relu(Xh, W1, b1)
     Yr, dZr, lr_ = R.linear_sigmoid_mse(H.copy_to_host(), W2, b2, Xh)
