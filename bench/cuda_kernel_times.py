@@ -5,9 +5,11 @@
 Needs a real GPU. For each kernel of the SGD step it enqueues a sleeping kernel first and then
 ``reps`` launches behind it, so the launches queue up while the GPU sleeps and the events around
 them measure GPU execution back to back (not the host's launch rate, which is printed
-separately as "host us/launch"). The tile shape comes from AECORE_CUDA_TILE / AECORE_CUDA_BK
-(read at import), so run it once per setting to compare tilings; also printed: the time to
-compile every kernel once (numba-cuda, no disk cache) and the step's GFLOP/s at batch B.
+separately as "host us/launch"). Kernels 1-3 are timed twice: with the split-K plan the engine
+uses (``kc.SplitK()``) and without (one block per output tile). The tile shape comes from
+AECORE_CUDA_TILE / AECORE_CUDA_BK (read at import), so run it once per setting to compare
+tilings; also printed: the time to compile every kernel once (numba-cuda, no disk cache) and
+the step's GFLOP/s at batch B.
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ def _gpu_us(fn, reps):
     return start.elapsed_time(end) * 1e3 / reps, host
 
 
-def step_kernels(batch, hidden, n_images=4096, seed=0):
+def step_kernels(batch, hidden, sk, n_images=4096, seed=0):
     rng = np.random.default_rng(seed)
     X = cuda.to_device(rng.integers(0, 256, (n_images, 784), dtype=np.uint8))
     perm = cuda.to_device(rng.permutation(n_images).astype(np.int64))
@@ -65,10 +67,11 @@ def step_kernels(batch, hidden, n_images=4096, seed=0):
     loss = cuda.to_device(np.zeros(1))
     hp = cuda.to_device(kc._hp(lr=1e-6))
     return {
-        "1 linear_leaky_relu": lambda: kc.linear_leaky_relu(X, W1, b1, H, 0.01, perm=perm, off=64),
+        "1 linear_leaky_relu": lambda: kc.linear_leaky_relu(X, W1, b1, H, 0.01, perm=perm, off=64,
+                                                            splitk=sk),
         "2 linear_sigmoid_mse": lambda: kc.linear_sigmoid_mse(H, W2, b2, X, dZ, loss, perm=perm,
-                                                              off=64),
-        "3 backward_hidden": lambda: kc.backward_hidden(dZ, W2, H, dH, 0.01),
+                                                              off=64, splitk=sk),
+        "3 backward_hidden": lambda: kc.backward_hidden(dZ, W2, H, dH, 0.01, splitk=sk),
         "4 sgd_weight_step W2": lambda: kc.sgd_weight_step(dZ, H, W2, b2, 1e-6, hp=hp),
         "5 sgd_weight_step W1": lambda: kc.sgd_weight_step(dH, X, W1, b1, 1e-6, perm=perm, off=64,
                                                            hp=hp),
@@ -88,18 +91,23 @@ def main(argv=None):
     print(f"tile {kc.BM}x{kc.BN}, BK {kc.BK}; compile_all {compile_s:.1f} s; "
           f"device {getattr(cuda.get_current_device(), 'name', '?')}")
     rows = []
+    sk = kc.SplitK()
     for B in map(int, a.batch.split(",")):
         for h in map(int, a.hidden.split(",")):
-            total = 0.0
-            for name, fn in step_kernels(B, h).items():
+            total = {"split": 0.0, "whole": 0.0}
+            split_fns = step_kernels(B, h, sk)
+            for name, fn in step_kernels(B, h, None).items():
                 gpu, host = _gpu_us(fn, a.reps)
-                total += gpu
+                gpu_s = _gpu_us(split_fns[name], a.reps)[0] if name[0] in "123" else gpu
+                total["whole"] += gpu
+                total["split"] += gpu_s
                 rows.append(dict(tile=kc.BM, bk=kc.BK, batch=B, hidden=h, kernel=name,
-                                 gpu_us=gpu, host_us=host))
-                print(f"B={B:<4} h={h:<4} {name:<22} gpu {gpu:8.2f} us   host {host:6.2f} us/launch")
+                                 gpu_us=gpu, gpu_us_splitk=gpu_s, host_us=host))
+                print(f"B={B:<4} h={h:<4} {name:<22} gpu {gpu:8.2f} us, split-K {gpu_s:8.2f} us"
+                      f"   host {host:6.2f} us/launch")
             flops = 6 * B * 784 * h
-            print(f"B={B:<4} h={h:<4} {'step (sum)':<22} gpu {total:8.2f} us   "
-                  f"{flops / total / 1e3:8.1f} GFLOP/s")
+            print(f"B={B:<4} h={h:<4} {'step (sum)':<22} gpu {total['whole']:8.2f} us, split-K "
+                  f"{total['split']:8.2f} us   {flops / total['split'] / 1e3:8.1f} GFLOP/s")
     if a.json:
         with open(a.json, "w") as f:
             json.dump({"compile_s": compile_s, "rows": rows}, f, indent=1)
