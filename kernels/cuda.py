@@ -18,7 +18,12 @@ The GEMM (one main loop per operand layout, shared by every kernel):
 * uint8 pixels are converted to float32 as they are loaded and the 1/255 scale is applied once to
   the accumulator (the product is linear in X), so the dataset stays uint8 on the device;
 * the epilogue (bias, LeakyReLU, Sigmoid + MSE gradient + loss, LeakyReLU', optimizer update)
-  runs on the fp32 accumulators before the single store.
+  runs on the fp32 accumulators before the single store;
+* split-K (kernels 1-3, when the caller passes a ``SplitK``): with few output tiles and a long
+  reduction (batch 64: one tile for X W1^T at h=64, K = 784) the grid's z dimension splits K
+  between blocks; each stores its partial tile, and the last block of a tile (a counter per
+  tile) sums the partials in slice order and runs the same epilogue. Measured on an H200 at
+  batch 64: 2.0-2.2x faster training relative to PyTorch in the same run (bench/RESULTS.md).
 
 The three operand layouts (``C = A @ B`` with the reduction index ``k``):
 
@@ -37,7 +42,7 @@ reaches the loss, which is how divergence is detected. Denormals are flushed to 
 compiles each to PTX for sm_80 and sm_90. Verified here: results in Numba's simulator
 (``NUMBA_ENABLE_CUDASIM=1``) against the float64 references, and real PTX compilation. Speed and
 the behaviour on real hardware are exercised by the ``@pytest.mark.gpu`` tests and
-``bench/gpu_session.sh``, which need a GPU.
+``bench/gpu_session.sh``, which need a GPU (all passed on an H200, 2026-11-27).
 """
 
 from __future__ import annotations
