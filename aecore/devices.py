@@ -6,7 +6,7 @@
   ``numba.cuda`` is first imported.
 * ``cuda_usable()`` says whether ``--device cuda`` can run here, and why not: numba-cuda must
   import, and either the simulator is on (``NUMBA_ENABLE_CUDASIM=1``: correct but very slow; for
-  tests) or a real GPU answers.
+  tests) or a real GPU answers and numba-cuda compiles a kernel for it.
 """
 
 from __future__ import annotations
@@ -76,4 +76,33 @@ def cuda_usable() -> tuple[bool, str]:
         cc = dev.compute_capability
     except Exception as exc:
         return False, f"CUDA initialisation failed: {str(exc).strip().splitlines()[0]}"
+    problem = _compile_problem()
+    if problem:
+        return False, problem
     return True, f"{name} (compute capability {cc[0]}.{cc[1]})"
+
+
+@lru_cache(maxsize=1)
+def _compile_problem() -> str:
+    """'' if numba-cuda compiles a kernel here, else why not (one line).
+
+    numba-cuda imports its lowering modules only at the first compilation, so a broken install
+    passes ``from numba import cuda`` and fails later: seen with numba-cuda 0.30.4 under numpy
+    2.5, which removed ``np.row_stack`` (a GPU machine, 2026-11-27). Compiling the engine's
+    smallest kernel here turns that into a usage error instead of a traceback mid-run.
+    """
+    try:
+        from .kernels import cuda as kc
+
+        kc.k_zero_f64["f64"]
+    except Exception as exc:
+        return compile_problem_message(exc)
+    return ""
+
+
+def compile_problem_message(exc: BaseException) -> str:
+    msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    hint = ""
+    if "row_stack" in msg:
+        hint = "; numba-cuda needs numpy < 2.5 (pip install 'numpy<2.5')"
+    return f"numba-cuda cannot compile kernels here ({type(exc).__name__}: {msg}){hint}"

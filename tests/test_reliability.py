@@ -232,3 +232,26 @@ def test_cuda_oom_with_auto_falls_back_to_cpu(tmp_path, tiny_data, oom_on_cuda, 
     s = train(cfg(device="cuda"), tmp_path / "a", tiny_data, progress=False, fallback_cpu=True)
     assert s["status"] == "complete" and s["device"] == "cpu"
     assert "notice: CUDA ran out of memory" in capsys.readouterr().err
+
+
+def test_broken_numba_cuda_is_a_one_line_reason():
+    """numba-cuda 0.30.4 under numpy 2.5 imports but fails at its first compilation (seen on a
+    GPU machine); cuda_usable() compiles a kernel to catch that, and says it in one line with
+    the way out."""
+    from aecore.devices import _compile_problem, compile_problem_message
+
+    msg = compile_problem_message(AttributeError("module 'numpy' has no attribute 'row_stack'\n"
+                                                 "  more lines"))
+    assert "\n" not in msg
+    assert msg.startswith("numba-cuda cannot compile kernels here (AttributeError: module")
+    assert "numpy < 2.5" in msg
+    assert "numpy" not in compile_problem_message(RuntimeError("NVVM is missing"))
+    pytest.importorskip("numba.cuda")
+    if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1" or _gpu_here():
+        assert _compile_problem() == ""  # this installation does compile kernels
+
+
+def _gpu_here():
+    from aecore.devices import real_gpu_present
+
+    return real_gpu_present()
