@@ -112,10 +112,10 @@ class CudaEngine:
         p = self.params
         S = self.state
         B = self.batch_size
+        sk = self._splitk
         for i, s in enumerate(starts):
             nb = min(B, stop - s)
             H, dZ, dH = self._batch_views(nb)
-            sk = self._splitk
             kc.linear_leaky_relu(data, p[W1], p[B1], H, self.slope, perm=dperm, off=s,
                                  stream=stream, splitk=sk)
             kc.linear_sigmoid_mse(H, p[W2], p[B2], data, dZ, self._loss, perm=dperm, off=s,
