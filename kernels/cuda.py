@@ -256,6 +256,19 @@ def _sigmoid(z):
 
 
 @_device
+def _sigmoid_and_slope(z):
+    """(y, y (1 - y)) for y = sigmoid(z), accurate in float32: with e = exp(-|z|) and
+    r = 1 / (1 + e), y is r or e r and y (1 - y) = e r^2 (1 - y from a float32 y is 0 for
+    z > ~17, where the true slope is still ~e). The CPU kernel computes the same."""
+    e = math.exp(-abs(z))
+    r = float32(1.0) / (float32(1.0) + e)
+    er = e * r
+    if z >= float32(0.0):
+        return r, er * r
+    return er, er * r
+
+
+@_device
 def _column_sums_block(D, K, m0, red, tid):
     """Sum over D's K rows of columns m0..m0+63 (D (K, M)); valid in threads tid < 64.
 
@@ -427,10 +440,10 @@ def _k_linear_sigmoid_mse(Hin, W, b, T, tperm, toff, tscale, dscale, dZ, Y, loss
             for j in range(TN):
                 n = n0 + tx + TX * j
                 if n < N:
-                    y = _sigmoid(acc[i, j] + b[n])
+                    y, slope = _sigmoid_and_slope(acc[i, j] + b[n])
                     d = y - float32(T[src, n]) * tscale
                     part += float64(d * d)
-                    dZ[m, n] = dscale * d * y * (float32(1.0) - y)
+                    dZ[m, n] = dscale * d * slope
                     if write_y:
                         Y[m, n] = y
     # block reduction of the loss, one float64 atomic per block

@@ -95,6 +95,25 @@ def test_sigmoid_is_safe_for_huge_inputs_and_keeps_nan():
     assert np.isnan(Y[0, 7]), "a NaN pre-activation must give a NaN output (divergence detection)"
 
 
+def saturated_case():
+    """Pre-activations z = -20..20 (exact: H = 1, W = z, b = 0), targets on the far side (no
+    cancellation in y - t): each element of dZ is then known to float32 precision."""
+    z = np.linspace(-20.0, 20.0, 41).astype(np.float32)
+    T = np.where(z >= 0, 0, 255).astype(np.uint8)[None, :]
+    return np.ones((1, 1), np.float32), z[:, None].copy(), np.zeros(41, np.float32), T
+
+
+def test_sigmoid_mse_gradient_is_elementwise_accurate_when_saturated():
+    """y (1 - y) must not be computed from a float32 y: for z > ~17 that y rounds to 1 and the
+    gradient would vanish, where the true one is ~1e-9."""
+    H, W, b, T = saturated_case()
+    dZ = poisoned(1, 41)
+    K.linear_sigmoid_mse(H, W, b, T, dZ)
+    dZ_ref = ref.linear_sigmoid_mse(H, W, b, T)[1]
+    assert np.all(dZ != 0)
+    np.testing.assert_allclose(dZ, dZ_ref, rtol=1e-5, atol=0)
+
+
 @pytest.mark.parametrize("B,D,h", SHAPES)
 def test_backward_hidden(rng, B, D, h):
     dZ = (rng.standard_normal((B, D)) * 1e-3).astype(np.float32)

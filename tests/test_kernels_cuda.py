@@ -118,6 +118,21 @@ LSM_CASES = [
 ]
 
 
+def test_sigmoid_mse_gradient_is_elementwise_accurate_when_saturated():
+    """As on the CPU (tests/test_kernels_cpu.py): y (1 - y) = e r^2, not from a float32 y."""
+    from test_kernels_cpu import saturated_case
+
+    H, W, b, T = saturated_case()
+    dZ = poisoned((1, 41))
+    loss = cuda.to_device(np.zeros(1, np.float64))
+    kc.linear_sigmoid_mse(cuda.to_device(H), cuda.to_device(W), cuda.to_device(b),
+                          cuda.to_device(T), dZ, loss)
+    dZ_ref = R.linear_sigmoid_mse(H, W, b, T)[1]
+    got = dZ.copy_to_host()
+    assert np.all(got != 0)
+    np.testing.assert_allclose(got, dZ_ref, rtol=1e-5, atol=0)
+
+
 @pytest.mark.parametrize("B,K,N,tdtype,gather,write_y", LSM_CASES)
 def test_linear_sigmoid_mse(rng, B, K, N, tdtype, gather, write_y):
     Hh = (rng.standard_normal((B, K)) * 2).astype(np.float32)
