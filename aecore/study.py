@@ -24,7 +24,7 @@ from . import runs
 from .checkpoint import save_checkpoint, save_model
 from .errors import CheckpointError
 from .model import init_params
-from .trainer import RESUME_FIXED, TrainConfig
+from .trainer import CHECKPOINT_EVERY, RESUME_FIXED, TrainConfig
 
 WARMUP_BATCHES = 200  # timed batches per run for the estimate (after a few untimed ones)
 EVAL_SAMPLES = 2000  # validation images timed for the per-epoch evaluation cost
@@ -115,9 +115,9 @@ def inspect_run(p: PlannedRun) -> PlannedRun:
 def time_per_sample(config: TrainConfig, train_images, val_images, device: str,
                     warm_batches: int = WARMUP_BATCHES,
                     scratch_dir=None) -> tuple[float, float, float]:
-    """Seconds per training sample, per evaluated sample, and per epoch for the files the
-    trainer writes after every epoch (model + checkpoint, written into a temporary directory
-    in ``scratch_dir``), for ``config``'s model on ``device``: a short warm-up through the
+    """Seconds per training sample, per evaluated sample, and per save of the files the
+    trainer writes (model + checkpoint, written into a temporary directory in ``scratch_dir``),
+    for ``config``'s model on ``device``: a short warm-up through the
     engine, with a fresh model; no run is touched."""
     b = config.batch_size
     n = min(len(train_images), warm_batches * b)
@@ -153,9 +153,11 @@ def time_per_sample(config: TrainConfig, train_images, val_images, device: str,
 
 
 def estimate(plan: list[PlannedRun], data, device: str, warm_batches: int = WARMUP_BATCHES,
-             scratch_dir=None, timer=time_per_sample) -> dict[Path, float]:
+             scratch_dir=None, timer=time_per_sample,
+             checkpoint_every: float = CHECKPOINT_EVERY) -> dict[Path, float]:
     """Seconds each run still needs: its epochs left x (training set x time per sample +
-    validation set x evaluation time per sample + the per-epoch files), plus one test
+    validation set x evaluation time per sample), the saves of its files (one per
+    ``checkpoint_every`` seconds, at most one per epoch, and the last), plus one test
     evaluation."""
     out, cache = {}, {}
     for p in plan:
@@ -168,7 +170,10 @@ def estimate(plan: list[PlannedRun], data, device: str, warm_batches: int = WARM
             cache[key] = timer(c, train, data.val.images, device, warm_batches, scratch_dir)
         t_tr, t_ev, t_files = cache[key]
         n_val, n_test = len(data.val.images), len(data.test.images)
-        out[p.dir] = p.epochs_left * (len(train) * t_tr + n_val * t_ev + t_files) + n_test * t_ev
+        compute = p.epochs_left * (len(train) * t_tr + n_val * t_ev)
+        saves = min(p.epochs_left, 1 + compute / checkpoint_every) if checkpoint_every > 0 \
+            else p.epochs_left
+        out[p.dir] = compute + saves * t_files + n_test * t_ev
     return out
 
 

@@ -14,8 +14,8 @@ from aecore.errors import CheckpointError, DivergenceError
 from aecore.trainer import MAX_HIDDEN, TrainConfig, TrainingInterrupted, train as train_run
 
 from .report import build as build_report
-from .train import (FASHION_TRAIN, HiddenList, _check, data_dir_option, device_option, load_data,
-                    resolve_device)
+from .train import (FASHION_TRAIN, HiddenList, _check, checkpoint_every_option, data_dir_option,
+                    device_option, load_data, resolve_device)
 
 D = TrainConfig()  # the defaults, defined once in aecore.trainer
 DEFAULT_OPTIMIZERS = ("sgd", "momentum", "adam")
@@ -73,7 +73,9 @@ Examples:
               help="Train on only the first N training images (quick checks).")
 @click.option("--yes", "-y", is_flag=True,
               help="Start without asking (it asks only on a terminal).")
-def study(device, hidden, epochs, optimizers, compare_hidden, out, data_dir, limit, yes):
+@checkpoint_every_option
+def study(device, hidden, epochs, optimizers, compare_hidden, out, data_dir, limit, yes,
+          checkpoint_every):
     from aecore import study as S
 
     # Everything that can be checked without the data is checked before loading it.
@@ -117,7 +119,7 @@ def study(device, hidden, epochs, optimizers, compare_hidden, out, data_dir, lim
             except OSError as e:
                 raise click.BadParameter(f"{out}: cannot create it ({e.strerror})",
                                          param_hint="'--out'") from None
-            per_run = S.estimate(plan, data, dev, scratch_dir=out)
+            per_run = S.estimate(plan, data, dev, scratch_dir=out, checkpoint_every=checkpoint_every)
             total = sum(per_run.values())
             click.echo(f"estimated {S.fmt_duration(total)} on {dev} ("
                        + ", ".join(f"{d.name} {S.fmt_duration(t)}" for d, t in per_run.items())
@@ -133,7 +135,8 @@ def study(device, hidden, epochs, optimizers, compare_hidden, out, data_dir, lim
                            f"{c.optimizer} lr {c.lr:g}, {c.device}"
                            + (f", first {c.limit} images" if c.limit else ""), err=True)
                 try:
-                    train_run(c, p.dir, data, resume=resume, fallback_cpu=(device == "auto"))
+                    train_run(c, p.dir, data, resume=resume, fallback_cpu=(device == "auto"),
+                              checkpoint_every=checkpoint_every)
                 except TrainingInterrupted as e:
                     click.echo(f"{e}", err=True)
                     click.echo("Run the same aecore study command again to continue: complete "

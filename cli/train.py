@@ -15,7 +15,7 @@ from click.core import ParameterSource
 from aecore import runs
 from aecore.engine import OPTIMIZERS
 from aecore.errors import AecoreError, CheckpointError, DivergenceError
-from aecore.trainer import (DEFAULT_LR, MAX_HIDDEN, RESUME_FIXED, TrainConfig, TrainingInterrupted,
+from aecore.trainer import (CHECKPOINT_EVERY, DEFAULT_LR, MAX_HIDDEN, RESUME_FIXED, TrainConfig, TrainingInterrupted,
                             config_problems, load_run_config, train as train_run)
 
 D = TrainConfig()  # the defaults, defined once in aecore.trainer
@@ -61,6 +61,14 @@ def data_dir_option(f):
     return click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
                         default=None, help="Directory with the Fashion-MNIST files (default: "
                         "$AECORE_DATA, the user cache, /usr/share/datasets; else downloaded).")(f)
+
+
+def checkpoint_every_option(f):
+    return click.option("--checkpoint-every", type=click.FloatRange(min=0), metavar="SECONDS",
+                        default=CHECKPOINT_EVERY, show_default=True, callback=_finite,
+                        help="Save the run directory (checkpoint, model, metrics) at the end of an "
+                        "epoch when this long has passed since the last save; 0: every epoch. "
+                        "It is always saved at the end, on Ctrl-C and on divergence.")(f)
 
 
 def load_data(data_dir, val_size: int):
@@ -152,11 +160,12 @@ Examples:
               help="Continue the interrupted run in RUN_DIR (its settings are reused; --epochs "
                    "may be raised).")
 @click.option("--overwrite", is_flag=True, help="Replace existing run directories' files.")
+@checkpoint_every_option
 @click.pass_context
 def train(ctx, hidden, epochs, batch_size, lr, optimizer, momentum, slope, seed, val_size, limit,
-          device, data_dir, out, resume, overwrite):
+          device, data_dir, out, resume, overwrite, checkpoint_every):
     if resume is not None:
-        return _resume(ctx, resume, device, data_dir, epochs)
+        return _resume(ctx, resume, device, data_dir, epochs, checkpoint_every)
 
     # Everything that can be checked without the data is checked before loading it.
     if val_size >= FASHION_TRAIN:
@@ -181,7 +190,8 @@ def train(ctx, hidden, epochs, batch_size, lr, optimizer, momentum, slope, seed,
     dev = resolve_device(device)
     configs = [TrainConfig(**{**c.to_dict(), "device": dev}) for c in configs]
     data = load_data(data_dir, val_size)
-    _run_all(configs, dirs, data, overwrite, fallback_cpu=(device == "auto"))
+    _run_all(configs, dirs, data, overwrite, fallback_cpu=(device == "auto"),
+             checkpoint_every=checkpoint_every)
 
 
 def _check(config, n_train):
@@ -204,7 +214,7 @@ def _check_outputs(out: Path, dirs, overwrite):
                 f"pass --overwrite to replace, --resume {taken[0]} to continue, or another --out")
 
 
-def _resume(ctx, run_dir: Path, device, data_dir, epochs):
+def _resume(ctx, run_dir: Path, device, data_dir, epochs, checkpoint_every):
     fixed = [OPTION_OF[n] for n in (*RESUME_FIXED, "hidden") if n in OPTION_OF
              and ctx.get_parameter_source(n) == ParameterSource.COMMANDLINE]
     for name in ("out", "overwrite"):
@@ -224,10 +234,11 @@ def _resume(ctx, run_dir: Path, device, data_dir, epochs):
         changes["device"] = resolve_device(device)
     config = TrainConfig(**{**config.to_dict(), **changes})
     data = load_data(data_dir, config.val_size)
-    _run_all([config], [run_dir], data, False, fallback_cpu=(device == "auto"), resume=True)
+    _run_all([config], [run_dir], data, False, fallback_cpu=(device == "auto"), resume=True,
+             checkpoint_every=checkpoint_every)
 
 
-def _run_all(configs, dirs, data, overwrite, fallback_cpu, resume=False):
+def _run_all(configs, dirs, data, overwrite, fallback_cpu, resume=False, checkpoint_every=CHECKPOINT_EVERY):
     results, diverged = [], None
     for i, (c, d) in enumerate(zip(configs, dirs)):
         verb = "resuming" if resume else "training"
@@ -236,7 +247,7 @@ def _run_all(configs, dirs, data, overwrite, fallback_cpu, resume=False):
                    + (f", first {c.limit} images" if c.limit else ""), err=True)
         try:
             results.append(train_run(c, d, data, resume=resume, overwrite=overwrite,
-                                     fallback_cpu=fallback_cpu))
+                                     fallback_cpu=fallback_cpu, checkpoint_every=checkpoint_every))
         except TrainingInterrupted as e:
             click.echo(f"{e}", err=True)
             click.echo(f"Resume with: aecore train --resume {e.run_dir}", err=True)

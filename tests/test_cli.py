@@ -57,6 +57,8 @@ def assert_usage_error(result, option):
     (["--val-size", "70000"], "--val-size"),
     (["--val-size", "0"], "--val-size"),
     (["--limit", "0"], "--limit"),
+    (["--checkpoint-every", "-1"], "--checkpoint-every"),
+    (["--checkpoint-every", "nan"], "--checkpoint-every"),
     (["--limit", "55000"], "--limit"),
     (["--momentum", "1.0"], "--momentum"),
     (["--slope", "nan"], "--slope"),

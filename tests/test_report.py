@@ -281,10 +281,14 @@ def test_estimate_arithmetic(tmp_path):
         seen.append((config.hidden, config.optimizer, len(train)))
         return 1e-3, 1e-4, 0.5
 
-    est = S.estimate(plan, Data(), "cpu", timer=timer)
+    est = S.estimate(plan, Data(), "cpu", timer=timer, checkpoint_every=0)  # files every epoch
     assert seen == [(16, OPT, 500), (16, OTHER, 500)]
     per_epoch = 500 * 1e-3 + 100 * 1e-4 + 0.5
     assert est == {plan[1].dir: pytest.approx(6 * per_epoch + 50 * 1e-4),
                    plan[2].dir: pytest.approx(10 * per_epoch + 50 * 1e-4)}
+    compute = 500 * 1e-3 + 100 * 1e-4  # per epoch; files once per 2 s of it, and at the end
+    est = S.estimate(plan, Data(), "cpu", timer=timer, checkpoint_every=2.0)
+    assert est == {plan[1].dir: pytest.approx(6 * compute + (1 + 6 * compute / 2) * 0.5 + 50 * 1e-4),
+                   plan[2].dir: pytest.approx(10 * compute + (1 + 10 * compute / 2) * 0.5 + 50 * 1e-4)}
     assert S.fmt_duration(14 * 60) == "14 min" and S.fmt_duration(5) == "5 s"
     assert S.fmt_duration(3 * 3600) == "3.0 h"

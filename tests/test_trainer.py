@@ -111,6 +111,29 @@ def test_same_seed_same_curve(tmp_path, tiny_data):
     assert [r["train_loss"] for r in ra] != [r["train_loss"] for r in rc]
 
 
+@pytest.mark.parametrize("every,saved", [(0, [0, 1, 2, 3]), (1e9, [0, 3])])
+def test_checkpoint_every_spaces_saves_not_results(tmp_path, tiny_data, monkeypatch, every, saved):
+    """checkpoint_every=0 saves after every epoch; a long interval only at the start and the
+    end, with the same files in the end."""
+    from aecore import trainer
+
+    epochs, real_save = [], trainer.save_checkpoint
+    monkeypatch.setattr(trainer, "save_checkpoint",
+                        lambda path, p, o, st: (epochs.append(st["epoch"]), real_save(path, p, o, st)))
+    d = tmp_path / "run"
+    train(CFG, d, tiny_data, progress=False, checkpoint_every=every)
+    assert epochs == saved
+    ref = tmp_path / "ref"
+    train(CFG, ref, tiny_data, progress=False, checkpoint_every=0)
+    losses = [[(r["epoch"], r["train_loss"], r["val_loss"]) for r in runs.read_metrics(x / runs.METRICS)]
+              for x in (d, ref)]
+    assert losses[0] == losses[1] and len(losses[0]) == 3
+    for name in (runs.MODEL, runs.CHECKPOINT, runs.RECONSTRUCTIONS):
+        a, b = np.load(d / name) if name.endswith("npz") else load_file(d / name), \
+            np.load(ref / name) if name.endswith("npz") else load_file(ref / name)
+        assert sorted(a) == sorted(b) and all(np.array_equal(a[k], b[k]) for k in a), name
+
+
 def test_limit_trains_on_a_subset(tmp_path, tiny_data):
     cfg = TrainConfig(**{**CFG.to_dict(), "limit": 100, "epochs": 1, "recon_epochs": ()})
     train(cfg, tmp_path / "r", tiny_data, progress=False)
