@@ -68,6 +68,7 @@ class CudaEngine:
         self._splitk = kc.SplitK()  # workspace of the split-K products (kernels 1-3), sized once
         for dtype, ndim in ((np.float32, 1), (np.float32, 2), (np.int64, 1), (np.int32, 1)):
             kc._empty(dtype, ndim)  # allocate the launchers' placeholders now, not mid-capture
+        self._eval = None  # evaluation buffers (H, Y, loss), made at the first evaluation
         self._graphs = _graph_support()  # None (eager) or {} of recorded chunks
         self._seen = set()
         if self._graphs is not None:
@@ -195,9 +196,17 @@ class CudaEngine:
         n = X.shape[0]
         p = self.params
         B = min(EVAL_BATCH, max(n, 1))
-        H = cuda.device_array((n if want == 2 else B, self.hidden), np.float32)
-        Y = cuda.device_array((n if want == 1 else B, self.image_size), np.float32)
-        loss = cuda.to_device(np.zeros(1, np.float64))
+        if self._eval is None:  # the per-epoch validation allocates nothing after the first
+            self._eval = (cuda.device_array((EVAL_BATCH, self.hidden), np.float32),
+                          cuda.device_array((EVAL_BATCH, self.image_size), np.float32),
+                          cuda.device_array(1, np.float64))
+        H, Y, loss = self._eval
+        if want == 2:
+            H = cuda.device_array((n, self.hidden), np.float32)
+        elif want == 1:
+            Y = cuda.device_array((n, self.image_size), np.float32)
+        else:
+            kc.zero_(loss)
         for s in range(0, n, B):
             nb = min(B, n - s)
             h = H[s:s + nb] if want == 2 else H[:nb]
