@@ -9,3 +9,7 @@ Kernel names are the same in all three: ``linear_leaky_relu`` (matmul + bias + L
 ``backward_hidden``, ``weight_grad`` / ``sgd_weight_step``, ``sgd_update``, ``adam_update``.
 ``kernels.cuda`` is imported on demand (it needs numba-cuda).
 """
+
+# Before any @njit(cache=True) function is defined: cached functions are keyed by all of the
+# package's compiled sources, not only their own file (kernels/jit_cache.py says why).
+from . import jit_cache  # noqa: E402,F401

@@ -233,3 +233,38 @@ def test_cpu_step_gradients_match_finite_differences_in_float32_scale():
         P[0][idx] = old
         num = (up - down) / (2 * eps)
         assert abs(G1[idx] - num) <= 1e-4 * np.abs(G1).max() + 1e-7 * abs(num)
+
+
+# --- numba's disk cache -------------------------------------------------------------------------
+def test_every_cached_function_is_keyed_by_all_compiled_sources():
+    """A change in any file that cached code compiles in must be a cache miss (jit_cache.py):
+    every file with cache=True is in SOURCES, and those functions use the package locator."""
+    import ast
+    from pathlib import Path
+
+    from aecore import engine_cpu
+    from aecore.kernels import jit_cache
+
+    assert jit_cache.INSTALLED
+    roots = {p.parent for p in jit_cache.SOURCES}
+
+    def caches(path):  # a call with the keyword cache=True anywhere in the module's code
+        return any(isinstance(n, ast.keyword) and n.arg == "cache" and
+                   getattr(n.value, "value", None) is True for n in ast.walk(ast.parse(path.read_text())))
+
+    cached = {p.resolve() for r in roots for p in r.glob("*.py") if caches(p)}
+    assert cached and cached <= set(jit_cache.SOURCES), cached - set(jit_cache.SOURCES)
+    for fn in (engine_cpu._train_steps, K.bias_sigmoid_mse_):
+        assert type(fn._cache._impl.locator).__name__ == "PackageStampLocator"
+    assert Path(engine_cpu.__file__).resolve() in jit_cache.SOURCES
+
+
+def test_package_digest_changes_with_any_source(tmp_path):
+    from aecore.kernels import jit_cache
+
+    a, b = tmp_path / "a.py", tmp_path / "b.py"
+    a.write_text("x = 1\n")
+    b.write_text("y = 2\n")
+    d0 = jit_cache.digest.__wrapped__((a, b))
+    b.write_text("y = 3\n")
+    assert jit_cache.digest.__wrapped__((a, b)) != d0

@@ -1,0 +1,99 @@
+"""Numba's on-disk cache, made to notice changes in the files a cached function calls into.
+
+Numba keys a cached ``@njit(cache=True)`` function by the contents of its *own* source file
+(numba >= 0.6x: a SHA-256 of that file). Our compiled functions call across files: the engine's
+training loop (``aecore/engine_cpu.py``) compiles the epilogues of ``kernels/cpu.py`` and the
+sgemm wrapper of ``kernels/blas.py`` into itself. When only ``kernels/cpu.py`` changed, numba
+loaded the old engine from ``__pycache__``, old epilogue included: a faster Sigmoid+MSE
+epilogue measured nothing in the engine until the cache was cleared (2026-11-27). A user who
+upgrades aecore in place would run old kernels the same way.
+
+``install()`` puts a locator in front of numba's own ones. For the functions in ``SOURCES``
+it finds the cache directory exactly as numba would (it wraps numba's locator), and adds to
+the source stamp a digest of *all* the files in ``SOURCES``: a change to any of them is a
+cache miss for every aecore function. Other code's caching is untouched.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from pathlib import Path
+
+_KERNELS = Path(__file__).resolve().parent
+# aecore/ beside kernels/ in a source tree (editable install); kernels/ is aecore/kernels/ in
+# an installed wheel.
+_AECORE = _KERNELS.parent / "aecore" if (_KERNELS.parent / "aecore").is_dir() else _KERNELS.parent
+
+# Every file with @njit(cache=True) code or code such functions compile in
+# (tests/test_kernels_cpu.py checks that no file with cache=True is missing).
+SOURCES = tuple(p.resolve() for p in (
+    _KERNELS / "blas.py", _KERNELS / "cpu.py", _KERNELS / "ftz.py",
+    _AECORE / "engine_cpu.py", _AECORE / "baselines.py",
+))
+
+
+@functools.lru_cache(maxsize=None)
+def digest(paths: tuple = SOURCES) -> str:
+    """SHA-256 over the contents of ``paths`` (computed once per process)."""
+    h = hashlib.sha256()
+    for p in paths:
+        h.update(str(p.name).encode())
+        try:
+            h.update(p.read_bytes())
+        except OSError:  # never stop a compilation over this: an unreadable file is a marker
+            h.update(b"<unreadable>")
+    return h.hexdigest()
+
+
+def install() -> bool:
+    """Put the package-wide locator first in numba's list; False when this numba has no such
+    list (then caching works as numba's own, file by file)."""
+    from numba.core import caching
+
+    impl = getattr(caching, "CacheImpl", None) or getattr(caching, "_CacheImpl", None)
+    _CacheLocator = getattr(caching, "_CacheLocator", None)
+    if impl is None or _CacheLocator is None:
+        return False
+    classes = getattr(impl, "_locator_classes", None)
+    if not isinstance(classes, list):
+        return False
+    if any(getattr(c, "_aecore", False) for c in classes):
+        return True
+    numba_locators = tuple(classes)
+
+    class PackageStampLocator(_CacheLocator):
+        """numba's locator for the function, with the package digest in its stamp."""
+
+        _aecore = True
+
+        def __init__(self, inner):
+            self.inner = inner
+
+        def ensure_cache_path(self):
+            return self.inner.ensure_cache_path()
+
+        def get_cache_path(self):
+            return self.inner.get_cache_path()
+
+        def get_source_stamp(self):
+            return (self.inner.get_source_stamp(), digest())
+
+        def get_disambiguator(self):
+            return self.inner.get_disambiguator()
+
+        @classmethod
+        def from_function(cls, py_func, py_file):
+            if Path(py_file).resolve() not in SOURCES:
+                return None
+            for locator in numba_locators:
+                inner = locator.from_function(py_func, py_file)
+                if inner is not None:
+                    return cls(inner)
+            return None
+
+    classes.insert(0, PackageStampLocator)
+    return True
+
+
+INSTALLED = install()
