@@ -3,7 +3,8 @@
 Per batch (B rows, h hidden units, 784 pixels), five BLAS products with fused epilogues
 (``aecore.kernels.cpu``), and nothing else touches memory at full size:
 
-    1. Xb   <- X[perm[s:e]] / 255            gather + scale (uint8 dataset stays uint8 in RAM)
+    1. Xb   <- X[perm[s:e]] / 255            gather + scale (uint8 dataset stays uint8 in RAM;
+                                             the next batch's rows are prefetched meanwhile)
     2. H    <- leaky(Xb W1^T + b1)           sgemm NT + epilogue
     3. dZ   <- mse'(sigmoid(H W2^T + b2))    sgemm NT + epilogue (loss sum, db2 column sums)
     4. dH   <- (dZ W2) * leaky'(H)           sgemm NN + epilogue (db1 column sums)
@@ -61,6 +62,7 @@ def _train_steps(X, perm, start, stop, batch, W1, b1, W2, b2, slope, kind, lr, m
         dz = dZ[:nb]
         dh = dH[:nb]
         K.gather_rows(X, perm[s:e], xb)
+        K.prefetch_rows(X, perm[e:min(e + batch, stop)])  # the next batch's rows, from DRAM
         # forward: kernel 1, kernel 2 + 3 (loss, dZ2, db2 in one epilogue)
         gemm(False, True, 1.0, xb, W1, 0.0, h)
         K.bias_leaky_relu_(h, b1, slope)

@@ -21,8 +21,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from llvmlite import ir
 from numba import njit, types
-from numba.extending import overload
+from numba.core import cgutils
+from numba.extending import intrinsic, overload
 
 from .blas import gemm
 
@@ -119,6 +121,40 @@ def gather_rows(X, idx, out):
         src = X[idx[i]]
         for j in range(X.shape[1]):
             out[i, j] = unit(src[j])
+
+
+@intrinsic
+def _prefetch(typingctx, arr, index):
+    """A hint to bring element ``index`` of the C-contiguous ``arr`` (flat) into all cache
+    levels (``llvm.prefetch``: read, locality 3); no effect on results, never faults."""
+    def codegen(context, builder, sig, args):
+        a = context.make_array(sig.args[0])(context, builder, args[0])
+        i8p = ir.IntType(8).as_pointer()
+        i32 = ir.IntType(32)
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
+            "llvm.prefetch.p0")
+        builder.call(fn, [builder.bitcast(builder.gep(a.data, [args[1]]), i8p),
+                          i32(0), i32(3), i32(1)])
+        return context.get_dummy_value()
+
+    return types.void(arr, types.intp), codegen
+
+
+@njit(**_FAST)
+def prefetch_rows(X, idx):
+    """Start loading rows X[idx] into cache without waiting (one hint per 64-byte line).
+
+    The training loop calls it for the *next* batch right after gathering this one: the
+    dataset (47 MB of uint8) does not fit in cache, and a gather of 64 random rows waited on
+    DRAM for ~7 of its ~9 us (1.6 us when the rows were cached; cpu-2c)."""
+    n = X.shape[1]
+    flat = X.reshape(-1)
+    for i in range(idx.shape[0]):
+        base = idx[i] * n
+        for k in range(0, n, 64):
+            _prefetch(flat, base + k)
+        _prefetch(flat, base + n - 1)
 
 
 def _as_float(X):

@@ -235,6 +235,19 @@ def test_cpu_step_gradients_match_finite_differences_in_float32_scale():
         assert abs(G1[idx] - num) <= 1e-4 * np.abs(G1).max() + 1e-7 * abs(num)
 
 
+def test_prefetch_rows_is_only_a_hint():
+    """Rows of any width (one not a multiple of the 64-byte line), the last row, no rows:
+    nothing is written, nothing faults; the next gather gives the same batch."""
+    X = np.arange(5 * 131, dtype=np.uint8).reshape(5, 131)
+    before = X.copy()
+    for idx in ([4, 0, 2], [4], []):
+        K.prefetch_rows(X, np.array(idx, np.int64))
+    np.testing.assert_array_equal(X, before)
+    out = np.empty((2, 131), np.float32)
+    K.gather_rows(X, np.array([4, 0], np.int64), out)
+    np.testing.assert_allclose(out, X[[4, 0]] / np.float32(255), rtol=1e-7)
+
+
 # --- numba's disk cache -------------------------------------------------------------------------
 def test_every_cached_function_is_keyed_by_all_compiled_sources():
     """A change in any file that cached code compiles in must be a cache miss (jit_cache.py):
