@@ -11,16 +11,20 @@
 #   bench    `aecore bench --device cpu,cuda` (the README's table; BENCH_DEVICES=cuda for the GPU
 #            rows alone) and the CUDA rows again with graphs off (AECORE_CUDA_GRAPHS=0; batches
 #            EAGER_BATCH): their ratio is the graphs' effect
+#   tiles    `aecore bench --device cuda` again with each block tile in BENCH_TILES (default 32),
+#            PyTorch timed in the same process: whole-epoch throughput per tile (the tile is
+#            fixed at import, AECORE_CUDA_TILE, so one process per tile)
 #   pybench  the CUDA pytest-benchmarks (kernels vs CuPy; 200 steps and epochs vs PyTorch CUDA
 #            eager and the cuBLAS floor)
-#   study    the 4-size x 200-epoch study (Adam, the defaults) on the GPU, timed
+#   study    the 4-size x 200-epoch study (Adam, the defaults) on the GPU, timed (set
+#            AECORE_CUDA_TILE for it to use another tile)
 # Assumes aecore is installed (`pip install -e ".[test,cuda13]"`, torch for the PyTorch rows)
 # and the data where aecore finds it (AECORE_DATA).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${1:-gpu-results}"
 shift || true
-STAGES="${*:-tests kernels bench pybench study}"
+STAGES="${*:-tests kernels bench tiles pybench study}"
 PY="${PYTHON:-python3}"
 mkdir -p "$OUT"
 export NUMBA_ENABLE_CUDASIM=0 MPLBACKEND=Agg PYTHONUNBUFFERED=1
@@ -63,6 +67,11 @@ for stage in $STAGES; do
         AECORE_CUDA_GRAPHS=0 run_stage bench_eager 50 aecore bench --device cuda \
             --hidden 64,128,256,512 --batch "${EAGER_BATCH:-64,256}" --repeats 3 --no-torch \
             --out "$OUT/eager" ;;
+    tiles)
+        for t in ${BENCH_TILES:-32}; do
+            AECORE_CUDA_TILE=$t run_stage "bench_tile$t" 100 aecore bench --device cuda \
+                --hidden 64,128,256,512 --batch 64,256 --repeats 3 --out "$OUT/tile$t"
+        done ;;
     pybench)
         AECORE_BENCH_RATIOS="$OUT/ratios.json" run_stage pybench 200 "$PY" -m pytest bench \
             -k cuda --benchmark-only --benchmark-json="$OUT/cuda_bench.json" -q \

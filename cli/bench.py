@@ -74,7 +74,11 @@ def bench(devices, hidden, batches, samples, repeats, with_torch, data_dir, out)
     click.echo(B.format_table(rows))
     meta = {"date": datetime.datetime.now().isoformat(timespec="seconds"),
             "machine": f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} cpus",
-            "samples": samples, "repeats": repeats}
+            "samples": samples, "repeats": repeats,
+            # the settings that change what the CUDA rows measure, when set
+            "env": {k: os.environ[k] for k in ("AECORE_CUDA_TILE", "AECORE_CUDA_BK",
+                                                "AECORE_CUDA_GRAPHS", "OPENBLAS_NUM_THREADS")
+                    if k in os.environ}}
     B.write_json(rows, os.path.join(out, "bench.json"), meta)
     B.plot(rows, os.path.join(out, "bench.png"))
     click.echo(f"wrote {os.path.join(out, 'bench.json')} and {os.path.join(out, 'bench.png')}")
