@@ -38,6 +38,9 @@ class BenchRow:
     gflops: float
     floor_seconds: float | None  # the five products alone, same samples
     torch_seconds: float | None  # PyTorch eager, same device, same samples
+    # engine creation + the first run, minus a timed run: compilation (or loading it from
+    # numba's disk cache), first-touch allocation, CUDA graph recording
+    first_run_extra_s: float | None = None
 
     @property
     def floor_ratio(self):
@@ -53,9 +56,12 @@ class BenchRow:
         return {**asdict(self), "floor_ratio": self.floor_ratio, "torch_ratio": self.torch_ratio}
 
 
-def _median_time(fn, repeats: int, warmups: int = 1) -> float:
-    for _ in range(warmups):  # compilation, first-touch allocation, cuBLAS handles, graphs
+def _median_time(fn, repeats: int, warmups: int = 1, first: list | None = None) -> float:
+    for i in range(warmups):  # compilation, first-touch allocation, cuBLAS handles, graphs
+        t = time.perf_counter()
         fn()
+        if first is not None and i == 0:
+            first.append(time.perf_counter() - t)
     times = []
     for _ in range(repeats):
         t = time.perf_counter()
@@ -118,8 +124,11 @@ def bench_one(device, hidden, batch, images, samples, repeats, with_torch=True) 
     opt = OptimConfig("sgd", lr=0.05)
     perm = np.random.default_rng(0).permutation(images.shape[0])[:samples].astype(np.int64)
     # CUDA: the engine records its CUDA graph on the second run of the same samples
-    t_ae = _median_time(_engine_fn(make_engine(device, params, opt, batch), images, perm), repeats,
-                        warmups=2 if device == "cuda" else 1)
+    first = []
+    t0 = time.perf_counter()
+    fn = _engine_fn(make_engine(device, params, opt, batch), images, perm)
+    setup = time.perf_counter() - t0
+    t_ae = _median_time(fn, repeats, warmups=2 if device == "cuda" else 1, first=first)
     if device == "cpu":
         floor = GemmFloor(hidden, batch)
         floor_fn = lambda: floor.run(samples)  # noqa: E731
@@ -129,7 +138,8 @@ def bench_one(device, hidden, batch, images, samples, repeats, with_torch=True) 
     torch_fn = _torch_fn(device, params, opt, batch, images, perm) if with_torch else None
     t_torch = _median_time(torch_fn, repeats) if torch_fn else None
     return BenchRow(device, hidden, batch, samples, t_ae, samples / t_ae,
-                    step_flops(samples, hidden) / t_ae / 1e9, t_floor, t_torch)
+                    step_flops(samples, hidden) / t_ae / 1e9, t_floor, t_torch,
+                    max(setup + first[0] - t_ae, 0.0))
 
 
 def format_table(rows) -> str:
@@ -143,6 +153,13 @@ def format_table(rows) -> str:
                      f"{r.gflops:>8.1f} {fr:>8} {tr:>8}")
     lines.append("x floor: aecore time / the five products alone (same BLAS); "
                  "x torch: aecore time / PyTorch eager time (same device). Lower is better.")
+    first = {}
+    for r in rows:  # the first row of a device is where its kernels compile (or load)
+        if r.first_run_extra_s is not None:
+            first.setdefault(r.device, r.first_run_extra_s)
+    if first:
+        lines.append("first run's extra time (compilation or numba's disk cache, allocation, "
+                     "graph recording): " + ", ".join(f"{d} {t:.1f} s" for d, t in first.items()))
     return "\n".join(lines)
 
 

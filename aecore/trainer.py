@@ -492,19 +492,18 @@ def train(config: TrainConfig, run_dir, data, resume: bool = False, progress: bo
                 run.recons[f"epoch_{epoch}"] = np.asarray(eng.reconstruct(run.recon_orig), np.float32)
                 run.recons_dirty = True
             run.keep(eng, epoch, rng.bit_generator.state, chunk)
-            save = (epoch == config.epochs or sig.received
-                    or time.perf_counter() - run.t_saved >= checkpoint_every)
-            if save:
-                run.save()
             run.progress.epoch(row)
             position, loss_sum, seconds0 = 0, 0.0, 0.0
-            if sig.received and epoch < config.epochs:
-                run.summary("interrupted", device)
+            # a signal may arrive at any point: it is looked at once, after the decision to save
+            stop = sig.received is not None and epoch < config.epochs
+            if stop or epoch == config.epochs or \
+                    time.perf_counter() - run.t_saved >= checkpoint_every:
+                run.save()
+                run.summary("interrupted" if stop else "running", device)
+            if stop:
                 raise TrainingInterrupted(
                     f"interrupted by {sig.received} after epoch {epoch}; checkpoint saved in "
                     f"{run_dir}", run_dir, epoch + 1, 0)
-            if save:
-                run.summary("running", device)
 
     test_loss = float(eng.evaluate(h_test))
     return run.summary("complete", device, test_loss)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import os
 import platform
+import sys
 
 import click
 
@@ -67,7 +68,7 @@ def bench(devices, hidden, batches, samples, repeats, with_torch, data_dir, out)
     images = load_fashion_mnist(data_dir=data_dir, val_size=0).train.images
     rows = []
     jobs = [(d, h, b) for d in devices for b in batches for h in hidden]
-    with click.progressbar(jobs, label="benchmarking", file=click.get_text_stream("stderr"),
+    with click.progressbar(jobs, label="benchmarking", file=sys.stderr,
                            item_show_func=lambda j: j and f"{j[0]} h={j[1]} B={j[2]}") as bar:
         for d, h, b in bar:
             rows.append(B.bench_one(d, h, b, images, samples, repeats, with_torch))

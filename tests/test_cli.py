@@ -235,3 +235,17 @@ def test_info(real_data_dir):
     for key in ("aecore", "numba", "numpy", "BLAS", "CPU", "CUDA", "data"):
         assert key in r.output
     assert real_data_dir in r.output
+
+
+def test_bench_prints_the_table_and_writes_json(tmp_path, real_data_dir):
+    """`aecore bench` on the CPU at a tiny size: the table, the first-run line, bench.json with
+    the floor ratio, and the chart."""
+    r = invoke("bench", "--device", "cpu", "--hidden", "8,16", "--batch", "16", "--samples", "64",
+               "--repeats", "1", "--no-torch", "--data-dir", real_data_dir, "--out", tmp_path)
+    assert r.exit_code == 0, r.output
+    assert "x floor" in r.output and "first run's extra time" in r.output
+    rows = json.loads((tmp_path / "bench.json").read_text())["rows"]
+    assert [(x["device"], x["hidden"], x["batch"]) for x in rows] == [("cpu", 8, 16), ("cpu", 16, 16)]
+    assert all(x["samples_per_s"] > 0 and x["floor_ratio"] > 0 and x["torch_ratio"] is None
+               and x["first_run_extra_s"] >= 0 for x in rows)
+    assert (tmp_path / "bench.png").stat().st_size > 0

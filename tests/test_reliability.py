@@ -137,6 +137,36 @@ def test_resume_refuses_mismatches(tmp_path, tiny_data):
 
 # --- a real `aecore train` process, interrupted by a signal from outside ---------------------------
 
+@pytest.mark.parametrize("every", [0, 1e9])
+def test_signal_after_the_last_chunk_of_an_epoch_saves_that_epoch(tmp_path, tiny_data,
+                                                                 monkeypatch, every):
+    """SIGINT while an epoch's line is printed (after its last chunk, before the next epoch):
+    with or without a save due at that epoch, the checkpoint on disk is that epoch's, and the
+    resumed run ends as an uninterrupted one (seen by the CLI test on a loaded machine)."""
+    from aecore import trainer
+
+    real = trainer._Progress.epoch
+
+    def print_then_signal(self, row):
+        real(self, row)
+        if row["epoch"] == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    c = cfg(epochs=3)
+    run = tmp_path / "run"
+    monkeypatch.setattr(trainer._Progress, "epoch", print_then_signal)
+    with pytest.raises(TrainingInterrupted):
+        train(c, run, tiny_data, progress=False, chunk_samples=CHUNK, checkpoint_every=every)
+    st = load_checkpoint(run / runs.CHECKPOINT).state
+    assert (st["epoch"], st["position"]) == (1, 0)
+    assert len(runs.read_metrics(run / runs.METRICS)) == 1
+    monkeypatch.setattr(trainer._Progress, "epoch", real)
+    train(c, run, tiny_data, resume=True, progress=False)
+    ref = tmp_path / "ref"
+    train(c, ref, tiny_data, progress=False, chunk_samples=CHUNK)
+    assert_same_run(ref, run)
+
+
 def test_cli_subprocess_sigint_then_resume(tmp_path, tiny_data, real_data_dir):
     """Start `aecore train`, send SIGINT once it is training, check exit 130 and the resume hint,
     resume it, and compare with an uninterrupted in-process run of the same configuration."""
@@ -163,7 +193,7 @@ def test_cli_subprocess_sigint_then_resume(tmp_path, tiny_data, real_data_dir):
     assert f"--resume {run}" in stdout + stderr
     assert "Traceback" not in stdout + stderr
     st = load_checkpoint(run / runs.CHECKPOINT, 32).state
-    assert 1 <= st["epoch"] < 30
+    assert 1 <= st["epoch"] < 30, stdout + stderr
 
     r = subprocess.run([*AECORE, "train", "--resume", str(run),
                         "--data-dir", real_data_dir], capture_output=True, text=True, env=env)
