@@ -10,8 +10,9 @@ validation loss. The state at the end of each epoch is kept in memory, and the r
 checkpoint.safetensors and reconstructions.npz -- at the start, when ``checkpoint_every`` seconds
 have passed since the last save (0: after every epoch), after the last epoch, on Ctrl-C / SIGTERM
 (then with the exact mid-epoch position) and on divergence (then the last good epoch's state).
-On a GPU an epoch takes ~0.1 s, and 7 fsync'ed files per epoch took 14-31 ms of it (H200 study);
-a hard crash (power, SIGKILL) loses at most ``checkpoint_every`` seconds of training.
+On a GPU an epoch takes ~0.1 s, and writing the files (each fsync'ed) after every epoch was part
+of the 14-31 ms per epoch spent outside training (H200 study). A hard crash (power, SIGKILL)
+loses at most ``checkpoint_every`` seconds of training.
 The test loss is computed once, at the end.
 
 Resume is exact: on the CPU an interrupted-then-resumed run ends with the same weights, bit
@@ -334,14 +335,13 @@ class _Run:
             "wall_time_s": self.wall_before + time.perf_counter() - self.t_start,
         }
 
-    def keep(self, engine, epoch_done, rng_state, chunk, model=True):
-        """Copy the state after ``epoch_done`` epochs to host memory: the next save writes it,
-        and a divergence falls back to it. ``model``: it is also the model file's content
-        (False when resuming mid-epoch: the model file keeps the last whole epoch's weights)."""
+    def keep(self, engine, epoch_done, rng_state, chunk):
+        """Copy the state after ``epoch_done`` whole epochs to host memory: the next save writes
+        it (its weights are also the model file's), and a divergence falls back to it."""
         params = engine.get_params()
         self.kept = (params, engine.get_opt_state(),
                      self.state(engine, epoch_done, 0, rng_state, 0.0, 0.0, chunk))
-        self.kept_model = params if model else None
+        self.kept_model = params
 
     def save(self, checkpoint=None):
         """Write the run's files from the kept state; ``checkpoint`` (params, opt_state, state)
@@ -442,7 +442,7 @@ def train(config: TrainConfig, run_dir, data, resume: bool = False, progress: bo
         run.recons_dirty = True
         run.keep(eng, 0, rng.bit_generator.state, chunk)
         run.save()
-    else:  # what is on disk, as loaded
+    else:  # what is on disk, as loaded (mid-epoch: the model file keeps the last whole epoch)
         run.kept = (ckpt.params, ckpt.opt_state, {**st, "metrics": list(run.metrics)})
         run.kept_model = ckpt.params if position == 0 else None
     saved_epochs = set(config.saved_epochs())
@@ -494,7 +494,7 @@ def train(config: TrainConfig, run_dir, data, resume: bool = False, progress: bo
             run.keep(eng, epoch, rng.bit_generator.state, chunk)
             run.progress.epoch(row)
             position, loss_sum, seconds0 = 0, 0.0, 0.0
-            # a signal may arrive at any point: it is looked at once, after the decision to save
+            # the signal flag is read once: a stop always saves this epoch first
             stop = sig.received is not None and epoch < config.epochs
             if stop or epoch == config.epochs or \
                     time.perf_counter() - run.t_saved >= checkpoint_every:
