@@ -7,8 +7,9 @@ the output has too few tiles to fill the GPU: ``kernels.cuda.SplitK``):
     1. H  <- leaky(X[perm[s:e]] W1^T + b1)          linear_leaky_relu   (gathers + scales uint8)
     2. dZ <- mse'(sigmoid(H W2^T + b2)), loss += .. linear_sigmoid_mse  (targets gathered too)
     3. dH <- (dZ W2) * leaky'(H)                    backward_hidden     (reads W2 before 4.)
-    4. W2, b2 <- update(dZ^T H, sum(dZ))            *_weight_step       (gradient never stored)
-    5. W1, b1 <- update(dH^T X[perm[s:e]], sum(dH)) *_weight_step
+    4. W2, b2 <- update(dZ^T H, sum(dZ))            weight_step         (gradient never stored)
+    5. W1, b1 <- update(dH^T X[perm[s:e]], sum(dH)) weight_step
+       (AECORE_CUDA_PAIRED_UPDATES=1: 4 and 5 in one launch, weight_step_pair; same results)
 
 The epoch's permutation is generated on the host by the trainer's seeded NumPy Generator (so a
 CPU and a CUDA run of the same seed see the same batches) and copied to the device once per
@@ -63,6 +64,12 @@ class CudaEngine:
         self._loss = cuda.to_device(np.zeros(1, np.float64))
         o = optim
         self._hp = cuda.to_device(kc._hp(lr=o.lr, momentum=o.momentum))  # sgd / momentum
+        self._opt_kind = {"sgd": kc.OPT_SGD, "momentum": kc.OPT_MOMENTUM,
+                          "nesterov": kc.OPT_NESTEROV, "adam": kc.OPT_ADAM}[o.name]
+        # per weight: (VW, Vb, MW, Mb) as the fused weight-step kernels take them
+        self._opt_state = {w: _state_of(self.state, o.name, w, b) for w, b in ((W1, B1), (W2, B2))}
+        self._paired = os.environ.get("AECORE_CUDA_PAIRED_UPDATES", "0") not in (
+            "0", "", "false", "no")
         self._perm_host = None
         self._perm_dev = None
         self._splitk = kc.SplitK()  # workspace of the split-K products (kernels 1-3), sized once
@@ -111,7 +118,6 @@ class CudaEngine:
         builder while recording). Nothing here allocates or synchronises."""
         o = self.optim
         p = self.params
-        S = self.state
         B = self.batch_size
         sk = self._splitk
         for i, s in enumerate(starts):
@@ -122,26 +128,14 @@ class CudaEngine:
             kc.linear_sigmoid_mse(H, p[W2], p[B2], data, dZ, self._loss, perm=dperm, off=s,
                                   stream=stream, splitk=sk)
             kc.backward_hidden(dZ, p[W2], H, dH, self.slope, stream=stream, splitk=sk)
-            if o.name == "sgd":
-                kc.sgd_weight_step(dZ, H, p[W2], p[B2], o.lr, hp=self._hp, stream=stream)
-                kc.sgd_weight_step(dH, data, p[W1], p[B1], o.lr, perm=dperm, off=s, hp=self._hp,
-                                   stream=stream)
-            elif o.name in ("momentum", "nesterov"):
-                nest = o.name == "nesterov"
-                buf = "momentum_buffer"
-                kc.momentum_weight_step(dZ, H, p[W2], p[B2], S[f"{W2}.{buf}"], S[f"{B2}.{buf}"],
-                                        o.lr, o.momentum, nest, hp=self._hp, stream=stream)
-                kc.momentum_weight_step(dH, data, p[W1], p[B1], S[f"{W1}.{buf}"],
-                                        S[f"{B1}.{buf}"], o.lr, o.momentum, nest, perm=dperm,
-                                        off=s, hp=self._hp, stream=stream)
+            hp = hps[i] if o.name == "adam" else self._hp
+            upd2 = (dZ, H, p[W2], p[B2], *self._opt_state[W2], None, 0)
+            upd1 = (dH, data, p[W1], p[B1], *self._opt_state[W1], dperm, s)
+            if self._paired:  # both updates in one launch: two small grids side by side
+                kc.weight_step_pair(self._opt_kind, hp, upd2, upd1, stream=stream)
             else:
-                hp = hps[i]
-                kc.adam_weight_step(dZ, H, p[W2], p[B2], S[f"{W2}.exp_avg"], S[f"{B2}.exp_avg"],
-                                    S[f"{W2}.exp_avg_sq"], S[f"{B2}.exp_avg_sq"], hp,
-                                    stream=stream)
-                kc.adam_weight_step(dH, data, p[W1], p[B1], S[f"{W1}.exp_avg"],
-                                    S[f"{B1}.exp_avg"], S[f"{W1}.exp_avg_sq"],
-                                    S[f"{B1}.exp_avg_sq"], hp, perm=dperm, off=s, stream=stream)
+                kc.weight_step(self._opt_kind, hp, upd2, stream=stream)
+                kc.weight_step(self._opt_kind, hp, upd1, stream=stream)
 
     def train_steps(self, data, perm, start, stop):
         start, stop = int(start), int(stop)
@@ -240,6 +234,17 @@ class CudaEngine:
         shapes = param_shapes(self.hidden, self.image_size)
         return {k: v.copy_to_host().reshape(shapes[k.rsplit(".", 1)[0]])
                 for k, v in self.state.items()}
+
+
+def _state_of(state, optimizer, w, b):
+    """(VW, Vb, MW, Mb) of weight ``w`` and bias ``b``: the momentum buffers, or Adam's
+    exp_avg_sq (V) and exp_avg (M); None where the optimizer keeps none."""
+    if optimizer in ("momentum", "nesterov"):
+        return state[f"{w}.momentum_buffer"], state[f"{b}.momentum_buffer"], None, None
+    if optimizer == "adam":
+        return (state[f"{w}.exp_avg_sq"], state[f"{b}.exp_avg_sq"], state[f"{w}.exp_avg"],
+                state[f"{b}.exp_avg"])
+    return None, None, None, None
 
 
 def _graph_support():

@@ -75,6 +75,10 @@ def step_kernels(batch, hidden, sk, n_images=4096, seed=0):
         "4 sgd_weight_step W2": lambda: kc.sgd_weight_step(dZ, H, W2, b2, 1e-6, hp=hp),
         "5 sgd_weight_step W1": lambda: kc.sgd_weight_step(dH, X, W1, b1, 1e-6, perm=perm, off=64,
                                                            hp=hp),
+        # 4 and 5 in one launch (AECORE_CUDA_PAIRED_UPDATES=1); not part of the step sum
+        "4+5 weight_step_pair": lambda: kc.weight_step_pair(
+            kc.OPT_SGD, hp, (dZ, H, W2, b2, None, None, None, None, None, 0),
+            (dH, X, W1, b1, None, None, None, None, perm, 64)),
     }
 
 
@@ -96,11 +100,16 @@ def main(argv=None):
         for h in map(int, a.hidden.split(",")):
             total = {"split": 0.0, "whole": 0.0}
             split_fns = step_kernels(B, h, sk)
+            single = paired = 0.0
             for name, fn in step_kernels(B, h, None).items():
                 gpu, host = _gpu_us(fn, a.reps)
                 gpu_s = _gpu_us(split_fns[name], a.reps)[0] if name[0] in "123" else gpu
-                total["whole"] += gpu
-                total["split"] += gpu_s
+                if name.startswith("4+5"):
+                    paired = gpu
+                else:
+                    total["whole"] += gpu
+                    total["split"] += gpu_s
+                    single += gpu if name[0] in "45" else 0.0
                 rows.append(dict(tile=kc.BM, bk=kc.BK, batch=B, hidden=h, kernel=name,
                                  gpu_us=gpu, gpu_us_splitk=gpu_s, host_us=host))
                 print(f"B={B:<4} h={h:<4} {name:<22} gpu {gpu:8.2f} us, split-K {gpu_s:8.2f} us"
@@ -108,6 +117,9 @@ def main(argv=None):
             flops = 6 * B * 784 * h
             print(f"B={B:<4} h={h:<4} {'step (sum)':<22} gpu {total['whole']:8.2f} us, split-K "
                   f"{total['split']:8.2f} us   {flops / total['split'] / 1e3:8.1f} GFLOP/s")
+            print(f"B={B:<4} h={h:<4} {'step, 4+5 paired':<22} split-K "
+                  f"{total['split'] - single + paired:8.2f} us   (4 + 5: {single:.2f} us apart, "
+                  f"{paired:.2f} us in one launch)")
     if a.json:
         with open(a.json, "w") as f:
             json.dump({"compile_s": compile_s, "rows": rows}, f, indent=1)

@@ -14,17 +14,19 @@
 #   tiles    `aecore bench --device cuda` again with each block tile in BENCH_TILES (default 32),
 #            PyTorch timed in the same process: whole-epoch throughput per tile (the tile is
 #            fixed at import, AECORE_CUDA_TILE, so one process per tile)
+#   paired   `aecore bench --device cuda` with AECORE_CUDA_PAIRED_UPDATES=1 (the two weight
+#            updates of a step in one launch), PyTorch in the same process
 #   pybench  the CUDA pytest-benchmarks (kernels vs CuPy; 200 steps and epochs vs PyTorch CUDA
 #            eager and the cuBLAS floor)
 #   study    the 4-size x 200-epoch study (Adam, the defaults) on the GPU, timed (set
-#            AECORE_CUDA_TILE for it to use another tile)
+#            AECORE_CUDA_TILE / AECORE_CUDA_PAIRED_UPDATES for it to use those variants)
 # Assumes aecore is installed (`pip install -e ".[test,cuda13]"`, torch for the PyTorch rows)
 # and the data where aecore finds it (AECORE_DATA).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${1:-gpu-results}"
 shift || true
-STAGES="${*:-tests kernels bench tiles pybench study}"
+STAGES="${*:-tests kernels bench tiles paired pybench study}"
 PY="${PYTHON:-python3}"
 mkdir -p "$OUT"
 export NUMBA_ENABLE_CUDASIM=0 MPLBACKEND=Agg PYTHONUNBUFFERED=1
@@ -72,6 +74,9 @@ for stage in $STAGES; do
             AECORE_CUDA_TILE=$t run_stage "bench_tile$t" 100 aecore bench --device cuda \
                 --hidden 64,128,256,512 --batch 64,256 --repeats 3 --out "$OUT/tile$t"
         done ;;
+    paired)
+        AECORE_CUDA_PAIRED_UPDATES=1 run_stage bench_paired 100 aecore bench --device cuda \
+            --hidden 64,128,256,512 --batch 64,256 --repeats 3 --out "$OUT/paired" ;;
     pybench)
         AECORE_BENCH_RATIOS="$OUT/ratios.json" run_stage pybench 200 "$PY" -m pytest bench \
             -k cuda --benchmark-only --benchmark-json="$OUT/cuda_bench.json" -q \

@@ -555,23 +555,12 @@ def _apply(kind, w, g, v, m, lr, mu, b1, b2, eps, step_size, inv_bc2_sqrt):
     return w, v, m
 
 
-def _k_weight_step(D, X, px, ox, scale, kind, G, gb, W, b, VW, Vb, MW, Mb, hp):
-    """C = D^T X (scaled) then, per ``kind``: OPT_NONE -> G <- C, gb <- colsum(D);
-    otherwise the optimizer update of W (N, K) and b (N,) with gradient C / colsum(D), the
-    gradient never written. D (B, N); X (B, K) maybe gathered; hp = float32 hyper-parameters
-    (lr, momentum, beta1, beta2, eps, step_size, inv_bc2_sqrt). State arrays VW/Vb (momentum
-    buffer or Adam's exp_avg_sq) and MW/Mb (Adam's exp_avg) are unused (may be empty) otherwise.
-    """
-    As = cuda.shared.array((BK, PAD), float32)
-    Bs = cuda.shared.array((BK, PAD), float32)
-    acc = cuda.local.array((TM, TN), float32)
-    a = cuda.local.array(TM, float32)
-    bb = cuda.local.array(TN, float32)
-    tx = cuda.threadIdx.x
-    ty = cuda.threadIdx.y
-    tid = ty * TX + tx
-    m0 = cuda.blockIdx.y * BM
-    n0 = cuda.blockIdx.x * BN
+@_device
+def _weight_step_tile(bx, by, D, X, px, ox, scale, kind, G, gb, W, b, VW, Vb, MW, Mb, hp,
+                      As, Bs, acc, a, bb, tid, tx, ty):
+    """Output tile (by, bx) of ``_k_weight_step``: C = D^T X (scaled), then the update."""
+    m0 = by * BM
+    n0 = bx * BN
     Kb = D.shape[0]  # batch rows: the reduction
     M = D.shape[1]  # output features
     N = X.shape[1]  # input features
@@ -607,7 +596,7 @@ def _k_weight_step(D, X, px, ox, scale, kind, G, gb, W, b, VW, Vb, MW, Mb, hp):
                             VW[f] = v
                         if kind == OPT_ADAM:
                             MW[f] = mm
-    if cuda.blockIdx.x == 0:  # the bias: column sums of D, by the blocks of column 0
+    if bx == 0:  # the bias: column sums of D, by the blocks of column 0
         total = _column_sums_block(D, Kb, m0, As, tid)
         m = m0 + tid
         if tid < BM and m < M:
@@ -629,12 +618,64 @@ def _k_weight_step(D, X, px, ox, scale, kind, G, gb, W, b, VW, Vb, MW, Mb, hp):
                     Mb[m] = mm
 
 
+def _k_weight_step(D, X, px, ox, scale, kind, G, gb, W, b, VW, Vb, MW, Mb, hp):
+    """C = D^T X (scaled) then, per ``kind``: OPT_NONE -> G <- C, gb <- colsum(D);
+    otherwise the optimizer update of W (N, K) and b (N,) with gradient C / colsum(D), the
+    gradient never written. D (B, N); X (B, K) maybe gathered; hp = float32 hyper-parameters
+    (lr, momentum, beta1, beta2, eps, step_size, inv_bc2_sqrt). State arrays VW/Vb (momentum
+    buffer or Adam's exp_avg_sq) and MW/Mb (Adam's exp_avg) are unused (may be empty) otherwise.
+    """
+    As = cuda.shared.array((BK, PAD), float32)
+    Bs = cuda.shared.array((BK, PAD), float32)
+    acc = cuda.local.array((TM, TN), float32)
+    a = cuda.local.array(TM, float32)
+    bb = cuda.local.array(TN, float32)
+    tx = cuda.threadIdx.x
+    ty = cuda.threadIdx.y
+    _weight_step_tile(cuda.blockIdx.x, cuda.blockIdx.y, D, X, px, ox, scale, kind, G, gb, W, b,
+                      VW, Vb, MW, Mb, hp, As, Bs, acc, a, bb, ty * TX + tx, tx, ty)
+
+
 _SIG_WS = [
     f"void({_F2}, {x}, {_I1}, int64, float32, int64, {_F2}, {_F1}, {_F2}, {_F1}, "
     f"{_F1}, {_F1}, {_F1}, {_F1}, {_F1})"
     for x in (_U2, _F2)
 ]
 k_weight_step = _Kernel(_k_weight_step, {"u8": _SIG_WS[0], "f32": _SIG_WS[1]})
+
+
+def _k_weight_step_pair(kind, hp, G, gb,
+                        D1, X1, px1, ox1, scale1, W1, b1, VW1, Vb1, MW1, Mb1,
+                        D2, X2, px2, ox2, scale2, W2, b2, VW2, Vb2, MW2, Mb2):
+    """Two independent ``_k_weight_step`` updates (the step's W2 and W1) in one launch: a 1-D
+    grid whose first blocks are the first update's tiles and the rest the second's. Each is
+    a small grid at batch 64 (13 blocks at h=64): launched together they share the GPU instead
+    of running one after the other, and the step has one launch fewer."""
+    As = cuda.shared.array((BK, PAD), float32)
+    Bs = cuda.shared.array((BK, PAD), float32)
+    acc = cuda.local.array((TM, TN), float32)
+    a = cuda.local.array(TM, float32)
+    bb = cuda.local.array(TN, float32)
+    tx = cuda.threadIdx.x
+    ty = cuda.threadIdx.y
+    tid = ty * TX + tx
+    bid = cuda.blockIdx.x
+    nx1 = (X1.shape[1] + BN - 1) // BN
+    n1 = nx1 * ((D1.shape[1] + BM - 1) // BM)
+    if bid < n1:
+        _weight_step_tile(bid % nx1, bid // nx1, D1, X1, px1, ox1, scale1, kind, G, gb, W1, b1,
+                          VW1, Vb1, MW1, Mb1, hp, As, Bs, acc, a, bb, tid, tx, ty)
+    else:
+        nx2 = (X2.shape[1] + BN - 1) // BN
+        bid -= n1
+        _weight_step_tile(bid % nx2, bid // nx2, D2, X2, px2, ox2, scale2, kind, G, gb, W2, b2,
+                          VW2, Vb2, MW2, Mb2, hp, As, Bs, acc, a, bb, tid, tx, ty)
+
+
+_PART = f"{_F2}, {{x}}, {_I1}, int64, float32, {_F2}, {_F1}, {_F1}, {_F1}, {_F1}, {_F1}"
+k_weight_step_pair = _Kernel(_k_weight_step_pair, {
+    key: f"void(int64, {_F1}, {_F2}, {_F1}, {_PART.format(x=_F2)}, {_PART.format(x=x)})"
+    for key, x in (("u8", _U2), ("f32", _F2))})
 
 
 # --- kernel 5: elementwise optimizer updates ------------------------------------------------
@@ -689,7 +730,7 @@ k_zero_f64 = _Kernel(_k_zero_f64, {"f64": f"void({_D1})"})
 # Every (pyfunc, signature) the launchers use: the PTX test compiles each for sm_80 and sm_90.
 KERNELS = [(k.pyfunc, sig) for k in _Kernel.registry for sig in k.signatures.values()]
 GEMM_KERNELS = ("_k_linear_leaky_relu", "_k_linear_sigmoid_mse", "_k_linear_sigmoid",
-                "_k_backward_hidden", "_k_weight_step")
+                "_k_backward_hidden", "_k_weight_step", "_k_weight_step_pair")
 
 
 # --- host-side launchers (no synchronisation; all arrays already on the device) -------------
@@ -861,6 +902,33 @@ def adam_weight_step(dZ, A, W, b, MW, Mb, VW, Vb, hp, perm=None, off=0, stream=0
     """torch.optim.Adam fused into the weight-gradient product; ``hp`` a device copy of
     ``adam_hparams(lr, t, ...)``. MW/VW are exp_avg / exp_avg_sq of W flattened, Mb/Vb of b."""
     _weight_step(dZ, A, OPT_ADAM, None, None, W, b, VW, Vb, MW, Mb, hp, perm, off, stream)
+
+
+def weight_step(kind, hp, update, stream=0):
+    """One fused weight step: ``update`` = (dZ, A, W, b, VW, Vb, MW, Mb, perm, off) as in
+    ``weight_step_pair``; the same as ``sgd_/momentum_/adam_weight_step`` by ``kind``."""
+    dZ, A, W, b, VW, Vb, MW, Mb, perm, off = update
+    _weight_step(dZ, A, kind, None, None, W, b, VW, Vb, MW, Mb, hp, perm, off, stream)
+
+
+def weight_step_pair(kind, hp, first, second, stream=0):
+    """Two fused weight steps (``*_weight_step``, ``kind`` one of OPT_SGD, OPT_MOMENTUM,
+    OPT_NESTEROV, OPT_ADAM, ``hp`` its device hyper-parameter vector) in one launch.
+
+    ``first`` and ``second`` are ``(dZ, A, W, b, VW, Vb, MW, Mb, perm, off)``: the operands of
+    one update as in ``adam_weight_step`` (VW/Vb the momentum buffer for momentum; None where
+    the optimizer keeps no state). They must not share outputs. ``first``'s A is float32;
+    ``second``'s may be uint8. Same results as the two single launches, bit for bit.
+    """
+    f1 = _empty(np.float32)
+    args = [kind, hp, _empty(np.float32, 2), f1]
+    blocks = 0
+    for dZ, A, W, b, VW, Vb, MW, Mb, perm, off in (first, second):
+        args += [dZ, A, _perm(perm), off, _scale_of(A), W, b,
+                 *(f1 if x is None else x for x in (VW, Vb, MW, Mb))]
+        gx, gy, _ = _grid(dZ.shape[1], A.shape[1])
+        blocks += gx * gy
+    k_weight_step_pair[_key(second[1])][blocks, _BLOCK, stream](*args)
 
 
 def _ew_grid(n):

@@ -361,6 +361,51 @@ def test_adam_weight_step(rng, B, N, K, t):
         assert rel_err(d.copy_to_host(), ref.reshape(-1)) < TOL
 
 
+@pytest.mark.parametrize("kind", ["sgd", "momentum", "nesterov", "adam"])
+def test_weight_step_pair_equals_two_single_launches(rng, kind):
+    """The paired launch (the step's W2 and W1 updates in one grid) gives the single
+    launches' results bit for bit: shapes as in a step with h=13, 70 pixels, B=5 (so the
+    two grids differ: 2x1 and 1x2 tiles), the second update's input gathered uint8 pixels."""
+    B, h, P = 5, 13, 70
+    dZ = (rng.standard_normal((B, P)) * 0.1).astype(np.float32)
+    H = rng.random((B, h), dtype=np.float32)
+    dH = (rng.standard_normal((B, h)) * 0.1).astype(np.float32)
+    X, perm, off, _ = source_rows(rng, pixels(rng, (B + 6, P)), B, True)
+    W2, b2 = _params(rng, P, h)
+    W1, b1 = _params(rng, h, P)
+    opt = {"sgd": kc.OPT_SGD, "momentum": kc.OPT_MOMENTUM, "nesterov": kc.OPT_NESTEROV,
+           "adam": kc.OPT_ADAM}[kind]
+    hp = cuda.to_device(kc.adam_hparams(1e-2, 3) if kind == "adam"
+                        else kc._hp(lr=0.3, momentum=0.9))
+
+    def state(r, n, k):  # VW, Vb (momentum buffer / exp_avg_sq), MW, Mb (exp_avg)
+        if kind == "sgd":
+            return [None] * 4
+        arrays = [r.random(n * k) * 1e-4, r.random(n) * 1e-4]
+        arrays += [r.standard_normal(n * k) * 1e-2, r.standard_normal(n) * 1e-2] \
+            if kind == "adam" else [None, None]
+        return [None if a is None else cuda.to_device(a.astype(np.float32)) for a in arrays]
+
+    def updates(seed):  # (first, second) as weight_step_pair takes them, same values per seed
+        r = np.random.default_rng(seed)
+        return ((cuda.to_device(dZ), cuda.to_device(H), cuda.to_device(W2), cuda.to_device(b2),
+                 *state(r, P, h), None, 0),
+                (cuda.to_device(dH), X, cuda.to_device(W1), cuda.to_device(b1),
+                 *state(r, h, P), perm, off))
+
+    single = updates(1)
+    for dz, A, W, b, VW, Vb, MW, Mb, pm, o in single:
+        kc._weight_step(dz, A, opt, None, None, W, b, VW, Vb, MW, Mb, hp, pm, o, 0)
+    paired = updates(1)
+    kc.weight_step_pair(opt, hp, *paired)
+    for one, two in zip(single, paired):
+        for a, b in zip(one[2:8], two[2:8]):  # W, b and the optimizer state
+            if a is not None:
+                np.testing.assert_array_equal(a.copy_to_host(), b.copy_to_host())
+    assert not np.array_equal(single[0][2].copy_to_host(), W2)  # it did update
+    assert not np.array_equal(single[1][2].copy_to_host(), W1)
+
+
 @pytest.mark.parametrize("n", [1, 300, 2049])
 @pytest.mark.parametrize("kind", ["sgd", "momentum", "nesterov"])
 def test_sgd_update(rng, n, kind):
