@@ -23,7 +23,10 @@ The GEMM (one main loop per operand layout, shared by every kernel):
   reduction (batch 64: one tile for X W1^T at h=64, K = 784) the grid's z dimension splits K
   between blocks; each stores its partial tile, and the last block of a tile (a counter per
   tile) sums the partials in slice order and runs the same epilogue. Measured on an H200 at
-  batch 64: 2.0-2.2x faster training relative to PyTorch in the same run (bench/RESULTS.md).
+  batch 64: 2.0-2.2x faster training relative to PyTorch in the same run (bench/RESULTS.md);
+* ``weight_step_pair``: the step's two weight updates (independent outputs) as one 1-D grid of
+  both sets of tiles, so that two small grids share the GPU (the engine uses it with
+  ``AECORE_CUDA_PAIRED_UPDATES=1``; not yet measured on hardware).
 
 The three operand layouts (``C = A @ B`` with the reduction index ``k``):
 
