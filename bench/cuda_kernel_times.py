@@ -92,7 +92,8 @@ def main(argv=None):
     t = time.perf_counter()
     kc.compile_all()
     compile_s = time.perf_counter() - t
-    print(f"tile {kc.BM}x{kc.BN}, BK {kc.BK}; compile_all {compile_s:.1f} s; "
+    print(f"tile {kc.BM}x{kc.BN}, BK {kc.BK}, prefetch {kc.PREFETCH}; "
+          f"compile_all {compile_s:.1f} s; "
           f"device {getattr(cuda.get_current_device(), 'name', '?')}")
     rows = []
     sk = kc.SplitK()
@@ -110,7 +111,8 @@ def main(argv=None):
                     total["whole"] += gpu
                     total["split"] += gpu_s
                     single += gpu if name[0] in "45" else 0.0
-                rows.append(dict(tile=kc.BM, bk=kc.BK, batch=B, hidden=h, kernel=name,
+                rows.append(dict(tile=kc.BM, bk=kc.BK, prefetch=kc.PREFETCH, batch=B, hidden=h,
+                                 kernel=name,
                                  gpu_us=gpu, gpu_us_splitk=gpu_s, host_us=host))
                 print(f"B={B:<4} h={h:<4} {name:<22} gpu {gpu:8.2f} us, split-K {gpu_s:8.2f} us"
                       f"   host {host:6.2f} us/launch")

@@ -11,11 +11,11 @@
 #   bench    `aecore bench --device cpu,cuda` (the README's table; BENCH_DEVICES=cuda for the GPU
 #            rows alone) and the CUDA rows again with graphs off (AECORE_CUDA_GRAPHS=0; batches
 #            EAGER_BATCH): their ratio is the graphs' effect
-#   tiles    `aecore bench --device cuda` again with each block tile in BENCH_TILES (default 32),
-#            PyTorch timed in the same process: whole-epoch throughput per tile (the tile is
-#            fixed at import, AECORE_CUDA_TILE, so one process per tile)
-#   paired   `aecore bench --device cuda` with AECORE_CUDA_PAIRED_UPDATES=1 (the two weight
-#            updates of a step in one launch), PyTorch in the same process
+#   variants `aecore bench --device cuda --batch 64` once per kernel variant, PyTorch timed in
+#            the same process (so each row's x torch is a same-run ratio). BENCH_VARIANTS: a
+#            space-separated list, each a comma-separated list of settings (fixed at import,
+#            so one process each); default: the 32x32 tile, the paired weight updates, the
+#            register prefetch, and all three together
 #   pybench  the CUDA pytest-benchmarks (kernels vs CuPy; 200 steps and epochs vs PyTorch CUDA
 #            eager and the cuBLAS floor)
 #   study    the 4-size x 200-epoch study (Adam, the defaults) on the GPU, timed (set
@@ -26,7 +26,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${1:-gpu-results}"
 shift || true
-STAGES="${*:-tests kernels bench tiles paired pybench study}"
+STAGES="${*:-tests kernels bench variants pybench study}"
 PY="${PYTHON:-python3}"
 mkdir -p "$OUT"
 export NUMBA_ENABLE_CUDASIM=0 MPLBACKEND=Agg PYTHONUNBUFFERED=1
@@ -69,14 +69,18 @@ for stage in $STAGES; do
         AECORE_CUDA_GRAPHS=0 run_stage bench_eager 50 aecore bench --device cuda \
             --hidden 64,128,256,512 --batch "${EAGER_BATCH:-64,256}" --repeats 3 --no-torch \
             --out "$OUT/eager" ;;
-    tiles)
-        for t in ${BENCH_TILES:-32}; do
-            AECORE_CUDA_TILE=$t run_stage "bench_tile$t" 100 aecore bench --device cuda \
-                --hidden 64,128,256,512 --batch 64,256 --repeats 3 --out "$OUT/tile$t"
+    variants)
+        for v in ${BENCH_VARIANTS:-AECORE_CUDA_TILE=32 AECORE_CUDA_PAIRED_UPDATES=1 \
+                AECORE_CUDA_PREFETCH=1 \
+                AECORE_CUDA_TILE=32,AECORE_CUDA_PAIRED_UPDATES=1,AECORE_CUDA_PREFETCH=1}; do
+            name=$(echo "$v" | sed 's/AECORE_CUDA_//g; s/=/-/g; s/,/+/g')
+            (
+                IFS=, read -ra settings <<< "$v"
+                for kv in "${settings[@]}"; do export "${kv?}"; done
+                run_stage "bench_$name" 90 aecore bench --device cuda \
+                    --hidden 64,128,256,512 --batch 64 --repeats 3 --out "$OUT/variant_$name"
+            )
         done ;;
-    paired)
-        AECORE_CUDA_PAIRED_UPDATES=1 run_stage bench_paired 100 aecore bench --device cuda \
-            --hidden 64,128,256,512 --batch 64,256 --repeats 3 --out "$OUT/paired" ;;
     pybench)
         AECORE_BENCH_RATIOS="$OUT/ratios.json" run_stage pybench 200 "$PY" -m pytest bench \
             -k cuda --benchmark-only --benchmark-json="$OUT/cuda_bench.json" -q \

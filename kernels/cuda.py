@@ -14,7 +14,9 @@ The GEMM (one main loop per operand layout, shared by every kernel):
   so the shared-memory reads of a warp are broadcasts / conflict-free);
 * both operand tiles are staged in shared memory as ``[k][m]`` (padded by one column), two
   ``syncthreads`` per K step; every load is bounds-checked, so any ``B``, ``N``, ``K`` works
-  (tails of 784 = 12*64 + 16, short batches, tiny K);
+  (tails of 784 = 12*64 + 16, short batches, tiny K); a K step's elements are fetched into
+  registers, then stashed in shared memory (``AECORE_CUDA_PREFETCH=1`` fetches the next step
+  before multiplying this one, to hide the global-memory latency; to be measured on a GPU);
 * uint8 pixels are converted to float32 as they are loaded and the 1/255 scale is applied once to
   the accumulator (the product is linear in X), so the dataset stays uint8 on the device;
 * the epilogue (bias, LeakyReLU, Sigmoid + MSE gradient + loss, LeakyReLU', optimizer update)
@@ -78,6 +80,9 @@ TY = BM // TM  # 16 thread rows
 TX = BN // TN  # 16 thread columns
 NTHREADS = TX * TY  # 256
 PAD = BM + 1  # shared tile row length (one column of padding against bank conflicts)
+# AECORE_CUDA_PREFETCH=1: the main loops fetch the next K step into registers before the
+# multiplications of this one (see the main loops); a variant to measure on a GPU.
+PREFETCH = os.environ.get("AECORE_CUDA_PREFETCH", "0") not in ("0", "", "false", "no")
 LOADS = (BK * BM) // NTHREADS  # elements each thread loads per operand tile (4)
 EW_THREADS = 256  # elementwise kernels
 
@@ -122,63 +127,71 @@ def _row(perm, off, r):
 
 
 @_device
-def _load_kmajor(src, perm, off, nrows, K, r0, k0, tile, tid):
-    """tile[kk, rr] <- src[row(r0 + rr), k0 + kk] (0 outside): an operand stored (rows, K)."""
+def _fetch_kmajor(src, perm, off, nrows, K, r0, k0, regs, tid):
+    """regs[q] <- src[row(r0 + rr), k0 + kk] (0 outside) for this thread's LOADS elements of
+    an operand stored (rows, K); ``_stash_kmajor`` puts them at tile[kk, rr]."""
     for q in range(LOADS):
         e = tid + NTHREADS * q
-        kk = e % BK
-        rr = e // BK
-        r = r0 + rr
-        k = k0 + kk
+        r = r0 + e // BK
+        k = k0 + e % BK
         v = float32(0.0)
         if r < nrows and k < K:
             v = float32(src[_row(perm, off, r), k])
-        tile[kk, rr] = v
+        regs[q] = v
 
 
 @_device
-def _load_mmajor(src, perm, off, K, ncols, k0, c0, tile, tid):
-    """tile[kk, cc] <- src[row(k0 + kk), c0 + cc] (0 outside): an operand stored (K, cols)."""
+def _fetch_kmajor_plain(src, nrows, K, r0, k0, regs, tid):
+    """``_fetch_kmajor`` without a row index (src's rows r0.. directly)."""
     for q in range(LOADS):
         e = tid + NTHREADS * q
-        cc = e % BM
-        kk = e // BM
-        k = k0 + kk
-        c = c0 + cc
-        v = float32(0.0)
-        if k < K and c < ncols:
-            v = float32(src[_row(perm, off, k), c])
-        tile[kk, cc] = v
-
-
-@_device
-def _load_kmajor_plain(src, nrows, K, r0, k0, tile, tid):
-    """tile[kk, rr] <- src[r0 + rr, k0 + kk] (0 outside)."""
-    for q in range(LOADS):
-        e = tid + NTHREADS * q
-        kk = e % BK
-        rr = e // BK
-        r = r0 + rr
-        k = k0 + kk
+        r = r0 + e // BK
+        k = k0 + e % BK
         v = float32(0.0)
         if r < nrows and k < K:
             v = float32(src[r, k])
-        tile[kk, rr] = v
+        regs[q] = v
 
 
 @_device
-def _load_mmajor_plain(src, K, ncols, k0, c0, tile, tid):
-    """tile[kk, cc] <- src[k0 + kk, c0 + cc] (0 outside)."""
+def _stash_kmajor(regs, tile, tid):
     for q in range(LOADS):
         e = tid + NTHREADS * q
-        cc = e % BM
-        kk = e // BM
-        k = k0 + kk
-        c = c0 + cc
+        tile[e % BK, e // BK] = regs[q]
+
+
+@_device
+def _fetch_mmajor(src, perm, off, K, ncols, k0, c0, regs, tid):
+    """regs[q] <- src[row(k0 + kk), c0 + cc] (0 outside) for an operand stored (K, cols);
+    ``_stash_mmajor`` puts them at tile[kk, cc]."""
+    for q in range(LOADS):
+        e = tid + NTHREADS * q
+        k = k0 + e // BM
+        c = c0 + e % BM
+        v = float32(0.0)
+        if k < K and c < ncols:
+            v = float32(src[_row(perm, off, k), c])
+        regs[q] = v
+
+
+@_device
+def _fetch_mmajor_plain(src, K, ncols, k0, c0, regs, tid):
+    """``_fetch_mmajor`` without a row index."""
+    for q in range(LOADS):
+        e = tid + NTHREADS * q
+        k = k0 + e // BM
+        c = c0 + e % BM
         v = float32(0.0)
         if k < K and c < ncols:
             v = float32(src[k, c])
-        tile[kk, cc] = v
+        regs[q] = v
+
+
+@_device
+def _stash_mmajor(regs, tile, tid):
+    for q in range(LOADS):
+        e = tid + NTHREADS * q
+        tile[e // BM, e % BM] = regs[q]
 
 
 @_device
@@ -201,52 +214,97 @@ def _zero(acc):
             acc[i, j] = float32(0.0)
 
 
+# Each main loop: fetch a K step's operand elements from global memory into registers, stash
+# them in shared memory, sync, multiply. With PREFETCH the next step's fetch is issued right
+# after the sync, before the multiplications, so its global-memory latency overlaps them (two
+# register buffers in flight); without, it comes after them, as a plain tiled GEMM. Same
+# results either way (the same products in the same order).
 @_device
 def _mainloop_nt(A, pa, oa, W, M, N, kb, K, m0, n0, As, Bs, acc, a, b, tid, tx, ty):
     """acc <- A[rows m0.., kb:K] W[n0.., kb:K]^T; A rows gathered through pa, W (N, .)."""
+    ra = cuda.local.array(LOADS, float32)
+    rb = cuda.local.array(LOADS, float32)
     _zero(acc)
+    _fetch_kmajor(A, pa, oa, M, K, m0, kb, ra, tid)
+    _fetch_kmajor_plain(W, N, K, n0, kb, rb, tid)
     for k0 in range(kb, K, BK):
-        _load_kmajor(A, pa, oa, M, K, m0, k0, As, tid)
-        _load_kmajor_plain(W, N, K, n0, k0, Bs, tid)
+        _stash_kmajor(ra, As, tid)
+        _stash_kmajor(rb, Bs, tid)
         cuda.syncthreads()
+        if PREFETCH:
+            _fetch_kmajor(A, pa, oa, M, K, m0, k0 + BK, ra, tid)
+            _fetch_kmajor_plain(W, N, K, n0, k0 + BK, rb, tid)
         _fma_tile(As, Bs, acc, a, b, tx, ty)
         cuda.syncthreads()
+        if not PREFETCH:
+            _fetch_kmajor(A, pa, oa, M, K, m0, k0 + BK, ra, tid)
+            _fetch_kmajor_plain(W, N, K, n0, k0 + BK, rb, tid)
 
 
 @_device
 def _mainloop_nt_plain(A, W, M, N, kb, K, m0, n0, As, Bs, acc, a, b, tid, tx, ty):
     """acc <- A[m0.., kb:K] W[n0.., kb:K]^T; A (M, .), W (N, .)."""
+    ra = cuda.local.array(LOADS, float32)
+    rb = cuda.local.array(LOADS, float32)
     _zero(acc)
+    _fetch_kmajor_plain(A, M, K, m0, kb, ra, tid)
+    _fetch_kmajor_plain(W, N, K, n0, kb, rb, tid)
     for k0 in range(kb, K, BK):
-        _load_kmajor_plain(A, M, K, m0, k0, As, tid)
-        _load_kmajor_plain(W, N, K, n0, k0, Bs, tid)
+        _stash_kmajor(ra, As, tid)
+        _stash_kmajor(rb, Bs, tid)
         cuda.syncthreads()
+        if PREFETCH:
+            _fetch_kmajor_plain(A, M, K, m0, k0 + BK, ra, tid)
+            _fetch_kmajor_plain(W, N, K, n0, k0 + BK, rb, tid)
         _fma_tile(As, Bs, acc, a, b, tx, ty)
         cuda.syncthreads()
+        if not PREFETCH:
+            _fetch_kmajor_plain(A, M, K, m0, k0 + BK, ra, tid)
+            _fetch_kmajor_plain(W, N, K, n0, k0 + BK, rb, tid)
 
 
 @_device
 def _mainloop_nn(A, W, M, N, kb, K, m0, n0, As, Bs, acc, a, b, tid, tx, ty):
     """acc <- A[m0.., kb:K] W[kb:K, n0..]; A (M, .), W (., N)."""
+    ra = cuda.local.array(LOADS, float32)
+    rb = cuda.local.array(LOADS, float32)
     _zero(acc)
+    _fetch_kmajor_plain(A, M, K, m0, kb, ra, tid)
+    _fetch_mmajor_plain(W, K, N, kb, n0, rb, tid)
     for k0 in range(kb, K, BK):
-        _load_kmajor_plain(A, M, K, m0, k0, As, tid)
-        _load_mmajor_plain(W, K, N, k0, n0, Bs, tid)
+        _stash_kmajor(ra, As, tid)
+        _stash_mmajor(rb, Bs, tid)
         cuda.syncthreads()
+        if PREFETCH:
+            _fetch_kmajor_plain(A, M, K, m0, k0 + BK, ra, tid)
+            _fetch_mmajor_plain(W, K, N, k0 + BK, n0, rb, tid)
         _fma_tile(As, Bs, acc, a, b, tx, ty)
         cuda.syncthreads()
+        if not PREFETCH:
+            _fetch_kmajor_plain(A, M, K, m0, k0 + BK, ra, tid)
+            _fetch_mmajor_plain(W, K, N, k0 + BK, n0, rb, tid)
 
 
 @_device
 def _mainloop_tn(D, X, px, ox, M, N, K, m0, n0, As, Bs, acc, a, b, tid, tx, ty):
     """acc <- D[:, m0..]^T X[rows, n0..]; D (K, M), X (K, N) with rows gathered through px."""
+    ra = cuda.local.array(LOADS, float32)
+    rb = cuda.local.array(LOADS, float32)
     _zero(acc)
+    _fetch_mmajor_plain(D, K, M, 0, m0, ra, tid)
+    _fetch_mmajor(X, px, ox, K, N, 0, n0, rb, tid)
     for k0 in range(0, K, BK):
-        _load_mmajor_plain(D, K, M, k0, m0, As, tid)
-        _load_mmajor(X, px, ox, K, N, k0, n0, Bs, tid)
+        _stash_mmajor(ra, As, tid)
+        _stash_mmajor(rb, Bs, tid)
         cuda.syncthreads()
+        if PREFETCH:
+            _fetch_mmajor_plain(D, K, M, k0 + BK, m0, ra, tid)
+            _fetch_mmajor(X, px, ox, K, N, k0 + BK, n0, rb, tid)
         _fma_tile(As, Bs, acc, a, b, tx, ty)
         cuda.syncthreads()
+        if not PREFETCH:
+            _fetch_mmajor_plain(D, K, M, k0 + BK, m0, ra, tid)
+            _fetch_mmajor(X, px, ox, K, N, k0 + BK, n0, rb, tid)
 
 
 @_device

@@ -541,3 +541,21 @@ def test_foreign_arrays():
     H = cp.full((33, 70), cp.nan, cp.float32)
     kc.linear_leaky_relu(cp.asarray(X), cp.asarray(W), cp.asarray(b), H)
     assert rel_err(cp.asnumpy(H), R.linear_leaky_relu(X, W, b)) < TOL
+
+
+@pytest.mark.skipif(kc.PREFETCH, reason="this process already runs the prefetch variant")
+def test_prefetch_variant_passes_the_kernel_tests():
+    """The main loops with the next K step fetched into registers during this step's products
+    (AECORE_CUDA_PREFETCH=1, fixed at import) pass the GEMM tests, in a subprocess: every
+    operand layout, gathered rows, split-K slices, the fused updates."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "AECORE_CUDA_PREFETCH": "1"}
+    r = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", __file__, "-k",
+         "splitk_linear or splitk_backward or test_linear_sigmoid_mse or weight_step_pair "
+         "or test_weight_grad"],
+        env=env, capture_output=True, text=True, timeout=1200)
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
+    assert " passed" in r.stdout and "failed" not in r.stdout
