@@ -6,8 +6,9 @@
 # only itself):
 #   tests    the CUDA tests on the real GPU (full-size kernels, CPU-vs-CUDA parity on 512 images,
 #            CUDA-graph replay vs eager, the gpu-marked NaN checks)
-#   kernels  GPU time of each of the step's five launches, per batch and hidden size, for the
-#            block tiles in KERNEL_TILES (default 64 32 16; bench/cuda_kernel_times.py)
+#   kernels  GPU time of each of the step's five launches (and of 4+5 paired), per batch and
+#            hidden size, for the block tiles in KERNEL_TILES (default 64 32 16) x the main-loop
+#            prefetch settings in KERNEL_PREFETCH (default 0 1; bench/cuda_kernel_times.py)
 #   bench    `aecore bench --device cpu,cuda` (the README's table; BENCH_DEVICES=cuda for the GPU
 #            rows alone) and the CUDA rows again with graphs off (AECORE_CUDA_GRAPHS=0; batches
 #            EAGER_BATCH): their ratio is the graphs' effect
@@ -60,8 +61,10 @@ for stage in $STAGES; do
             tests/test_engine_cuda.py tests/test_cuda_ptx.py ;;
     kernels)
         for t in ${KERNEL_TILES:-64 32 16}; do
-            AECORE_CUDA_TILE=$t run_stage "kernels$t" 35 "$PY" bench/cuda_kernel_times.py \
-                --json "$OUT/kernels$t.json"
+            for pf in ${KERNEL_PREFETCH:-0 1}; do
+                AECORE_CUDA_TILE=$t AECORE_CUDA_PREFETCH=$pf run_stage "kernels${t}_pf$pf" 35 \
+                    "$PY" bench/cuda_kernel_times.py --json "$OUT/kernels${t}_pf$pf.json"
+            done
         done ;;
     bench)
         run_stage bench 130 aecore bench --device "${BENCH_DEVICES:-cpu,cuda}" \
