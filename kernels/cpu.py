@@ -23,7 +23,6 @@ import math
 import numpy as np
 from llvmlite import ir
 from numba import njit, types
-from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
 from .blas import gemm
@@ -131,9 +130,9 @@ def _prefetch(typingctx, arr, index):
         a = context.make_array(sig.args[0])(context, builder, args[0])
         i8p = ir.IntType(8).as_pointer()
         i32 = ir.IntType(32)
-        fn = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
-            "llvm.prefetch.p0")
+        # declare_intrinsic mangles the name for this LLVM (p0i8 typed; newer LLVMs upgrade it)
+        fn = builder.module.declare_intrinsic(
+            "llvm.prefetch", [i8p], ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]))
         builder.call(fn, [builder.bitcast(builder.gep(a.data, [args[1]]), i8p),
                           i32(0), i32(3), i32(1)])
         return context.get_dummy_value()
