@@ -443,7 +443,7 @@ def train(config: TrainConfig, run_dir, data, resume: bool = False, progress: bo
         run.keep(eng, 0, rng.bit_generator.state, chunk)
         run.save()
     else:  # what is on disk, as loaded (mid-epoch: the model file keeps the last whole epoch)
-        run.kept = (ckpt.params, ckpt.opt_state, {**st, "metrics": list(run.metrics)})
+        run.kept = (ckpt.params, ckpt.opt_state, st)
         run.kept_model = ckpt.params if position == 0 else None
     saved_epochs = set(config.saved_epochs())
 
