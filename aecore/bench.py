@@ -39,7 +39,7 @@ class BenchRow:
     floor_seconds: float | None  # the five products alone, same samples
     torch_seconds: float | None  # PyTorch eager, same device, same samples
     # engine creation + the first run, minus a timed run: compilation (or loading it from
-    # numba's disk cache), first-touch allocation, CUDA graph recording
+    # numba's disk cache), first-touch allocation (a CUDA graph is recorded later, on the 2nd)
     first_run_extra_s: float | None = None
 
     @property
@@ -56,12 +56,9 @@ class BenchRow:
         return {**asdict(self), "floor_ratio": self.floor_ratio, "torch_ratio": self.torch_ratio}
 
 
-def _median_time(fn, repeats: int, warmups: int = 1, first: list | None = None) -> float:
-    for i in range(warmups):  # compilation, first-touch allocation, cuBLAS handles, graphs
-        t = time.perf_counter()
+def _median_time(fn, repeats: int, warmups: int = 1) -> float:
+    for _ in range(warmups):  # compilation, first-touch allocation, cuBLAS handles, graphs
         fn()
-        if first is not None and i == 0:
-            first.append(time.perf_counter() - t)
     times = []
     for _ in range(repeats):
         t = time.perf_counter()
@@ -123,12 +120,12 @@ def bench_one(device, hidden, batch, images, samples, repeats, with_torch=True) 
     params = init_params(hidden, seed=0)
     opt = OptimConfig("sgd", lr=0.05)
     perm = np.random.default_rng(0).permutation(images.shape[0])[:samples].astype(np.int64)
-    # CUDA: the engine records its CUDA graph on the second run of the same samples
-    first = []
     t0 = time.perf_counter()
     fn = _engine_fn(make_engine(device, params, opt, batch), images, perm)
-    setup = time.perf_counter() - t0
-    t_ae = _median_time(fn, repeats, warmups=2 if device == "cuda" else 1, first=first)
+    fn()  # the first run: compilation (or numba's disk cache), allocation
+    t_first = time.perf_counter() - t0
+    # CUDA: the engine records its CUDA graph on the second run of the same samples
+    t_ae = _median_time(fn, repeats, warmups=1 if device == "cuda" else 0)
     if device == "cpu":
         floor = GemmFloor(hidden, batch)
         floor_fn = lambda: floor.run(samples)  # noqa: E731
@@ -139,7 +136,7 @@ def bench_one(device, hidden, batch, images, samples, repeats, with_torch=True) 
     t_torch = _median_time(torch_fn, repeats) if torch_fn else None
     return BenchRow(device, hidden, batch, samples, t_ae, samples / t_ae,
                     step_flops(samples, hidden) / t_ae / 1e9, t_floor, t_torch,
-                    max(setup + first[0] - t_ae, 0.0))
+                    max(t_first - t_ae, 0.0))
 
 
 def format_table(rows) -> str:
@@ -158,8 +155,8 @@ def format_table(rows) -> str:
         if r.first_run_extra_s is not None:
             first.setdefault(r.device, r.first_run_extra_s)
     if first:
-        lines.append("first run's extra time (compilation or numba's disk cache, allocation, "
-                     "graph recording): " + ", ".join(f"{d} {t:.1f} s" for d, t in first.items()))
+        lines.append("first run's extra time (compilation or numba's disk cache, allocation): "
+                     + ", ".join(f"{d} {t:.1f} s" for d, t in first.items()))
     return "\n".join(lines)
 
 
