@@ -864,6 +864,11 @@ def _perm(perm):
     return _empty(np.int64) if perm is None else perm
 
 
+def _f32(x, ndim=1):
+    """x, or the cached empty float32 array for an operand the launch does not use (None)."""
+    return _empty(np.float32, ndim) if x is None else x
+
+
 def linear_leaky_relu(X, W, b, H, slope=0.01, perm=None, off=0, stream=0, splitk=None):
     """H <- leaky_relu(X W^T + b). X (B, K) uint8 or float32, or with ``perm`` the rows
     ``X[perm[off:off+B]]`` of a larger X; W (N, K); b (N,); H (B, N). ``splitk``: a SplitK
@@ -883,11 +888,10 @@ def linear_sigmoid_mse(H, W, b, T, dZ, loss, Y=None, perm=None, off=0, stream=0,
     as in ``linear_leaky_relu`` (the reduction is over the hidden units).
     """
     M, N = dZ.shape
-    if Y is None:
-        Y = _empty(np.float32, 2)
     S, ws, cnt, kchunk = _split_args(splitk, M, N, W.shape[1])
     k_linear_sigmoid_mse[_key(T)][_grid(M, N, S), _BLOCK, stream](
-        H, W, b, T, _perm(perm), off, _scale_of(T), 2.0 / (M * N), dZ, Y, loss, ws, cnt, kchunk)
+        H, W, b, T, _perm(perm), off, _scale_of(T), 2.0 / (M * N), dZ, _f32(Y, 2), loss, ws, cnt,
+        kchunk)
 
 
 def linear_sigmoid(H, W, b, Y, stream=0):
@@ -912,14 +916,9 @@ def _hp(lr=0.0, momentum=0.0, beta1=0.0, beta2=0.0, eps=0.0, step_size=0.0, inv_
 def _weight_step(dZ, A, kind, G, gb, W, b, VW, Vb, MW, Mb, hp, perm, off, stream):
     N = dZ.shape[1]
     K = A.shape[1]
-    f1 = _empty(np.float32)
-    f2 = _empty(np.float32, 2)
     k_weight_step[_key(A)][_grid(N, K), _BLOCK, stream](
-        dZ, A, _perm(perm), off, _scale_of(A), kind,
-        f2 if G is None else G, f1 if gb is None else gb,
-        f2 if W is None else W, f1 if b is None else b,
-        f1 if VW is None else VW, f1 if Vb is None else Vb,
-        f1 if MW is None else MW, f1 if Mb is None else Mb, hp)
+        dZ, A, _perm(perm), off, _scale_of(A), kind, _f32(G, 2), _f32(gb), _f32(W, 2), _f32(b),
+        *map(_f32, (VW, Vb, MW, Mb)), hp)
 
 
 def weight_grad(dZ, A, G, gb, perm=None, off=0, stream=0):
@@ -981,12 +980,10 @@ def weight_step_pair(kind, hp, first, second, stream=0):
     the optimizer keeps no state). They must not share outputs. ``first``'s A is float32;
     ``second``'s may be uint8. Same results as the two single launches, bit for bit.
     """
-    f1 = _empty(np.float32)
-    args = [kind, hp, _empty(np.float32, 2), f1]
+    args = [kind, hp, _f32(None, 2), _f32(None)]
     blocks = 0
     for dZ, A, W, b, VW, Vb, MW, Mb, perm, off in (first, second):
-        args += [dZ, A, _perm(perm), off, _scale_of(A), W, b,
-                 *(f1 if x is None else x for x in (VW, Vb, MW, Mb))]
+        args += [dZ, A, _perm(perm), off, _scale_of(A), W, b, *map(_f32, (VW, Vb, MW, Mb))]
         gx, gy, _ = _grid(dZ.shape[1], A.shape[1])
         blocks += gx * gy
     k_weight_step_pair[_key(second[1])][blocks, _BLOCK, stream](*args)
@@ -998,10 +995,9 @@ def _ew_grid(n):
 
 def sgd_update(W, G, lr, momentum=0.0, nesterov=False, V=None, stream=0):
     """In place on 1-D (flat) float32 arrays, torch.optim.SGD semantics (reference.sgd_update)."""
-    if V is None:
-        V = _empty(np.float32)
     n = W.shape[0]
-    k_sgd_update["f32"][_ew_grid(n), EW_THREADS, stream](W, G, lr, momentum, bool(nesterov), V)
+    k_sgd_update["f32"][_ew_grid(n), EW_THREADS, stream](W, G, lr, momentum, bool(nesterov),
+                                                         _f32(V))
 
 
 def adam_update(W, G, M, V, lr, t, beta1=0.9, beta2=0.999, eps=1e-8, stream=0):
