@@ -11,6 +11,12 @@ the output has too few tiles to fill the GPU: ``kernels.cuda.SplitK``):
     5. W1, b1 <- update(dH^T X[perm[s:e]], sum(dH)) weight_step
        (AECORE_CUDA_PAIRED_UPDATES=1: 4 and 5 in one launch, weight_step_pair; same results)
 
+Everything the engine does on the GPU (uploads, launches, graph replays, reads) is ordered on
+one stream of its own, a non-blocking one: nothing waits on the legacy default stream or on the
+whole device, so engines driven from several host threads (``aecore study --jobs``) run their
+kernels side by side, and each engine's results are the same as when it runs alone. The host
+waits only when it reads something back (the loss, evaluations, parameters).
+
 The epoch's permutation is generated on the host by the trainer's seeded NumPy Generator (so a
 CPU and a CUDA run of the same seed see the same batches) and copied to the device once per
 epoch (8 bytes per sample); every batch then reads its rows through it on the device. The loss
@@ -22,7 +28,7 @@ and copied in one transfer per chunk. Runs under Numba's CUDA simulator too (slo
 how CI exercises it.
 
 CUDA graphs (real GPUs, when ``cuda.core``'s GraphBuilder is available; ``AECORE_CUDA_GRAPHS=0``
-turns them off): the trainer calls ``train_steps`` with the same chunk boundaries every epoch,
+turns them off; they are recorded from and replayed on the engine's stream): the trainer calls ``train_steps`` with the same chunk boundaries every epoch,
 so the second time a chunk ``(start, stop)`` is seen its launches (5 per batch) are recorded
 once into a graph, through the same ``_enqueue`` code the eager path runs, and every later epoch
 replays that graph with one launch. What changes between epochs lives in device buffers the
@@ -53,17 +59,20 @@ class CudaEngine:
     def __init__(self, params, optim: OptimConfig, batch_size: int, slope: float = 0.01,
                  opt_state=None, step: int = 0):
         host, state = engine_setup(self, params, optim, batch_size, slope, step, opt_state)
-        self.params = {k: cuda.to_device(v) for k, v in host.items()}
+        self._graphs = _graph_support()  # None (eager) or {} of recorded chunks
+        self.stream, self._core_stream = _make_stream(self._graphs is not None)
+        s = self.stream
+        self.params = {k: cuda.to_device(v, stream=s) for k, v in host.items()}
         # optimizer buffers flat: the kernels index them linearly
-        self.state = {k: cuda.to_device(v.reshape(-1)) for k, v in state.items()}
+        self.state = {k: cuda.to_device(v.reshape(-1), stream=s) for k, v in state.items()}
         B, h, n = self.batch_size, self.hidden, self.image_size
         self._H = cuda.device_array((B, h), np.float32)
         self._dZ = cuda.device_array((B, n), np.float32)
         self._dH = cuda.device_array((B, h), np.float32)
         self._views = {B: (self._H, self._dZ, self._dH)}
-        self._loss = cuda.to_device(np.zeros(1, np.float64))
+        self._loss = cuda.to_device(np.zeros(1, np.float64), stream=s)
         o = optim
-        self._hp = cuda.to_device(kc._hp(lr=o.lr, momentum=o.momentum))  # sgd / momentum
+        self._hp = cuda.to_device(kc._hp(lr=o.lr, momentum=o.momentum), stream=s)  # sgd / momentum
         self._opt_kind = {"sgd": kc.OPT_SGD, "momentum": kc.OPT_MOMENTUM,
                           "nesterov": kc.OPT_NESTEROV, "adam": kc.OPT_ADAM}[o.name]
         # per weight: (VW, Vb, MW, Mb) as the fused weight-step kernels take them
@@ -72,20 +81,17 @@ class CudaEngine:
             "0", "", "false", "no")
         self._perm_host = None
         self._perm_dev = None
-        self._splitk = kc.SplitK()  # workspace of the split-K products (kernels 1-3), sized once
+        # workspace of the split-K products (kernels 1-3), sized once; this engine's alone
+        self._splitk = kc.SplitK(stream=s)
         for dtype, ndim in ((np.float32, 1), (np.float32, 2), (np.int64, 1), (np.int32, 1)):
             kc._empty(dtype, ndim)  # allocate the launchers' placeholders now, not mid-capture
         self._eval = None  # evaluation buffers (H, Y, loss), made at the first evaluation
-        self._graphs = _graph_support()  # None (eager) or {} of recorded chunks
         self._seen = set()
-        if self._graphs is not None:
-            from cuda.core import Device
-
-            self._stream = Device(cuda.get_current_device().id).create_stream()
+        s.synchronize()
 
     # -- data ---------------------------------------------------------------------------------
     def put(self, images):
-        return cuda.to_device(check_images(images, self.image_size))
+        return cuda.to_device(check_images(images, self.image_size), stream=self.stream)
 
     def _batch_views(self, nb):
         v = self._views.get(nb)
@@ -98,9 +104,10 @@ class CudaEngine:
             arr = np.ascontiguousarray(perm, np.int64)
             if self._graphs is not None and self._perm_dev is not None \
                     and self._perm_dev.shape == arr.shape:
-                self._perm_dev.copy_to_device(arr)  # in place: recorded graphs point at it
+                # in place (recorded graphs point at it), after the work queued before it
+                self._perm_dev.copy_to_device(arr, stream=self.stream)
             else:
-                self._perm_dev = cuda.to_device(arr)
+                self._perm_dev = cuda.to_device(arr, stream=self.stream)
                 if self._graphs:
                     self._graphs.clear()  # they point at the old buffer
             self._perm_host = perm
@@ -114,8 +121,8 @@ class CudaEngine:
 
     # -- training -----------------------------------------------------------------------------
     def _enqueue(self, data, dperm, starts, stop, hps, stream):
-        """Launch the 5 kernels of every batch in ``starts`` on ``stream`` (0, or a graph
-        builder while recording). Nothing here allocates or synchronises."""
+        """Launch the 5 kernels of every batch in ``starts`` on ``stream`` (the engine's, or a
+        graph builder while recording). Nothing here allocates or synchronises."""
         o = self.optim
         p = self.params
         B = self.batch_size
@@ -153,34 +160,40 @@ class CudaEngine:
                       f"{str(e).splitlines()[0] if str(e) else ''}); launching kernels one by one",
                       file=sys.stderr)
                 self._graphs = None
-                cuda.synchronize()
+                self.stream.synchronize()
         self._seen.add(key)
-        hps = None if hp_host is None else cuda.to_device(hp_host)
-        self._enqueue(data, dperm, starts, stop, hps, 0)
+        hps = None if hp_host is None else cuda.to_device(hp_host, stream=self.stream)
+        self._enqueue(data, dperm, starts, stop, hps, self.stream)
         self.step += len(starts)
 
     def _replay(self, key, data, dperm, starts, stop, hp_host):
-        cuda.synchronize()  # eager work on the legacy stream is done before the graph runs
+        """Record the chunk's launches into a graph (its first replay) and launch the graph on
+        the engine's stream. Returns without waiting: the buffers the graph reads (perm, hps)
+        are refilled by copies ordered after it on the same stream."""
         rec = self._graphs.get(key)
         if rec is None:
-            hps = None if hp_host is None else cuda.to_device(hp_host)
-            builder = self._stream.create_graph_builder()
-            builder.begin_building()
+            hps = None if hp_host is None else cuda.to_device(hp_host, stream=self.stream)
+            self.stream.synchronize()  # hps has landed before recording starts
+            builder = self._core_stream.create_graph_builder()
+            builder.begin_building("relaxed")  # other threads' engines go on meanwhile
             self._enqueue(data, dperm, starts, stop, hps, builder)
             builder.end_building()
             # the record holds `data`, so its id (in the key) cannot be reused while it lives
             rec = self._graphs[key] = (builder.complete(), hps, data)
         graph, hps, _ = rec
         if hp_host is not None:
-            hps.copy_to_device(hp_host)
-        graph.launch(self._stream)
-        self._stream.sync()  # perm / hps may be refilled, and the loss read, after this
+            hps.copy_to_device(hp_host, stream=self.stream)
+        graph.launch(self._core_stream)
+
+    def _read(self, arr):
+        """``arr`` on the host, once the work queued before on the engine's stream is done."""
+        out = arr.copy_to_host(stream=self.stream)
+        self.stream.synchronize()
+        return out
 
     def take_loss_sum(self) -> float:
-        value = float(self._loss.copy_to_host()[0])  # synchronises
-        kc.zero_(self._loss)
-        if self._graphs is not None:
-            cuda.synchronize()  # the zeroing lands before a graph on the other stream runs
+        value = float(self._read(self._loss)[0])
+        kc.zero_(self._loss, stream=self.stream)  # ordered before the next chunk's launches
         return value
 
     # -- inference ----------------------------------------------------------------------------
@@ -190,29 +203,31 @@ class CudaEngine:
         n = X.shape[0]
         p = self.params
         B = min(EVAL_BATCH, max(n, 1))
+        st = self.stream
         if self._eval is None:  # the per-epoch validation allocates nothing after the first
-            self._eval = (cuda.device_array((EVAL_BATCH, self.hidden), np.float32),
-                          cuda.device_array((EVAL_BATCH, self.image_size), np.float32),
-                          cuda.device_array(1, np.float64))
+            self._eval = (cuda.device_array((EVAL_BATCH, self.hidden), np.float32, stream=st),
+                          cuda.device_array((EVAL_BATCH, self.image_size), np.float32, stream=st),
+                          cuda.device_array(1, np.float64, stream=st))
         H, Y, loss = self._eval
         if want == 2:
-            H = cuda.device_array((n, self.hidden), np.float32)
+            H = cuda.device_array((n, self.hidden), np.float32, stream=st)
         elif want == 1:
-            Y = cuda.device_array((n, self.image_size), np.float32)
+            Y = cuda.device_array((n, self.image_size), np.float32, stream=st)
         else:
-            kc.zero_(loss)
+            kc.zero_(loss, stream=st)
         for s in range(0, n, B):
             nb = min(B, n - s)
             h = H[s:s + nb] if want == 2 else H[:nb]
-            kc.linear_leaky_relu(X, p[W1], p[B1], h, self.slope, off=s, splitk=self._splitk)
+            kc.linear_leaky_relu(X, p[W1], p[B1], h, self.slope, off=s, stream=st,
+                                 splitk=self._splitk)
             if want == 0:
-                kc.linear_sigmoid_mse(h, p[W2], p[B2], X, Y[:nb], loss, off=s,
+                kc.linear_sigmoid_mse(h, p[W2], p[B2], X, Y[:nb], loss, off=s, stream=st,
                                       splitk=self._splitk)
             elif want == 1:
-                kc.linear_sigmoid(h, p[W2], p[B2], Y[s:s + nb])
+                kc.linear_sigmoid(h, p[W2], p[B2], Y[s:s + nb], stream=st)
         if want == 0:
-            return float(loss.copy_to_host()[0])
-        return (Y if want == 1 else H).copy_to_host()
+            return float(self._read(loss)[0])
+        return self._read(Y if want == 1 else H)
 
     def evaluate(self, data) -> float:
         n = data.shape[0]
@@ -228,12 +243,15 @@ class CudaEngine:
 
     # -- state --------------------------------------------------------------------------------
     def get_params(self):
-        return {k: v.copy_to_host() for k, v in self.params.items()}
+        out = {k: v.copy_to_host(stream=self.stream) for k, v in self.params.items()}
+        self.stream.synchronize()
+        return out
 
     def get_opt_state(self):
         shapes = param_shapes(self.hidden, self.image_size)
-        return {k: v.copy_to_host().reshape(shapes[k.rsplit(".", 1)[0]])
-                for k, v in self.state.items()}
+        out = {k: v.copy_to_host(stream=self.stream) for k, v in self.state.items()}
+        self.stream.synchronize()
+        return {k: v.reshape(shapes[k.rsplit(".", 1)[0]]) for k, v in out.items()}
 
 
 def _state_of(state, optimizer, w, b):
@@ -245,6 +263,22 @@ def _state_of(state, optimizer, w, b):
         return (state[f"{w}.exp_avg_sq"], state[f"{b}.exp_avg_sq"], state[f"{w}.exp_avg"],
                 state[f"{b}.exp_avg"])
     return None, None, None, None
+
+
+def _make_stream(graphs: bool):
+    """The engine's stream for numba launches and copies, and the same stream as a
+    ``cuda.core`` Stream (graph recording and replay; None without graphs). Both non-blocking
+    on a GPU with ``cuda.core``: the legacy default stream, which other code in the process may
+    use, never serialises with it."""
+    if not graphs:
+        return cuda.stream(), None
+    from cuda.core import Device
+
+    dev = Device(cuda.get_current_device().id)
+    dev.set_current()  # the primary context, which numba uses too, current in this thread
+    core = dev.create_stream()  # StreamOptions(nonblocking=True) is cuda.core's default
+    # the numba view does not own the stream: `core` (kept by the engine) does
+    return cuda.external_stream(int(core.handle)), core
 
 
 def _graph_support():

@@ -7,11 +7,15 @@ shared). ``inspect_run`` decides, from a run directory's own files, whether a ru
 trained, resumed (interrupted, or complete with fewer epochs than asked) or skipped (complete;
 diverged). ``estimate`` times a short warm-up of each run's model on the chosen device through
 the engine and extrapolates to the epochs left. Training itself is ``aecore.trainer.train``,
-the code path of ``aecore train``.
+the code path of ``aecore train``; ``train_runs`` trains the runs one after another or, with
+``jobs`` > 1, that many at once, each in its own host thread. On a GPU each run's engine has
+its own CUDA stream, so the runs' kernels share the GPU: at the paper's sizes one run's
+kernels leave most of it idle (a step of a few small launches, latency-bound).
 """
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import tempfile
 import time
 from dataclasses import dataclass
@@ -22,9 +26,9 @@ import numpy as np
 from . import engine as engine_mod
 from . import runs
 from .checkpoint import save_checkpoint, save_model
-from .errors import CheckpointError
+from .errors import CheckpointError, DivergenceError
 from .model import init_params
-from .trainer import CHECKPOINT_EVERY, RESUME_FIXED, TrainConfig
+from .trainer import CHECKPOINT_EVERY, RESUME_FIXED, StopSignals, TrainConfig, TrainingInterrupted
 
 WARMUP_BATCHES = 200  # timed batches per run for the estimate (after a few untimed ones)
 EVAL_SAMPLES = 2000  # validation images timed for the per-epoch evaluation cost
@@ -184,3 +188,52 @@ def fmt_duration(seconds: float) -> str:
     if s < 90 * 60:
         return f"{round(s / 60)} min"
     return f"{s / 3600:.1f} h"
+
+
+# --- training the plan ----------------------------------------------------------------------------
+
+@dataclass
+class Outcome:
+    """How one run of ``train_runs`` ended: ``status`` complete | diverged | interrupted |
+    failed | not started; ``summary`` (complete) or ``error`` (the exception otherwise)."""
+
+    run: PlannedRun
+    status: str
+    summary: dict | None = None
+    error: BaseException | None = None
+
+
+def train_runs(todo: list[PlannedRun], train_one, jobs: int = 1,
+               signals: StopSignals | None = None) -> list[Outcome]:
+    """Train ``todo`` with ``train_one(run, signals)`` (``aecore.trainer.train`` with the
+    study's settings), ``jobs`` runs at a time, and return one Outcome per run, in order.
+
+    ``signals`` (installed by the caller in the main thread; one is made if None) is shared by
+    all runs. A diverged run is reported and the others go on. Ctrl-C / SIGTERM, or a run
+    failing with any other error, stops the study: every run in progress saves a checkpoint and
+    stops after its current chunk (``status`` interrupted), the runs not begun are not started,
+    and rerunning the study resumes them all. With ``jobs`` > 1 the runs train in worker
+    threads while the main thread waits, so the signals still reach it."""
+    signals = StopSignals() if signals is None else signals
+
+    def one(p: PlannedRun) -> Outcome:
+        if signals.received is not None:
+            return Outcome(p, "not started")
+        try:
+            return Outcome(p, "complete", summary=train_one(p, signals))
+        except DivergenceError as e:
+            return Outcome(p, "diverged", error=e)
+        except TrainingInterrupted as e:
+            return Outcome(p, "interrupted", error=e)
+        except Exception as e:  # noqa: BLE001 -- the others stop and save first; re-raised later
+            signals.stop(f"the failure of run {p.dir.name}")
+            return Outcome(p, "failed", error=e)
+
+    if jobs <= 1 or len(todo) <= 1:
+        return [one(p) for p in todo]
+    with cf.ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="aecore-run") as pool:
+        futures = [pool.submit(one, p) for p in todo]
+        pending = set(futures)
+        while pending:  # short waits: the main thread stays free to run the signal handler
+            _, pending = cf.wait(pending, timeout=0.2)
+        return [f.result() for f in futures]

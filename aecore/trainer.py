@@ -21,6 +21,7 @@ for bit, as an uninterrupted run with the same configuration.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import signal
 import sys
@@ -179,13 +180,22 @@ def _is_oom(e: BaseException) -> bool:
     return "OUT_OF_MEMORY" in text or "OUTOFMEMORY" in text or "OUT OF MEMORY" in text
 
 
-class _Signals:
+class StopSignals:
     """Turns the first SIGINT / SIGTERM into a flag checked between chunks; a second one
-    raises KeyboardInterrupt as usual (the last end-of-epoch checkpoint is still on disk)."""
+    raises KeyboardInterrupt as usual (the last end-of-epoch checkpoint is still on disk).
+
+    The handlers are installed (in ``with``) only from the main thread. Runs trained in other
+    threads (``aecore study --jobs``) share the main thread's instance: each checks the flag
+    between its chunks, and ``stop(reason)`` raises it from code (another run failed)."""
 
     def __init__(self):
         self.received = None
         self._old = {}
+
+    def stop(self, reason: str):
+        """Ask every run that checks this flag to save a checkpoint and stop."""
+        if self.received is None:
+            self.received = reason
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
@@ -214,11 +224,12 @@ def _fmt_time(s: float) -> str:
 
 
 class _Progress:
-    """A one-line progress bar on stderr (only on a terminal) and one line per epoch on stdout."""
+    """A one-line progress bar on stderr (only on a terminal, and only with ``bar``: runs
+    trained side by side print their epoch lines alone) and one line per epoch on stdout."""
 
-    def __init__(self, enabled: bool, epochs: int, n: int, label: str):
+    def __init__(self, enabled: bool, epochs: int, n: int, label: str, bar: bool = True):
         self.enabled = enabled
-        self.tty = enabled and sys.stderr.isatty()
+        self.tty = enabled and bar and sys.stderr.isatty()
         self.epochs, self.n, self.label = epochs, n, label
         self.t_last = 0.0
 
@@ -257,7 +268,8 @@ def _crc(images) -> int:
 # --- the run --------------------------------------------------------------------------------------
 
 class _Run:
-    def __init__(self, config: TrainConfig, run_dir: Path, data, progress: bool):
+    def __init__(self, config: TrainConfig, run_dir: Path, data, progress: bool,
+                 label: str | None = None, bar: bool = True):
         self.config, self.dir, self.data = config, run_dir, data
         train = data.train.images if config.limit is None else data.train.images[: config.limit]
         self.train_images = np.ascontiguousarray(train)
@@ -269,7 +281,8 @@ class _Run:
         self.kept = self.kept_model = None
         self.t_saved = time.perf_counter()
         self.metrics: list[dict] = []
-        self.progress = _Progress(progress, config.epochs, self.n, f"h{config.hidden}")
+        self.progress = _Progress(progress, config.epochs, self.n,
+                                  label or f"h{config.hidden}", bar)
         self.wall_before = 0.0
         self.t_start = time.perf_counter()
 
@@ -381,13 +394,18 @@ def _make_engine(config, params, opt_state, step, handles_for, fallback_cpu):
 
 def train(config: TrainConfig, run_dir, data, resume: bool = False, progress: bool = True,
           overwrite: bool = False, fallback_cpu: bool = False, on_chunk=None,
-          chunk_samples: int = CHUNK_SAMPLES, checkpoint_every: float = CHECKPOINT_EVERY) -> dict:
+          chunk_samples: int = CHUNK_SAMPLES, checkpoint_every: float = CHECKPOINT_EVERY,
+          signals: StopSignals | None = None, label: str | None = None,
+          progress_bar: bool = True) -> dict:
     """Train (or, with ``resume``, continue) the run in ``run_dir``; returns the summary dict.
 
     ``data``: an object with ``.train/.val/.test`` splits (``.images`` uint8 (n, 784),
     ``.labels``), as ``aecore.data.load_fashion_mnist`` returns. ``on_chunk(epoch, position)``
     is called after every chunk of about ``chunk_samples`` samples (tests use it).
     ``checkpoint_every``: seconds between saves of the run's files (module docstring).
+    ``signals``: a StopSignals installed by the caller (runs in threads share the main
+    thread's); by default the run installs its own for its duration. ``label`` starts its
+    progress lines (default ``h<hidden>``); ``progress_bar`` False keeps only the epoch lines.
     Raises DivergenceError on a NaN/inf loss, TrainingInterrupted on SIGINT/SIGTERM (after writing a resumable checkpoint)."""
     run_dir = Path(run_dir)
     problems = config_problems(config)
@@ -408,7 +426,7 @@ def train(config: TrainConfig, run_dir, data, resume: bool = False, progress: bo
     else:
         runs.prepare_run_dir(run_dir, overwrite)
 
-    run = _Run(config, run_dir, data, progress)
+    run = _Run(config, run_dir, data, progress, label, progress_bar)
     run.train_crc = _crc(run.train_images)
     n = run.n
     if n < 1 or config.batch_size > n:
@@ -447,7 +465,7 @@ def train(config: TrainConfig, run_dir, data, resume: bool = False, progress: bo
         run.kept_model = ckpt.params if position == 0 else None
     saved_epochs = set(config.saved_epochs())
 
-    with _Signals() as sig:
+    with (StopSignals() if signals is None else contextlib.nullcontext(signals)) as sig:
         for epoch in range(epoch0 + 1, config.epochs + 1):
             rng_state = rng.bit_generator.state
             perm = rng.permutation(n).astype(np.int64)

@@ -19,8 +19,10 @@
 #            register prefetch, and all three together
 #   pybench  the CUDA pytest-benchmarks (kernels vs CuPy; 200 steps and epochs vs PyTorch CUDA
 #            eager and the cuBLAS floor)
-#   study    the 4-size x 200-epoch study (Adam, the defaults) on the GPU, timed (set
-#            AECORE_CUDA_TILE / AECORE_CUDA_PAIRED_UPDATES for it to use those variants)
+#   study    the 4-size x 200-epoch study (Adam, the defaults) on the GPU, timed, once per
+#            number of runs trained at once in STUDY_JOBS (default "4": all four side by side;
+#            "4 1" also times them one after another); set AECORE_CUDA_TILE /
+#            AECORE_CUDA_PAIRED_UPDATES / AECORE_CUDA_PREFETCH for it to use those variants
 # Assumes aecore is installed (`pip install -e ".[test,cuda13]"`, torch for the PyTorch rows)
 # and the data where aecore finds it (AECORE_DATA).
 set -uo pipefail
@@ -89,8 +91,10 @@ for stage in $STAGES; do
             -k cuda --benchmark-only --benchmark-json="$OUT/cuda_bench.json" -q \
             -p no:cacheprovider ;;
     study)
-        run_stage study 150 aecore study --device cuda --optimizers adam --yes \
-            --out "$OUT/study" ;;
+        for j in ${STUDY_JOBS:-4}; do
+            run_stage "study_jobs$j" 150 aecore study --device cuda --optimizers adam --yes \
+                --jobs "$j" --out "$OUT/study_jobs$j"
+        done ;;
     *) echo "unknown stage $stage" >&2 ;;
     esac
 done

@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 import warnings
 
 import numpy as np
@@ -410,6 +411,7 @@ class _Kernel:
     the simulator), so it happens on first use or in ``compile_all()``, not at import."""
 
     registry: list = []
+    _lock = threading.Lock()  # engines in several threads (aecore study --jobs) compile once
 
     def __init__(self, pyfunc, signatures: dict):
         self.pyfunc = pyfunc
@@ -420,7 +422,10 @@ class _Kernel:
     def __getitem__(self, key):
         k = self._compiled.get(key)
         if k is None:
-            k = self._compiled[key] = cuda.jit(self.signatures[key], **_jit)(self.pyfunc)
+            with _Kernel._lock:
+                k = self._compiled.get(key)
+                if k is None:
+                    k = self._compiled[key] = cuda.jit(self.signatures[key], **_jit)(self.pyfunc)
         return k
 
 
@@ -812,14 +817,15 @@ class SplitK:
     engine: launches that share a SplitK must not run concurrently (on two streams at once).
     """
 
-    def __init__(self, blocks=None, splits=None, capacity=1 << 22, max_tiles=4096):
+    def __init__(self, blocks=None, splits=None, capacity=1 << 22, max_tiles=4096, stream=0):
         if blocks is None:
             dev = cuda.get_current_device()
             blocks = 2 * getattr(dev, "MULTIPROCESSOR_COUNT", 4)  # the simulator has no count
         self.blocks = int(blocks)
         self.splits = splits
         self.ws = cuda.device_array(int(capacity), np.float32)
-        self.cnt = cuda.to_device(np.zeros(int(max_tiles), np.int32))
+        # the counters start at 0 and every split launch leaves them at 0 again
+        self.cnt = cuda.to_device(np.zeros(int(max_tiles), np.int32), stream=stream)
 
     def plan(self, M, N, K):
         tiles = ((M + BM - 1) // BM) * ((N + BN - 1) // BN)

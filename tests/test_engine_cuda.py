@@ -166,3 +166,47 @@ def test_no_graphs_in_the_simulator_or_when_turned_off(monkeypatch):
     monkeypatch.setenv("AECORE_CUDA_GRAPHS", "1")
     if SIM:
         assert _graph_support() is None
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(SIM, reason="the simulator runs kernels from one host thread at a time "
+                    "(it swaps module globals while a kernel runs)")
+def test_engines_in_threads_run_side_by_side_with_the_same_results(real_data):
+    """aecore study --jobs: engines driven from several threads, each on its own stream, give
+    each the weights it gives alone (eager epochs, graph recording and replay included)."""
+    import threading
+
+    images = real_data.train.images[:4096]
+    setups = [(64, OptimConfig("adam", lr=1e-3)), (128, OptimConfig("sgd", lr=20.0)),
+              (512, OptimConfig("momentum", lr=3.0))]
+
+    def run(hidden, optim, out, i):
+        eng = make_engine("cuda", init_params(hidden, i), optim, 64)
+        data = eng.put(images)
+        rng = np.random.default_rng(i)
+        losses = []
+        for _ in range(3):  # eager, recorded, replayed
+            perm = rng.permutation(len(images)).astype(np.int64)
+            for a, b in ((0, 2048), (2048, 4096)):
+                eng.train_steps(data, perm, a, b)
+                losses.append(eng.take_loss_sum())
+            losses.append(eng.evaluate(data))
+        out[i] = losses, eng.get_params(), eng.get_opt_state()
+
+    alone, together = {}, {}
+    for i, (h, o) in enumerate(setups):
+        run(h, o, alone, i)
+    threads = [threading.Thread(target=run, args=(h, o, together, i))
+               for i, (h, o) in enumerate(setups)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(together) == [0, 1, 2]
+    for i in range(len(setups)):
+        (la, pa, sa), (lb, pb, sb) = alone[i], together[i]
+        np.testing.assert_allclose(lb, la, rtol=1e-12)  # the loss atomics may add in any order
+        for k in pa:
+            np.testing.assert_array_equal(pb[k], pa[k], err_msg=k)
+        for k in sa:
+            np.testing.assert_array_equal(sb[k], sa[k], err_msg=k)

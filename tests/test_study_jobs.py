@@ -1,0 +1,150 @@
+"""Several runs at once (``aecore.study.train_runs``, ``aecore study --jobs``): each run's
+results are exactly those of training it alone, and a stop (Ctrl-C, or one run failing) makes
+every run in progress save a checkpoint and stop, after which the same study resumes them.
+
+These run the CPU engine in the worker threads (the threading, the shared stop flag and the
+files are the same for every engine); the CUDA engine's side by side test, which needs a real
+GPU, is in test_engine_cuda.py."""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+import time
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from aecore import runs
+from aecore import study as S
+from aecore.checkpoint import load_checkpoint
+from aecore.cli.main import main
+from aecore.trainer import TrainConfig, TrainingInterrupted, train
+
+from conftest import synthetic_data
+
+
+def _plan(root, hidden_opts, epochs=2):
+    return [S.PlannedRun(TrainConfig(hidden=h, optimizer=o, epochs=epochs, val_size=96,
+                                     device="cpu", recon_epochs=(1,)), root / f"h{h}-{o}")
+            for h, o in hidden_opts]
+
+
+def _trainer(data, hooks=None, **kw):
+    """train_one for train_runs: the real trainer; ``hooks`` maps a run name to its on_chunk."""
+    def train_one(p, signals):
+        hook = (hooks or {}).get(p.dir.name)
+        on_chunk = None if hook is None else (lambda e, pos: hook(e, pos, signals))
+        return train(p.config, p.dir, data, progress=False, signals=signals, on_chunk=on_chunk,
+                     **kw)
+    return train_one
+
+
+def _wait_for_stop(signals, timeout=60.0):
+    t0 = time.monotonic()
+    while signals.received is None:
+        assert time.monotonic() - t0 < timeout, "no stop arrived"
+        time.sleep(0.005)
+
+
+def _same_run(a, b):
+    ca, cb = load_checkpoint(a / runs.CHECKPOINT), load_checkpoint(b / runs.CHECKPOINT)
+    for k in ca.params:
+        np.testing.assert_array_equal(ca.params[k], cb.params[k], err_msg=f"{a.name} {k}")
+    for k in ca.opt_state:
+        np.testing.assert_array_equal(ca.opt_state[k], cb.opt_state[k], err_msg=f"{a.name} {k}")
+    ma, mb = runs.read_metrics(a / runs.METRICS), runs.read_metrics(b / runs.METRICS)
+    assert [(r["train_loss"], r["val_loss"]) for r in ma] == \
+        [(r["train_loss"], r["val_loss"]) for r in mb]
+
+
+RUNS = [(8, "adam"), (16, "sgd"), (24, "momentum")]
+
+
+def test_runs_side_by_side_equal_runs_alone(tmp_path):
+    data = synthetic_data()
+    one = S.train_runs(_plan(tmp_path / "seq", RUNS), _trainer(data, chunk_samples=64), jobs=1)
+    par = S.train_runs(_plan(tmp_path / "par", RUNS), _trainer(data, chunk_samples=64), jobs=3)
+    assert [o.status for o in one] == [o.status for o in par] == ["complete"] * 3
+    for o, q in zip(one, par):
+        _same_run(o.run.dir, q.run.dir)
+        assert o.summary["test_loss"] == q.summary["test_loss"]
+
+
+def test_a_failing_run_stops_the_others_with_checkpoints(tmp_path):
+    data = synthetic_data()
+    names = [f"h{h}-{o}" for h, o in RUNS]
+
+    def fail(epoch, pos, signals):
+        raise RuntimeError("disk on fire")
+
+    def hold(epoch, pos, signals):  # still in its first epoch when the other run fails
+        _wait_for_stop(signals)
+
+    plan = _plan(tmp_path, RUNS)
+    out = S.train_runs(plan, _trainer(data, {names[0]: fail, names[1]: hold}, chunk_samples=64),
+                       jobs=2)
+    assert [o.status for o in out] == ["failed", "interrupted", "not started"]
+    assert isinstance(out[0].error, RuntimeError) and "disk on fire" in str(out[0].error)
+    assert isinstance(out[1].error, TrainingInterrupted)
+    assert "the failure of run " + names[0] in str(out[1].error)
+    s = json.loads((plan[1].dir / runs.SUMMARY).read_text())
+    assert s["status"] == "interrupted"
+    ck = load_checkpoint(plan[1].dir / runs.CHECKPOINT)
+    assert (ck.state["epoch"], ck.state["position"]) == (0, 64)  # after its first chunk
+    assert not plan[2].dir.exists()
+
+
+def test_cli_jobs_ctrl_c_saves_every_run_and_the_rerun_resumes_them(tmp_path, real_data_dir,
+                                                                    monkeypatch):
+    import aecore.cli.study as study_cli
+
+    base = ["study", "--device", "cpu", "--hidden", "8,16,24", "--epochs", "2", "--limit", "512",
+            "--optimizers", TrainConfig().optimizer, "--data-dir", real_data_dir, "--yes"]
+    ref, out = tmp_path / "ref", tmp_path / "st"
+    r = CliRunner().invoke(main, base + ["--out", str(ref)])  # one at a time, uninterrupted
+    assert r.exit_code == 0, r.output
+
+    real_train = study_cli.train_run
+    started = []
+
+    def ctrl_c_in_first_chunks(config, run_dir, data, **kw):
+        started.append(run_dir.name)
+        signals = kw["signals"]
+        first = len(started) == 1
+
+        def on_chunk(epoch, pos):
+            if epoch == 1 and pos == 64 and first:
+                signal.raise_signal(signal.SIGINT)  # what Ctrl-C does (here from a worker)
+            _wait_for_stop(signals)
+
+        return real_train(config, run_dir, data, on_chunk=on_chunk, chunk_samples=64, **kw)
+
+    monkeypatch.setattr(study_cli, "train_run", ctrl_c_in_first_chunks)
+    r = CliRunner().invoke(main, base + ["--out", str(out), "--jobs", "2"])
+    assert r.exit_code == 130, r.output
+    assert threading.active_count() == 1  # the workers are gone
+    assert len(started) == 2  # the third run was not started
+    for name in started:
+        s = json.loads((out / name / runs.SUMMARY).read_text())
+        assert s["status"] == "interrupted", name
+        assert load_checkpoint(out / name / runs.CHECKPOINT).state["position"] == 64
+    assert "run the same aecore study command again" in r.output.lower()
+
+    monkeypatch.setattr(study_cli, "train_run", real_train)
+    r = CliRunner().invoke(main, base + ["--out", str(out), "--jobs", "3"])
+    assert r.exit_code == 0, r.output
+    assert "3 at once" in r.output
+    for h in (8, 16, 24):
+        name = runs.run_name(h, TrainConfig().optimizer)
+        _same_run(out / name, ref / name)  # resumed mid-epoch, side by side: the same run
+
+
+@pytest.mark.parametrize("bad", ["0", "-1", "two"])
+def test_cli_jobs_usage_errors(tmp_path, bad):
+    r = CliRunner().invoke(main, ["study", "--jobs", bad, "--out", str(tmp_path / "st"),
+                                  "--data-dir", str(tmp_path / "none"), "--yes"])
+    assert r.exit_code == 2 and "--jobs" in r.output and "Traceback" not in r.output
+    assert not (tmp_path / "st").exists()
