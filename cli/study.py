@@ -11,12 +11,11 @@ import click
 from aecore import HIDDEN_SIZES, runs
 from aecore.engine import OPTIMIZERS
 from aecore.errors import CheckpointError, DivergenceError
-from aecore.trainer import (MAX_HIDDEN, StopSignals, TrainConfig, TrainingInterrupted,
-                            train as train_run)
+from aecore.trainer import MAX_HIDDEN, TrainConfig, TrainingInterrupted, train as train_run
 
 from .report import build as build_report
 from .train import (FASHION_TRAIN, HiddenList, _check, checkpoint_every_option, data_dir_option,
-                    device_option, load_data, resolve_device)
+                    device_option, jobs_option, load_data, resolve_device, train_side_by_side)
 
 D = TrainConfig()  # the defaults, defined once in aecore.trainer
 DEFAULT_OPTIMIZERS = ("sgd", "momentum", "adam")
@@ -79,8 +78,7 @@ Examples:
 @click.option("--yes", "-y", is_flag=True,
               help="Start without asking (it asks only on a terminal).")
 @checkpoint_every_option
-@click.option("--jobs", "-j", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Runs trained at the same time (threads sharing the device).")
+@jobs_option
 def study(device, hidden, epochs, optimizers, compare_hidden, out, data_dir, limit, yes,
           checkpoint_every, jobs):
     from aecore import study as S
@@ -129,10 +127,6 @@ def study(device, hidden, epochs, optimizers, compare_hidden, out, data_dir, lim
             per_run = S.estimate(plan, data, dev, scratch_dir=out, checkpoint_every=checkpoint_every)
             total = sum(per_run.values())
             jobs = min(jobs, len(todo))
-            if jobs > 1 and dev == "cpu":
-                click.echo(f"notice: --jobs {jobs} on the CPU: the runs compete for the cores "
-                           "that each run's matrix products already use (it helps on a GPU)",
-                           err=True)
             click.echo(f"estimated {S.fmt_duration(total)} on {dev}"
                        + (f" one run at a time (with --jobs {jobs}, less)" if jobs > 1 else "")
                        + " (" + ", ".join(f"{d.name} {S.fmt_duration(t)}"
@@ -153,24 +147,14 @@ def study(device, hidden, epochs, optimizers, compare_hidden, out, data_dir, lim
                                  checkpoint_every=checkpoint_every, signals=signals,
                                  label=p.dir.name, progress_bar=jobs == 1)
 
-            with StopSignals() as signals:
-                outcomes = S.train_runs(todo, train_one, jobs, signals)
-            failed = [o for o in outcomes if o.status == "failed"]
-            stopped = [o for o in outcomes if o.status in ("interrupted", "not started")]
+            outcomes = train_side_by_side(todo, train_one, jobs, dev)
             for o in outcomes:
                 if o.status == "diverged":
                     click.echo(f"Error: {o.run.dir.name}: {o.error}", err=True)
                     diverged = True
                 elif o.status == "interrupted":
                     click.echo(f"{o.run.dir.name}: {o.error}", err=True)
-            if failed:
-                click.echo(f"{failed[0].run.dir.name} failed:", err=True)
-                if stopped:
-                    click.echo(f"{', '.join(o.run.dir.name for o in stopped)}: stopped because "
-                               f"{failed[0].run.dir.name} failed; their checkpoints are saved",
-                               err=True)
-                raise failed[0].error
-            if stopped:
+            if any(o.status in ("interrupted", "not started") for o in outcomes):
                 click.echo("Run the same aecore study command again to continue: complete runs "
                            "are skipped and the others resume.", err=True)
                 sys.exit(TrainingInterrupted.exit_code)

@@ -15,8 +15,9 @@ from click.core import ParameterSource
 from aecore import runs
 from aecore.engine import OPTIMIZERS
 from aecore.errors import AecoreError, CheckpointError, DivergenceError
-from aecore.trainer import (CHECKPOINT_EVERY, DEFAULT_LR, MAX_HIDDEN, RESUME_FIXED, TrainConfig, TrainingInterrupted,
-                            config_problems, load_run_config, train as train_run)
+from aecore.trainer import (CHECKPOINT_EVERY, DEFAULT_LR, MAX_HIDDEN, RESUME_FIXED, StopSignals,
+                            TrainConfig, TrainingInterrupted, config_problems, load_run_config,
+                            train as train_run)
 
 D = TrainConfig()  # the defaults, defined once in aecore.trainer
 FASHION_TRAIN = 60000  # images in the Fashion-MNIST training file (before the validation split)
@@ -69,6 +70,33 @@ def checkpoint_every_option(f):
                         help="Save the run directory (checkpoint, model, metrics) at the end of an "
                         "epoch when this long has passed since the last save; 0: every epoch. "
                         "It is always saved at the end, on Ctrl-C and on divergence.")(f)
+
+
+def jobs_option(f):
+    return click.option("--jobs", "-j", type=click.IntRange(min=1), default=1, show_default=True,
+                        help="Runs trained at the same time, each from its own thread (on a GPU "
+                        "each on its own CUDA stream); their results are as when trained alone.")(f)
+
+
+def train_side_by_side(planned, train_one, jobs: int, device: str):
+    """``aecore.study.train_runs`` for the commands: ``jobs`` runs at a time under one Ctrl-C
+    handler; a run that failed is re-raised once every other run has saved and stopped.
+    Returns the outcomes of the others (complete, diverged, interrupted, not started)."""
+    from aecore.study import train_runs
+
+    if jobs > 1 and device == "cpu":
+        click.echo(f"notice: --jobs {jobs} on the CPU: the runs compete for the cores that each "
+                   "run's matrix products already use (it helps on a GPU)", err=True)
+    with StopSignals() as signals:
+        outcomes = train_runs(planned, train_one, jobs, signals)
+    failed = [o for o in outcomes if o.status == "failed"]
+    if failed:
+        stopped = [o.run.dir.name for o in outcomes if o.status in ("interrupted", "not started")]
+        click.echo(f"{failed[0].run.dir.name} failed"
+                   + (f"; stopped {', '.join(stopped)} (checkpoints saved where begun)"
+                      if stopped else ""), err=True)
+        raise failed[0].error
+    return outcomes
 
 
 def load_data(data_dir, val_size: int):
@@ -161,9 +189,10 @@ Examples:
                    "may be raised).")
 @click.option("--overwrite", is_flag=True, help="Replace existing run directories' files.")
 @checkpoint_every_option
+@jobs_option
 @click.pass_context
 def train(ctx, hidden, epochs, batch_size, lr, optimizer, momentum, slope, seed, val_size, limit,
-          device, data_dir, out, resume, overwrite, checkpoint_every):
+          device, data_dir, out, resume, overwrite, checkpoint_every, jobs):
     if resume is not None:
         return _resume(ctx, resume, device, data_dir, epochs, checkpoint_every)
 
@@ -191,7 +220,7 @@ def train(ctx, hidden, epochs, batch_size, lr, optimizer, momentum, slope, seed,
     configs = [TrainConfig(**{**c.to_dict(), "device": dev}) for c in configs]
     data = load_data(data_dir, val_size)
     _run_all(configs, dirs, data, overwrite, fallback_cpu=(device == "auto"),
-             checkpoint_every=checkpoint_every)
+             checkpoint_every=checkpoint_every, jobs=jobs)
 
 
 def _check(config, n_train):
@@ -217,7 +246,7 @@ def _check_outputs(out: Path, dirs, overwrite):
 def _resume(ctx, run_dir: Path, device, data_dir, epochs, checkpoint_every):
     fixed = [OPTION_OF[n] for n in (*RESUME_FIXED, "hidden") if n in OPTION_OF
              and ctx.get_parameter_source(n) == ParameterSource.COMMANDLINE]
-    for name in ("out", "overwrite"):
+    for name in ("out", "overwrite", "jobs"):
         if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE:
             fixed.append(f"--{name}")
     if fixed:
@@ -238,29 +267,42 @@ def _resume(ctx, run_dir: Path, device, data_dir, epochs, checkpoint_every):
              checkpoint_every=checkpoint_every)
 
 
-def _run_all(configs, dirs, data, overwrite, fallback_cpu, resume=False, checkpoint_every=CHECKPOINT_EVERY):
-    results, diverged = [], None
-    for i, (c, d) in enumerate(zip(configs, dirs)):
-        verb = "resuming" if resume else "training"
-        click.echo(f"{verb} {d}: hidden {c.hidden}, {c.epochs} epochs, batch {c.batch_size}, "
-                   f"{c.optimizer} lr {c.lr:g}, {c.device}"
+def _run_all(configs, dirs, data, overwrite, fallback_cpu, resume=False,
+             checkpoint_every=CHECKPOINT_EVERY, jobs=1):
+    from aecore.study import PlannedRun
+
+    jobs = min(jobs, len(configs))
+
+    def train_one(p, signals):
+        c, d = p.config, p.dir
+        click.echo(f"{'resuming' if resume else 'training'} {d}: hidden {c.hidden}, {c.epochs} "
+                   f"epochs, batch {c.batch_size}, {c.optimizer} lr {c.lr:g}, {c.device}"
                    + (f", first {c.limit} images" if c.limit else ""), err=True)
-        try:
-            results.append(train_run(c, d, data, resume=resume, overwrite=overwrite,
-                                     fallback_cpu=fallback_cpu, checkpoint_every=checkpoint_every))
-        except TrainingInterrupted as e:
-            click.echo(f"{e}", err=True)
-            click.echo(f"Resume with: aecore train --resume {e.run_dir}", err=True)
-            left = [str(x.hidden) for x in configs[i + 1:]]
-            if left:
-                click.echo(f"Not started: hidden {','.join(left)}", err=True)
-            sys.exit(TrainingInterrupted.exit_code)
-        except DivergenceError as e:
+        return train_run(c, d, data, resume=resume, overwrite=overwrite, fallback_cpu=fallback_cpu,
+                         checkpoint_every=checkpoint_every, signals=signals,
+                         progress_bar=jobs == 1)
+
+    outcomes = train_side_by_side([PlannedRun(c, d) for c, d in zip(configs, dirs)], train_one,
+                                  jobs, configs[0].device)
+    results, diverged, stopped = [], None, False
+    for o in outcomes:
+        if o.status == "complete":
+            results.append(o.summary)
+        elif o.status == "diverged":
             if len(configs) == 1:
-                raise
-            click.echo(f"Error: h{c.hidden}: {e}", err=True)
-            diverged = e
-            results.append(runs.read_json(d / runs.SUMMARY))
+                raise o.error
+            click.echo(f"Error: h{o.run.config.hidden}: {o.error}", err=True)
+            diverged = o.error
+            results.append(runs.read_json(o.run.dir / runs.SUMMARY))
+        elif o.status == "interrupted":
+            click.echo(f"{o.error}", err=True)
+            click.echo(f"Resume with: aecore train --resume {o.run.dir}", err=True)
+            stopped = True
+    if stopped:
+        left = [str(o.run.config.hidden) for o in outcomes if o.status == "not started"]
+        if left:
+            click.echo(f"Not started: hidden {','.join(left)}", err=True)
+        sys.exit(TrainingInterrupted.exit_code)
     click.echo(format_table(results))
     if diverged is not None:
         sys.exit(DivergenceError.exit_code)

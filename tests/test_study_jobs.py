@@ -148,3 +148,17 @@ def test_cli_jobs_usage_errors(tmp_path, bad):
                                   "--data-dir", str(tmp_path / "none"), "--yes"])
     assert r.exit_code == 2 and "--jobs" in r.output and "Traceback" not in r.output
     assert not (tmp_path / "st").exists()
+
+
+def test_cli_train_sweep_with_jobs_equals_one_at_a_time(tmp_path, real_data_dir):
+    base = ["train", "--device", "cpu", "--hidden", "8,16", "--epochs", "2", "--limit", "512",
+            "--data-dir", real_data_dir]
+    for out, jobs in ((tmp_path / "one", "1"), (tmp_path / "two", "2")):
+        r = CliRunner().invoke(main, base + ["--out", str(out), "--jobs", jobs])
+        assert r.exit_code == 0, r.output
+        assert r.output.count("complete") == 2  # the comparison table, both runs
+    for h in (8, 16):
+        name = runs.run_name(h, TrainConfig().optimizer)
+        _same_run(tmp_path / "two" / name, tmp_path / "one" / name)
+    r = CliRunner().invoke(main, ["train", "--resume", str(tmp_path / "one" / name), "--jobs", "2"])
+    assert r.exit_code == 2 and "--jobs" in r.output
