@@ -115,9 +115,7 @@ class CudaEngine:
 
     def _adam_hparams(self, n_steps):
         o = self.optim
-        t0 = self.step + 1
-        return np.stack([kc.adam_hparams(o.lr, t, o.beta1, o.beta2, o.eps)
-                         for t in range(t0, t0 + n_steps)])
+        return kc.adam_hparams_steps(o.lr, self.step + 1, n_steps, o.beta1, o.beta2, o.eps)
 
     # -- training -----------------------------------------------------------------------------
     def _enqueue(self, data, dperm, starts, stop, hps, stream):

@@ -964,6 +964,17 @@ def adam_hparams(lr, t, beta1=0.9, beta2=0.999, eps=1e-8):
                step_size=lr / (1.0 - beta1**t), inv_bc2_sqrt=1.0 / math.sqrt(1.0 - beta2**t))
 
 
+def adam_hparams_steps(lr, t0, n, beta1=0.9, beta2=0.999, eps=1e-8):
+    """``adam_hparams`` of steps t0 .. t0 + n - 1 as one (n, 7) array: the same values,
+    computed for a whole chunk of steps at once (the CUDA engine copies them in one transfer)."""
+    t = np.arange(t0, t0 + n, dtype=np.float64)
+    out = np.empty((n, 7), np.float32)
+    out[:, :5] = _hp(lr=lr, beta1=beta1, beta2=beta2, eps=eps)[:5]
+    out[:, 5] = lr / (1.0 - np.power(beta1, t))
+    out[:, 6] = 1.0 / np.sqrt(1.0 - np.power(beta2, t))
+    return out
+
+
 def adam_weight_step(dZ, A, W, b, MW, Mb, VW, Vb, hp, perm=None, off=0, stream=0):
     """torch.optim.Adam fused into the weight-gradient product; ``hp`` a device copy of
     ``adam_hparams(lr, t, ...)``. MW/VW are exp_avg / exp_avg_sq of W flattened, Mb/Vb of b."""

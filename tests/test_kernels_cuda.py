@@ -361,6 +361,15 @@ def test_adam_weight_step(rng, B, N, K, t):
         assert rel_err(d.copy_to_host(), ref.reshape(-1)) < TOL
 
 
+@pytest.mark.parametrize("lr,b1,b2,eps", [(1e-3, 0.9, 0.999, 1e-8), (0.3, 0.5, 0.9999, 1e-6)])
+@pytest.mark.parametrize("t0,n", [(1, 128), (781, 3), (156000, 130)])
+def test_adam_hparams_of_a_chunk_equal_step_by_step(lr, b1, b2, eps, t0, n):
+    """The engine's one-array hyper-parameters of a chunk of steps are bitwise those of
+    adam_hparams step by step (its per-step definition)."""
+    one = np.stack([kc.adam_hparams(lr, t, b1, b2, eps) for t in range(t0, t0 + n)])
+    np.testing.assert_array_equal(kc.adam_hparams_steps(lr, t0, n, b1, b2, eps), one)
+
+
 @pytest.mark.parametrize("kind", ["sgd", "momentum", "nesterov", "adam"])
 def test_weight_step_pair_equals_two_single_launches(rng, kind):
     """The paired launch (the step's W2 and W1 updates in one grid) gives the single
