@@ -60,7 +60,14 @@ class CudaEngine:
                  opt_state=None, step: int = 0):
         host, state = engine_setup(self, params, optim, batch_size, slope, step, opt_state)
         self._graphs = _graph_support()  # None (eager) or {} of recorded chunks
-        self.stream, self._core_stream = _make_stream(self._graphs is not None)
+        try:
+            self.stream, self._core_stream = _make_stream(self._graphs is not None)
+        except Exception as e:  # cuda.core is new: never lose a run to it
+            if self._graphs is None:
+                raise
+            _say_eager("no cuda.core stream", e)
+            self._graphs = None
+            self.stream, self._core_stream = _make_stream(False)
         s = self.stream
         self.params = {k: cuda.to_device(v, stream=s) for k, v in host.items()}
         # optimizer buffers flat: the kernels index them linearly
@@ -154,9 +161,7 @@ class CudaEngine:
                 self.step += len(starts)
                 return
             except Exception as e:  # recording is new in numba-cuda: never lose a run to it
-                print(f"notice: CUDA graph recording failed ({type(e).__name__}: "
-                      f"{str(e).splitlines()[0] if str(e) else ''}); launching kernels one by one",
-                      file=sys.stderr)
+                _say_eager("CUDA graph recording failed", e)
                 self._graphs = None
                 self.stream.synchronize()
         self._seen.add(key)
@@ -261,6 +266,12 @@ def _state_of(state, optimizer, w, b):
         return (state[f"{w}.exp_avg_sq"], state[f"{b}.exp_avg_sq"], state[f"{w}.exp_avg"],
                 state[f"{b}.exp_avg"])
     return None, None, None, None
+
+
+def _say_eager(what, e):
+    first = str(e).splitlines()[0] if str(e) else ""
+    print(f"notice: {what} ({type(e).__name__}: {first}); launching kernels one by one",
+          file=sys.stderr)
 
 
 def _make_stream(graphs: bool):

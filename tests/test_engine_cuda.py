@@ -210,3 +210,20 @@ def test_engines_in_threads_run_side_by_side_with_the_same_results(real_data):
             np.testing.assert_array_equal(pb[k], pa[k], err_msg=k)
         for k in sa:
             np.testing.assert_array_equal(sb[k], sa[k], err_msg=k)
+
+
+def test_an_engine_without_a_graph_stream_says_so_and_runs_eager(monkeypatch, capsys):
+    """Where graphs are expected but cuda.core's stream cannot be made (here: the simulator,
+    which has no external streams and no driver for cuda.core), the engine says so in one line
+    and keeps one numba stream for everything."""
+    import aecore.engine_cuda as ec
+
+    pytest.importorskip("cuda.core")
+    monkeypatch.setattr(ec, "_graph_support", lambda: {})
+    if not SIM:
+        pytest.skip("on a GPU the stream is made (test_graph_replay_equals_eager uses it)")
+    eng = make_engine("cuda", init_params(8, 0), OptimConfig(), 64)
+    assert eng._graphs is None and eng._core_stream is None
+    assert "launching kernels one by one" in capsys.readouterr().err
+    x = np.arange(3 * 784, dtype=np.uint8).reshape(3, 784)
+    np.testing.assert_array_equal(eng._read(eng.put(x)), x)
