@@ -140,19 +140,21 @@ def _finite(ctx, param, value):
     return value
 
 
-HELP = f"""Train the 784 -> h -> 784 autoencoder (LeakyReLU hidden layer, Sigmoid output, MSE loss)
+HELP = """Train the 784 -> h -> 784 autoencoder (LeakyReLU hidden layer, Sigmoid output, MSE loss)
 on Fashion-MNIST, writing one run directory per hidden size under --out (named like
 h256-sgd): config.json, metrics.csv (per-epoch train/val MSE, seconds, samples/s),
 summary.json, reconstructions.npz, model.safetensors (PyTorch state_dict names) and
 checkpoint.safetensors.
 
 Losses are mean squared errors per pixel (pixels scaled to [0, 1]). Ctrl-C or SIGTERM saves a
-checkpoint and exits 130; continue with --resume RUN_DIR.
+checkpoint and exits 130; continue with --resume RUN_DIR. With several hidden sizes, --jobs N
+trains N of them at once (on a GPU, side by side on their own CUDA streams).
 
 \b
 Examples:
   aecore train --device cpu --hidden 256
   aecore train --hidden 64,128,256,512 --epochs 200
+  aecore train --device cuda --hidden 64,128,256,512 --jobs 4
   aecore train --hidden 256 --epochs 1 --limit 2000      quick check
   aecore train --resume runs/h256-sgd
 """

@@ -58,7 +58,7 @@ import threading
 import warnings
 
 import numpy as np
-from numba import cuda, float32, float64, int32, int64
+from numba import cuda, float32, float64, int32
 from numba.cuda.core import config as _config
 
 # --- tiling constants (compile-time constants inside the kernels) ---------------------------
