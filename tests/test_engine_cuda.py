@@ -191,7 +191,7 @@ def test_engines_in_threads_run_side_by_side_with_the_same_results(real_data):
                 eng.train_steps(data, perm, a, b)
                 losses.append(eng.take_loss_sum())
             losses.append(eng.evaluate(data))
-        out[i] = losses, eng.get_params(), eng.get_opt_state()
+        out[i] = losses, eng.get_params(), eng.get_opt_state(), bool(eng._graphs)
 
     alone, together = {}, {}
     for i, (h, o) in enumerate(setups):
@@ -204,7 +204,8 @@ def test_engines_in_threads_run_side_by_side_with_the_same_results(real_data):
         t.join()
     assert sorted(together) == [0, 1, 2]
     for i in range(len(setups)):
-        (la, pa, sa), (lb, pb, sb) = alone[i], together[i]
+        (la, pa, sa, ga), (lb, pb, sb, gb) = alone[i], together[i]
+        assert gb == ga  # a worker thread records and replays graphs as the main thread does
         np.testing.assert_allclose(lb, la, rtol=1e-12)  # the loss atomics may add in any order
         for k in pa:
             np.testing.assert_array_equal(pb[k], pa[k], err_msg=k)
