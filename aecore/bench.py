@@ -9,7 +9,11 @@ order, plain SGD:
 * PyTorch eager on the same device, when torch is installed (and has that device).
 
 Each time is the median of ``repeats`` runs after one warm-up run (compilation, caches and
-allocation stay out of it). GFLOP/s counts the five products only (``baselines.step_flops``).
+allocation stay out of it). aecore and the floor are timed in turn, round after round, so that
+a slow or fast phase of a shared host falls on both and their ratio compares like with like;
+PyTorch is timed after them, on its own: its OpenMP threads keep spinning for a while after
+each call and slowed the aecore run that followed (cpu-2c, h=64: 291-298k samples/s instead of
+305-314k, x floor 1.19-1.24 instead of 1.15). GFLOP/s counts the five products only (``baselines.step_flops``).
 """
 
 from __future__ import annotations
@@ -56,15 +60,21 @@ class BenchRow:
         return {**asdict(self), "floor_ratio": self.floor_ratio, "torch_ratio": self.torch_ratio}
 
 
-def _median_time(fn, repeats: int, warmups: int = 1) -> float:
-    for _ in range(warmups):  # compilation, first-touch allocation, cuBLAS handles, graphs
-        fn()
-    times = []
+def _median_times(fns, repeats: int, warmups) -> list:
+    """Median seconds of each function in ``fns`` (None: not timed), timed in turn for
+    ``repeats`` rounds after ``warmups[i]`` untimed calls of each (compilation, first-touch
+    allocation, cuBLAS handles, graph recording)."""
+    live = [i for i, fn in enumerate(fns) if fn is not None]
+    for i in live:
+        for _ in range(warmups[i]):
+            fns[i]()
+    times = {i: [] for i in live}
     for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+        for i in live:
+            t = time.perf_counter()
+            fns[i]()
+            times[i].append(time.perf_counter() - t)
+    return [statistics.median(times[i]) if i in times else None for i in range(len(fns))]
 
 
 def _engine_fn(engine, images, perm):
@@ -124,16 +134,15 @@ def bench_one(device, hidden, batch, images, samples, repeats, with_torch=True) 
     fn = _engine_fn(make_engine(device, params, opt, batch), images, perm)
     fn()  # the first run: compilation (or numba's disk cache), allocation
     t_first = time.perf_counter() - t0
-    # CUDA: the engine records its CUDA graph on the second run of the same samples
-    t_ae = _median_time(fn, repeats, warmups=1 if device == "cuda" else 0)
     if device == "cpu":
         floor = GemmFloor(hidden, batch)
         floor_fn = lambda: floor.run(samples)  # noqa: E731
     else:
         floor_fn = _cuda_floor_fn(hidden, batch, samples)
-    t_floor = _median_time(floor_fn, repeats) if floor_fn else None
     torch_fn = _torch_fn(device, params, opt, batch, images, perm) if with_torch else None
-    t_torch = _median_time(torch_fn, repeats) if torch_fn else None
+    # CUDA: the engine records its CUDA graph on the second run of the same samples
+    t_ae, t_floor = _median_times([fn, floor_fn], repeats, [1 if device == "cuda" else 0, 1])
+    t_torch, = _median_times([torch_fn], repeats, [1])
     return BenchRow(device, hidden, batch, samples, t_ae, samples / t_ae,
                     step_flops(samples, hidden) / t_ae / 1e9, t_floor, t_torch,
                     max(t_first - t_ae, 0.0))
