@@ -256,9 +256,11 @@ class _Progress:
         if self.tty:
             sys.stderr.write("\r\033[K")
             sys.stderr.flush()
-        print(f"{self.label} epoch {row['epoch']:>4}/{self.epochs}  train {row['train_loss']:.6f}  "
-              f"val {row['val_loss']:.6f}  {row['seconds']:.2f}s  "
-              f"{row['samples_per_s']:,.0f} samples/s", flush=True)
+        # one write per line: runs in other threads print theirs between, never inside
+        sys.stdout.write(f"{self.label} epoch {row['epoch']:>4}/{self.epochs}  "
+                         f"train {row['train_loss']:.6f}  val {row['val_loss']:.6f}  "
+                         f"{row['seconds']:.2f}s  {row['samples_per_s']:,.0f} samples/s\n")
+        sys.stdout.flush()
 
 
 def _crc(images) -> int:

@@ -9,6 +9,7 @@ GPU, is in test_engine_cuda.py."""
 from __future__ import annotations
 
 import json
+import re
 import signal
 import threading
 import time
@@ -157,6 +158,9 @@ def test_cli_train_sweep_with_jobs_equals_one_at_a_time(tmp_path, real_data_dir)
         r = CliRunner().invoke(main, base + ["--out", str(out), "--jobs", jobs])
         assert r.exit_code == 0, r.output
         assert r.output.count("complete") == 2  # the comparison table, both runs
+        lines = [ln for ln in r.output.splitlines() if " epoch " in ln]
+        assert len(lines) == 4 and all(re.fullmatch(r"h(8|16) epoch +[12]/2  train .* samples/s",
+                                                    ln) for ln in lines), lines
     for h in (8, 16):
         name = runs.run_name(h, TrainConfig().optimizer)
         _same_run(tmp_path / "two" / name, tmp_path / "one" / name)
