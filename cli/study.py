@@ -158,9 +158,11 @@ def study(device, hidden, epochs, optimizers, compare_hidden, out, data_dir, lim
                 click.echo("Run the same aecore study command again to continue: complete runs "
                            "are skipped and the others resume.", err=True)
                 sys.exit(TrainingInterrupted.exit_code)
+            own = sum(o.summary["wall_time_s"] for o in outcomes if o.status == "complete")
             click.echo(f"training took {S.fmt_duration(time.perf_counter() - started)} "
                        f"(estimated {S.fmt_duration(total)}"
-                       + (f" one run at a time; {jobs} at once" if jobs > 1 else "") + ")")
+                       + (f" one run at a time; {jobs} at once, the runs' own wall times add up "
+                          f"to {S.fmt_duration(own)}" if jobs > 1 else "") + ")")
     except KeyboardInterrupt:
         click.echo("\ninterrupted; run the same aecore study command again to continue", err=True)
         sys.exit(TrainingInterrupted.exit_code)
