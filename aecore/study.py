@@ -208,13 +208,15 @@ def train_runs(todo: list[PlannedRun], train_one, jobs: int = 1,
     """Train ``todo`` with ``train_one(run, signals)`` (``aecore.trainer.train`` with the
     study's settings), ``jobs`` runs at a time, and return one Outcome per run, in order.
 
-    ``signals`` (installed by the caller in the main thread; one is made if None) is shared by
-    all runs. A diverged run is reported and the others go on. Ctrl-C / SIGTERM, or a run
+    ``signals`` (installed by the caller in the main thread; if None, one is installed here for
+    the duration) is shared by all runs. A diverged run is reported and the others go on. Ctrl-C / SIGTERM, or a run
     failing with any other error, stops the study: every run in progress saves a checkpoint and
     stops after its current chunk (``status`` interrupted), the runs not begun are not started,
     and rerunning the study resumes them all. With ``jobs`` > 1 the runs train in worker
     threads while the main thread waits, so the signals still reach it."""
-    signals = StopSignals() if signals is None else signals
+    if signals is None:
+        with StopSignals() as installed:
+            return train_runs(todo, train_one, jobs, installed)
 
     def one(p: PlannedRun) -> Outcome:
         if signals.received is not None:

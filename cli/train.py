@@ -15,8 +15,8 @@ from click.core import ParameterSource
 from aecore import runs
 from aecore.engine import OPTIMIZERS
 from aecore.errors import AecoreError, CheckpointError, DivergenceError
-from aecore.trainer import (CHECKPOINT_EVERY, DEFAULT_LR, MAX_HIDDEN, RESUME_FIXED, StopSignals,
-                            TrainConfig, TrainingInterrupted, config_problems, load_run_config,
+from aecore.trainer import (CHECKPOINT_EVERY, DEFAULT_LR, MAX_HIDDEN, RESUME_FIXED, TrainConfig,
+                            TrainingInterrupted, config_problems, load_run_config,
                             train as train_run)
 
 D = TrainConfig()  # the defaults, defined once in aecore.trainer
@@ -87,8 +87,7 @@ def train_side_by_side(planned, train_one, jobs: int, device: str):
     if jobs > 1 and device == "cpu":
         click.echo(f"notice: --jobs {jobs} on the CPU: the runs compete for the cores that each "
                    "run's matrix products already use (it helps on a GPU)", err=True)
-    with StopSignals() as signals:
-        outcomes = train_runs(planned, train_one, jobs, signals)
+    outcomes = train_runs(planned, train_one, jobs)  # one Ctrl-C handler for all of them
     failed = [o for o in outcomes if o.status == "failed"]
     if failed:
         stopped = [o.run.dir.name for o in outcomes if o.status in ("interrupted", "not started")]

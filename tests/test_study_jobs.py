@@ -98,6 +98,25 @@ def test_a_failing_run_stops_the_others_with_checkpoints(tmp_path):
     assert not plan[2].dir.exists()
 
 
+def test_train_runs_installs_the_ctrl_c_handler_when_given_none(tmp_path):
+    data = synthetic_data()
+    names = [f"h{h}-{o}" for h, o in RUNS]
+
+    def ctrl_c(epoch, pos, signals):
+        signal.raise_signal(signal.SIGINT)
+        _wait_for_stop(signals)
+
+    def hold(epoch, pos, signals):
+        _wait_for_stop(signals)
+
+    before = signal.getsignal(signal.SIGINT)
+    out = S.train_runs(_plan(tmp_path, RUNS), _trainer(data, {names[0]: ctrl_c, names[1]: hold},
+                                                       chunk_samples=64), jobs=2)
+    assert [o.status for o in out] == ["interrupted", "interrupted", "not started"]
+    assert "SIGINT" in str(out[0].error)
+    assert signal.getsignal(signal.SIGINT) is before  # put back afterwards
+
+
 def test_cli_jobs_ctrl_c_saves_every_run_and_the_rerun_resumes_them(tmp_path, real_data_dir,
                                                                     monkeypatch):
     import aecore.cli.study as study_cli
