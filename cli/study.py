@@ -15,7 +15,8 @@ from aecore.trainer import MAX_HIDDEN, TrainConfig, TrainingInterrupted, train a
 
 from .report import build as build_report
 from .train import (FASHION_TRAIN, HiddenList, _check, checkpoint_every_option, data_dir_option,
-                    device_option, jobs_option, load_data, resolve_device, train_side_by_side)
+                    device_option, jobs_option, load_data, resolve_device, run_settings,
+                    train_side_by_side)
 
 D = TrainConfig()  # the defaults, defined once in aecore.trainer
 DEFAULT_OPTIMIZERS = ("sgd", "momentum", "adam")
@@ -140,9 +141,7 @@ def study(device, hidden, epochs, optimizers, compare_hidden, out, data_dir, lim
                 resume = p.action == "resume"
                 c = p.config
                 click.echo(f"{'resuming' if resume else 'training'} {p.dir} ({next(counter)}/"
-                           f"{len(todo)}): hidden {c.hidden}, {c.epochs} epochs, batch "
-                           f"{c.batch_size}, {c.optimizer} lr {c.lr:g}, {c.device}"
-                           + (f", first {c.limit} images" if c.limit else ""), err=True)
+                           f"{len(todo)}): {run_settings(c)}", err=True)
                 return train_run(c, p.dir, data, resume=resume, fallback_cpu=(device == "auto"),
                                  checkpoint_every=checkpoint_every, signals=signals,
                                  label=p.dir.name, progress_bar=jobs == 1)

@@ -78,6 +78,12 @@ def jobs_option(f):
                         "each on its own CUDA stream); their results are as when trained alone.")(f)
 
 
+def run_settings(c: TrainConfig) -> str:
+    """The line's part that says what a run trains with (the commands print it at its start)."""
+    return (f"hidden {c.hidden}, {c.epochs} epochs, batch {c.batch_size}, {c.optimizer} "
+            f"lr {c.lr:g}, {c.device}" + (f", first {c.limit} images" if c.limit else ""))
+
+
 def train_side_by_side(planned, train_one, jobs: int, device: str):
     """``aecore.study.train_runs`` for the commands: ``jobs`` runs at a time under one Ctrl-C
     handler; a run that failed is re-raised once every other run has saved and stopped.
@@ -276,9 +282,7 @@ def _run_all(configs, dirs, data, overwrite, fallback_cpu, resume=False,
 
     def train_one(p, signals):
         c, d = p.config, p.dir
-        click.echo(f"{'resuming' if resume else 'training'} {d}: hidden {c.hidden}, {c.epochs} "
-                   f"epochs, batch {c.batch_size}, {c.optimizer} lr {c.lr:g}, {c.device}"
-                   + (f", first {c.limit} images" if c.limit else ""), err=True)
+        click.echo(f"{'resuming' if resume else 'training'} {d}: {run_settings(c)}", err=True)
         return train_run(c, d, data, resume=resume, overwrite=overwrite, fallback_cpu=fallback_cpu,
                          checkpoint_every=checkpoint_every, signals=signals,
                          progress_bar=jobs == 1)
