@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from . import runs as R
-from .data import CLASS_NAMES
+from .idx import CLASS_NAMES
 from .engine import OPTIMIZERS
 from .errors import CheckpointError
 
