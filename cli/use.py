@@ -90,10 +90,9 @@ def reconstruct(ckpt, out, device, data_dir):
 
 
 def grid_image(orig, recon, titles, fmt="png", title=None) -> bytes:
-    import matplotlib
+    from aecore.figures import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     n = len(orig)
     fig, axes = plt.subplots(2, n, figsize=(1.3 * n, 3.1), squeeze=False)
