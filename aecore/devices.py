@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import ctypes
-import os
 from functools import lru_cache
 
 
@@ -45,11 +44,6 @@ def _driver_device_count() -> tuple[int, str]:
 def real_gpu_present() -> bool:
     """True if the NVIDIA driver reports at least one CUDA device (numba.cuda not imported)."""
     return _driver_device_count()[0] > 0
-
-
-def simulator_requested() -> bool:
-    """True if this process asked for Numba's CUDA simulator (NUMBA_ENABLE_CUDASIM=1)."""
-    return os.environ.get("NUMBA_ENABLE_CUDASIM", "0") not in ("", "0")
 
 
 def cuda_usable() -> tuple[bool, str]:

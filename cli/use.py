@@ -18,13 +18,12 @@ import numpy as np
 
 from aecore import __version__, runs
 from aecore.checkpoint import load_weights, slope_of
-from aecore.engine import OptimConfig, make_engine
+from aecore.engine import EVAL_BATCH, OptimConfig, make_engine
 from aecore.trainer import TrainConfig, recon_images
 
 from .train import data_dir_option, device_option, load_data, resolve_device
 
 SPLITS = ("test", "val", "train")
-EVAL_BATCH = 1000
 
 ckpt_argument = click.argument("ckpt", metavar="CKPT", type=click.Path(path_type=Path))
 split_option = click.option("--split", type=click.Choice(SPLITS), default="test", show_default=True,
