@@ -81,9 +81,9 @@ def _compile_problem() -> str:
     """'' if numba-cuda compiles a kernel here, else why not (one line).
 
     numba-cuda imports its lowering modules only at the first compilation, so a broken install
-    passes ``from numba import cuda`` and fails later: seen with numba-cuda 0.30.4 under numpy
-    2.5, which removed ``np.row_stack`` (a GPU machine, 2026-11-27). Compiling the engine's
-    smallest kernel here turns that into a usage error instead of a traceback mid-run.
+    (numba-cuda 0.30 under numpy 2.5, which removed ``np.row_stack``; bench/RESULTS.md) passes
+    ``from numba import cuda`` and fails later. Compiling the engine's smallest kernel here
+    turns that into a usage error instead of a traceback mid-run.
     """
     try:
         from .kernels import cuda as kc
