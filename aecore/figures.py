@@ -77,10 +77,16 @@ def _log_y(ax):
     ax.tick_params(axis="y", which="minor", labelsize=8)
 
 
-def _int_x(ax):
+def _loss_axes(ax, ylabel: str, title: str):
+    """A loss-per-epoch plot's axes: log y, whole epochs on x, labels, title and a grid."""
     from matplotlib.ticker import MaxNLocator
 
+    _log_y(ax)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
 
 
 def _colors(runs_):
@@ -140,12 +146,7 @@ def fig_loss(runs_: list[Run], path: Path) -> bool:
         lab = r.label + ("" if r.complete else f" ({r.status})")
         ax.plot(ep, [m["train_loss"] for m in r.metrics], "-", color=col[id(r)], lw=1.6, label=lab)
         ax.plot(ep, [m["val_loss"] for m in r.metrics], "--", color=col[id(r)], lw=1.6)
-    _log_y(ax)
-    _int_x(ax)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("MSE per pixel (log scale)")
-    ax.set_title("Training (solid) and validation (dashed) loss")
-    ax.grid(True, which="both", alpha=0.3)
+    _loss_axes(ax, "MSE per pixel (log scale)", "Training (solid) and validation (dashed) loss")
     models = ax.legend(title="model", loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=9,
                        borderaxespad=0)
     ax.add_artist(models)
@@ -257,12 +258,7 @@ def fig_optimizers(runs_: list[Run], path: Path) -> bool:
             ax.plot([m["epoch"] for m in r.metrics], [m["val_loss"] for m in r.metrics],
                     color=cmap(opts.index(r.optimizer) % 10), lw=1.6,
                     label=f"{r.optimizer}{lr}{st}")
-        _log_y(ax)
-        _int_x(ax)
-        ax.set_xlabel("epoch")
-        ax.set_ylabel("validation MSE per pixel (log scale)")
-        ax.set_title(f"Optimizers at h={h}")
-        ax.grid(True, which="both", alpha=0.3)
+        _loss_axes(ax, "validation MSE per pixel (log scale)", f"Optimizers at h={h}")
         ax.legend(title="optimizer", loc="best", fontsize=9)
     _save(fig, path)
     return True
