@@ -9,7 +9,8 @@
                                several optimizers were run at the same hidden size)
 
 Each ``fig_*(runs, path)`` writes its PNG atomically and returns True, or returns False when the
-runs hold nothing to draw (``FIGURES`` says why, for report.md).
+runs hold nothing to draw (``why_not_drawn`` says why, for report.md). ``FIGURES`` lists them
+in report order with their captions; ``pyplot()`` is how every aecore plot gets matplotlib.
 """
 
 from __future__ import annotations
