@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import tables
 from .baselines import GemmFloor, TorchEngine, step_flops
 from .engine import OptimConfig, make_engine
 from .model import init_params
@@ -150,14 +151,12 @@ def bench_one(device, hidden, batch, images, samples, repeats, with_torch=True) 
 
 
 def format_table(rows) -> str:
-    head = f"{'device':<6} {'hidden':>6} {'batch':>5} {'samples/s':>11} {'GFLOP/s':>8} " \
-           f"{'x floor':>8} {'x torch':>8}"
-    lines = [head, "-" * len(head)]
-    for r in rows:
-        fr = f"{r.floor_ratio:.2f}" if r.floor_ratio else "-"
-        tr = f"{r.torch_ratio:.2f}" if r.torch_ratio else "-"
-        lines.append(f"{r.device:<6} {r.hidden:>6} {r.batch:>5} {r.samples_per_s:>11,.0f} "
-                     f"{r.gflops:>8.1f} {fr:>8} {tr:>8}")
+    head = ("device", "hidden", "batch", "samples/s", "GFLOP/s", "x floor", "x torch")
+    cells = [(r.device, str(r.hidden), str(r.batch), f"{r.samples_per_s:,.0f}", f"{r.gflops:.1f}",
+              f"{r.floor_ratio:.2f}" if r.floor_ratio else "-",
+              f"{r.torch_ratio:.2f}" if r.torch_ratio else "-") for r in rows]
+    lines = [tables.format_table(head, cells, left={"device"}, gap=" ",
+                                 minimum=(6, 6, 5, 11, 8, 8, 8), full_rule=True)]
     lines.append("x floor: aecore time / the five products alone (same BLAS); "
                  "x torch: aecore time / PyTorch eager time (same device). Lower is better.")
     first = {}
@@ -176,10 +175,9 @@ def write_json(rows, path, meta):
 
 def plot(rows, path):
     """Samples/s per hidden size: one bar group per hidden size, one bar per device (+ torch)."""
-    import matplotlib
+    from .figures import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     hiddens = sorted({r.hidden for r in rows})
     series = {}

@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import ctypes
-import os
 from functools import lru_cache
 
 
@@ -45,11 +44,6 @@ def _driver_device_count() -> tuple[int, str]:
 def real_gpu_present() -> bool:
     """True if the NVIDIA driver reports at least one CUDA device (numba.cuda not imported)."""
     return _driver_device_count()[0] > 0
-
-
-def simulator_requested() -> bool:
-    """True if this process asked for Numba's CUDA simulator (NUMBA_ENABLE_CUDASIM=1)."""
-    return os.environ.get("NUMBA_ENABLE_CUDASIM", "0") not in ("", "0")
 
 
 def cuda_usable() -> tuple[bool, str]:
@@ -87,9 +81,9 @@ def _compile_problem() -> str:
     """'' if numba-cuda compiles a kernel here, else why not (one line).
 
     numba-cuda imports its lowering modules only at the first compilation, so a broken install
-    passes ``from numba import cuda`` and fails later: seen with numba-cuda 0.30.4 under numpy
-    2.5, which removed ``np.row_stack`` (a GPU machine, 2026-11-27). Compiling the engine's
-    smallest kernel here turns that into a usage error instead of a traceback mid-run.
+    (numba-cuda 0.30 under numpy 2.5, which removed ``np.row_stack``; bench/RESULTS.md) passes
+    ``from numba import cuda`` and fails later. Compiling the engine's smallest kernel here
+    turns that into a usage error instead of a traceback mid-run.
     """
     try:
         from .kernels import cuda as kc

@@ -16,6 +16,7 @@ from typing import Protocol
 import numpy as np
 
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam")
+EVAL_BATCH = 1000  # images per chunk of evaluate / reconstruct / encode, on every engine
 
 
 @dataclass(frozen=True)

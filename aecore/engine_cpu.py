@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .engine import OptimConfig, check_images, engine_setup
+from .engine import EVAL_BATCH, OptimConfig, check_images, engine_setup
 from .kernels import cpu as K
 from .kernels.blas import gemm
 from .kernels.ftz import flush_denormals_on, restore
@@ -29,7 +29,6 @@ from .model import B1, B2, W1, W2
 
 _SGD, _MOMENTUM, _NESTEROV, _ADAM = 0, 1, 2, 3
 _KIND = {"sgd": _SGD, "momentum": _MOMENTUM, "nesterov": _NESTEROV, "adam": _ADAM}
-EVAL_BATCH = 1000
 
 
 @njit(cache=True, nogil=True)

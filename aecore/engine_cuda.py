@@ -45,11 +45,9 @@ import sys
 import numpy as np
 from numba import cuda
 
-from .engine import OptimConfig, check_images, engine_setup
+from .engine import EVAL_BATCH, OptimConfig, check_images, engine_setup
 from .kernels import cuda as kc
 from .model import B1, B2, W1, W2, param_shapes
-
-EVAL_BATCH = 1024
 
 
 class CudaEngine:

@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 from click.core import ParameterSource
 
-from aecore import runs
+from aecore import runs, tables
 from aecore.engine import OPTIMIZERS
 from aecore.errors import AecoreError, CheckpointError, DivergenceError
 from aecore.trainer import (CHECKPOINT_EVERY, DEFAULT_LR, MAX_HIDDEN, RESUME_FIXED, TrainConfig,
@@ -325,9 +325,7 @@ def format_table(summaries) -> str:
              _fmt(s.get("test_loss"), ".6f"), _fmt(s.get("best_epoch"), "d"),
              _fmt(s.get("wall_time_s"), ".1f") + ("s" if s.get("wall_time_s") is not None else ""),
              _fmt(s.get("samples_per_s"), ",.0f"), s["status"]) for s in summaries]
-    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
-    lines = ["  ".join(x.rjust(w) for x, w in zip(r, widths)) for r in [head, *rows]]
-    return "\n".join([lines[0], "  ".join("-" * w for w in widths), *lines[1:]])
+    return tables.format_table(head, rows)
 
 
 __all__ = ["train", "resolve_device", "device_option", "data_dir_option", "load_data",

@@ -18,13 +18,12 @@ import numpy as np
 
 from aecore import __version__, runs
 from aecore.checkpoint import load_weights, slope_of
-from aecore.engine import OptimConfig, make_engine
+from aecore.engine import EVAL_BATCH, OptimConfig, make_engine
 from aecore.trainer import TrainConfig, recon_images
 
 from .train import data_dir_option, device_option, load_data, resolve_device
 
 SPLITS = ("test", "val", "train")
-EVAL_BATCH = 1000
 
 ckpt_argument = click.argument("ckpt", metavar="CKPT", type=click.Path(path_type=Path))
 split_option = click.option("--split", type=click.Choice(SPLITS), default="test", show_default=True,
@@ -90,10 +89,9 @@ def reconstruct(ckpt, out, device, data_dir):
 
 
 def grid_image(orig, recon, titles, fmt="png", title=None) -> bytes:
-    import matplotlib
+    from aecore.figures import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     n = len(orig)
     fig, axes = plt.subplots(2, n, figsize=(1.3 * n, 3.1), squeeze=False)

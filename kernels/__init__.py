@@ -10,6 +10,8 @@ Kernel names are the same in all three: ``linear_leaky_relu`` (matmul + bias + L
 ``kernels.cuda`` is imported on demand (it needs numba-cuda).
 """
 
+PIXEL_SCALE = 1.0 / 255.0  # uint8 pixel value -> [0, 1], in every face of every kernel
+
 # Before any @njit(cache=True) function is defined: cached functions are keyed by all of the
 # package's compiled sources, not only their own file (kernels/jit_cache.py says why).
 from . import jit_cache  # noqa: E402,F401

@@ -25,9 +25,10 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic, overload
 
+from . import PIXEL_SCALE
 from .blas import gemm
 
-PIXEL_SCALE = np.float32(1.0 / 255.0)
+_PIXEL_SCALE_F32 = np.float32(PIXEL_SCALE)  # a float32 constant: uint8 * it stays float32
 _LOG2E = 1.4426950408889634
 _LN2 = 0.6931471805599453
 
@@ -101,7 +102,7 @@ def unit(v):
 @overload(unit, inline="always")
 def _unit(v):
     if isinstance(v, types.Integer):
-        return lambda v: np.float32(v) * PIXEL_SCALE
+        return lambda v: np.float32(v) * _PIXEL_SCALE_F32
     return lambda v: v
 
 
