@@ -16,6 +16,9 @@ from aecore import runs
 from aecore.cli.main import main
 from aecore.devices import real_gpu_present
 
+# Every test runs from a temporary directory that already holds runs/ and study/ (conftest).
+pytestmark = pytest.mark.usefixtures("cwd_with_runs")
+
 AECORE = [sys.executable, "-c", "from aecore.cli.main import main; main()"]
 
 

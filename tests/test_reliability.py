@@ -22,6 +22,9 @@ from aecore.trainer import TrainConfig, TrainingInterrupted, load_run_config, tr
 
 from conftest import synthetic_data
 
+# Every test runs from a temporary directory that already holds runs/ and study/ (conftest).
+pytestmark = pytest.mark.usefixtures("cwd_with_runs")
+
 AECORE = [sys.executable, "-c", "from aecore.cli.main import main; main()"]
 CHUNK = 64  # samples per chunk: 6 chunks per epoch of the 384 tiny training images
 
