@@ -254,9 +254,9 @@ class _Progress:
         self.drawn = True
 
     def close(self):
-        """End the bar's line, so that what is printed next (an error) starts a line."""
+        """Clear the bar, so that what is printed next (an error) starts a line of its own."""
         if self.drawn:
-            sys.stderr.write("\n")
+            sys.stderr.write("\r\033[K")
             sys.stderr.flush()
             self.drawn = False
 

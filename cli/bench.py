@@ -30,6 +30,9 @@ class DeviceList(click.ParamType):
 
     name = "[" + "|".join(DEVICES) + "][,...]"
 
+    def get_metavar(self, param, ctx=None):  # as click.Choice shows its choices
+        return self.name
+
     def convert(self, value, param, ctx):
         if isinstance(value, list):
             return value
