@@ -291,7 +291,7 @@ def lock_run_dir(run_dir, create: bool = True):
         except OSError as e:
             raise CheckpointError(f"{d}: cannot create the run directory ({e.strerror})") from None
     elif not d.is_dir():
-        raise CheckpointError(f"{d}: no such directory")
+        raise CheckpointError(f"{d}: no such file or directory")
     if fcntl is None:
         yield d
         return

@@ -150,8 +150,8 @@ def test_signal_after_the_last_chunk_of_an_epoch_saves_that_epoch(tmp_path, tiny
 
     real = trainer._Progress.epoch
 
-    def print_then_signal(self, row):
-        real(self, row)
+    def print_then_signal(self, row, *note):
+        real(self, row, *note)
         if row["epoch"] == 1:
             os.kill(os.getpid(), signal.SIGINT)
 
