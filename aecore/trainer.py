@@ -274,6 +274,10 @@ class _Progress:
         sys.stdout.flush()
 
 
+def _abs(path) -> str:
+    return str(Path(path).absolute()) if path else ""
+
+
 def _crc(images) -> int:
     return zlib.crc32(np.ascontiguousarray(images).data) & 0xFFFFFFFF
 
@@ -305,7 +309,7 @@ class _Run:
         info = {"config": c.to_dict(), "aecore_version": __version__, "device": device,
                 "params": param_count(c.hidden), "image_size": IMAGE_SIZE,
                 "data": {"source": str(getattr(self.data, "source", "")),
-                         "dir": str(getattr(self.data, "path", "") or ""),  # found again by --resume
+                         "dir": _abs(getattr(self.data, "path", None)),  # found again by --resume
                          "train_images": self.n, "val_images": int(self.data.val.images.shape[0]),
                          "test_images": int(self.data.test.images.shape[0]),
                          "train_crc32": self.train_crc},

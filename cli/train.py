@@ -267,7 +267,10 @@ def _resume(ctx, run_dir: Path, device, data_dir, epochs, checkpoint_every):
     if not run_dir.is_dir():
         raise click.BadParameter(f"{run_dir} is not a directory", param_hint="'--resume'")
     if not (run_dir / runs.CHECKPOINT).exists():
-        held = sorted(d.name for d in run_dir.iterdir() if (d / runs.CHECKPOINT).is_file())
+        try:
+            held = sorted(d.name for d in run_dir.iterdir() if (d / runs.CHECKPOINT).is_file())
+        except OSError:
+            held = []
         if held:
             raise click.BadParameter(
                 f"{run_dir} holds runs ({', '.join(held)}), it is not one; give one of them, "
