@@ -263,15 +263,19 @@ def _busy(d: Path, fd: int) -> RunDirBusyError:
                            "another directory")
 
 
-def _try_flock(fd: int, mode: int) -> bool:
-    """Take the lock without waiting; False if another holds it. A few short retries: a
-    ``check_not_busy`` probe holds it for microseconds."""
+def _try_flock(fd: int, mode: int):
+    """Take the lock without waiting; False if another holds it, None if the file system has
+    no locks. A few short retries: a ``check_not_busy`` probe holds it for microseconds."""
     for attempt in range(5):
         try:
             fcntl.flock(fd, mode | fcntl.LOCK_NB)
             return True
         except BlockingIOError:
             time.sleep(0.01)
+        except OSError as e:
+            if e.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+                return None
+            raise
     return False
 
 
@@ -302,11 +306,18 @@ def lock_run_dir(run_dir, create: bool = True):
         except OSError as e:
             raise CheckpointError(f"{path}: cannot create the run's lock file ({e.strerror})") from None
         try:
-            if not _try_flock(fd, fcntl.LOCK_EX):
+            got = _try_flock(fd, fcntl.LOCK_EX)
+            if got is False:
                 raise _busy(d, fd)
         except BaseException:
             os.close(fd)
             raise
+        if got is None:  # no locks here (some network file systems): run, and say so
+            os.close(fd)
+            print(f"aecore: warning: {d}: this file system has no file locks; nothing stops "
+                  "another run from writing into this directory meanwhile", file=sys.stderr)
+            yield d
+            return
         try:  # the holder before us may have removed the file we opened as it let go
             same = os.path.samestat(os.fstat(fd), os.stat(path))
         except OSError:
@@ -340,8 +351,10 @@ def check_not_busy(run_dir) -> None:
     except OSError:
         return
     try:
-        if not _try_flock(fd, fcntl.LOCK_SH):
+        got = _try_flock(fd, fcntl.LOCK_SH)
+        if got is False:
             raise _busy(Path(run_dir), fd)
-        fcntl.flock(fd, fcntl.LOCK_UN)
+        if got:
+            fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)

@@ -272,3 +272,15 @@ def test_cli_disk_full_is_one_line_with_the_resume_command(tmp_path, real_data_d
     assert "Traceback" not in r.output and "failed" not in r.output
     assert isinstance(r.exception, SystemExit)
     assert load_checkpoint(out / "h16-adam" / runs.CHECKPOINT).state["epoch"] == 1
+
+
+def test_a_file_system_without_locks_trains_with_a_warning(tmp_path, tiny_data, monkeypatch,
+                                                          capsys):
+    import fcntl
+
+    def no_locks(fd, op):
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    s = train(CFG, tmp_path / "r", tiny_data, progress=False)
+    assert s["status"] == "complete" and "has no file locks" in capsys.readouterr().err
