@@ -72,6 +72,7 @@ def inspect_run(p: PlannedRun) -> PlannedRun:
     d = p.dir
     if d.exists() and not d.is_dir():
         raise CheckpointError(f"{d}: exists and is not a directory")
+    runs.check_not_busy(d)
     found = runs.existing_run_files(d) if d.is_dir() else []
     if not found:
         p.action, p.status, p.epochs_done = "train", "new", 0

@@ -13,6 +13,7 @@ import click
 from click.core import ParameterSource
 
 from aecore import runs, tables
+from aecore.checkpoint import load_checkpoint
 from aecore.engine import OPTIMIZERS
 from aecore.errors import AecoreError, CheckpointError, DivergenceError
 from aecore.trainer import (CHECKPOINT_EVERY, DEFAULT_LR, MAX_HIDDEN, RESUME_FIXED, TrainConfig,
@@ -95,11 +96,12 @@ def train_side_by_side(planned, train_one, jobs: int, device: str):
                    "run's matrix products already use (it helps on a GPU)", err=True)
     outcomes = train_runs(planned, train_one, jobs)  # one Ctrl-C handler for all of them
     failed = [o for o in outcomes if o.status == "failed"]
-    if failed:
+    if failed and len(outcomes) > 1:  # a single run's error says it all
         stopped = [o.run.dir.name for o in outcomes if o.status in ("interrupted", "not started")]
         click.echo(f"{failed[0].run.dir.name} failed"
                    + (f"; stopped {', '.join(stopped)} (checkpoints saved where begun)"
                       if stopped else ""), err=True)
+    if failed:
         raise failed[0].error
     return outcomes
 
@@ -221,9 +223,9 @@ def train(ctx, hidden, epochs, batch_size, lr, optimizer, momentum, slope, seed,
     for c in configs:
         _check(c, n_train)
     dirs = [out / runs.run_name(c.hidden, c.optimizer) for c in configs]
+    dev = resolve_device(device)  # a usage error: before what --out holds
     _check_outputs(out, dirs, overwrite)
 
-    dev = resolve_device(device)
     configs = [TrainConfig(**{**c.to_dict(), "device": dev}) for c in configs]
     data = load_data(data_dir, val_size)
     _run_all(configs, dirs, data, overwrite, fallback_cpu=(device == "auto"),
@@ -242,6 +244,8 @@ def _check_outputs(out: Path, dirs, overwrite):
             runs.check_writable(d)
     except CheckpointError as e:
         raise click.BadParameter(str(e), param_hint="'--out'") from None
+    for d in dirs:
+        runs.check_not_busy(d)
     if not overwrite:
         taken = [d for d in dirs if d.exists() and runs.existing_run_files(d)]
         if taken:
@@ -262,6 +266,16 @@ def _resume(ctx, run_dir: Path, device, data_dir, epochs, checkpoint_every):
                                "--data-dir may be given)")
     if not run_dir.is_dir():
         raise click.BadParameter(f"{run_dir} is not a directory", param_hint="'--resume'")
+    if not (run_dir / runs.CHECKPOINT).exists():
+        try:
+            held = sorted(d.name for d in run_dir.iterdir() if (d / runs.CHECKPOINT).is_file())
+        except OSError:
+            held = []
+        if held:
+            raise click.BadParameter(
+                f"{run_dir} holds runs ({', '.join(held)}), it is not one; give one of them, "
+                f"e.g. --resume {run_dir / held[0]}", param_hint="'--resume'")
+    runs.check_not_busy(run_dir)
     config = load_run_config(run_dir)
     changes = {}
     if ctx.get_parameter_source("epochs") == ParameterSource.COMMANDLINE:
@@ -269,9 +283,27 @@ def _resume(ctx, run_dir: Path, device, data_dir, epochs, checkpoint_every):
     if ctx.get_parameter_source("device") == ParameterSource.COMMANDLINE:
         changes["device"] = resolve_device(device)
     config = TrainConfig(**{**config.to_dict(), **changes})
-    data = load_data(data_dir, config.val_size)
+    done = load_checkpoint(run_dir / runs.CHECKPOINT).state.get("epoch", 0)
+    if done >= config.epochs:
+        raise CheckpointError(f"{run_dir}: the run already has {done} of {config.epochs} epochs; "
+                              "pass a larger --epochs to continue it")
+    data = load_data(data_dir or _recorded_data_dir(run_dir), config.val_size)
     _run_all([config], [run_dir], data, False, fallback_cpu=(device == "auto"), resume=True,
              checkpoint_every=checkpoint_every)
+
+
+def _recorded_data_dir(run_dir: Path):
+    """The data directory the run's config.json recorded, if it is still there (else None:
+    the usual search)."""
+    try:
+        info = runs.read_json(run_dir / runs.CONFIG)["data"]
+    except (CheckpointError, KeyError, TypeError):
+        return None
+    for key in ("dir", "source"):  # "source" alone in runs from before "dir" was recorded
+        d = info.get(key) if isinstance(info, dict) else None
+        if d and Path(d).is_dir():
+            return Path(d)
+    return None
 
 
 def _run_all(configs, dirs, data, overwrite, fallback_cpu, resume=False,

@@ -36,6 +36,7 @@ class _Model:
     def __init__(self, ckpt, device, data_dir, split):
         self.weights = load_weights(ckpt)
         self.path = self.weights.path
+        _note_if_incomplete(self.path.parent)
         self.slope = slope_of(self.weights)
         self.hidden = self.weights.hidden
         self.device = resolve_device(device)
@@ -45,6 +46,39 @@ class _Model:
         self.images, self.labels = part.images, part.labels
         self.engine = make_engine(self.device, self.weights.params, OptimConfig(), EVAL_BATCH,
                                   self.slope)
+
+
+def _note_if_incomplete(run_dir: Path) -> None:
+    """Say so when the weights are those of a run that has not finished."""
+    try:
+        s = json.loads((run_dir / runs.SUMMARY).read_text())
+        status, done, epochs = s["status"], s.get("epochs_done"), s.get("epochs")
+    except (OSError, ValueError, KeyError, TypeError):
+        return
+    if status != "complete":
+        click.echo(f"note: {run_dir} is an incomplete run ({status}, {done} of {epochs} epochs "
+                   "done): these are its last saved weights", err=True)
+
+
+def _check_out(out: Path, formats=None) -> None:
+    """--out must go into an existing directory and (``formats``) have a known extension."""
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.is_dir():
+        raise click.BadParameter(f"{out}: the directory {parent} does not exist (create it "
+                                 "first)", param_hint="'--out'")
+    if formats is not None:
+        ext = out.suffix.lstrip(".").lower() or "png"
+        if ext not in formats:
+            raise click.BadParameter(f"{out}: cannot write .{ext} images; use one of "
+                                     + ", ".join(f".{f}" for f in sorted(formats)),
+                                     param_hint="'--out'")
+
+
+def image_formats() -> set:
+    """The image file extensions matplotlib can write."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    return set(FigureCanvasBase.get_supported_filetypes())
 
 
 def _run_val_size(run_dir: Path) -> int:
@@ -78,11 +112,12 @@ def eval_(ckpt, split, device, data_dir):
 def reconstruct(ckpt, out, device, data_dir):
     """Grid of originals (top) and CKPT's reconstructions (bottom): the first test image of
     each class, labelled with the class names."""
+    _check_out(out, image_formats())
     m = _Model(ckpt, device, data_dir, "test")
     idx, orig, labels = recon_images(m.images, m.labels)
     recon = m.engine.reconstruct(orig)
     names = getattr(m.data, "class_names", None) or [str(i) for i in range(10)]
-    png = grid_image(orig, recon, [names[c] for c in labels], out.suffix.lstrip(".") or "png",
+    png = grid_image(orig, recon, [names[c] for c in labels], out.suffix.lstrip(".").lower() or "png",
                      title=f"hidden {m.hidden}: originals (top) vs reconstructions (bottom)")
     _write(out, png)
     click.echo(f"wrote {out} ({len(idx)} test images, hidden {m.hidden})")
@@ -116,9 +151,8 @@ def grid_image(orig, recon, titles, fmt="png", title=None) -> bytes:
 def _write(out: Path, data: bytes):
     try:
         runs.check_writable(out.parent if str(out.parent) else Path("."))
-        out.parent.mkdir(parents=True, exist_ok=True)
         runs.atomic_write_bytes(out, data)
-    except (OSError, runs.CheckpointError) as e:
+    except (OSError, runs.CheckpointError, runs.RunWriteError) as e:
         raise click.BadParameter(f"cannot write {out}: {e}", param_hint="'--out'") from None
 
 
@@ -140,6 +174,7 @@ def encode(ckpt, out, split, device, data_dir):
     """
     if out.suffix not in (".npz", ".npy"):
         raise click.BadParameter(f"{out}: use a .npz or .npy file name", param_hint="'--out'")
+    _check_out(out)
     m = _Model(ckpt, device, data_dir, split)
     z = np.asarray(m.engine.encode(m.images), np.float32)
     labels = np.asarray(m.labels, np.uint8)
