@@ -94,7 +94,9 @@ def elu_grad(h, z, slope):
 def gelu(z, slope):
     """z * sigmoid(2u) = 0.5 z (1 + tanh(u)), u = beta (z + kappa z^3)."""
     u = _GELU_BETA * (z + _GELU_KAPPA * z * z * z)
-    return z * _sigmoid_and_slope(_2 * u)[0]
+    h = z * _sigmoid_and_slope(_2 * u)[0]
+    # beyond the tail, 0 (times z, so NaN stays NaN), not z times exp's clamp value 1.6e-38
+    return h if abs(u) < _GELU_TAIL else (z if z > _0 else z * _0)
 
 
 @_device

@@ -1,0 +1,129 @@
+"""Helpers for test_activations.py and test_losses.py: fresh seeded inputs with awkward values,
+a float32-discipline check of compiled @njit code, and small elementwise CUDA kernels that call
+the epilogue device functions (run in the simulator, and compiled to PTX in a subprocess with
+the simulator off, as tests/test_cuda_ptx.py does for the real kernels)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from numba import cuda
+
+# zeros, tiny and huge magnitudes, and the break points of the float32 forms (expm1's -0.7,
+# the exp clamp at -87, sigmoid saturation near 17, gelu's tail at |u| = 44)
+AWKWARD = [0.0, -0.0, 1e-30, -1e-30, 1e-7, -1e-7, 1e-3, -1e-3, 0.35, -0.35, 0.7, -0.7, 1.0,
+           -1.0, 9.0, -9.0, 17.0, -17.0, 44.0, -44.0, 88.0, -88.0, 100.0, -100.0, 1e4, -1e4,
+           1e20, -1e20]
+
+
+def fresh_rng(request) -> np.random.Generator:
+    """A new seed each run, printed; AECORE_TEST_SEED=<seed> reruns one."""
+    seed = int(os.environ.get("AECORE_TEST_SEED", np.random.SeedSequence().entropy % 2**63))
+    print(f"{request.node.name}: seed {seed}")
+    return np.random.default_rng(seed)
+
+
+def awkward_float32(rng, n=2000) -> np.ndarray:
+    """AWKWARD plus normal, wide uniform and log-uniform (1e-38 .. 1e3) values, both signs."""
+    logs = 10.0 ** rng.uniform(-38, 3, n // 4) * rng.choice([-1.0, 1.0], n // 4)
+    parts = [AWKWARD, 3.0 * rng.standard_normal(n // 2), rng.uniform(-30, 30, n // 4), logs]
+    return np.concatenate(parts).astype(np.float32)
+
+
+def assert_close(actual, ref, rtol, atol, what=""):
+    """|actual - ref| <= rtol |ref| + atol elementwise, naming the worst element if not."""
+    actual = np.asarray(actual, np.float64)
+    ref = np.asarray(ref, np.float64)
+    excess = np.abs(actual - ref) - (rtol * np.abs(ref) + atol)
+    bad = ~(excess <= 0)
+    if bad.any():
+        i = int(np.nanargmax(np.where(bad, np.nan_to_num(excess, nan=np.inf), -np.inf)))
+        raise AssertionError(f"{what}: {int(bad.sum())} of {bad.size} off; worst at {i}: "
+                             f"{actual.flat[i]!r} vs {ref.flat[i]!r}")
+
+
+_F64_MATH = re.compile(r"\b(fadd|fsub|fmul|fdiv|frem|fneg|sitofp|uitofp|fpext)\b.*\bdouble\b"
+                       r"|<\d+ x double>")
+
+
+def float64_arithmetic(dispatcher) -> list:
+    """The lines of a compiled @njit function's LLVM IR that compute in float64. A float32
+    epilogue must have none (unboxing a float argument, a call and a truncation, is not
+    arithmetic): ``math.floor`` returning an int64 once turned a whole epilogue float64."""
+    ir = dispatcher.inspect_llvm(dispatcher.signatures[0])
+    return [line.strip() for line in ir.splitlines() if _F64_MATH.search(line)]
+
+
+# --- elementwise CUDA kernels over the device functions ---------------------------------------
+ACT_SIG = "void(float32[::1], float32, float32[::1], float32[::1])"
+LOSS_SIG = ("void(float32[::1], float32[::1], float32, float32[::1], float32[::1], "
+            "float32[::1])")
+
+
+def activation_kernel(forward, derivative):
+    """H[i] <- forward(Z[i]), D[i] <- derivative(H[i], Z[i]) (a kernel factory, as the fused
+    epilogues will be: the pair is closed over)."""
+    def k(Z, slope, H, D):
+        i = cuda.grid(1)
+        if i < Z.shape[0]:
+            h = forward(Z[i], slope)
+            H[i] = h
+            D[i] = derivative(h, Z[i], slope)
+    return k
+
+
+def loss_kernel(point):
+    """(L, S, G)[i] <- point(Z[i], T[i], scale)."""
+    def k(Z, T, scale, L, S, G):
+        i = cuda.grid(1)
+        if i < Z.shape[0]:
+            loss, sq, g = point(Z[i], T[i], scale)
+            L[i] = loss
+            S[i] = sq
+            G[i] = g
+    return k
+
+
+def launch(kernel, n, *args):
+    """Compile (lazily) and run an elementwise kernel over n elements (simulated without a GPU)."""
+    threads = 64
+    cuda.jit(kernel)[(n + threads - 1) // threads, threads](*args)
+
+
+_PTX_SCRIPT = r"""
+import json, re, sys
+sys.path.insert(0, sys.argv[1])
+import epilogue_checks as h
+from numba import cuda
+from aecore.kernels import cuda as kc, activations_cuda as acu, losses_cuda as lcu
+out = []
+for kind, name in json.loads(sys.argv[2]):
+    if kind == "activation":
+        fn, sig = h.activation_kernel(*acu.activation(name)), h.ACT_SIG
+    else:
+        fn, sig = h.loss_kernel(lcu.loss_point(name)), h.LOSS_SIG
+    for cc in ((8, 0), (9, 0)):
+        ptx = kc.compile_ptx(fn, sig, cc)
+        out.append(dict(kind=kind, name=name, cc=list(cc),
+                        target=re.search(r"^\.target\s+(\S+)", ptx, re.M).group(1),
+                        f64=[l.strip() for l in ptx.splitlines() if ".f64" in l],
+                        local=".local" in ptx, calls=len(re.findall(r"\bcall", ptx)),
+                        tanh_approx="tanh.approx" in ptx))
+json.dump(out, sys.stdout)
+"""
+
+
+def ptx_facts(items) -> list:
+    """Compile activation / loss elementwise kernels (``items``: (kind, name) pairs) to PTX for
+    sm_80 and sm_90 in a subprocess with the simulator off; facts about each PTX text."""
+    env = {**os.environ, "NUMBA_ENABLE_CUDASIM": "0"}
+    r = subprocess.run([sys.executable, "-c", _PTX_SCRIPT, str(Path(__file__).parent),
+                        json.dumps(items)], capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr[-4000:]
+    return json.loads(r.stdout)
