@@ -52,12 +52,13 @@ def mse(z, t, scale):
 
 @njit(inline="always", **_FAST)
 def bce(z, t, scale):
-    """Stable from the logit: max(z, 0) - z t + log1p(exp(-|z|)); dZ = scale (y - t)."""
+    """Stable from the logit: max(z, 0) - z t + log1p(exp(-|z|)), the first two terms as
+    (1 - t) z or -t z (no cancellation: for t in [0, 1] every term is >= 0); dZ = scale (y - t)."""
     e = _exp_neg32(-abs(z))
     r = _1 / (_1 + e)
     y = r if z >= _0 else e * r
     d = y - t
-    loss = (z if z > _0 else _0) - z * t + _log1p_unit32(e)
+    loss = ((_1 - t) * z if z > _0 else -t * z) + _log1p_unit32(e)
     return loss, d * d, scale * d
 
 

@@ -37,12 +37,13 @@ def mse(z, t, scale):
 
 @_device
 def bce(z, t, scale):
-    """Stable from the logit: max(z, 0) - z t + log1p(exp(-|z|)); dZ = scale (y - t)."""
+    """Stable from the logit: max(z, 0) - z t + log1p(exp(-|z|)), the first two terms as
+    (1 - t) z or -t z (no cancellation: for t in [0, 1] every term is >= 0); dZ = scale (y - t)."""
     e = math.exp(-abs(z))
     r = _1 / (_1 + e)
     y = r if z >= _0 else e * r
     d = y - t
-    loss = (z if z > _0 else _0) - z * t + math.log1p(e)
+    loss = ((_1 - t) * z if z > _0 else -t * z) + math.log1p(e)
     return loss, d * d, scale * d
 
 
