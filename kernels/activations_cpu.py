@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .activations_reference import check_activation
+from .activations_reference import face_selector
 from .cpu import _FAST, _exp_neg32, _sigmoid32_and_slope
 
 _0 = np.float32(0.0)
@@ -119,13 +119,4 @@ def gelu_grad(h, z, slope):
     return s + (tail if abs(u) < _GELU_TAIL else _0)
 
 
-_PAIRS = {
-    "leaky_relu": (leaky_relu, leaky_relu_grad), "relu": (relu, relu_grad),
-    "tanh": (tanh, tanh_grad), "sigmoid": (sigmoid, sigmoid_grad), "elu": (elu, elu_grad),
-    "gelu": (gelu, gelu_grad),
-}
-
-
-def activation(name: str):
-    """``(forward(z, slope), derivative(h, z, slope))``, inline float32 @njit functions."""
-    return _PAIRS[check_activation(name)]
+activation = face_selector(globals())

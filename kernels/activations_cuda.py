@@ -23,7 +23,7 @@ import math
 
 import numpy as np
 
-from .activations_reference import check_activation
+from .activations_reference import face_selector
 from .cuda import _device, _sigmoid_and_slope
 
 _0 = np.float32(0.0)
@@ -110,13 +110,4 @@ def gelu_grad(h, z, slope):
     return s
 
 
-_PAIRS = {
-    "leaky_relu": (leaky_relu, leaky_relu_grad), "relu": (relu, relu_grad),
-    "tanh": (tanh, tanh_grad), "sigmoid": (sigmoid, sigmoid_grad), "elu": (elu, elu_grad),
-    "gelu": (gelu, gelu_grad),
-}
-
-
-def activation(name: str):
-    """``(forward(z, slope), derivative(h, z, slope))``, float32 CUDA device functions."""
-    return _PAIRS[check_activation(name)]
+activation = face_selector(globals())

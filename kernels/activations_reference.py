@@ -48,6 +48,18 @@ def needs_preactivation(name: str) -> bool:
     return check_activation(name) == "gelu"
 
 
+def face_selector(namespace: dict):
+    """``activation(name) -> (forward, derivative)`` for a face module whose functions are
+    named ``NAME`` and ``NAME_grad`` (``namespace`` its globals())."""
+    pairs = {n: (namespace[n], namespace[n + "_grad"]) for n in ACTIVATIONS}
+
+    def activation(name: str):
+        """``(forward(z, slope), derivative(h, z, slope))`` of activation ``name``."""
+        return pairs[check_activation(name)]
+
+    return activation
+
+
 def _gelu_inner(Z):
     """u with gelu(z) = 0.5 z (1 + tanh(u)) = z * sigmoid(2u)."""
     return GELU_BETA * (Z + GELU_KAPPA * Z**3)

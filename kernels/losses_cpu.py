@@ -23,7 +23,7 @@ import numpy as np
 from numba import njit
 
 from .cpu import _FAST, _exp_neg32, _sigmoid32_and_slope
-from .losses_reference import check_loss
+from .losses_reference import face_selector
 
 _0 = np.float32(0.0)
 _1 = np.float32(1.0)
@@ -71,9 +71,4 @@ def l1(z, t, scale):
     return abs(d), d * d, scale * sign * slope
 
 
-_POINTS = {"mse": mse, "bce": bce, "l1": l1}
-
-
-def loss_point(name: str):
-    """``point(z, t, scale) -> (loss, (y - t)^2, dZ)``, an inline float32 @njit function."""
-    return _POINTS[check_loss(name)]
+loss_point = face_selector(globals())

@@ -20,7 +20,7 @@ import math
 import numpy as np
 
 from .cuda import _device, _sigmoid_and_slope
-from .losses_reference import check_loss
+from .losses_reference import face_selector
 
 _0 = np.float32(0.0)
 _1 = np.float32(1.0)
@@ -56,9 +56,4 @@ def l1(z, t, scale):
     return abs(d), d * d, scale * sign * slope
 
 
-_POINTS = {"mse": mse, "bce": bce, "l1": l1}
-
-
-def loss_point(name: str):
-    """``point(z, t, scale) -> (loss, (y - t)^2, dZ)``, a float32 CUDA device function."""
-    return _POINTS[check_loss(name)]
+loss_point = face_selector(globals())

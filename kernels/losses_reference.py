@@ -41,6 +41,18 @@ def check_loss(name: str) -> str:
     return name
 
 
+def face_selector(namespace: dict):
+    """``loss_point(name)`` for a face module whose point functions are named as the losses
+    (``namespace`` its globals())."""
+    points = {n: namespace[n] for n in LOSSES}
+
+    def loss_point(name: str):
+        """``point(z, t, scale) -> (loss, (y - t)^2, dZ)`` of loss ``name``."""
+        return points[check_loss(name)]
+
+    return loss_point
+
+
 def needs_squared_error(name: str) -> bool:
     """True when the trained loss is not the squared error: the epilogue sums both."""
     return check_loss(name) != "mse"

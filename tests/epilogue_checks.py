@@ -5,6 +5,7 @@ the simulator off, as tests/test_cuda_ptx.py does for the real kernels)."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -90,6 +91,20 @@ def loss_kernel(point):
     return k
 
 
+def cuda_face_or_skip(module: str):
+    """``aecore.kernels.<module>`` (a CUDA face), or skip the test where CUDA cannot run."""
+    import importlib
+
+    import pytest
+
+    from aecore.devices import cuda_usable
+
+    ok, why = cuda_usable()
+    if not ok:
+        pytest.skip(f"CUDA not usable: {why}")
+    return importlib.import_module(f"aecore.kernels.{module}")
+
+
 def launch(kernel, n, *args):
     """Compile (lazily) and run an elementwise kernel over n elements (simulated without a GPU)."""
     threads = 64
@@ -119,11 +134,21 @@ json.dump(out, sys.stdout)
 """
 
 
-def ptx_facts(items) -> list:
-    """Compile activation / loss elementwise kernels (``items``: (kind, name) pairs) to PTX for
-    sm_80 and sm_90 in a subprocess with the simulator off; facts about each PTX text."""
+@functools.lru_cache(maxsize=None)
+def _all_ptx_facts() -> tuple:
+    from aecore.kernels.activations_reference import ACTIVATIONS
+    from aecore.kernels.losses_reference import LOSSES
+
+    items = [("activation", n) for n in ACTIVATIONS] + [("loss", n) for n in LOSSES]
     env = {**os.environ, "NUMBA_ENABLE_CUDASIM": "0"}
     r = subprocess.run([sys.executable, "-c", _PTX_SCRIPT, str(Path(__file__).parent),
                         json.dumps(items)], capture_output=True, text=True, env=env, timeout=600)
     assert r.returncode == 0, r.stderr[-4000:]
-    return json.loads(r.stdout)
+    return tuple(json.loads(r.stdout))
+
+
+def ptx_facts(kind: str) -> list:
+    """Facts about the PTX of the elementwise kernel over each activation or loss (``kind``)
+    for sm_80 and sm_90, compiled for real in a subprocess with the simulator off (one
+    subprocess for both test files)."""
+    return [f for f in _all_ptx_facts() if f["kind"] == kind]

@@ -9,7 +9,7 @@ import math
 
 import numpy as np
 import pytest
-from epilogue_checks import (activation_kernel, assert_close, awkward_float32,
+from epilogue_checks import (activation_kernel, assert_close, awkward_float32, cuda_face_or_skip,
                              float64_arithmetic, fresh_rng, launch, ptx_facts)
 from numba import njit
 
@@ -184,14 +184,7 @@ def test_reference_matches_pytorch(rng, name):
 # --- CUDA: the device functions in the simulator, and compiled for real to PTX ---------------
 @pytest.fixture(scope="module")
 def cuda_faces():
-    from aecore.devices import cuda_usable
-
-    ok, why = cuda_usable()
-    if not ok:
-        pytest.skip(f"CUDA not usable: {why}")
-    from aecore.kernels import activations_cuda
-
-    return activations_cuda
+    return cuda_face_or_skip("activations_cuda")
 
 
 @pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")  # numpy scalars
@@ -207,7 +200,7 @@ def test_cuda_face_matches_reference(rng, cuda_faces, name):
 
 
 def test_cuda_faces_compile_to_float32_ptx(cuda_faces):
-    facts = ptx_facts([("activation", n) for n in NAMES])
+    facts = ptx_facts("activation")
     assert len(facts) == 2 * len(NAMES)
     for f in facts:
         assert f["target"] == f"sm_{f['cc'][0]}{f['cc'][1]}", f

@@ -9,8 +9,8 @@ import functools
 
 import numpy as np
 import pytest
-from epilogue_checks import (assert_close, awkward_float32, float64_arithmetic, fresh_rng,
-                             launch, loss_kernel, ptx_facts)
+from epilogue_checks import (assert_close, awkward_float32, cuda_face_or_skip,
+                             float64_arithmetic, fresh_rng, launch, loss_kernel, ptx_facts)
 from numba import njit
 
 from aecore.kernels import cpu as kcpu
@@ -235,14 +235,7 @@ def test_names_and_scales():
 # --- CUDA: the device functions in the simulator, and compiled for real to PTX ---------------
 @pytest.fixture(scope="module")
 def cuda_faces():
-    from aecore.devices import cuda_usable
-
-    ok, why = cuda_usable()
-    if not ok:
-        pytest.skip(f"CUDA not usable: {why}")
-    from aecore.kernels import losses_cuda
-
-    return losses_cuda
+    return cuda_face_or_skip("losses_cuda")
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -253,7 +246,7 @@ def test_cuda_face_matches_reference(rng, cuda_faces, name):
 
 
 def test_cuda_faces_compile_to_float32_ptx(cuda_faces):
-    facts = ptx_facts([("loss", n) for n in NAMES])
+    facts = ptx_facts("loss")
     assert len(facts) == 2 * len(NAMES)
     for f in facts:
         assert f["target"] == f"sm_{f['cc'][0]}{f['cc'][1]}", f
