@@ -61,6 +61,13 @@ def float64_arithmetic(dispatcher) -> list:
     return [line.strip() for line in ir.splitlines() if _F64_MATH.search(line)]
 
 
+def vectorized(dispatcher) -> bool:
+    """Whether LLVM vectorized a compiled @njit loop (float32 SIMD lanes in its IR): the
+    epilogues' exponentials are written so it can (kernels/cpu.py's _exp_neg32)."""
+    ir = dispatcher.inspect_llvm(dispatcher.signatures[0])
+    return re.search(r"<\d+ x float>", ir) is not None
+
+
 # --- elementwise CUDA kernels over the device functions ---------------------------------------
 ACT_SIG = "void(float32[::1], float32, float32[::1], float32[::1])"
 LOSS_SIG = ("void(float32[::1], float32[::1], float32, float32[::1], float32[::1], "

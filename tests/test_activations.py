@@ -10,7 +10,7 @@ import math
 import numpy as np
 import pytest
 from epilogue_checks import (activation_kernel, assert_close, awkward_float32, cuda_face_or_skip,
-                             float64_arithmetic, fresh_rng, launch, ptx_facts)
+                             float64_arithmetic, fresh_rng, launch, ptx_facts, vectorized)
 from numba import njit
 
 from aecore.kernels import activations_cpu as AC
@@ -87,9 +87,10 @@ def test_cpu_face_matches_reference(rng, name):
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_cpu_face_stays_float32(name):
+def test_cpu_face_stays_float32_and_vectorizes(name):
     _, _, apply = _run_cpu(name, np.linspace(-5, 5, 64, dtype=np.float32))
     assert float64_arithmetic(apply) == []
+    assert vectorized(apply)
 
 
 def test_float32_check_catches_a_promotion():

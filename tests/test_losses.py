@@ -10,7 +10,8 @@ import functools
 import numpy as np
 import pytest
 from epilogue_checks import (assert_close, awkward_float32, cuda_face_or_skip,
-                             float64_arithmetic, fresh_rng, launch, loss_kernel, ptx_facts)
+                             float64_arithmetic, fresh_rng, launch, loss_kernel, ptx_facts,
+                             vectorized)
 from numba import njit
 
 from aecore.kernels import cpu as kcpu
@@ -115,12 +116,12 @@ def test_cpu_face_matches_reference(rng, name):
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_cpu_face_stays_float32_and_keeps_nan(name):
+def test_cpu_face_stays_float32_vectorizes_and_keeps_nan(name):
     Z = np.array([np.nan, 0.5], np.float32)
     L, S, G = (np.empty_like(Z) for _ in range(3))
     _njit_terms(name)(Z, np.array([0.5, 0.5], np.float32), np.float32(1.0), L, S, G)
     assert np.isnan(L[0]) and np.isnan(S[0]) and np.isnan(G[0])
-    assert float64_arithmetic(_njit_terms(name)) == []
+    assert float64_arithmetic(_njit_terms(name)) == [] and vectorized(_njit_terms(name))
     Z2 = Z.reshape(1, 2).copy()
     total, total_sq = _njit_epilogue(name)(Z2, np.zeros(2, np.float32),
                                            np.full((1, 2), 0.5, np.float32), 1.0)
