@@ -29,7 +29,7 @@ from .cpu import _FAST, _exp_neg32, _sigmoid32_and_slope
 _0 = np.float32(0.0)
 _1 = np.float32(1.0)
 _2 = np.float32(2.0)
-_EXPM1_SMALL = np.float32(-0.7)  # above it, a Taylor polynomial; below, exp(x) - 1 (no cancellation)
+_EXPM1_SMALL = np.float32(-0.7)  # above: a Taylor polynomial; below: exp(x) - 1 (no cancellation)
 _GELU_2BETA = np.float32(2.0 * np.sqrt(2.0 / np.pi))
 _GELU_BETA = np.float32(np.sqrt(2.0 / np.pi))
 _GELU_KAPPA = np.float32(0.044715)
