@@ -6,7 +6,9 @@ fused backward epilogue reads what the forward pass kept: today that is only ``H
 derivative is a function of ``H`` alone; gelu's is not (``f`` is not monotone, so ``H`` does not
 determine ``Z``), so an engine training with gelu must also keep the pre-activation ``Z``
 (``needs_preactivation``): one more (B, h) float32 buffer, written by the forward epilogue and
-read by the backward one, allocated only for those activations.
+read by the backward one, allocated only for those activations. (Equivalent alternative: the
+forward epilogue writes ``f'(Z)`` into that buffer instead of Z, calling ``derivative`` there,
+and the backward multiplies by it without recomputing the exponential.)
 
 How the kernels use them (``activations_cpu`` / ``activations_cuda`` hold the float32 faces):
 a kernel factory picks ``(forward, derivative)`` by name once, before compiling, and closes
@@ -18,7 +20,9 @@ branch on the activation. Uniform signatures, so one epilogue serves every activ
 * ``derivative(h, z, slope) -> f'(z)``; ``z`` is read only where ``needs_preactivation``
   (pass ``h`` for the others: the argument is dead and compiles away).
 
-leaky_relu's pair is today's code: ``z if z > 0 else z * slope`` and ``1 if h > 0 else slope``.
+leaky_relu's pair is today's code: ``z if z > 0 else z * slope``, and the backward's
+``g if h > 0 else g * slope`` becomes ``g * (1 if h > 0 else slope)``, the same bits
+(tests/test_activations.py checks both against today's kernels.cpu epilogues).
 All forms keep a NaN a NaN (divergence is caught through the loss). torch conventions at the
 kinks: relu' and leaky_relu' at 0 are 0 and ``slope``; elu is ``nn.ELU(alpha=1.0)``; gelu is
 ``nn.GELU(approximate="tanh")``.

@@ -14,7 +14,9 @@ plus bias), ``t`` the float32 target (``unit(T[i, j])``), ``scale`` the float32
     total += float64(rowf); total_sq += float64(rows if SQ else rowf)
 
 ``mse``'s terms are today's expressions in today's order (``d = y - t``, ``d * d``,
-``scale * d * slope``), so that configuration compiles to the same arithmetic.
+``scale * d * slope``), and with one accumulator (``SQ`` False) this template reproduces
+today's ``bias_sigmoid_mse_`` bit for bit (tests/test_losses.py runs it); with a second
+accumulator the float32 row sum vectorized differently and the loss sum changed in its last bits.
 """
 
 from __future__ import annotations
