@@ -52,6 +52,15 @@ def needs_preactivation(name: str) -> bool:
     return check_activation(name) == "gelu"
 
 
+def torch_activation(name: str, slope: float = 0.01):
+    """The matching ``torch.nn`` module (for nn.Sequential(Linear, it, Linear, Sigmoid))."""
+    from torch import nn
+
+    return {"leaky_relu": lambda: nn.LeakyReLU(slope), "relu": nn.ReLU, "tanh": nn.Tanh,
+            "sigmoid": nn.Sigmoid, "elu": lambda: nn.ELU(alpha=1.0),
+            "gelu": lambda: nn.GELU(approximate="tanh")}[check_activation(name)]()
+
+
 def face_selector(namespace: dict):
     """``activation(name) -> (forward, derivative)`` for a face module whose functions are
     named ``NAME`` and ``NAME_grad`` (``namespace`` its globals())."""

@@ -53,6 +53,14 @@ def face_selector(namespace: dict):
     return loss_point
 
 
+def torch_loss(name: str):
+    """The matching ``torch.nn`` loss on the model's Sigmoid output (mean reduction):
+    nn.MSELoss, nn.BCELoss, nn.L1Loss. (On logits, bce is nn.BCEWithLogitsLoss.)"""
+    from torch import nn
+
+    return {"mse": nn.MSELoss, "bce": nn.BCELoss, "l1": nn.L1Loss}[check_loss(name)]()
+
+
 def needs_squared_error(name: str) -> bool:
     """True when the trained loss is not the squared error: the epilogue sums both."""
     return check_loss(name) != "mse"

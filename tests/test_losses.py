@@ -18,7 +18,7 @@ from aecore.kernels import cpu as kcpu
 from aecore.kernels import losses_cpu as LC
 from aecore.kernels import losses_reference as LR
 from aecore.kernels import reference as R
-from aecore.kernels.activations_reference import ACTIVATIONS
+from aecore.kernels import activations_reference as AR
 
 NAMES = LR.LOSSES
 EPS_Y = 3e-7  # error bound of a float32 sigmoid (exp to ~2e-7, one division)
@@ -181,8 +181,7 @@ def test_reference_matches_pytorch(rng, name):
     Z[0, :10], T[0, :10] = 0.0, 0.5  # y == t exactly, in both
     z = torch.tensor(Z, requires_grad=True)
     t = torch.tensor(T)
-    losses = {"mse": [torch.nn.MSELoss()], "l1": [torch.nn.L1Loss()],
-              "bce": [torch.nn.BCEWithLogitsLoss(), torch.nn.BCELoss()]}[name]
+    losses = [LR.torch_loss(name)] + ([torch.nn.BCEWithLogitsLoss()] if name == "bce" else [])
     dZ, loss_sum, sq_sum = LR.output_loss_grad(name, Z, T)
     for loss_fn in losses:
         z.grad = None
@@ -200,23 +199,23 @@ def test_model_gradients_match_pytorch_for_every_activation_and_loss(rng):
     """losses_reference.gradients (the whole 784 -> h -> 784 step) against autograd through
     nn.Sequential(Linear, activation, Linear, Sigmoid) in float64, for all 18 combinations."""
     torch = pytest.importorskip("torch")
-    from test_activations import SLOPE, torch_modules
+    from test_activations import SLOPE
 
     B, K, H = 5, 784, 7
     X = rng.integers(0, 256, (B, K)).astype(np.uint8)
     W1, b1 = rng.standard_normal((H, K)) * 0.05, rng.standard_normal(H) * 0.1
     W2, b2 = rng.standard_normal((K, H)) * 0.5, rng.standard_normal(K) * 0.1
     x = torch.tensor(X / 255.0)
-    for act in ACTIVATIONS:
+    for act in AR.ACTIVATIONS:
         for loss in NAMES:
-            model = torch.nn.Sequential(torch.nn.Linear(K, H), torch_modules[act](torch.nn),
+            model = torch.nn.Sequential(torch.nn.Linear(K, H),
+                                        AR.torch_activation(act, float(SLOPE)),
                                         torch.nn.Linear(H, K), torch.nn.Sigmoid()).double()
             model.load_state_dict({k: torch.tensor(v) for k, v in
                                    zip(("0.weight", "0.bias", "2.weight", "2.bias"),
                                        (W1, b1, W2, b2))})
             y = model(x)
-            fn = {"mse": torch.nn.MSELoss(), "bce": torch.nn.BCELoss(),
-                  "l1": torch.nn.L1Loss()}[loss]
+            fn = LR.torch_loss(loss)
             fn(y, x).backward()
             ours = LR.gradients(X, W1, b1, W2, b2, act, loss, float(SLOPE))
             assert ours[0] == pytest.approx(fn(y, x).item(), rel=1e-12), (act, loss)
