@@ -2,22 +2,24 @@
 
 The definitions, the derivative conventions and the reason gelu needs Z are in
 ``activations_reference``; this face computes the same in float32. A kernel factory takes
-``forward, derivative = activation(name)`` once and closes over them (or passes them as
+``forward, backward = activation(name)`` once and closes over them (or passes them as
 arguments, which numba specialises on), so the epilogue loop is straight-line code, e.g.::
 
-    fwd, _ = activation(name)
+    fwd, bwd = activation(name)
     @njit(**_FAST)
     def bias_act_(Z, b, slope):                    # today's bias_leaky_relu_ for leaky_relu
         for i in range(Z.shape[0]):
             for j in range(Z.shape[1]):
                 Z[i, j] = fwd(Z[i, j] + b[j], slope)
+    ...
+            g[j] = bwd(g[j], h[j], z[j], slope)    # today's leaky_relu_grad_: g * f'(z)
 
-``leaky_relu`` / ``leaky_relu_grad`` are today's expressions, so that configuration compiles to
-the same code. Float32 discipline: every constant is an ``np.float32`` and the exponentials
-are ``kernels.cpu``'s vectorizable float32 ``_exp_neg32`` (no libm call, no float64 promotion;
-tests/test_activations.py checks the compiled types).
+``leaky_relu`` / ``leaky_relu_backward`` are today's expressions (``z if z > 0 else z * slope``,
+``g if h > 0 else g * slope``), so that configuration compiles to the same code. Float32
+discipline: every constant is an ``np.float32`` and the exponentials are ``kernels.cpu``'s
+vectorizable float32 ``_exp_neg32`` (no libm call, no float64 promotion;
+tests/test_activations.py checks the compiled types and that the loops vectorize).
 """
-
 from __future__ import annotations
 
 import numpy as np
@@ -53,8 +55,8 @@ def leaky_relu(z, slope):
 
 
 @njit(inline="always", **_FAST)
-def leaky_relu_grad(h, z, slope):
-    return _1 if h > 0 else slope
+def leaky_relu_backward(g, h, z, slope):
+    return g if h > 0 else g * slope
 
 
 @njit(inline="always", **_FAST)
@@ -63,8 +65,8 @@ def relu(z, slope):
 
 
 @njit(inline="always", **_FAST)
-def relu_grad(h, z, slope):
-    return _1 if h > _0 else _0
+def relu_backward(g, h, z, slope):
+    return g if h > _0 else _0
 
 
 @njit(inline="always", **_FAST)
@@ -76,8 +78,8 @@ def tanh(z, slope):
 
 
 @njit(inline="always", **_FAST)
-def tanh_grad(h, z, slope):
-    return _1 - h * h
+def tanh_backward(g, h, z, slope):
+    return g * (_1 - h * h)
 
 
 @njit(inline="always", **_FAST)
@@ -86,8 +88,8 @@ def sigmoid(z, slope):
 
 
 @njit(inline="always", **_FAST)
-def sigmoid_grad(h, z, slope):
-    return h * (_1 - h)
+def sigmoid_backward(g, h, z, slope):
+    return g * (h * (_1 - h))
 
 
 @njit(inline="always", **_FAST)
@@ -96,8 +98,8 @@ def elu(z, slope):
 
 
 @njit(inline="always", **_FAST)
-def elu_grad(h, z, slope):
-    return _1 if h > _0 else h + _1
+def elu_backward(g, h, z, slope):
+    return g if h > _0 else g * (h + _1)
 
 
 @njit(inline="always", **_FAST)
@@ -110,13 +112,13 @@ def gelu(z, slope):
 
 
 @njit(inline="always", **_FAST)
-def gelu_grad(h, z, slope):
-    """s + 2 z s (1 - s) u'(z), s = sigmoid(2u); from Z (h is not used)."""
+def gelu_backward(g, h, z, slope):
+    """g (s + 2 z s (1 - s) u'(z)), s = sigmoid(2u); from Z (h is not used)."""
     z2 = z * z
     u = _GELU_BETA * (z + _GELU_KAPPA * z2 * z)
     s, sl = _sigmoid32_and_slope(_2 * u)
     tail = _GELU_2BETA * z * sl * (_1 + _GELU_3KAPPA * z2)
-    return s + (tail if abs(u) < _GELU_TAIL else _0)
+    return g * (s + (tail if abs(u) < _GELU_TAIL else _0))
 
 
 activation = face_selector(globals())

@@ -1,17 +1,18 @@
 """Hidden-layer activations for the CUDA epilogues: float32 device functions, force-inlined.
 
 Definitions and conventions in ``activations_reference``; the same uniform signatures as
-``activations_cpu``: ``forward(z, slope)``, ``derivative(h, z, slope)``. Declared with
+``activations_cpu``: ``forward(z, slope)``, ``backward(g, h, z, slope)``. Declared with
 ``kernels.cuda``'s ``_device`` (``cuda.jit(device=True, forceinline=True)`` with the kernels'
 fastmath; plain Python functions under the simulator). A kernel factory closes over the pair
 from ``activation(name)``, so numba-cuda compiles one straight-line epilogue per activation::
 
-    fwd, _ = activation(name)
+    fwd, bwd = activation(name)
     def _k_linear_act(X, ..., slope, H, ...):      # today's _k_linear_leaky_relu
         ...
         H[m, n] = fwd(acc[i, j] * scale + b[n], slope)
 
-``leaky_relu`` and its derivative are today's expressions. Float32 only: every constant is a
+``leaky_relu`` and ``leaky_relu_backward`` are today's expressions (the PTX of an elementwise
+kernel over them equals that of today's inline code: tests/test_activations.py). Float32 only: every constant is a
 float32 (a Python float literal would make the expression float64; tests/test_activations.py
 checks the PTX for f64 instructions). The exponentials are libdevice's float32 ``expm1f`` and,
 through ``kernels.cuda``'s Sigmoid, the fast-math ``exp`` (``ex2.approx``).
@@ -42,8 +43,8 @@ def leaky_relu(z, slope):
 
 
 @_device
-def leaky_relu_grad(h, z, slope):
-    return _1 if h > _0 else slope
+def leaky_relu_backward(g, h, z, slope):
+    return g if h > _0 else g * slope
 
 
 @_device
@@ -52,8 +53,8 @@ def relu(z, slope):
 
 
 @_device
-def relu_grad(h, z, slope):
-    return _1 if h > _0 else _0
+def relu_backward(g, h, z, slope):
+    return g if h > _0 else _0
 
 
 @_device
@@ -66,8 +67,8 @@ def tanh(z, slope):
 
 
 @_device
-def tanh_grad(h, z, slope):
-    return _1 - h * h
+def tanh_backward(g, h, z, slope):
+    return g * (_1 - h * h)
 
 
 @_device
@@ -76,8 +77,8 @@ def sigmoid(z, slope):
 
 
 @_device
-def sigmoid_grad(h, z, slope):
-    return h * (_1 - h)
+def sigmoid_backward(g, h, z, slope):
+    return g * (h * (_1 - h))
 
 
 @_device
@@ -86,8 +87,8 @@ def elu(z, slope):
 
 
 @_device
-def elu_grad(h, z, slope):
-    return _1 if h > _0 else h + _1
+def elu_backward(g, h, z, slope):
+    return g if h > _0 else g * (h + _1)
 
 
 @_device
@@ -100,14 +101,14 @@ def gelu(z, slope):
 
 
 @_device
-def gelu_grad(h, z, slope):
-    """s + 2 z s (1 - s) u'(z), s = sigmoid(2u); from Z (h is not used)."""
+def gelu_backward(g, h, z, slope):
+    """g (s + 2 z s (1 - s) u'(z)), s = sigmoid(2u); from Z (h is not used)."""
     z2 = z * z
     u = _GELU_BETA * (z + _GELU_KAPPA * z2 * z)
     s, sl = _sigmoid_and_slope(_2 * u)
     if abs(u) < _GELU_TAIL:
-        return s + _GELU_2BETA * z * sl * (_1 + _GELU_3KAPPA * z2)
-    return s
+        return g * (s + _GELU_2BETA * z * sl * (_1 + _GELU_3KAPPA * z2))
+    return g * s
 
 
 activation = face_selector(globals())

@@ -7,22 +7,23 @@ derivative is a function of ``H`` alone; gelu's is not (``f`` is not monotone, s
 determine ``Z``), so an engine training with gelu must also keep the pre-activation ``Z``
 (``needs_preactivation``): one more (B, h) float32 buffer, written by the forward epilogue and
 read by the backward one, allocated only for those activations. (Equivalent alternative: the
-forward epilogue writes ``f'(Z)`` into that buffer instead of Z, calling ``derivative`` there,
+forward epilogue writes ``f'(Z) = backward(1, h, z, slope)`` into that buffer instead of Z,
 and the backward multiplies by it without recomputing the exponential.)
 
 How the kernels use them (``activations_cpu`` / ``activations_cuda`` hold the float32 faces):
-a kernel factory picks ``(forward, derivative)`` by name once, before compiling, and closes
+a kernel factory picks ``(forward, backward)`` by name once, before compiling, and closes
 over the pair, so each configuration compiles to straight-line code with no per-element
 branch on the activation. Uniform signatures, so one epilogue serves every activation:
 
 * ``forward(z, slope) -> h``; ``slope`` is the runtime leaky_relu slope (a float32 argument
   as today), ignored by the others;
-* ``derivative(h, z, slope) -> f'(z)``; ``z`` is read only where ``needs_preactivation``
-  (pass ``h`` for the others: the argument is dead and compiles away).
+* ``backward(g, h, z, slope) -> g * f'(z)``, the incoming gradient times the derivative;
+  ``z`` is read only where ``needs_preactivation`` (pass ``h`` for the others: the argument is
+  dead and compiles away).
 
-leaky_relu's pair is today's code: ``z if z > 0 else z * slope``, and the backward's
-``g if h > 0 else g * slope`` becomes ``g * (1 if h > 0 else slope)``, the same bits
-(tests/test_activations.py checks both against today's kernels.cpu epilogues).
+leaky_relu's pair is today's code: ``z if z > 0 else z * slope`` and ``g if h > 0 else
+g * slope`` (tests/test_activations.py checks it against today's kernels.cpu epilogues and
+today's CUDA PTX).
 All forms keep a NaN a NaN (divergence is caught through the loss). torch conventions at the
 kinks: relu' and leaky_relu' at 0 are 0 and ``slope``; elu is ``nn.ELU(alpha=1.0)``; gelu is
 ``nn.GELU(approximate="tanh")``.
@@ -62,12 +63,12 @@ def torch_activation(name: str, slope: float = 0.01):
 
 
 def face_selector(namespace: dict):
-    """``activation(name) -> (forward, derivative)`` for a face module whose functions are
-    named ``NAME`` and ``NAME_grad`` (``namespace`` its globals())."""
-    pairs = {n: (namespace[n], namespace[n + "_grad"]) for n in ACTIVATIONS}
+    """``activation(name) -> (forward, backward)`` for a face module whose functions are
+    named ``NAME`` and ``NAME_backward`` (``namespace`` its globals())."""
+    pairs = {n: (namespace[n], namespace[n + "_backward"]) for n in ACTIVATIONS}
 
     def activation(name: str):
-        """``(forward(z, slope), derivative(h, z, slope))`` of activation ``name``."""
+        """``(forward(z, slope), backward(g, h, z, slope))`` of activation ``name``."""
         return pairs[check_activation(name)]
 
     return activation

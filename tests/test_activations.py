@@ -36,24 +36,24 @@ def rng(request):
 def _njit_faces(name):
     """An elementwise @njit loop over the CPU face (not disk-cached, so its IR can be
     inspected; compiled once per test session)."""
-    fwd, grad = AC.activation(name)
+    fwd, bwd = AC.activation(name)
     flags = dict(kcpu._FAST, cache=False)
 
     @njit(**flags)
-    def apply(Z, slope, H, D):
+    def apply(Z, G, slope, H, D):
         for i in range(Z.shape[0]):
-            h = fwd(Z[i], slope)
-            H[i] = h
-            D[i] = grad(h, Z[i], slope)
+            H[i] = fwd(Z[i], slope)
+            D[i] = bwd(G[i], H[i], Z[i], slope)
 
     return apply
 
 
-def _run_cpu(name, Z):
+def _run_cpu(name, Z, G=None):
+    """(H, backward(G) (the derivative for G = 1), the compiled loop)."""
     H = np.empty_like(Z)
     D = np.empty_like(Z)
     apply = _njit_faces(name)
-    apply(Z, SLOPE, H, D)
+    apply(Z, np.ones_like(Z) if G is None else G, SLOPE, H, D)
     return H, D, apply
 
 
@@ -113,21 +113,22 @@ def test_nan_stays_nan(name):
 
 
 def test_only_gelu_needs_the_preactivation(rng):
-    """The derivative of every other activation ignores Z (a NaN there changes nothing): the
+    """The backward of every other activation ignores Z (a NaN there changes nothing): the
     engine keeps a Z buffer only where needs_preactivation says so."""
     Z = awkward_float32(rng, 400)
+    G = rng.standard_normal(Z.size).astype(np.float32)
     for name in NAMES:
-        _, grad = AC.activation(name)
         H, _, _ = _run_cpu(name, Z)
+        _, bwd = AC.activation(name)
 
         @njit(cache=False)
-        def backward(H, Z, slope, out):
+        def backward(G, H, Z, slope, out):
             for i in range(H.shape[0]):
-                out[i] = grad(H[i], Z[i], slope)
+                out[i] = bwd(G[i], H[i], Z[i], slope)
 
         D, D_nan = np.empty_like(H), np.empty_like(H)
-        backward(H, Z, SLOPE, D)
-        backward(H, np.full_like(Z, np.nan), SLOPE, D_nan)
+        backward(G, H, Z, SLOPE, D)
+        backward(G, H, np.full_like(Z, np.nan), SLOPE, D_nan)
         uses_z = not np.array_equal(D, D_nan, equal_nan=True)
         assert uses_z == AR.needs_preactivation(name), name
     with pytest.raises(ValueError, match="unknown activation 'swish'"):
@@ -135,18 +136,19 @@ def test_only_gelu_needs_the_preactivation(rng):
 
 
 def test_leaky_relu_face_is_todays_epilogue(rng):
-    """leaky_relu's pair gives today's kernels.cpu epilogues bit for bit."""
+    """leaky_relu's pair gives today's kernels.cpu epilogues bit for bit (NaN and subnormal
+    gradients included)."""
     Z = awkward_float32(rng, 1000)[:1000].reshape(20, 50)
     b = rng.standard_normal(50).astype(np.float32)
+    G = rng.standard_normal(Z.shape).astype(np.float32)
+    G.flat[:3] = np.nan, 1e-40, -1e-40
     today = Z.copy()
     kcpu.bias_leaky_relu_(today, b, SLOPE)
-    H, _, _ = _run_cpu("leaky_relu", (Z + b).ravel())
-    assert np.array_equal(H.reshape(Z.shape), today)
-    G = rng.standard_normal(Z.shape).astype(np.float32)
     today_g = G.copy()
     kcpu.leaky_relu_grad_(today_g, today, SLOPE, np.empty(0, np.float64))
-    _, D, _ = _run_cpu("leaky_relu", (Z + b).ravel())
-    assert np.array_equal(G * D.reshape(Z.shape), today_g)
+    H, D, _ = _run_cpu("leaky_relu", (Z + b).ravel(), G.ravel())
+    assert np.array_equal(H.reshape(Z.shape), today)
+    assert np.array_equal(D.reshape(Z.shape), today_g, equal_nan=True)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -190,7 +192,8 @@ def test_cuda_face_matches_reference(rng, cuda_faces, name):
     Z = awkward_float32(rng, 200)
     H = np.full_like(Z, np.nan)
     D = np.full_like(Z, np.nan)
-    launch(activation_kernel(*cuda_faces.activation(name)), Z.size, Z, SLOPE, H, D)
+    launch(activation_kernel(*cuda_faces.activation(name)), Z.size, Z, np.ones_like(Z), SLOPE,
+           H, D)
     ref_h, ref_d = _reference(name, Z, H)
     fwd_tol, grad_tol = _fwd_tol(name, Z), dict(GRAD_TOL)
     if name in ("sigmoid", "gelu"):  # their exp is fast-math __expf on a GPU
@@ -209,3 +212,8 @@ def test_cuda_faces_compile_to_float32_ptx(cuda_faces):
         assert f["target"] == f"sm_{f['cc'][0]}{f['cc'][1]}", f
         assert f["f64"] == [], f  # float32 throughout: no promoted constant or libm double
         assert not f["local"] and not f["tanh_approx"], f  # tanh.approx is ~5e-4 off
+    today = [f for f in ptx_facts("today")]
+    ours = [f for f in facts if f["name"] == "leaky_relu"]
+    assert len(today) == len(ours) == 2
+    for a, b in zip(ours, today):  # today's configuration compiles to today's code
+        assert a["cc"] == b["cc"] and a["body"] == b["body"], (a["body"], b["body"])
