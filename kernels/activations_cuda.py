@@ -10,12 +10,14 @@ from ``activation(name)``, so numba-cuda compiles one straight-line epilogue per
     def _k_linear_act(X, ..., slope, H, ...):      # today's _k_linear_leaky_relu
         ...
         H[m, n] = fwd(acc[i, j] * scale + b[n], slope)
+    ...                                            # _k_backward_hidden's epilogue:
+        dH[m, n] = bwd(acc[i, j], H[m, n], Zk[m, n] if NEEDS_Z else H[m, n], slope)
 
 ``leaky_relu`` and ``leaky_relu_backward`` are today's expressions (the PTX of an elementwise
-kernel over them equals that of today's inline code: tests/test_activations.py). Float32 only: every constant is a
-float32 (a Python float literal would make the expression float64; tests/test_activations.py
-checks the PTX for f64 instructions). The exponentials are libdevice's float32 ``expm1f`` and,
-through ``kernels.cuda``'s Sigmoid, the fast-math ``exp`` (``ex2.approx``).
+kernel over them equals that of today's inline code: tests/test_activations.py). Float32
+only: every constant is a float32 (a Python float literal would make the expression float64;
+the tests check the PTX for f64 instructions). The exponentials are libdevice's float32
+``expm1f`` and, through ``kernels.cuda``'s Sigmoid, the fast-math ``exp`` (``ex2.approx``).
 """
 
 from __future__ import annotations
