@@ -133,6 +133,22 @@ def fast_exp_rtol(arg) -> np.ndarray:
     return np.zeros_like(arg) if SIMULATOR else 6e-8 * (3 + 1.2 * np.minimum(arg, 100.0))
 
 
+def todays_mse_kernel():
+    """loss_kernel with today's inline Sigmoid + MSE epilogue code (kernels/cuda.py's
+    ``d = y - T[src, n] * tscale``, ``part += float64(d * d)``, ``dZ = dscale * d * slope``)."""
+    from aecore.kernels.cuda import _sigmoid_and_slope
+
+    def k(Z, T, scale, L, S, G):
+        i = cuda.grid(1)
+        if i < Z.shape[0]:
+            y, slope = _sigmoid_and_slope(Z[i])
+            d = y - T[i]
+            L[i] = d * d
+            S[i] = d * d
+            G[i] = scale * d * slope
+    return k
+
+
 def launch(kernel, n, *args):
     """Compile (lazily) and run an elementwise kernel over n elements (simulated without a GPU)."""
     threads = 64
@@ -150,7 +166,8 @@ for kind, name in json.loads(sys.argv[2]):
     if kind == "activation":
         fn, sig = h.activation_kernel(*acu.activation(name)), h.ACT_SIG
     elif kind == "today":
-        fn, sig = h.todays_leaky_relu_kernel, h.ACT_SIG
+        fn, sig = (h.todays_leaky_relu_kernel, h.ACT_SIG) if name == "leaky_relu" else (
+            h.todays_mse_kernel(), h.LOSS_SIG)
     else:
         fn, sig = h.loss_kernel(lcu.loss_point(name)), h.LOSS_SIG
     for cc in ((8, 0), (9, 0)):
@@ -172,13 +189,26 @@ def ptx_body(ptx: str) -> list:
             if line.strip() and not line.strip().startswith("//")]
 
 
+def ptx_arithmetic(body: list) -> list:
+    """The floating-point arithmetic of a PTX body in order, registers renamed by first use
+    (so where the compiler placed the loads, stores and address computations does not count)."""
+    names: dict = {}
+
+    def rename(m):
+        return names.setdefault(m.group(0), f"%v{len(names)}")
+
+    ops = [line for line in body if re.match(r"[a-z0-9.]+\.f(32|64)\b", line)
+           and not line.startswith(("ld.", "st.", "cvta"))]
+    return [re.sub(r"%f\d+", rename, line) for line in ops]
+
+
 @functools.lru_cache(maxsize=None)
 def _all_ptx_facts() -> tuple:
     from aecore.kernels.activations_reference import ACTIVATIONS
     from aecore.kernels.losses_reference import LOSSES
 
     items = ([("activation", n) for n in ACTIVATIONS] + [("loss", n) for n in LOSSES]
-             + [("today", "leaky_relu")])
+             + [("today", "leaky_relu"), ("today", "mse")])
     env = {**os.environ, "NUMBA_ENABLE_CUDASIM": "0"}
     r = subprocess.run([sys.executable, "-c", _PTX_SCRIPT, str(Path(__file__).parent),
                         json.dumps(items)], capture_output=True, text=True, env=env, timeout=600)

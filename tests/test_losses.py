@@ -10,8 +10,8 @@ import functools
 import numpy as np
 import pytest
 from epilogue_checks import (assert_close, awkward_float32, cuda_face_or_skip, fast_exp_rtol,
-                             float64_arithmetic, fresh_rng, launch, loss_kernel, ptx_facts,
-                             vectorized)
+                             float64_arithmetic, fresh_rng, launch, loss_kernel, ptx_arithmetic,
+                             ptx_facts, vectorized)
 from numba import njit
 
 from aecore.kernels import cpu as kcpu
@@ -256,3 +256,9 @@ def test_cuda_faces_compile_to_float32_ptx(cuda_faces):
     for f in facts:
         assert f["target"] == f"sm_{f['cc'][0]}{f['cc'][1]}", f
         assert f["f64"] == [] and not f["local"], f
+    today = [f for f in ptx_facts("today") if f["name"] == "mse"]
+    ours = [f for f in facts if f["name"] == "mse"]
+    assert len(today) == len(ours) == 2
+    for a, b in zip(ours, today):  # today's configuration: today's arithmetic, in its order
+        assert a["cc"] == b["cc"]
+        assert ptx_arithmetic(a["body"]) == ptx_arithmetic(b["body"]), (a["body"], b["body"])
