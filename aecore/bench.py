@@ -169,6 +169,27 @@ def format_table(rows) -> str:
     return "\n".join(lines)
 
 
+def cpu_peaks(threads: int, seconds: float = 0.1) -> dict[int, float]:
+    """The FMA loop's GFLOP/s (``kernels.fma_peak``) on 1 and on ``threads`` threads."""
+    from .kernels.fma_peak import peak_gflops
+
+    return {t: peak_gflops(t, seconds) for t in sorted({1, max(threads, 1)})}
+
+
+def peak_line(rows, peaks: dict[int, float], threads: int) -> tuple[str, float | None]:
+    """The sentence about the best CPU row against the FMA peak on ``threads`` threads (the
+    threads BLAS ran on), and that fraction (None without CPU rows)."""
+    cpu = [r for r in rows if r.device == "cpu"]
+    line = "CPU FMA peak (kernels/fma_peak.py): " + ", ".join(
+        f"{t} thread{'s' if t > 1 else ''} {g:,.0f} GFLOP/s" for t, g in peaks.items())
+    if not cpu or threads not in peaks:
+        return line, None
+    best = max(cpu, key=lambda r: r.gflops)
+    frac = best.gflops / peaks[threads]
+    return (line + f"; best row (h={best.hidden}, B={best.batch}) {best.gflops:,.0f} GFLOP/s = "
+            f"{frac:.0%} of the {threads}-thread peak"), frac
+
+
 def write_json(rows, path, meta):
     Path(path).write_text(json.dumps({"meta": meta, "rows": [r.to_dict() for r in rows]}, indent=2))
 

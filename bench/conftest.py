@@ -5,6 +5,9 @@ Every benchmark records ``extra_info["impl"]`` (aecore, numpy, torch, floor, cup
 group of implementations that do the same work; at the end this prints, per group, each
 implementation's median time as a ratio to aecore's — ratios measured in the same run, which
 are what our speed targets are stated in (machines here are noisy; absolute times are not).
+The BLAS that ran (threadpoolctl: library, version, kernel, threads) goes into
+pytest-benchmark's machine_info["blas"] (``--benchmark-json``, ``--benchmark-autosave``) and into a
+line of the terminal summary.
 """
 
 from __future__ import annotations
@@ -35,10 +38,21 @@ def train_images():
         return np.random.default_rng(0).integers(0, 256, (60000, 784), dtype=np.uint8)
 
 
+def pytest_benchmark_update_machine_info(config, machine_info):
+    from aecore import blas_info
+
+    machine_info["blas"] = blas_info.meta()
+
+
 def pytest_terminal_summary(terminalreporter, config):
     session = getattr(config, "_benchmarksession", None)
     if session is None or not session.benchmarks:
         return
+    from aecore import blas_info
+
+    terminalreporter.write_sep("=", "BLAS that ran (threadpoolctl)")
+    for k, v in blas_info.summary_rows():
+        terminalreporter.write_line(f"{k}: {v}")
     groups: dict[str, dict[str, float]] = {}
     for bench in session.benchmarks:
         d = bench.as_dict()

@@ -72,6 +72,7 @@ def bench(devices, hidden, batches, samples, repeats, with_torch, data_dir, out)
     same device. Writes OUT/bench.json and a CPU-vs-GPU chart OUT/bench.png.
     """
     from aecore import bench as B
+    from aecore import blas_info
     from aecore.data import load_fashion_mnist
 
     from .train import resolve_device
@@ -79,6 +80,14 @@ def bench(devices, hidden, batches, samples, repeats, with_torch, data_dir, out)
     devices = list(dict.fromkeys(resolve_device(d) for d in devices))  # auto -> cpu or cuda
     os.makedirs(out, exist_ok=True)
     images = load_fashion_mnist(data_dir=data_dir, val_size=0).train.images
+    blas = blas_info.meta()
+    if "cpu" in devices:
+        for k, v in blas_info.summary_rows():
+            click.echo(f"{k}: {v}")
+        if "OPENBLAS_CORETYPE" in blas["env"]:
+            click.echo("note: OPENBLAS_CORETYPE forces that OpenBLAS kernel; to measure the one "
+                       "OpenBLAS picks for this CPU, run: env -u OPENBLAS_CORETYPE -u "
+                       "OPENBLAS_L2_SIZE aecore bench ...")
     rows = []
     jobs = [(d, h, b) for d in devices for b in batches for h in hidden]
     with click.progressbar(jobs, label="benchmarking", file=sys.stderr,
@@ -86,13 +95,22 @@ def bench(devices, hidden, batches, samples, repeats, with_torch, data_dir, out)
         for d, h, b in bar:
             rows.append(B.bench_one(d, h, b, images, samples, repeats, with_torch))
     click.echo(B.format_table(rows))
+    peaks, frac = {}, None
+    if "cpu" in devices:
+        threads = (blas["aecore_sgemm"] or {}).get("num_threads") or 1
+        peaks = B.cpu_peaks(threads)
+        line, frac = B.peak_line(rows, peaks, threads)
+        click.echo(line)
     meta = {"date": datetime.datetime.now().isoformat(timespec="seconds"),
             "machine": f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} cpus",
             "samples": samples, "repeats": repeats,
-            # the settings that change what the CUDA rows measure, when set
+            "blas": blas,  # threadpoolctl: library, version, kernel, threads, and BLAS_ENV
+            "fma_peak_gflops": {str(t): g for t, g in peaks.items()},
+            "best_cpu_fraction_of_peak": frac,
+            # the settings that change what the CUDA or CPU rows measure, when set
             "env": {k: os.environ[k] for k in ("AECORE_CUDA_TILE", "AECORE_CUDA_BK",
                                                 "AECORE_CUDA_GRAPHS", "AECORE_CUDA_PAIRED_UPDATES", "AECORE_CUDA_PREFETCH",
-                                                "OPENBLAS_NUM_THREADS")
+                                                *blas_info.BLAS_ENV)
                     if k in os.environ}}
     B.write_json(rows, os.path.join(out, "bench.json"), meta)
     B.plot(rows, os.path.join(out, "bench.png"))

@@ -16,7 +16,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from aecore import __version__, runs
+from aecore import __version__, blas_info, runs
 from aecore.checkpoint import load_weights, slope_of
 from aecore.engine import EVAL_BATCH, OptimConfig, make_engine
 from aecore.trainer import TrainConfig, recon_images
@@ -198,23 +198,6 @@ def _version(dist):
         return "not installed"
 
 
-def _blas_info() -> str:
-    parts = []
-    try:
-        import scipy
-
-        deps = scipy.show_config(mode="dicts")["Build Dependencies"]["blas"]
-        parts.append(f"scipy (used by the CPU kernels): {deps.get('name')} {deps.get('version', '')}")
-    except Exception as e:  # scipy missing or an old show_config
-        parts.append(f"scipy: {type(e).__name__}")
-    try:
-        deps = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
-        parts.append(f"numpy: {deps.get('name')} {deps.get('version', '')}")
-    except Exception as e:
-        parts.append(f"numpy: {type(e).__name__}")
-    return "; ".join(p.strip() for p in parts)
-
-
 def _cpu_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -237,7 +220,7 @@ def info(device, data_dir):
     rows = [("aecore", __version__), ("python", platform.python_version()),
             ("numpy", np.__version__), ("numba", numba.__version__),
             ("numba-cuda", _version("numba-cuda")), ("torch", _version("torch")),
-            ("BLAS", _blas_info()),
+            *blas_info.summary_rows(),
             ("CPU", f"{_cpu_name()}, {os.cpu_count()} logical cores, "
                     f"numba threads {numba.config.NUMBA_NUM_THREADS}")]
     ok, reason = devices.cuda_usable()
