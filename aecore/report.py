@@ -31,7 +31,7 @@ import numpy as np
 
 from . import runs as R
 from .data import CLASS_NAMES
-from .engine import OPTIMIZERS
+from .optim import OPTIMIZERS
 from .errors import CheckpointError
 
 

@@ -18,13 +18,12 @@ import numpy as np
 
 from aecore import __version__, runs
 from aecore.checkpoint import load_weights, slope_of
-from aecore.engine import OptimConfig, make_engine
+from aecore.devices import make_engine
 from aecore.trainer import TrainConfig, recon_images
 
 from .train import data_dir_option, device_option, load_data, resolve_device
 
 SPLITS = ("test", "val", "train")
-EVAL_BATCH = 1000
 
 ckpt_argument = click.argument("ckpt", metavar="CKPT", type=click.Path(path_type=Path))
 split_option = click.option("--split", type=click.Choice(SPLITS), default="test", show_default=True,
@@ -44,8 +43,7 @@ class _Model:
         self.data = load_data(data_dir, self.val_size)
         part = getattr(self.data, split)
         self.images, self.labels = part.images, part.labels
-        self.engine = make_engine(self.device, self.weights.params, OptimConfig(), EVAL_BATCH,
-                                  self.slope)
+        self.engine = make_engine(self.device, self.weights.params, slope=self.slope)
 
 
 def _run_val_size(run_dir: Path) -> int:

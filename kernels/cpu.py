@@ -26,6 +26,7 @@ from numba import njit, types
 from numba.extending import intrinsic, overload
 
 from .blas import gemm
+from .optim import OPT_ADAM, OPT_NESTEROV, OPT_SGD
 
 PIXEL_SCALE = np.float32(1.0 / 255.0)
 _LOG2E = 1.4426950408889634
@@ -156,13 +157,53 @@ def prefetch_rows(X, idx):
         _prefetch(flat, base + n - 1)
 
 
-def _as_float(X):
-    """uint8 pixels -> a float32 copy; float32 arrays pass through (no copy)."""
-    if X.dtype == np.float32:
-        return X
-    out = np.empty(X.shape, np.float32)
-    to_float(X, out)
-    return out
+def _as_float32(X):
+    """X as float32: float32 arrays as they are, uint8 pixels as a scaled copy (@njit only)."""
+    raise NotImplementedError("only callable from @njit code")
+
+
+@overload(_as_float32)
+def _as_float32_impl(X):
+    if X.dtype == types.float32:
+        return lambda X: X
+
+    def convert(X):
+        out = np.empty(X.shape, np.float32)
+        to_float(X, out)
+        return out
+    return convert
+
+
+def _absent(x):
+    return isinstance(x, (types.NoneType, types.Omitted))
+
+
+def _rows_or_none(Y, ncols):
+    """Y, or a (0, ncols) float32 array (the epilogues' "do not write y") when Y is None."""
+    raise NotImplementedError("only callable from @njit code")
+
+
+@overload(_rows_or_none, inline="always")
+def _rows_or_none_impl(Y, ncols):
+    if _absent(Y):
+        return lambda Y, ncols: np.empty((0, ncols), np.float32)
+    return lambda Y, ncols: Y
+
+
+def _sums_or_none(colsum):
+    """colsum zeroed, or an empty float64 array (the epilogues' "no column sums") when None."""
+    raise NotImplementedError("only callable from @njit code")
+
+
+@overload(_sums_or_none, inline="always")
+def _sums_or_none_impl(colsum):
+    if _absent(colsum):
+        return lambda colsum: np.empty(0, np.float64)
+
+    def zeroed(colsum):
+        colsum[:] = 0.0
+        return colsum
+    return zeroed
 
 
 # --- kernel 1: matmul + bias + LeakyReLU ------------------------------------------------------
@@ -176,14 +217,10 @@ def bias_leaky_relu_(Z, b, slope):
 
 
 @njit(**_FAST)
-def _linear_leaky_relu(Xf, W, b, H, slope):
-    gemm(False, True, 1.0, Xf, W, 0.0, H)
-    bias_leaky_relu_(H, b, np.float32(slope))
-
-
 def linear_leaky_relu(X, W, b, H, slope=0.01):
     """H <- leaky_relu(X W^T + b). X (B, K) float32 or uint8; W (N, K); b (N,); H (B, N)."""
-    _linear_leaky_relu(_as_float(X), W, b, H, slope)
+    gemm(False, True, 1.0, _as_float32(X), W, 0.0, H)
+    bias_leaky_relu_(H, b, np.float32(slope))
 
 
 # --- kernel 2 (+3): matmul + bias + Sigmoid (+ MSE gradient) ----------------------------------
@@ -249,32 +286,32 @@ def bias_sigmoid_loss(Z, b, T):
 
 
 @njit(**_FAST)
-def _linear_sigmoid(H, W, b, Y):
-    gemm(False, True, 1.0, H, W, 0.0, Y)
+def linear_sigmoid(H, W, b, Y):
+    """Y <- sigmoid(H W^T + b). H (B, K); W (N, K); b (N,); Y (B, N)."""
+    gemm(False, True, 1.0, _as_float32(H), W, 0.0, Y)
     bias_sigmoid_(Y, b)
 
 
-def linear_sigmoid(H, W, b, Y):
-    """Y <- sigmoid(H W^T + b). H (B, K); W (N, K); b (N,); Y (B, N)."""
-    _linear_sigmoid(_as_float(H), W, b, Y)
+@njit(**_FAST)
+def linear_sigmoid_mse(H, W, b, T, dZ, Y=None, colsum=None):
+    """Kernels 2+3 fused: dZ <- 2/(B*N) (y - T) y (1 - y), y = sigmoid(H W^T + b).
+
+    Returns the batch's loss sum, sum((y - T)^2), in float64. Y (B, N) receives y if given;
+    otherwise y is never written to memory. ``colsum`` ((N,) float64), if given, receives dZ's
+    column sums (the bias gradient) from the same pass.
+    """
+    gemm(False, True, 1.0, _as_float32(H), W, 0.0, dZ)
+    scale = 2.0 / (dZ.shape[0] * dZ.shape[1])
+    return bias_sigmoid_mse_(dZ, b, T, scale, _rows_or_none(Y, dZ.shape[1]),
+                             _sums_or_none(colsum))
 
 
 @njit(**_FAST)
-def _linear_sigmoid_mse(H, W, b, T, dZ, Y):
-    gemm(False, True, 1.0, H, W, 0.0, dZ)
-    scale = 2.0 / (dZ.shape[0] * dZ.shape[1])
-    return bias_sigmoid_mse_(dZ, b, T, scale, Y, np.empty(0, np.float64))
-
-
-def linear_sigmoid_mse(H, W, b, T, dZ, Y=None):
-    """Kernels 2+3 fused: dZ <- 2/(B*N) (y - T) y (1 - y), y = sigmoid(H W^T + b).
-
-    Returns the batch's loss sum, sum((y - T)^2), as a Python float. Y (B, N) receives y if
-    given; otherwise y is never written to memory.
-    """
-    if Y is None:
-        Y = np.empty((0, dZ.shape[1]), np.float32)
-    return _linear_sigmoid_mse(_as_float(H), W, b, T, dZ, Y)
+def linear_sigmoid_loss(H, W, b, T, Z):
+    """sum((sigmoid(H W^T + b) - T)^2) in float64 (evaluation: no gradient); Z (B, N) is
+    scratch for the product."""
+    gemm(False, True, 1.0, H, W, 0.0, Z)
+    return bias_sigmoid_loss(Z, b, T)
 
 
 # --- kernel 4: the backward products ----------------------------------------------------------
@@ -296,14 +333,11 @@ def leaky_relu_grad_(dH, H, slope, colsum):
 
 
 @njit(**_FAST)
-def _backward_hidden(dZ, W2, H, dH, slope):
+def backward_hidden(dZ, W2, H, dH, slope=0.01, colsum=None):
+    """dH <- (dZ W2) * leaky_relu'(H). dZ (B, N); W2 (N, K); H, dH (B, K). ``colsum`` ((K,)
+    float64), if given, receives dH's column sums (the bias gradient) from the same pass."""
     gemm(False, False, 1.0, dZ, W2, 0.0, dH)
-    leaky_relu_grad_(dH, H, np.float32(slope), np.empty(0, np.float64))
-
-
-def backward_hidden(dZ, W2, H, dH, slope=0.01):
-    """dH <- (dZ W2) * leaky_relu'(H). dZ (B, N); W2 (N, K); H, dH (B, K)."""
-    _backward_hidden(dZ, W2, H, dH, slope)
+    leaky_relu_grad_(dH, H, np.float32(slope), _sums_or_none(colsum))
 
 
 @njit(**_FAST)
@@ -322,28 +356,32 @@ def column_sums(dZ, out, alpha, beta):
 
 
 @njit(**_FAST)
-def _weight_grad(dZ, A, G, gb):
-    gemm(True, False, 1.0, dZ, A, 0.0, G)
+def weight_grad(dZ, A, G, gb):
+    """G <- dZ^T A (N, K) and gb <- dZ.sum(0) (N,). A may be uint8 pixels."""
+    gemm(True, False, 1.0, dZ, _as_float32(A), 0.0, G)
     column_sums(dZ, gb, 1.0, 0.0)
 
 
-def weight_grad(dZ, A, G, gb):
-    """G <- dZ^T A (N, K) and gb <- dZ.sum(0) (N,). A may be uint8 pixels."""
-    _weight_grad(dZ, _as_float(A), G, gb)
+@njit(cache=True, nogil=True)  # no fast-math: b - lr g rounds as written (no fused multiply-add)
+def _bias_step(b, g, lr):
+    for j in range(b.shape[0]):
+        b[j] -= lr * g[j]
 
 
 @njit(**_FAST)
-def _sgd_weight_step(dZ, A, W, b, lr):
-    gemm(True, False, -lr, dZ, A, 1.0, W)
-    column_sums(dZ, b, -lr, 1.0)
-
-
-def sgd_weight_step(dZ, A, W, b, lr):
+def sgd_weight_step(dZ, A, W, b, lr, gsum=None):
     """Plain SGD fused into the weight-gradient product: W <- W - lr dZ^T A, b <- b - lr sum(dZ).
 
-    One sgemm with alpha = -lr, beta = 1: the gradient G is never written to memory.
+    One sgemm with alpha = -lr, beta = 1: the gradient G is never written to memory. ``gsum``:
+    dZ's column sums (float64) when the caller has them (an epilogue summed them).
     """
-    _sgd_weight_step(dZ, _as_float(A), W, b, lr)
+    gemm(True, False, -lr, dZ, _as_float32(A), 1.0, W)
+    if gsum is None:
+        sums = np.empty(dZ.shape[1], np.float64)
+        column_sums(dZ, sums, 1.0, 0.0)
+        _bias_step(b, sums, lr)
+    else:
+        _bias_step(b, gsum, lr)
 
 
 # --- kernel 5: optimizer updates --------------------------------------------------------------
@@ -403,3 +441,35 @@ def adam_update(W, G, M, V, lr, t, beta1, beta2, eps):
         m[i] = mi
         v[i] = vi
         w[i] -= step * mi / (math.sqrt(vi) * inv_bc2_sqrt + e)
+
+
+@njit(cache=True, nogil=True)
+def optimizer_update(kind, hp, t, W, G, V, M):
+    """One parameter's update from its gradient G, in place: ``kind`` OPT_MOMENTUM /
+    OPT_NESTEROV (sgd_update, V the momentum buffer) or OPT_ADAM (adam_update at step t, M
+    exp_avg, V exp_avg_sq); ``hp`` a kernels.optim.HyperParams."""
+    if kind == OPT_ADAM:
+        adam_update(W, G, M, V, np.float32(hp.lr), t, hp.beta1, hp.beta2, hp.eps)
+    else:
+        sgd_update(W, G, np.float32(hp.lr), np.float32(hp.momentum), kind == OPT_NESTEROV, V)
+
+
+# No fast-math: gb's float32 copy of gsum and SGD's bias step round as written.
+@njit(cache=True, nogil=True)
+def weight_step(kind, hp, t, dZ, A, W, b, gsum, VW, Vb, MW, Mb, G, gb):
+    """One optimizer step of a layer (kernel 5): W's gradient is dZ^T A, b's is ``gsum`` (dZ's
+    column sums in float64, as linear_sigmoid_mse / backward_hidden leave them).
+
+    ``kind``, ``hp`` (HyperParams), buffers (VW, Vb, MW, Mb) as in kernels/optim.py; ``t`` the
+    step number (Adam's, from 1). OPT_SGD: sgd_weight_step, the update fused into the product
+    (G, gb and the buffers unused). Otherwise G <- dZ^T A and gb <- gsum (float32 scratch of
+    W's and b's shapes), then optimizer_update of W and of b.
+    """
+    lr = np.float32(hp.lr)
+    if kind == OPT_SGD:
+        sgd_weight_step(dZ, A, W, b, lr, gsum)
+    else:
+        gemm(True, False, 1.0, dZ, A, 0.0, G)
+        gb[:] = gsum
+        optimizer_update(kind, hp, t, W, G, VW, MW)
+        optimizer_update(kind, hp, t, b, gb, Vb, Mb)

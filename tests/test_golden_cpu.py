@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from aecore.engine import OptimConfig, make_engine
+from aecore.devices import make_engine
+from aecore.optim import OptimConfig
 from aecore.model import init_params
 
 GOLDEN = Path(__file__).parent / "data" / "golden_cpu.npz"
