@@ -10,10 +10,9 @@ CUTLASS / Triton, here on the CPU.
 Shapes (PyTorch ``nn.Linear`` layout): X (B, K), W (N, K), b (N,), outputs (B, N).
 All floating arrays are float32 and C-contiguous; X / T may also be uint8 pixels (scaled 1/255).
 
-Why a hand-written ``exp``: numba lowers ``math.exp`` to a scalar libm call (about 2.3 ns an
-element here), which would make the Sigmoid epilogue cost as much as the product at h=64.
-``_exp_neg`` is a Cody-Waite range reduction plus a degree-7 polynomial, in float64, with 2^n
-built from the exponent bits: plain arithmetic, so LLVM vectorizes it (AVX2 / AVX-512).
+Why a hand-written ``exp``: numba lowers ``math.exp`` to a scalar libm call, which does not
+vectorize. ``_exp_neg`` is a Cody-Waite range reduction plus a polynomial, with 2^n built from
+the exponent bits: plain arithmetic, so LLVM vectorizes it (AVX2 / AVX-512).
 """
 
 from __future__ import annotations
@@ -35,8 +34,8 @@ _LN2 = 0.6931471805599453
 # Fast-math without 'nnan'/'ninf': a NaN must stay a NaN (that is how divergence is caught).
 # 'reassoc' lets the reductions vectorize; it is harmless in _exp_neg, whose range reduction
 # runs in float64 where x - n*ln2 stays exact to ~1e-16 in any order.
-# error_model="numpy": no ZeroDivisionError check on every float division (that check alone
-# stopped the Sigmoid epilogue from vectorizing: 5.6 ns an element instead of ~0.3).
+# error_model="numpy": no ZeroDivisionError check on every float division (it stops the
+# Sigmoid epilogue from vectorizing).
 _FAST = dict(cache=True, fastmath={"contract", "reassoc", "nsz", "arcp", "afn"}, nogil=True,
              error_model="numpy")
 _FLT_MIN = np.float32(1.1754944e-38)  # smallest normal float32
@@ -71,9 +70,8 @@ def _exp_neg32(x):
     """exp(x) in float32 for x <= 0 (clamped at -87, where exp is ~1.6e-38; relative error
     ~2e-7; NaN stays NaN). 16 lanes per AVX-512 instruction instead of float64's 8."""
     x = np.float32(-87.0) if x < np.float32(-87.0) else x
-    # np.floor, not math.floor: numba's math.floor returns an int64 (Python semantics), which
-    # turned everything after it into float64 (8 lanes, and int64 <-> double conversions):
-    # this function then took 0.37 ns an element instead of 0.12
+    # np.floor, not math.floor: numba's math.floor returns an int64, which turns the rest into
+    # float64 (bench/RESULTS.md)
     n = np.floor(x * _F32_LOG2E + np.float32(0.5))
     r = (x - n * _F32_LN2_HI) - n * _F32_LN2_LO
     p = np.float32(1.0) + r * (np.float32(1.0) + r * (np.float32(0.5) + r * (
@@ -146,8 +144,7 @@ def prefetch_rows(X, idx):
     """Start loading rows X[idx] into cache without waiting (one hint per 64-byte line).
 
     The training loop calls it for the *next* batch right after gathering this one: the
-    dataset (47 MB of uint8) does not fit in cache, and a gather of 64 random rows waited on
-    DRAM for ~7 of its ~9 us (1.6 us when the rows were cached; cpu-2c)."""
+    dataset (47 MB of uint8) does not fit in cache (bench/RESULTS.md has the gather times)."""
     n = X.shape[1]
     flat = X.reshape(-1)
     for i in range(idx.shape[0]):
@@ -172,38 +169,6 @@ def _as_float32_impl(X):
         to_float(X, out)
         return out
     return convert
-
-
-def _absent(x):
-    return isinstance(x, (types.NoneType, types.Omitted))
-
-
-def _rows_or_none(Y, ncols):
-    """Y, or a (0, ncols) float32 array (the epilogues' "do not write y") when Y is None."""
-    raise NotImplementedError("only callable from @njit code")
-
-
-@overload(_rows_or_none, inline="always")
-def _rows_or_none_impl(Y, ncols):
-    if _absent(Y):
-        return lambda Y, ncols: np.empty((0, ncols), np.float32)
-    return lambda Y, ncols: Y
-
-
-def _sums_or_none(colsum):
-    """colsum zeroed, or an empty float64 array (the epilogues' "no column sums") when None."""
-    raise NotImplementedError("only callable from @njit code")
-
-
-@overload(_sums_or_none, inline="always")
-def _sums_or_none_impl(colsum):
-    if _absent(colsum):
-        return lambda colsum: np.empty(0, np.float64)
-
-    def zeroed(colsum):
-        colsum[:] = 0.0
-        return colsum
-    return zeroed
 
 
 # --- kernel 1: matmul + bias + LeakyReLU ------------------------------------------------------
@@ -302,8 +267,11 @@ def linear_sigmoid_mse(H, W, b, T, dZ, Y=None, colsum=None):
     """
     gemm(False, True, 1.0, _as_float32(H), W, 0.0, dZ)
     scale = 2.0 / (dZ.shape[0] * dZ.shape[1])
-    return bias_sigmoid_mse_(dZ, b, T, scale, _rows_or_none(Y, dZ.shape[1]),
-                             _sums_or_none(colsum))
+    # (numba resolves each `is None` when it compiles: no branch at run time)
+    y = np.empty((0, dZ.shape[1]), np.float32) if Y is None else Y
+    sums = np.empty(0, np.float64) if colsum is None else colsum
+    sums[:] = 0.0
+    return bias_sigmoid_mse_(dZ, b, T, scale, y, sums)
 
 
 @njit(**_FAST)
@@ -337,7 +305,9 @@ def backward_hidden(dZ, W2, H, dH, slope=0.01, colsum=None):
     """dH <- (dZ W2) * leaky_relu'(H). dZ (B, N); W2 (N, K); H, dH (B, K). ``colsum`` ((K,)
     float64), if given, receives dH's column sums (the bias gradient) from the same pass."""
     gemm(False, False, 1.0, dZ, W2, 0.0, dH)
-    leaky_relu_grad_(dH, H, np.float32(slope), _sums_or_none(colsum))
+    sums = np.empty(0, np.float64) if colsum is None else colsum
+    sums[:] = 0.0
+    leaky_relu_grad_(dH, H, np.float32(slope), sums)
 
 
 @njit(**_FAST)
@@ -391,14 +361,12 @@ def _ftz(x):
     in every image) has its momentum / Adam buffers decay geometrically towards subnormals,
     which x86 handles in microcode. The CUDA kernels flush to zero too (fast-math: -ftz=1), and
     so does the engine's loop (kernels/ftz.py); flushing here as well keeps the kernel's result
-    the same whoever calls it. (No speed effect was measured: a slowdown first blamed on
-    subnormals was a stale cached build with threaded updates.)"""
+    the same whoever calls it."""
     return x if abs(x) >= _FLT_MIN else np.float32(0.0)
 
 
-# Serial loops (they vectorise): these run once per batch on at most 0.4M parameters, where a
-# parallel region's thread wake-up costs more than it saves, and on a busy 2-core machine
-# numba's worker threads waited on each other: prange versions ran Adam at ~2k samples/s.
+# Serial loops (they vectorise): once per batch on at most 0.4M parameters, a parallel
+# region's thread wake-up costs more than it saves.
 @njit(**_FAST)
 def sgd_update(W, G, lr, momentum, nesterov, V):
     """In place, torch.optim.SGD semantics (see reference.sgd_update). V is unused if momentum=0."""
