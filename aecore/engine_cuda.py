@@ -28,13 +28,14 @@ and copied in one transfer per chunk. Runs under Numba's CUDA simulator too (slo
 how CI exercises it.
 
 CUDA graphs (real GPUs, when ``cuda.core``'s GraphBuilder is available and the engine was made
-with ``graphs=True``, the default; ``aecore train --no-cuda-graphs`` turns them off): the trainer calls ``train_steps`` with the same chunk boundaries every epoch,
-so the second time a chunk ``(start, stop)`` is seen its launches (5 per batch) are recorded
-once into a graph, through the same ``_enqueue`` code the eager path runs, and every later epoch
-replays that graph with one launch on the engine's stream. What changes between epochs lives in
-device buffers the graph points at and that are refilled in place (by copies ordered on the same
-stream) before each replay: the permutation and Adam's hyper-parameters. If recording fails the
-engine says so once and stays eager.
+with ``graphs=True``, the default; ``aecore train --no-cuda-graphs`` turns them off): the
+trainer calls ``train_steps`` with the same chunk boundaries every epoch, so the second time a
+chunk ``(start, stop)`` is seen its launches (5 per batch) are recorded once into a graph,
+through the same ``_enqueue`` code the eager path runs, and every later epoch replays that graph
+with one launch on the engine's stream. What changes between epochs lives in device buffers the
+graph points at and that are refilled in place (by copies ordered on the same stream) before
+each replay: the permutation and Adam's hyper-parameters. If recording fails the engine says so
+once and stays eager.
 """
 
 from __future__ import annotations

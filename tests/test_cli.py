@@ -249,3 +249,17 @@ def test_bench_prints_the_table_and_writes_json(tmp_path, real_data_dir):
     assert all(x["samples_per_s"] > 0 and x["floor_ratio"] > 0 and x["torch_ratio"] is None
                and x["first_run_extra_s"] >= 0 for x in rows)
     assert (tmp_path / "bench.png").stat().st_size > 0
+
+
+def test_cuda_graphs_flag_is_recorded_in_config_json(tmp_path, real_data_dir):
+    out = tmp_path / "runs"
+    args = ("--device", "cpu", "--data-dir", real_data_dir)
+    r = invoke("train", "--hidden", "8", "--epochs", "1", "--limit", "64", "--batch-size", "32",
+               "--no-cuda-graphs", "--out", out, *args)
+    assert r.exit_code == 0, r.output
+    run = out / "h8-adam"
+    assert json.loads((run / runs.CONFIG).read_text())["config"]["cuda_graphs"] is False
+    r = invoke("train", "--resume", run, "--epochs", "2", "--cuda-graphs", *args)
+    assert r.exit_code == 0, r.output
+    assert json.loads((run / runs.CONFIG).read_text())["config"]["cuda_graphs"] is True
+    assert "--no-cuda-graphs" in invoke("study", "--help").output
