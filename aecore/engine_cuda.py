@@ -115,6 +115,8 @@ class CudaEngine(Engine):
         if self.optim is not None:  # per layer: (VW, Vb, MW, Mb) as the weight steps take them
             self._opt_state = {w: buffers_of(self.state, self.optim, layer)
                                for w, layer in ((W1, 1), (W2, 2))}
+        if self._graphs:
+            self._graphs.clear()  # they point at the old buffers
         s.synchronize()
 
     def get_params(self):
