@@ -120,8 +120,8 @@ def test_trainer_on_cuda_writes_a_complete_run(tmp_path):
 def test_cuda_inference_matches_cpu(real_data):
     images = real_data.test.images[:70]  # not a multiple of any tile
     p = init_params(16, 5)
-    c = make_engine("cpu", p, OptimConfig(), 64)
-    g = make_engine("cuda", p, OptimConfig(), 64)
+    c = make_engine("cpu", p)  # inference engines: no optimizer state
+    g = make_engine("cuda", p)
     for a, b in ((c.reconstruct(images), g.reconstruct(images)),
                  (c.encode(images), g.encode(images))):
         assert a.shape == b.shape
