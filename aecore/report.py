@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from . import runs as R
-from .engine import OPTIMIZERS
+from .optim import OPTIMIZERS
 from .errors import CheckpointError
 from .figures import FIG_OPT, FIGURES, why_not_drawn
 from .tables import fmt_num, markdown_table

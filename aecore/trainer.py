@@ -34,11 +34,10 @@ from pathlib import Path
 import numpy as np
 
 from . import IMAGE_SIZE, __version__
-from . import engine as engine_mod
-from . import runs
+from . import devices, runs
 from .checkpoint import load_checkpoint, save_checkpoint, save_model
-from .engine import OPTIMIZERS, OptimConfig
 from .errors import AecoreError, CheckpointError, DeviceError, DivergenceError, RunWriteError
+from .optim import OPTIMIZERS, OptimConfig
 from .model import init_params, param_count
 
 DEFAULT_RECON_EPOCHS = (1, 2, 5, 10, 20, 50, 100, 200)
@@ -71,6 +70,7 @@ class TrainConfig:
     device: str = "cpu"  # cpu | cuda (the CLI resolves "auto")
     recon_epochs: tuple = DEFAULT_RECON_EPOCHS  # epochs whose reconstructions are saved
     limit: int | None = None  # train on the first `limit` training images only (quick tests)
+    cuda_graphs: bool = True  # CUDA: record each chunk's launches once, replay them after
 
     def __post_init__(self):
         if self.lr is None and self.optimizer in DEFAULT_LR:
@@ -131,6 +131,8 @@ def config_problems(c: TrainConfig, n_train: int | None = None) -> list[tuple[st
         bad("momentum", f"must be in [0, 1), got {c.momentum!r}")
     if c.optimizer not in OPTIMIZERS:
         bad("optimizer", f"unknown optimizer {c.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
+    if not isinstance(c.cuda_graphs, bool):
+        bad("cuda_graphs", f"must be true or false, got {c.cuda_graphs!r}")
     if c.device not in ("cpu", "cuda"):
         bad("device", f"unknown device {c.device!r}; choose cpu or cuda")
     if not is_int(c.val_size) or c.val_size < 1:
@@ -393,8 +395,8 @@ def _make_engine(config, params, opt_state, step, handles_for, fallback_cpu):
     device = config.device
     while True:
         try:
-            eng = engine_mod.make_engine(device, params, config.optim(), config.batch_size,
-                                         config.slope, opt_state, step)
+            eng = devices.make_engine(device, params, config.optim(), config.batch_size,
+                                      config.slope, opt_state, step, graphs=config.cuda_graphs)
             return eng, [eng.put(x) for x in handles_for]
         except AecoreError:
             raise

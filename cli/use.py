@@ -18,7 +18,7 @@ import numpy as np
 
 from aecore import __version__, blas_info, runs
 from aecore.checkpoint import load_weights, slope_of
-from aecore.engine import EVAL_BATCH, OptimConfig, make_engine
+from aecore.devices import make_engine
 from aecore.trainer import TrainConfig, recon_images
 
 from .train import data_dir_option, device_option, load_data, resolve_device
@@ -44,8 +44,7 @@ class _Model:
         self.data = load_data(data_dir, self.val_size)
         part = getattr(self.data, split)
         self.images, self.labels = part.images, part.labels
-        self.engine = make_engine(self.device, self.weights.params, OptimConfig(), EVAL_BATCH,
-                                  self.slope)
+        self.engine = make_engine(self.device, self.weights.params, slope=self.slope)
 
 
 def _note_if_incomplete(run_dir: Path) -> None:
