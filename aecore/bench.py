@@ -48,6 +48,7 @@ class BenchRow:
     # engine creation + the first run, minus a timed run: compilation (or loading it from
     # numba's disk cache), first-touch allocation (a CUDA graph is recorded later, on the 2nd)
     first_run_extra_s: float | None = None
+    variant: str = ""  # CPU: "split" for CpuEngine(split=True), "" for the default path
 
     @property
     def floor_ratio(self):
@@ -129,14 +130,21 @@ def _torch_fn(device, params, opt, batch, images, perm):
     return _engine_fn(eng, images, perm)
 
 
-def bench_one(device, hidden, batch, images, samples, repeats, with_torch=True) -> BenchRow:
+def bench_one(device, hidden, batch, images, samples, repeats, with_torch=True,
+              cpu_splits=(False,)) -> list[BenchRow]:
+    """One row per engine variant (CPU: each of ``cpu_splits``; CUDA: one), the variants and
+    the floor timed in turn, round after round; PyTorch after them."""
     params = init_params(hidden, seed=0)
     opt = OptimConfig("sgd", lr=0.05)
     perm = np.random.default_rng(0).permutation(images.shape[0])[:samples].astype(np.int64)
-    t0 = time.perf_counter()
-    fn = _engine_fn(make_engine(device, params, opt, batch), images, perm)
-    fn()  # the first run: compilation (or numba's disk cache), allocation
-    t_first = time.perf_counter() - t0
+    splits = tuple(cpu_splits) if device == "cpu" else (False,)
+    fns, firsts = [], []
+    for split in splits:
+        t0 = time.perf_counter()
+        fn = _engine_fn(make_engine(device, params, opt, batch, cpu_split=split), images, perm)
+        fn()  # the first run: compilation (or numba's disk cache), allocation
+        fns.append(fn)
+        firsts.append(time.perf_counter() - t0)
     if device == "cpu":
         floor = GemmFloor(hidden, batch)
         floor_fn = lambda: floor.run(samples)  # noqa: E731
@@ -144,16 +152,18 @@ def bench_one(device, hidden, batch, images, samples, repeats, with_torch=True) 
         floor_fn = _cuda_floor_fn(hidden, batch, samples)
     torch_fn = _torch_fn(device, params, opt, batch, images, perm) if with_torch else None
     # CUDA: the engine records its CUDA graph on the second run of the same samples
-    t_ae, t_floor = _median_times([fn, floor_fn], repeats, [1 if device == "cuda" else 0, 1])
+    *t_ae, t_floor = _median_times([*fns, floor_fn], repeats,
+                                   [1 if device == "cuda" else 0] * len(fns) + [1])
     t_torch, = _median_times([torch_fn], repeats, [1])
-    return BenchRow(device, hidden, batch, samples, t_ae, samples / t_ae,
-                    step_flops(samples, hidden) / t_ae / 1e9, t_floor, t_torch,
-                    max(t_first - t_ae, 0.0))
+    return [BenchRow(device, hidden, batch, samples, t, samples / t,
+                     step_flops(samples, hidden) / t / 1e9, t_floor, t_torch,
+                     max(first - t, 0.0), "split" if split else "")
+            for split, t, first in zip(splits, t_ae, firsts)]
 
 
 def format_table(rows) -> str:
     head = ("device", "hidden", "batch", "samples/s", "GFLOP/s", "x floor", "x torch")
-    cells = [(r.device, str(r.hidden), str(r.batch), f"{r.samples_per_s:,.0f}", f"{r.gflops:.1f}",
+    cells = [(r.device + (f" {r.variant}" if r.variant else ""), str(r.hidden), str(r.batch), f"{r.samples_per_s:,.0f}", f"{r.gflops:.1f}",
               f"{r.floor_ratio:.2f}" if r.floor_ratio else "-",
               f"{r.torch_ratio:.2f}" if r.torch_ratio else "-") for r in rows]
     lines = [tables.format_table(head, cells, left={"device"}, gap=" ",
@@ -187,7 +197,8 @@ def peak_line(rows, peaks: dict[int, float], threads: int) -> tuple[str, float |
         return line, None
     best = max(cpu, key=lambda r: r.gflops)
     frac = best.gflops / peaks[threads]
-    return (line + f"; best row (h={best.hidden}, B={best.batch}) {best.gflops:,.0f} GFLOP/s = "
+    var = f", {best.variant}" if best.variant else ""
+    return (line + f"; best row (h={best.hidden}, B={best.batch}{var}) {best.gflops:,.0f} GFLOP/s = "
             f"{frac:.0%} of the {threads}-thread peak"), frac
 
 
@@ -203,11 +214,12 @@ def _ratio_lines(rows) -> list[str]:
     """The comparisons the chart is for, in words: aecore vs PyTorch per device, and CUDA vs
     CPU, each at every hidden size (x = how many times the throughput)."""
     lines = []
-    by = {(r.device, r.batch, r.hidden): r for r in rows}
-    for dev in sorted({r.device for r in rows}):
-        rs = [r for r in rows if r.device == dev and r.torch_seconds]
+    # the default variant's row where a CPU size has two
+    by = {(r.device, r.batch, r.hidden): r for r in sorted(rows, key=lambda r: not r.variant)}
+    for dev, var in sorted({(r.device, r.variant) for r in rows}):
+        rs = [r for r in rows if (r.device, r.variant) == (dev, var) and r.torch_seconds]
         if rs:
-            lines.append(f"aecore {dev} vs PyTorch {dev}: " + ", ".join(
+            lines.append(f"aecore {dev}{' ' + var if var else ''} vs PyTorch {dev}: " + ", ".join(
                 f"h={r.hidden} {r.torch_seconds / r.seconds:.2f}x" for r in rs))
     gpu = [(by[("cpu", b, h)], r) for (d, b, h), r in by.items() if d == "cuda"
            and ("cpu", b, h) in by]
@@ -227,8 +239,9 @@ def plot(rows, path):
     hiddens = sorted({r.hidden for r in rows})
     series = {}
     for r in rows:
-        series.setdefault(f"aecore {r.device} (B={r.batch})", {})[r.hidden] = r.samples_per_s
-        if r.torch_seconds:
+        name = f"aecore {r.device}{' ' + r.variant if r.variant else ''} (B={r.batch})"
+        series.setdefault(name, {})[r.hidden] = r.samples_per_s
+        if r.torch_seconds and not r.variant:
             series.setdefault(f"PyTorch {r.device} (B={r.batch})", {})[r.hidden] = r.samples / r.torch_seconds
     ratios = _ratio_lines(rows)
     fig, ax = plt.subplots(figsize=(9, 4.8 + 0.25 * len(ratios)), layout="constrained")

@@ -23,8 +23,10 @@ run (not bit-equal to the one-thread path: the loss's per-row float32 sums are s
 
 from __future__ import annotations
 
+import ctypes
 import threading
 
+import llvmlite.binding as llvm
 import numpy as np
 from llvmlite import ir
 from numba import njit, types
@@ -34,10 +36,15 @@ from numba.extending import intrinsic
 from .kernels import cpu as K
 from .kernels.blas import gemm
 from .kernels.ftz import X86, flush_denormals_on, restore
-
-_SGD, _MOMENTUM, _NESTEROV, _ADAM = 0, 1, 2, 3  # as engine_cpu._KIND
+from .kernels.optim import OPT_SGD
 _LINE = 8  # int64 slots per flag: each thread's flag on its own 64-byte line
 _ABORT = 2 * _LINE
+_SPINS = 2000  # pause-spins (a few us) before a waiting thread starts yielding its core
+
+# sched_yield from the C library, as a named symbol (so the callers can be cached on disk)
+llvm.add_symbol("aecore_sched_yield",
+                ctypes.cast(ctypes.CDLL(None).sched_yield, ctypes.c_void_p).value)
+_sched_yield = types.ExternalFunction("aecore_sched_yield", types.int32())
 
 
 @intrinsic
@@ -74,13 +81,20 @@ def _pause(typingctx):
 @njit(cache=True, nogil=True)
 def _barrier(flags, t, k):
     """Thread t (0 or 1) arrives at barrier number k and waits for the other; False if the
-    other thread aborted."""
+    other thread aborted. After _SPINS spins it yields the core at every check: on a busy host
+    the other thread may be descheduled, and a pure spin then held the core it needed for a
+    whole time slice (a step took 0.5-15 ms instead of 0.3)."""
     _store_release(flags, t * _LINE, k)
     o = (1 - t) * _LINE
+    spins = 0
     while _load_acquire(flags, o) < k:
         if _load_acquire(flags, _ABORT) != 0:
             return False
-        _pause()
+        if spins < _SPINS:
+            spins += 1
+            _pause()
+        else:
+            _sched_yield()
     return True
 
 
@@ -118,17 +132,12 @@ def _sigmoid_mse_cols(dz, b, xb, scale, colsum, c0, c1, no_y):
 
 
 @njit(cache=True, nogil=True)
-def _update_rows(kind, W, G, Sa, Sb, r0, r1, lr, mu, beta1, beta2, eps, t):
-    """The optimizer update of rows r0:r1 of W (2-D) or elements r0:r1 of a bias (1-D)."""
-    width = W.size // W.shape[0]
-    w = W.reshape(-1)[r0 * width:r1 * width]
-    g = G.reshape(-1)[r0 * width:r1 * width]
-    a = Sa[r0 * width:r1 * width] if Sa.size > 1 else Sa
-    b = Sb[r0 * width:r1 * width] if Sb.size > 1 else Sb
-    if kind == _ADAM:
-        K.adam_update(w, g, a, b, lr, t, beta1, beta2, eps)
-    else:
-        K.sgd_update(w, g, lr, mu, kind == _NESTEROV, a)
+def _update_rows(kind, hp, t, W, G, V, M, r0, r1):
+    """kernels.cpu.optimizer_update of rows r0:r1 of W (2-D) or elements r0:r1 of a bias
+    (1-D); V, M flat (empty when the optimizer has none)."""
+    n = W.size // W.shape[0]
+    a, b = r0 * n, r1 * n
+    K.optimizer_update(kind, hp, t, W.reshape(-1)[a:b], G.reshape(-1)[a:b], V[a:b], M[a:b])
 
 
 @njit(cache=True, nogil=True)
@@ -138,11 +147,12 @@ def _gather_half(X, perm, s, e, Xb, t):
 
 
 @njit(cache=True, nogil=True)
-def pair_steps(t, flags, X, perm, start, stop, batch, W1, b1, W2, b2, slope, kind, lr, mu,
-               beta1, beta2, eps, step, S, Xb2, H, dZ, dH, G1, G2, gsum1, gsum2, gs1, gb1, gb2,
-               out):
+def pair_steps(t, flags, X, perm, start, stop, batch, W1, b1, W2, b2, slope, kind, hp, step, S1,
+               S2, Xb2, H, dZ, dH, G1, G2, gsum1, gsum2, gs1, gb1, gb2, out):
     """Thread t's half of training on X[perm[start:stop]]; out[t] <- its loss sum. Both
-    threads must call it with the same arguments (t = 0 and 1) at the same time."""
+    threads must call it with the same arguments (t = 0 and 1) at the same time. The other
+    arguments are those of engine_cpu._train_steps, plus the double-buffered batch Xb2 and the
+    float64 bias-gradient sums gsum1, gsum2 and gs1 (2, h) shared by the two threads."""
     mxcsr = flush_denormals_on()
     hidden = W1.shape[0]
     npix = W2.shape[0]
@@ -202,24 +212,23 @@ def pair_steps(t, flags, X, perm, start, stop, batch, W1, b1, W2, b2, slope, kin
                 gsum1[j] = gs1[0, j] + gs1[1, j]
         # 4. updates: W2 rows p, b2[p]; W1 pixel columns (SGD) or hidden rows, b1[q]
         tt = step + n_steps + 1
-        if kind == _SGD:
+        if kind == OPT_SGD:  # as kernels.cpu.sgd_weight_step, on this thread's part
+            lr = np.float32(hp.lr)
             gemm(True, False, -lr, dz[:, p0:p1], h, 1.0, W2[p0:p1])
             gemm(True, False, -lr, dh, xb[:, p0:p1], 1.0, W1[:, p0:p1])
-            for j in range(p0, p1):
-                b2[j] -= lr * gsum2[j]
-            for j in range(q0, q1):
-                b1[j] -= lr * gsum1[j]
-        else:
+            K._bias_step(b2[p0:p1], gsum2[p0:p1], lr)
+            K._bias_step(b1[q0:q1], gsum1[q0:q1], lr)
+        else:  # as kernels.cpu.weight_step: G <- dZ^T A, then the update, by rows
             gemm(True, False, 1.0, dz[:, p0:p1], h, 0.0, G2[p0:p1])
             gemm(True, False, 1.0, dh[:, q0:q1], xb, 0.0, G1[q0:q1])
             for j in range(p0, p1):
                 gb2[j] = gsum2[j]
             for j in range(q0, q1):
                 gb1[j] = gsum1[j]
-            _update_rows(kind, W2, G2, S[2], S[6], p0, p1, lr, mu, beta1, beta2, eps, tt)
-            _update_rows(kind, b2, gb2, S[3], S[7], p0, p1, lr, mu, beta1, beta2, eps, tt)
-            _update_rows(kind, W1, G1, S[0], S[4], q0, q1, lr, mu, beta1, beta2, eps, tt)
-            _update_rows(kind, b1, gb1, S[1], S[5], q0, q1, lr, mu, beta1, beta2, eps, tt)
+            _update_rows(kind, hp, tt, W2, G2, S2[0], S2[2], p0, p1)
+            _update_rows(kind, hp, tt, b2, gb2, S2[1], S2[3], p0, p1)
+            _update_rows(kind, hp, tt, W1, G1, S1[0], S1[2], q0, q1)
+            _update_rows(kind, hp, tt, b1, gb1, S1[1], S1[3], q0, q1)
         if e < stop:  # the next batch's rows, into the other buffer (xb is still being read)
             _gather_half(X, perm, e, e2, Xb2[1 - cur], t)
         cur = 1 - cur
@@ -246,8 +255,8 @@ class PairRunner:
         self.out = np.zeros(2, np.float64)
 
     def run(self, args_before, args_after):
-        """args_before: (X, perm, ..., S) of pair_steps after t and flags; args_after: (H, dZ,
-        dH, G1, G2, gb1, gb2) -> (loss sum, steps)."""
+        """args_before: pair_steps' arguments from X to S2; args_after: (H, dZ, dH, G1, G2, gb1,
+        gb2) -> (loss sum, optimizer steps taken)."""
         flags = np.zeros(3 * _LINE, np.int64)
         H, dZ, dH, G1, G2, gb1, gb2 = args_after
         args = (*args_before, self.Xb2, H, dZ, dH, G1, G2, self.gsum1, self.gsum2, self.gs1,

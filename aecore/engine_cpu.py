@@ -13,6 +13,9 @@ each an sgemm with its epilogue; nothing else touches memory at full size:
 
 The epoch driver (``aecore.trainer``) calls ``train_steps`` in chunks so it can show progress
 and notice Ctrl-C; chunking does not change the result (the same batches in the same order).
+
+``split=True`` runs the same step on two threads of aecore's own, each taking half of every
+product and of its epilogue, with BLAS on one thread (``aecore.cpu_pair``).
 """
 
 from __future__ import annotations
@@ -85,9 +88,10 @@ class CpuEngine(Engine):
     device = "cpu"
 
     def __init__(self, params, optim=None, batch_size=None, slope=0.01, opt_state=None,
-                 step=0):
+                 step=0, *, split: bool = False):
         super().__init__(params, optim, batch_size, slope, opt_state, step)
         self._loss = 0.0
+        self.split = bool(split)
         if optim is None:
             return
         B, hidden, image = self.batch_size, self.hidden, self.image_size
@@ -100,6 +104,10 @@ class CpuEngine(Engine):
         self._G2 = np.empty((0, hidden) if fused else (image, hidden), np.float32)
         self._gb1 = np.empty(hidden, np.float32)
         self._gb2 = np.empty(image, np.float32)
+        if self.split:
+            from .cpu_pair import PairRunner
+
+            self._pair = PairRunner(B, hidden, image)
 
     def _put_state(self, params, state):
         self.params, self.state = params, state
@@ -120,11 +128,14 @@ class CpuEngine(Engine):
         self._require_optimizer()
         o = self.optim
         p = self.params
-        loss, n = _train_steps(
-            data, np.ascontiguousarray(perm, np.int64), int(start), int(stop), self.batch_size,
-            p[W1], p[B1], p[W2], p[B2], np.float32(self.slope), o.name.kernel_code,
-            o.hyper_params(), self.step, *self._S, self._Xb, self._H, self._dZ, self._dH,
-            self._G1, self._G2, self._gb1, self._gb2)
+        args = (data, np.ascontiguousarray(perm, np.int64), int(start), int(stop),
+                self.batch_size, p[W1], p[B1], p[W2], p[B2], np.float32(self.slope),
+                o.name.kernel_code, o.hyper_params(), self.step, *self._S)
+        scratch = (self._H, self._dZ, self._dH, self._G1, self._G2, self._gb1, self._gb2)
+        if self.split:
+            loss, n = self._pair.run(args, scratch)
+        else:
+            loss, n = _train_steps(*args, self._Xb, *scratch)
         self._loss += loss
         self.step += n
 

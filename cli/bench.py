@@ -59,11 +59,16 @@ class DeviceList(click.ParamType):
               help="Timed runs per measurement (the median is reported), after one warm-up.")
 @click.option("--torch/--no-torch", "with_torch", default=True, show_default=True,
               help="Also time PyTorch eager on each device (when torch is installed).")
+@click.option("--cpu-split", type=click.Choice(["off", "on", "both"]), default="off",
+              show_default=True,
+              help="CPU: time the engine with each step split between two threads of its own "
+                   "(BLAS on one thread each; CpuEngine(split=True)), the default path, or both "
+                   "(timed in turn, one row each).")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None,
               help="Fashion-MNIST directory (else $AECORE_DATA, the cache, Debian's package).")
 @click.option("--out", type=click.Path(file_okay=False, writable=True), default="bench-results",
               show_default=True, help="Directory for bench.json and bench.png.")
-def bench(devices, hidden, batches, samples, repeats, with_torch, data_dir, out):
+def bench(devices, hidden, batches, samples, repeats, with_torch, cpu_split, data_dir, out):
     """Measure training throughput: aecore vs PyTorch vs the GEMM floor, per device.
 
     Times plain-SGD training of SAMPLES images for every (device, hidden, batch), in this one
@@ -93,7 +98,9 @@ def bench(devices, hidden, batches, samples, repeats, with_torch, data_dir, out)
     with click.progressbar(jobs, label="benchmarking", file=sys.stderr,
                            item_show_func=lambda j: j and f"{j[0]} h={j[1]} B={j[2]}") as bar:
         for d, h, b in bar:
-            rows.append(B.bench_one(d, h, b, images, samples, repeats, with_torch))
+            rows += B.bench_one(d, h, b, images, samples, repeats, with_torch,
+                                cpu_splits={"off": (False,), "on": (True,),
+                                            "both": (False, True)}[cpu_split])
     click.echo(B.format_table(rows))
     peaks, frac = {}, None
     if "cpu" in devices:
@@ -103,7 +110,7 @@ def bench(devices, hidden, batches, samples, repeats, with_torch, data_dir, out)
         click.echo(line)
     meta = {"date": datetime.datetime.now().isoformat(timespec="seconds"),
             "machine": f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} cpus",
-            "samples": samples, "repeats": repeats,
+            "samples": samples, "repeats": repeats, "cpu_split": cpu_split,
             "blas": blas,  # threadpoolctl: library, version, kernel, threads, and BLAS_ENV
             "fma_peak_gflops": {str(t): g for t, g in peaks.items()},
             "best_cpu_fraction_of_peak": frac,
