@@ -71,6 +71,7 @@ class TrainConfig:
     recon_epochs: tuple = DEFAULT_RECON_EPOCHS  # epochs whose reconstructions are saved
     limit: int | None = None  # train on the first `limit` training images only (quick tests)
     cuda_graphs: bool = True  # CUDA: record each chunk's launches once, replay them after
+    cpu_split: bool = False  # CPU: each step split between two aecore threads (cpu_pair.py)
 
     def __post_init__(self):
         if self.lr is None and self.optimizer in DEFAULT_LR:
@@ -131,8 +132,9 @@ def config_problems(c: TrainConfig, n_train: int | None = None) -> list[tuple[st
         bad("momentum", f"must be in [0, 1), got {c.momentum!r}")
     if c.optimizer not in OPTIMIZERS:
         bad("optimizer", f"unknown optimizer {c.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
-    if not isinstance(c.cuda_graphs, bool):
-        bad("cuda_graphs", f"must be true or false, got {c.cuda_graphs!r}")
+    for name in ("cuda_graphs", "cpu_split"):
+        if not isinstance(getattr(c, name), bool):
+            bad(name, f"must be true or false, got {getattr(c, name)!r}")
     if c.device not in ("cpu", "cuda"):
         bad("device", f"unknown device {c.device!r}; choose cpu or cuda")
     if not is_int(c.val_size) or c.val_size < 1:
@@ -396,7 +398,8 @@ def _make_engine(config, params, opt_state, step, handles_for, fallback_cpu):
     while True:
         try:
             eng = devices.make_engine(device, params, config.optim(), config.batch_size,
-                                      config.slope, opt_state, step, graphs=config.cuda_graphs)
+                                      config.slope, opt_state, step, graphs=config.cuda_graphs,
+                                      cpu_split=config.cpu_split)
             return eng, [eng.put(x) for x in handles_for]
         except AecoreError:
             raise

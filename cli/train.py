@@ -65,6 +65,13 @@ def cuda_graphs_option(f):
                         "and replay it in later epochs (same results).")(f)
 
 
+def cpu_split_option(f):
+    return click.option("--cpu-split/--no-cpu-split", default=D.cpu_split, show_default=True,
+                        help="CPU: split every step between two threads of aecore's own, BLAS "
+                        "on one thread each (results differ from the default path in the last "
+                        "bits, the same run to run).")(f)
+
+
 def data_dir_option(f):
     return click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
                         default=None, help="Directory with the Fashion-MNIST files (default: "
@@ -197,6 +204,7 @@ Examples:
               help="Train on only the first N training images (quick tests).")
 @device_option
 @cuda_graphs_option
+@cpu_split_option
 @data_dir_option
 @click.option("--out", type=click.Path(path_type=Path), default=Path("runs"), show_default=True,
               help="Directory that holds the run directories.")
@@ -208,7 +216,7 @@ Examples:
 @jobs_option
 @click.pass_context
 def train(ctx, hidden, epochs, batch_size, lr, optimizer, momentum, slope, seed, val_size, limit,
-          device, cuda_graphs, data_dir, out, resume, overwrite, checkpoint_every, jobs):
+          device, cuda_graphs, cpu_split, data_dir, out, resume, overwrite, checkpoint_every, jobs):
     if resume is not None:
         return _resume(ctx, resume, device, data_dir, epochs, checkpoint_every)
 
@@ -227,7 +235,7 @@ def train(ctx, hidden, epochs, batch_size, lr, optimizer, momentum, slope, seed,
     configs = [TrainConfig(hidden=h, epochs=epochs, batch_size=batch_size, lr=lr,
                            optimizer=optimizer, momentum=momentum, slope=slope, seed=seed,
                            val_size=val_size, device="cpu", limit=limit,
-                           cuda_graphs=cuda_graphs) for h in hidden]
+                           cuda_graphs=cuda_graphs, cpu_split=cpu_split) for h in hidden]
     for c in configs:
         _check(c, n_train)
     dirs = [out / runs.run_name(c.hidden, c.optimizer) for c in configs]
@@ -290,8 +298,9 @@ def _resume(ctx, run_dir: Path, device, data_dir, epochs, checkpoint_every):
         changes["epochs"] = epochs
     if ctx.get_parameter_source("device") == ParameterSource.COMMANDLINE:
         changes["device"] = resolve_device(device)
-    if ctx.get_parameter_source("cuda_graphs") == ParameterSource.COMMANDLINE:
-        changes["cuda_graphs"] = ctx.params["cuda_graphs"]
+    for name in ("cuda_graphs", "cpu_split"):
+        if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE:
+            changes[name] = ctx.params[name]
     config = TrainConfig(**{**config.to_dict(), **changes})
     done = load_checkpoint(run_dir / runs.CHECKPOINT).state.get("epoch", 0)
     if done >= config.epochs:

@@ -412,3 +412,17 @@ def test_cuda_graphs_flag_is_recorded_in_config_json(tmp_path, real_data_dir):
     assert r.exit_code == 0, r.output
     assert json.loads((run / runs.CONFIG).read_text())["config"]["cuda_graphs"] is True
     assert "--no-cuda-graphs" in invoke("study", "--help").output
+
+
+def test_cpu_split_flag_trains_and_is_recorded_in_config_json(tmp_path, real_data_dir):
+    out = tmp_path / "runs"
+    args = ("--device", "cpu", "--data-dir", real_data_dir)
+    r = invoke("train", "--hidden", "8", "--epochs", "1", "--limit", "64", "--batch-size", "32",
+               "--cpu-split", "--out", out, *args)
+    assert r.exit_code == 0, r.output
+    run = out / "h8-adam"
+    assert json.loads((run / runs.CONFIG).read_text())["config"]["cpu_split"] is True
+    r = invoke("train", "--resume", run, "--epochs", "2", "--no-cpu-split", *args)
+    assert r.exit_code == 0, r.output
+    assert json.loads((run / runs.CONFIG).read_text())["config"]["cpu_split"] is False
+    assert "--no-cpu-split" in invoke("study", "--help").output
