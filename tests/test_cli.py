@@ -400,29 +400,20 @@ def test_bench_chart_linear_from_zero_with_values_and_ratios(tmp_path, monkeypat
     close(figs[-1])
 
 
-def test_cuda_graphs_flag_is_recorded_in_config_json(tmp_path, real_data_dir):
+@pytest.mark.parametrize("flag,first", [("cuda-graphs", False), ("cpu-split", True)])
+def test_engine_flags_are_recorded_in_config_json(tmp_path, real_data_dir, flag, first):
+    """--no-cuda-graphs / --cpu-split: recorded in config.json, changed on --resume (the run
+    trains either way)."""
+    key = flag.replace("-", "_")
     out = tmp_path / "runs"
     args = ("--device", "cpu", "--data-dir", real_data_dir)
+    opt = lambda on: f"--{'' if on else 'no-'}{flag}"  # noqa: E731
     r = invoke("train", "--hidden", "8", "--epochs", "1", "--limit", "64", "--batch-size", "32",
-               "--no-cuda-graphs", "--out", out, *args)
+               opt(first), "--out", out, *args)
     assert r.exit_code == 0, r.output
     run = out / "h8-adam"
-    assert json.loads((run / runs.CONFIG).read_text())["config"]["cuda_graphs"] is False
-    r = invoke("train", "--resume", run, "--epochs", "2", "--cuda-graphs", *args)
+    assert json.loads((run / runs.CONFIG).read_text())["config"][key] is first
+    r = invoke("train", "--resume", run, "--epochs", "2", opt(not first), *args)
     assert r.exit_code == 0, r.output
-    assert json.loads((run / runs.CONFIG).read_text())["config"]["cuda_graphs"] is True
-    assert "--no-cuda-graphs" in invoke("study", "--help").output
-
-
-def test_cpu_split_flag_trains_and_is_recorded_in_config_json(tmp_path, real_data_dir):
-    out = tmp_path / "runs"
-    args = ("--device", "cpu", "--data-dir", real_data_dir)
-    r = invoke("train", "--hidden", "8", "--epochs", "1", "--limit", "64", "--batch-size", "32",
-               "--cpu-split", "--out", out, *args)
-    assert r.exit_code == 0, r.output
-    run = out / "h8-adam"
-    assert json.loads((run / runs.CONFIG).read_text())["config"]["cpu_split"] is True
-    r = invoke("train", "--resume", run, "--epochs", "2", "--no-cpu-split", *args)
-    assert r.exit_code == 0, r.output
-    assert json.loads((run / runs.CONFIG).read_text())["config"]["cpu_split"] is False
-    assert "--no-cpu-split" in invoke("study", "--help").output
+    assert json.loads((run / runs.CONFIG).read_text())["config"][key] is (not first)
+    assert f"--no-{flag}" in invoke("study", "--help").output
