@@ -21,15 +21,15 @@ from aecore.optim import OptimConfig
 
 from .conftest import BATCHES, HIDDEN
 
-IMPLS = ["aecore", "numpy", "torch", "floor"]
+IMPLS = ["aecore", "aecore-split", "numpy", "torch", "floor"]  # -split: CpuEngine(split=True)
 STEPS_PER_ROUND = 50  # the "step" benchmarks time this many consecutive steps per round
 
 
 def make(impl, hidden, batch):
     params = init_params(hidden, seed=0)
     opt = OptimConfig("sgd", lr=0.05)
-    if impl == "aecore":
-        return CpuEngine(params, opt, batch)
+    if impl in ("aecore", "aecore-split"):
+        return CpuEngine(params, opt, batch, split=impl == "aecore-split")
     if impl == "numpy":
         return NumpyEngine(params, opt, batch)
     if impl == "torch":
