@@ -39,7 +39,7 @@ from .kernels.ftz import X86, flush_denormals_on, restore
 from .kernels.optim import OPT_SGD
 _LINE = 8  # int64 slots per flag: each thread's flag on its own 64-byte line
 _ABORT = 2 * _LINE
-_SPINS = 2000  # pause-spins (a few us) before a waiting thread starts yielding its core
+_SPINS = 200  # pause-spins (~3 us) before a waiting thread starts yielding its core
 
 # sched_yield from the C library, as a named symbol (so the callers can be cached on disk)
 llvm.add_symbol("aecore_sched_yield",
