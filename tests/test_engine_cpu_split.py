@@ -92,3 +92,12 @@ def test_blas_threads_are_put_back(tiny_data):
     run(tiny_data.train.images, "sgd", 16, 32, True, n_steps=2)
     assert [lib["num_threads"] for lib in threadpool_info()
             if lib["user_api"] == "blas"] == before
+
+
+def test_empty_range_is_a_no_op(tiny_data):
+    p = init_params(8, 1)
+    eng = make_engine("cpu", p, OptimConfig("adam"), 16, cpu_split=True)
+    eng.train_steps(eng.put(tiny_data.train.images), np.arange(32), 32, 32)
+    assert eng.take_loss_sum() == 0.0 and eng.step == 0
+    for k, v in eng.get_params().items():
+        np.testing.assert_array_equal(v, p[k])
