@@ -243,9 +243,10 @@ def test_info(real_data_dir):
 def test_bench_prints_the_table_and_writes_json(tmp_path, real_data_dir):
     """`aecore bench` on the CPU at a tiny size: the BLAS header, the table, the first-run line,
     the fraction of the FMA peak, bench.json with the floor ratio and the BLAS that ran, and the
-    chart."""
+    chart; --cpu-split both: a row for each engine variant."""
     r = invoke("bench", "--device", "cpu", "--hidden", "8,16", "--batch", "16", "--samples", "64",
-               "--repeats", "1", "--no-torch", "--data-dir", real_data_dir, "--out", tmp_path)
+               "--repeats", "1", "--no-torch", "--cpu-split", "both", "--data-dir", real_data_dir,
+               "--out", tmp_path)
     assert r.exit_code == 0, r.output
     assert "x floor" in r.output and "first run's extra time" in r.output
     assert "aecore's sgemm (scipy's): " in r.output and "-thread peak" in r.output
@@ -256,7 +257,9 @@ def test_bench_prints_the_table_and_writes_json(tmp_path, real_data_dir):
     assert meta["blas"]["env"] == blas_info.env_overrides()
     assert meta["fma_peak_gflops"]["1"] > 0 and 0 < meta["best_cpu_fraction_of_peak"]
     rows = json.loads((tmp_path / "bench.json").read_text())["rows"]
-    assert [(x["device"], x["hidden"], x["batch"]) for x in rows] == [("cpu", 8, 16), ("cpu", 16, 16)]
+    assert [(x["device"], x["hidden"], x["batch"], x["variant"]) for x in rows] == [
+        ("cpu", 8, 16, ""), ("cpu", 8, 16, "split"), ("cpu", 16, 16, ""), ("cpu", 16, 16, "split")]
+    assert "cpu split" in r.output and meta["cpu_split"] == "both"
     assert all(x["samples_per_s"] > 0 and x["floor_ratio"] > 0 and x["torch_ratio"] is None
                and x["first_run_extra_s"] >= 0 for x in rows)
     assert (tmp_path / "bench.png").stat().st_size > 0
