@@ -276,7 +276,10 @@ def run_sweep(axes: list[Axis], base: TrainConfig, out, data, *, samples: int = 
             suffix = "-" + trial.trial_id.rsplit("_", 1)[-1] if unique else ""
             return trial_name(c) + suffix, c.to_dict()
 
-        return collect(grid, base.epochs, describe)
+        from ray.tune import ExperimentAnalysis
+
+        saved = {t.trial_id: t.status for t in ExperimentAnalysis(str(path)).trials}
+        return collect(grid, base.epochs, describe, saved)
     finally:
         if started:
             ray.shutdown()

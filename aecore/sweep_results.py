@@ -63,25 +63,26 @@ def _history(df) -> tuple[list, list, list, str, str, bool]:
             str(run_dir), diverged)
 
 
-def collect(grid, epochs: int, describe) -> tuple[list[TrialResult], bool]:
+def collect(grid, epochs: int, describe, saved_status: dict) -> tuple[list[TrialResult], bool]:
     """TrialResults from Tune's ResultGrid, and whether the sweep was left unfinished
     (interrupted: some trials pending or running). ``describe(trial)``: (its run-dir name,
-    its TrainConfig as a dict)."""
-    trials = grid._experiment_analysis.trials  # statuses are on the trials, not the Results
+    its TrainConfig as a dict); ``saved_status``: trial id -> status in Tune's saved state
+    (after Ctrl-C the trials in memory all read TERMINATED; the saved state says which ran on)."""
     results, unfinished = [], False
-    for trial, res in zip(trials, grid):
+    for trial, res in zip(grid._experiment_analysis.trials, grid):
         eps, val, tr, node, run_dir, diverged = _history(res.metrics_dataframe)
-        if trial.status == "ERROR":
+        status = saved_status.get(trial.trial_id, trial.status)
+        if status == "ERROR":
             status = "error"
         elif diverged:
             status = "diverged"
         elif eps and eps[-1] >= epochs:
             status = "complete"
-        elif trial.status == "TERMINATED":
+        elif status == "TERMINATED":
             status = "stopped early"
         else:
             unfinished = True
-            status = "interrupted" if eps else "not started"
+            status = "not started" if status == "PENDING" and not eps else "interrupted"
         name, config = describe(trial)
         name = Path(run_dir).name if run_dir else name
         err = str(res.error).strip().splitlines()[-1] if res.error is not None else ""
