@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import runs
-from .errors import CheckpointError, DivergenceError
+from .errors import AecoreError, CheckpointError, DivergenceError
 from .trainer import DEFAULT_LR, MAX_HIDDEN, TrainConfig
 
 INSTALL_HINT = 'aecore sweep needs Ray Tune: pip install "aecore[sweep]" (or pip install "ray[tune]")'
@@ -206,6 +206,21 @@ def check_spec(out: Path, spec: dict) -> bool:
     return False
 
 
+def check_reachable(address: str) -> None:
+    """Fail in seconds with one line, not after Ray's minutes of retries, when nothing listens
+    at ``address`` (HOST:PORT of the head's GCS; "auto" is left to Ray)."""
+    import socket
+
+    host, _, port = address.rpartition(":")
+    if address == "auto" or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout=5).close()
+    except OSError as e:
+        raise AecoreError(f"no Ray cluster answers at {address} ({e.strerror or e}); start one "
+                          "with `ray start --head` or leave out --address") from None
+
+
 def _printer(epochs: int):
     from ray.tune import Callback
 
@@ -242,10 +257,17 @@ def run_sweep(axes: list[Axis], base: TrainConfig, out, data, *, samples: int = 
     spec = json.loads(json.dumps(spec))
     again = check_spec(out, spec)
     unique = samples > 1 and any(a.is_range for a in axes)
+    if address:
+        check_reachable(address)
     started = not ray.is_initialized()
-    if started:
-        ray.init(address=address, num_cpus=None if address else num_cpus,
-                 include_dashboard=False, log_to_driver=False, configure_logging=False)
+    if started:  # "local": a new instance here, even when `ray start` left a cluster running
+        try:
+            ray.init(address=address or "local", num_cpus=None if address else num_cpus,
+                     include_dashboard=False, log_to_driver=False, configure_logging=False)
+        except (ConnectionError, ValueError, RuntimeError) as e:
+            where = f"the Ray cluster at {address}" if address else "a local Ray instance"
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise AecoreError(f"cannot start or join {where}: {msg}") from None
     try:
         trainable = tune.with_parameters(run_trial, data=data, base=base.to_dict(), out=str(out),
                                          checkpoint_every=checkpoint_every, unique=unique)

@@ -114,7 +114,10 @@ def sweep(hidden, lr, optimizer, batch_size, seed, samples, search_seed, schedul
     for a in axes:  # every listed value and range end must make a valid run
         for v in (a.values or (a.low, a.high)):
             _check(TrainConfig(**{**base.to_dict(), "device": "cpu", a.name: v}), n_train)
-    click.echo(f"sweep in {out}: {S.count_grid(axes) * samples} trials, {epochs} epochs each"
+    if address:
+        S.check_reachable(address)
+    n = S.count_grid(axes) * samples
+    click.echo(f"sweep in {out}: {n} trial{'s' * (n > 1)}, {epochs} epoch{'s' * (epochs > 1)} each"
                + (f", first {limit} training images" if limit else "")
                + (f", on the Ray cluster at {address}" if address else ", on a local Ray instance"))
     data = load_data(data_dir, D.val_size)

@@ -17,12 +17,18 @@ from pathlib import Path
 import pytest
 
 from aecore import runs
-from aecore.sweep import FIGURE, RESULTS_CSV, parse_axis, trial_config, trial_name
+from aecore.sweep import FIGURE, INSTALL_HINT, RESULTS_CSV, parse_axis, trial_config, trial_name
 from aecore.trainer import TrainConfig
 
 AECORE = [sys.executable, "-c", "from aecore.cli.main import main; main()"]
 RAY = str(Path(sys.executable).with_name("ray"))
-ray_tune = pytest.importorskip("ray.tune", reason="needs the aecore[sweep] extra (ray[tune])")
+try:
+    import ray.tune  # noqa: F401
+
+    HAVE_RAY = True
+except ImportError:
+    HAVE_RAY = False
+needs_ray = pytest.mark.skipif(not HAVE_RAY, reason="needs the aecore[sweep] extra (ray[tune])")
 
 
 def _env(real_data_dir):
@@ -49,6 +55,7 @@ def results(out) -> list[dict]:
 
 # --- without Ray ----------------------------------------------------------------------------------
 
+@needs_ray
 def test_axes_parse_lists_and_ranges():
     assert parse_axis("hidden", "64,128").values == (64, 128)
     a = parse_axis("lr", "1e-4:1e-2")
@@ -61,17 +68,30 @@ def test_axes_parse_lists_and_ranges():
     assert (c.lr, trial_name(c)) == (20.0, "h64-sgd-lr20-b64-s0")  # the optimizer's default lr
 
 
+@needs_ray
 def test_bad_options_are_one_line_usage_errors(tmp_path):
     for args in (["--lr", "abc"], ["--samples", "3"], ["--device", "cuda"],
                  ["--num-cpus", "1", "--address", "127.0.0.1:1"]):
         r = subprocess.run([*AECORE, "sweep", "--out", str(tmp_path), *args], capture_output=True,
                            text=True)
         assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    r = subprocess.run([*AECORE, "sweep", "--out", str(tmp_path), "--address", "127.0.0.1:1"],
+                       capture_output=True, text=True)  # nothing listens there: one line, fast
+    assert r.returncode == 1 and r.stderr.count("\n") == 1 and "127.0.0.1:1" in r.stderr, r.stderr
     assert not any(tmp_path.iterdir())
+
+
+def test_without_ray_it_says_how_to_install(tmp_path):
+    block = "import sys; sys.modules['ray'] = None; from aecore.cli.main import main; main()"
+    r = subprocess.run([sys.executable, "-c", block, "sweep", "--out", str(tmp_path)],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [f"Error: {INSTALL_HINT}"]
 
 
 # --- on a local Ray instance ----------------------------------------------------------------------
 
+@needs_ray
+@pytest.mark.slow
 def test_grid_sweep_four_trials(tmp_path, real_data_dir):
     out = tmp_path / "s"
     r = sweep(real_data_dir, out, "--hidden", "16,32", "--lr", "1e-3,3e-3", "--epochs", 2,
@@ -100,6 +120,8 @@ def test_grid_sweep_four_trials(tmp_path, real_data_dir):
     assert other.returncode == 1 and "holds another sweep" in other.stderr
 
 
+@needs_ray
+@pytest.mark.slow
 def test_asha_stops_bad_trials_early(tmp_path, real_data_dir):
     out = tmp_path / "s"
     sweep(real_data_dir, out, "--hidden", "32", "--lr", "1e-2,3e-3,1e-5,1e-6", "--epochs", 4,
@@ -113,6 +135,8 @@ def test_asha_stops_bad_trials_early(tmp_path, real_data_dir):
     assert rows["h32-adam-lr0.01-b64-s0"]["status"] == "complete"
 
 
+@needs_ray
+@pytest.mark.slow
 def test_interrupted_sweep_continues_to_the_same_results(tmp_path, real_data_dir):
     args = ["--hidden", "32,64", "--epochs", 12, "--num-cpus", 2]
     out = tmp_path / "s"
@@ -133,13 +157,19 @@ def test_interrupted_sweep_continues_to_the_same_results(tmp_path, real_data_dir
     assert min(done, default=0) < 12  # a trial was stopped in the middle
     r = sweep(real_data_dir, out, "--limit", 2048, *args)
     assert "continuing" in r.stdout
-    ref = sweep(real_data_dir, tmp_path / "ref2", "--limit", 2048, *args)  # uninterrupted
-    for a, b in zip(results(out), results(tmp_path / "ref2")):
-        assert (a["trial"], a["val_loss"], a["train_loss"]) == (b["trial"], b["val_loss"],
-                                                               b["train_loss"])
-        ma = runs.read_metrics(Path(a["run_dir"]) / runs.METRICS)
-        mb = runs.read_metrics(Path(b["run_dir"]) / runs.METRICS)
-        assert [x["val_loss"] for x in ma] == [x["val_loss"] for x in mb]
+    rows = results(out)
+    assert [row["status"] for row in rows] == ["complete"] * 2
+    ref = tmp_path / "ref"  # the same runs, uninterrupted, by aecore train
+    t = subprocess.run([*AECORE, "train", "--hidden", "32,64", "--epochs", "12", "--limit", "2048",
+                        "--device", "cpu", "--out", str(ref)], capture_output=True, text=True,
+                       env=_env(real_data_dir))
+    assert t.returncode == 0, t.stderr[-2000:]
+    for row in rows:
+        mine = runs.read_metrics(Path(row["run_dir"]) / runs.METRICS)
+        theirs = runs.read_metrics(ref / f"h{row['hidden']}-adam" / runs.METRICS)
+        assert [(x["train_loss"], x["val_loss"]) for x in mine] == \
+            [(x["train_loss"], x["val_loss"]) for x in theirs]  # bit for bit
+        assert float(row["val_loss"]) == theirs[-1]["val_loss"]
 
 
 # --- two Ray nodes on this host -------------------------------------------------------------------
@@ -176,6 +206,8 @@ def _stop(p):
             continue
 
 
+@needs_ray
+@pytest.mark.slow
 def test_two_nodes_on_this_host(tmp_path, real_data_dir):
     # both raylets on 127.0.0.1; no auth token to hand round on one host (README: clusters)
     env = {**_env(real_data_dir), "RAY_AUTH_MODE": "disabled"}
