@@ -52,7 +52,7 @@ def _history(df) -> tuple[list, list, list, str, str, bool]:
         e = rec.get("epoch")
         if e is None or (isinstance(e, float) and math.isnan(e)):
             continue
-        if rec.get("diverged") is True:
+        if rec.get("diverged") in (True,):  # pandas: NaN where a row lacks the key
             diverged = True
             continue
         by_epoch[int(e)] = (float(rec["val_loss"]), float(rec.get("train_loss", math.nan)))

@@ -6,6 +6,7 @@
    instance, the cost per trial (actor start with and without reuse), the cost per report.
 
     python bench/sweep_overhead.py [--trials 4] [--epochs 2] [--limit 10000] [--num-cpus 2]
+                                   [--rounds 1] [--no-overhead]
 
 Needs the ``aecore[sweep]`` extra and the data ($AECORE_DATA). Prints a JSON line per result.
 """
@@ -31,6 +32,9 @@ def timed(cmd, env) -> float:
 
 
 def trials_per_minute(args, tmp: Path, env) -> dict:
+    """One round: the sweep, then the same runs with aecore train (rounds alternate, so both
+    see the same share of a busy machine)."""
+    tmp.mkdir(parents=True)
     common = ["--hidden", "64", "--epochs", str(args.epochs), "--limit", str(args.limit)]
     seeds = ",".join(map(str, range(args.trials)))
     sweep_s = timed([*AECORE, "sweep", *common, "--seed", seeds, "--cpus-per-trial", "1",
@@ -93,12 +97,17 @@ def main():
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--limit", type=int, default=10000)
     ap.add_argument("--num-cpus", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=1, help="sweep/train rounds, alternating")
+    ap.add_argument("--no-overhead", action="store_true", help="skip the empty-trial timings")
     args = ap.parse_args()
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
     with tempfile.TemporaryDirectory(prefix="aecore-sweep-bench.") as tmp:
-        for r in [trials_per_minute(args, Path(tmp), env), *ray_overhead(args, Path(tmp))]:
-            print(json.dumps(r), flush=True)
+        for k in range(args.rounds):
+            print(json.dumps(trials_per_minute(args, Path(tmp) / f"round{k}", env)), flush=True)
+        if not args.no_overhead:
+            for r in ray_overhead(args, Path(tmp)):
+                print(json.dumps(r), flush=True)
 
 
 if __name__ == "__main__":
