@@ -55,6 +55,24 @@ def results(out) -> list[dict]:
 
 # --- without Ray ----------------------------------------------------------------------------------
 
+def test_on_epoch_gets_each_epochs_row_after_it_is_saved(tmp_path, tiny_data):
+    from aecore.trainer import train
+
+    seen = []
+
+    def on_epoch(row):  # the files hold this epoch already (saved every epoch here)
+        on_disk = runs.read_metrics(tmp_path / "r" / runs.METRICS)
+        seen.append((row, on_disk[-1]["epoch"]))
+
+    train(TrainConfig(hidden=8, epochs=3, batch_size=32), tmp_path / "r", tiny_data,
+          progress=False, checkpoint_every=0, on_epoch=on_epoch)
+    rows = runs.read_metrics(tmp_path / "r" / runs.METRICS)
+    def losses(rs):
+        return [(r["epoch"], r["train_loss"], r["val_loss"]) for r in rs]
+
+    assert losses(r for r, _ in seen) == losses(rows) and [e for _, e in seen] == [1, 2, 3]
+
+
 @needs_ray
 def test_axes_parse_lists_and_ranges():
     assert parse_axis("hidden", "64,128").values == (64, 128)
