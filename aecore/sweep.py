@@ -88,7 +88,7 @@ def parse_axis(name: str, text: str) -> Axis:
         return Axis(name, low=low, high=high)
     parts = [p.strip() for p in text.split(",")]
     if name == "optimizer":
-        from .engine import OPTIMIZERS
+        from .optim import OPTIMIZERS
 
         for p in parts:
             if p not in OPTIMIZERS:

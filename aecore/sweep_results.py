@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import runs
+from . import runs, tables
 
 CSV_FIELDS = ("rank", "trial", "hidden", "optimizer", "lr", "batch_size", "seed", "epochs_done",
               "epochs", "val_loss", "best_val_loss", "best_epoch", "train_loss", "status", "node",
@@ -116,10 +116,8 @@ def format_table(results: list[TrialResult], epochs: int) -> str:
     body = [(str(d["rank"]), d["trial"], f"{d['epochs_done']}/{epochs}", _g(d["val_loss"], ".6f"),
              _g(d["best_val_loss"], ".6f"), _g(d["best_epoch"], "d"), d["status"])
             for d in rows(results, epochs)]
-    widths = [max(len(r[i]) for r in [head, *body]) for i in range(len(head))]
-    lines = ["  ".join(x.rjust(w) if i not in (1, 6) else x.ljust(w)
-                       for i, (x, w) in enumerate(zip(r, widths))).rstrip() for r in [head, *body]]
-    return "\n".join([lines[0], "  ".join("-" * w for w in widths), *lines[1:]])
+    text = tables.format_table(head, body, left=("trial", "status"))
+    return "\n".join(line.rstrip() for line in text.splitlines())
 
 
 def best_line(results: list[TrialResult]) -> str:
@@ -145,9 +143,9 @@ def write_csv(results: list[TrialResult], epochs: int, path: Path) -> None:
 def write_figure(results: list[TrialResult], path: Path) -> None:
     """Validation loss against epoch for every trial (log y); the best trial drawn thick and
     named, the others thin and grey-blue; early-stopped trials end where they were stopped."""
-    from .report import _int_x, _log_y, _plt, _save
+    from .figures import _loss_axes, _save, pyplot
 
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(8, 5))
     drawn = [r for r in results if any(math.isfinite(v) for v in r.val)]
     best = drawn[0] if drawn else None
@@ -162,11 +160,6 @@ def write_figure(results: list[TrialResult], path: Path) -> None:
     if drawn:
         ax.plot([], [], color="C0", lw=1, alpha=0.55, label=f"the other {len(drawn) - 1} trials")
         ax.legend(loc="upper right", fontsize=8)
-        _log_y(ax)
-    _int_x(ax)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("validation MSE per pixel")
-    ax.set_title(f"sweep: validation loss of {len(drawn)} trials")
-    ax.grid(alpha=0.3, which="both")
+        _loss_axes(ax, "validation MSE per pixel", f"sweep: validation loss of {len(drawn)} trials")
     fig.tight_layout()
     _save(fig, path)

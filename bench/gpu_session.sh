@@ -19,6 +19,9 @@
 #            register prefetch, and all three together
 #   pybench  the CUDA pytest-benchmarks (kernels vs CuPy; 200 steps and epochs vs PyTorch CUDA
 #            eager and the cuBLAS floor)
+#   gridsync grid-wide barrier cost (bench/grid_sync.py): cooperative grid.sync() vs an
+#            atomic-counter barrier at 32 blocks, the SM count and the cooperative maximum;
+#            decides the persistent kernel's design (issue #13)
 #   study    the 4-size x 200-epoch study (Adam, the defaults) on the GPU, timed, once per
 #            number of runs trained at once in STUDY_JOBS (default "4": all four side by side;
 #            "4 1" also times them one after another); set AECORE_CUDA_TILE /
@@ -29,7 +32,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${1:-gpu-results}"
 shift || true
-STAGES="${*:-tests kernels bench variants pybench study}"
+STAGES="${*:-tests gridsync kernels bench variants pybench study}"
 PY="${PYTHON:-python3}"
 mkdir -p "$OUT"
 export NUMBA_ENABLE_CUDASIM=0 MPLBACKEND=Agg PYTHONUNBUFFERED=1
@@ -86,6 +89,8 @@ for stage in $STAGES; do
                     --hidden 64,128,256,512 --batch 64 --repeats 3 --out "$OUT/variant_$name"
             )
         done ;;
+    gridsync)
+        run_stage gridsync 60 "$PY" bench/grid_sync.py --rounds 20000 --json "$OUT/grid_sync.json" ;;
     pybench)
         AECORE_BENCH_RATIOS="$OUT/ratios.json" run_stage pybench 200 "$PY" -m pytest bench \
             -k cuda --benchmark-only --benchmark-json="$OUT/cuda_bench.json" -q \

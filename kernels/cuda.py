@@ -61,6 +61,8 @@ import numpy as np
 from numba import cuda, float32, float64, int32
 from numba.cuda.core import config as _config
 
+from . import PIXEL_SCALE
+
 # --- tiling constants (compile-time constants inside the kernels) ---------------------------
 # The block tile is TILE x TILE outputs computed by 16 x 16 threads; BK is the depth of K staged
 # in shared memory per step. TILE = 64 (4 x 4 outputs per thread), BK = 16 is the default and
@@ -91,7 +93,6 @@ EW_THREADS = 256  # elementwise kernels
 # case at batch 64 (split-K below is how it fills the GPU), so the warning is only noise here.
 warnings.filterwarnings("ignore", message=r".*Grid size \d+ will likely result in GPU under")
 
-PIXEL_SCALE = 1.0 / 255.0
 _FASTMATH = {"contract", "arcp", "afn"}
 
 _jit = dict(fastmath=_FASTMATH)
