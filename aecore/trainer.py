@@ -441,7 +441,8 @@ def train(config: TrainConfig, run_dir, data, resume: bool = False, progress: bo
     with runs.lock_run_dir(run_dir, create=not resume):
         try:
             return _train(config, run_dir, data, resume, progress, overwrite, fallback_cpu,
-                          on_chunk, chunk_samples, checkpoint_every, signals, label, progress_bar)
+                          on_chunk, chunk_samples, checkpoint_every, signals, label, progress_bar,
+                          on_epoch)
         except RunWriteError as e:
             raise RunWriteError(f"{e}; training stopped. {_resume_note(run_dir)}", e.path,
                                 e.errno) from None
@@ -459,7 +460,7 @@ def _resume_note(run_dir: Path) -> str:
 
 
 def _train(config, run_dir, data, resume, progress, overwrite, fallback_cpu, on_chunk,
-           chunk_samples, checkpoint_every, signals, label, progress_bar) -> dict:
+           chunk_samples, checkpoint_every, signals, label, progress_bar, on_epoch) -> dict:
     ckpt = None
     if resume:
         ckpt = load_checkpoint(run_dir / runs.CHECKPOINT, config.hidden, config.optim().state_names())
