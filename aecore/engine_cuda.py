@@ -9,7 +9,6 @@ the output has too few tiles to fill the GPU: ``kernels.cuda.SplitK``):
     3. dH <- (dZ W2) * leaky'(H)                    backward_hidden     (reads W2 before 4.)
     4. W2, b2 <- update(dZ^T H, sum(dZ))            weight_step         (gradient never stored)
     5. W1, b1 <- update(dH^T X[perm[s:e]], sum(dH)) weight_step
-       (AECORE_CUDA_PAIRED_UPDATES=1: 4 and 5 in one launch, weight_step_pair; same results)
 
 Everything the engine does on the GPU (uploads, launches, graph replays, reads) is ordered on
 one stream of its own, a non-blocking one: nothing waits on the legacy default stream or on the
@@ -80,19 +79,17 @@ class CudaEngine:
         self._views = {B: (self._H, self._dZ, self._dH)}
         self._loss = cuda.to_device(np.zeros(1, np.float64), stream=s)
         o = optim
-        self._hp = cuda.to_device(kc._hp(lr=o.lr, momentum=o.momentum), stream=s)  # sgd / momentum
+        self._hp = cuda.to_device(kc.hparams(lr=o.lr, momentum=o.momentum), stream=s)  # sgd / momentum
         self._opt_kind = {"sgd": kc.OPT_SGD, "momentum": kc.OPT_MOMENTUM,
                           "nesterov": kc.OPT_NESTEROV, "adam": kc.OPT_ADAM}[o.name]
         # per weight: (VW, Vb, MW, Mb) as the fused weight-step kernels take them
         self._opt_state = {w: _state_of(self.state, o.name, w, b) for w, b in ((W1, B1), (W2, B2))}
-        self._paired = os.environ.get("AECORE_CUDA_PAIRED_UPDATES", "0") not in (
-            "0", "", "false", "no")
         self._perm_host = None
         self._perm_dev = None
         # workspace of the split-K products (kernels 1-3), sized once; this engine's alone
         self._splitk = kc.SplitK(stream=s)
         for dtype, ndim in ((np.float32, 1), (np.float32, 2), (np.int64, 1), (np.int32, 1)):
-            kc._empty(dtype, ndim)  # allocate the launchers' placeholders now, not mid-capture
+            kc.empty(dtype, ndim)  # allocate the launchers' placeholders now, not mid-capture
         self._eval = None  # evaluation buffers (H, Y, loss), made at the first evaluation
         self._seen = set()
         s.synchronize()
@@ -144,11 +141,8 @@ class CudaEngine:
             hp = hps[i] if o.name == "adam" else self._hp
             upd2 = (dZ, H, p[W2], p[B2], *self._opt_state[W2], None, 0)
             upd1 = (dH, data, p[W1], p[B1], *self._opt_state[W1], dperm, s)
-            if self._paired:  # both updates in one launch: two small grids side by side
-                kc.weight_step_pair(self._opt_kind, hp, upd2, upd1, stream=stream)
-            else:
-                kc.weight_step(self._opt_kind, hp, upd2, stream=stream)
-                kc.weight_step(self._opt_kind, hp, upd1, stream=stream)
+            kc.weight_step(self._opt_kind, hp, upd2, stream=stream)
+            kc.weight_step(self._opt_kind, hp, upd1, stream=stream)
 
     def train_steps(self, data, perm, start, stop):
         start, stop = int(start), int(stop)
