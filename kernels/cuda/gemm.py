@@ -28,11 +28,14 @@ from __future__ import annotations
 
 import linecache
 
-from numba import float32
+from numba import float32, uint64
 
-from .config import BK, BM, BN, LOADS, NTHREADS, TM, TN, TX, TY, device
+from .config import BK, BM, BN, LOADS, NTHREADS, SIMULATOR, TM, TN, TX, TY, device
 from .config import dcuda as cuda
 
+# Index casts: unsigned 64-bit indices need no negative-index wraparound code (Numba emits it
+# for every signed index); plain ints in the simulator (fast, and the same values).
+idx = int if SIMULATOR else uint64
 LAYOUTS = {"nt": ("k", "k"), "nn": ("k", "m"), "tn": ("m", "m")}
 INDEXED = {"nt": "a", "nn": "", "tn": "b"}  # the operand whose rows go through off (and perm)
 
@@ -49,38 +52,42 @@ def _operand(side, form, indexed, gather):
     ext, org, width = ("M", "m0", BM) if side == "a" else ("N", "n0", BN)
     perm, off = f"p{x}", f"o{x}"
     pro, fetch, stash = [], [], []
+
+    def plus(q, step):
+        return f" + {q * step}" if q else ""
+
     if form == "k":
-        pro.append(f"{x}k = tid % {BK}")
+        pro.append(f"{x}k = idx(tid % {BK})")
         for q in range(LOADS):
-            pro.append(f"{x}r{q} = tid // {BK} + {q * (NTHREADS // BK)}")
+            pro.append(f"{x}r{q} = idx(tid // {BK}{plus(q, NTHREADS // BK)})")
             pro.append(f"{x}ok{q} = {org} + {x}r{q} < {ext}")
             if gather:
-                pro.append(f"{x}s{q} = 0")
+                pro.append(f"{x}s{q} = idx(0)")
                 pro.append(f"if {x}ok{q}:")
-                pro.append(f"    {x}s{q} = {perm}[{off} + {org} + {x}r{q}]")
-            elif indexed:
-                pro.append(f"{x}s{q} = {off} + {org} + {x}r{q}")
+                pro.append(f"    {x}s{q} = idx({perm}[{off} + {org} + {x}r{q}])")
             else:
-                pro.append(f"{x}s{q} = {org} + {x}r{q}")
+                pro.append(f"{x}s{q} = idx({off + ' + ' if indexed else ''}{org} + {x}r{q})")
         fetch.append(f"{x}kk = k0 + {x}k")
-        fetch.append(f"{x}kin = {x}kk < ke")
+        fetch.append(f"{x}kin = {x}kk < kend")
         for q in range(LOADS):
             fetch.append(f"{x}v{q} = float32(0.0)")
             fetch.append(f"if {x}ok{q} and {x}kin:")
             fetch.append(f"    {x}v{q} = float32({src}[{x}s{q}, {x}kk])")
             stash.append(f"{tile}[{x}k, {x}r{q}] = {x}v{q}")
     else:
-        pro.append(f"{x}c = tid % {width}")
-        pro.append(f"{x}col = {org} + {x}c")
+        pro.append(f"{x}c = idx(tid % {width})")
+        pro.append(f"{x}col = idx({org}) + {x}c")
         pro.append(f"{x}ok = {x}col < {ext}")
+        if indexed:
+            pro.append(f"{x}o = idx({off})")
         for q in range(LOADS):
-            pro.append(f"{x}r{q} = tid // {width} + {q * (NTHREADS // width)}")
+            pro.append(f"{x}r{q} = idx(tid // {width}{plus(q, NTHREADS // width)})")
         for q in range(LOADS):
             fetch.append(f"{x}kk{q} = k0 + {x}r{q}")
             fetch.append(f"{x}v{q} = float32(0.0)")
-            fetch.append(f"if {x}ok and {x}kk{q} < ke:")
-            row = (f"{perm}[{off} + {x}kk{q}]" if gather else
-                   f"{off} + {x}kk{q}" if indexed else f"{x}kk{q}")
+            fetch.append(f"if {x}ok and {x}kk{q} < kend:")
+            row = (f"idx({perm}[{x}o + {x}kk{q}])" if gather else
+                   f"{x}o + {x}kk{q}" if indexed else f"{x}kk{q}")
             fetch.append(f"    {x}v{q} = float32({src}[{row}, {x}col])")
             stash.append(f"{tile}[{x}r{q}, {x}c] = {x}v{q}")
     return pro, fetch, stash
@@ -114,26 +121,26 @@ def mainloop_source(layout, gather=False, prefetch=False, colsum=False, indexed=
     name = f"mainloop_{layout}" + "_plain" * (not indexed) + "_gather" * gather + "_prefetch" * prefetch \
         + "_colsum" * colsum
     body = pa + pb
-    body += [f"ai{i} = ty + {TY * i}" for i in range(TM)]
-    body += [f"bj{j} = tx + {TX * j}" for j in range(TN)]
+    body += [f"ai{i} = ty" + (f" + {TY * i}" if i else "") for i in range(TM)]
+    body += [f"bj{j} = tx" + (f" + {TX * j}" if j else "") for j in range(TN)]
     body += [f"c{i}_{j} = float32(0.0)" for i in range(TM) for j in range(TN)]
     if colsum:  # this thread's column of D, every (NTHREADS // BM)-th row from `part` on
         parts = NTHREADS // BM
         body += [f"cpart = tid // {BM}", f"ccol = tid % {BM}", "s = float32(0.0)"]
-    body += ["k0 = kb"] + fetch_a + fetch_b
+    body += ["kend = idx(ke)", "k0 = idx(kb)"] + fetch_a + fetch_b
     loop = stash_a + stash_b + ["cuda.syncthreads()"]
-    step = [f"k1 = k0 + {BK}"]
+    step = [f"k1 = k0 + idx({BK})"]
     fetch_next = [ln.replace("k0 + ", "k1 + ") for ln in fetch_a + fetch_b]
     if prefetch:
         loop += step + fetch_next
     loop += _kstep()
     if colsum:
-        loop += [f"s += As[cpart + {parts * u}, ccol]" for u in range(BK // parts)]
+        loop += [f"s += As[cpart{f' + {parts * u}' if u else ''}, ccol]" for u in range(BK // parts)]
     loop += ["cuda.syncthreads()"]
     if not prefetch:
         loop += step + fetch_next
     loop += ["k0 = k1"]
-    body += ["while k0 < ke:"] + ["    " + ln for ln in loop]
+    body += ["while k0 < kend:"] + ["    " + ln for ln in loop]
     body += [f"acc[{i}, {j}] = c{i}_{j}" for i in range(TM) for j in range(TN)]
     body += ["return s" if colsum else "return"]
     return f"def {name}({', '.join(args)}):\n" + "".join(f"    {ln}\n" for ln in body)
@@ -150,7 +157,7 @@ def mainloop(layout, gather=False, prefetch=False, colsum=False, indexed=True):
         src = mainloop_source(*key)
         filename = f"<aecore gemm {'/'.join(map(str, key))}>"
         linecache.cache[filename] = (len(src), None, src.splitlines(True), filename)
-        scope = {"cuda": cuda, "float32": float32}
+        scope = {"cuda": cuda, "float32": float32, "idx": idx}
         exec(compile(src, filename, "exec"), scope)
         fn = _MADE[key] = device(scope[src.split("(")[0][4:]])
     return fn
@@ -200,10 +207,10 @@ def splitk_fixup(acc, ws, cnt, flag, tid):
     T = cuda.gridDim.x * cuda.gridDim.y
     t = cuda.blockIdx.y * cuda.gridDim.x + cuda.blockIdx.x
     span = TM * TN * NTHREADS
-    base = (cuda.blockIdx.z * T + t) * span + tid
+    base = idx((cuda.blockIdx.z * T + t) * span + tid)  # non-negative: no wraparound code
     for i in range(TM):
         for j in range(TN):
-            ws[base + (i * TN + j) * NTHREADS] = acc[i, j]
+            ws[base + idx((i * TN + j) * NTHREADS)] = acc[i, j]
     cuda.threadfence()  # the partial is visible device-wide before the count says so
     cuda.syncthreads()
     if tid == 0:
@@ -216,10 +223,10 @@ def splitk_fixup(acc, ws, cnt, flag, tid):
         for j in range(TN):
             acc[i, j] = float32(0.0)
     for z in range(S):
-        base = (z * T + t) * span + tid
+        base = idx((z * T + t) * span + tid)
         for i in range(TM):
             for j in range(TN):
-                acc[i, j] += ws[base + (i * TN + j) * NTHREADS]
+                acc[i, j] += ws[base + idx((i * TN + j) * NTHREADS)]
     if tid == 0:
         cnt[t] = 0
     return True
