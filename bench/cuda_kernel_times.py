@@ -33,7 +33,14 @@ def _sleep_py(n):
         cuda.nanosleep(1000)
 
 
-_sleep = None if kc.SIMULATOR else cuda.jit("void(int64)")(_sleep_py)  # no nanosleep there
+_SLEEP = []
+
+
+def _sleep():
+    """The sleeping kernel, compiled on first use (None in the simulator: no nanosleep)."""
+    if not _SLEEP:
+        _SLEEP.append(None if kc.SIMULATOR else cuda.jit("void(int64)")(_sleep_py))
+    return _SLEEP[0]
 
 
 def gpu_us(fn, reps):
@@ -46,8 +53,8 @@ def gpu_us(fn, reps):
     host = (time.perf_counter() - t0) / reps * 1e6
     cuda.synchronize()
     # sleep long enough for the host to enqueue all launches (host time x 2 + 1 ms)
-    if _sleep is not None:
-        _sleep[1, 1](int(host * reps * 2) + 1000)
+    if _sleep() is not None:
+        _sleep()[1, 1](int(host * reps * 2) + 1000)
     start, end = cuda.event(), cuda.event()
     start.record()
     for _ in range(reps):

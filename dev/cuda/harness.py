@@ -38,3 +38,19 @@ def same_bits(a, b, what):
     moved = int(np.count_nonzero(a.view(np.uint32) != b.view(np.uint32)))
     if moved:
         raise AssertionError(f"{what}: {moved} of {a.size} elements differ")
+
+
+def main(doc, check, measure, done):
+    """The command line of a variant: ``--check`` (default) runs its reference check and prints
+    ``done``; ``--time`` runs ``measure`` (a GPU)."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("--check", action="store_true", help="bit-for-bit check (default)")
+    ap.add_argument("--time", action="store_true", help="GPU times against production")
+    a = ap.parse_args()
+    if a.check or not a.time:
+        check()
+        print(done)
+    if a.time:
+        measure()

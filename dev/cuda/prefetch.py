@@ -10,12 +10,10 @@ for a GPU to say (it holds a second K step's operands in registers).
 
 from __future__ import annotations
 
-import argparse
-
 import numpy as np
 
 import harness  # noqa: F401  (the repository on sys.path)
-from harness import gpu_us, same_bits, step_kernels, step_operands
+from harness import gpu_us, main, same_bits, step_kernels, step_operands
 
 from aecore.kernels import cuda as kc
 from aecore.kernels.cuda import fused_backward_hidden, fused_linear_leaky_relu, launch
@@ -81,12 +79,4 @@ def time_kernels(batches=(64, 256), hidden=(64, 128, 256, 512), reps=200):
 
 
 if __name__ == "__main__":
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--check", action="store_true")
-    ap.add_argument("--time", action="store_true")
-    a = ap.parse_args()
-    if a.check or not a.time:
-        check()
-        print("prefetch: same bits as production on every GEMM kernel")
-    if a.time:
-        time_kernels()
+    main(__doc__, check, time_kernels, "prefetch: same bits as production on every GEMM kernel")

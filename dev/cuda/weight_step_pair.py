@@ -9,20 +9,19 @@ one after the other, and the step has one launch fewer.
 
 from __future__ import annotations
 
-import argparse
-
 import numpy as np
 
 import harness  # noqa: F401  (the repository on sys.path)
-from harness import gpu_us, same_bits, step_operands
+from harness import gpu_us, main, same_bits, step_operands
 
 from numba import cuda, float32
 
 from aecore.kernels import cuda as kc
-from aecore.kernels.cuda.config import BK, BLOCK, BM, BN, F1, F2, I1, PAD, TM, TN, TX, U2
+from aecore.kernels.cuda.config import BK, BLOCK, BM, BN, F1, F2, I1, PAD, TM, TN, U2
 from aecore.kernels.cuda.launch import Kernel, f32_or_empty, grid, named, perm_or_empty
 from aecore.kernels.cuda.launch import scale_of
 from aecore.kernels.cuda.fused_weight_step import make_tile
+from aecore.kernels.cuda.gemm import this_thread
 
 
 def make(gather):
@@ -36,9 +35,7 @@ def make(gather):
         As = cuda.shared.array((BK, PAD), float32)
         Bs = cuda.shared.array((BK, PAD), float32)
         acc = cuda.local.array((TM, TN), float32)
-        tx = cuda.threadIdx.x
-        ty = cuda.threadIdx.y
-        tid = ty * TX + tx
+        tx, ty, tid, _, _ = this_thread()
         bid = cuda.blockIdx.x
         nx1 = (X1.shape[1] + BN - 1) // BN
         n1 = nx1 * ((D1.shape[1] + BM - 1) // BM)
@@ -136,12 +133,4 @@ def time_pair(batches=(64, 256), hidden=(64, 128, 256, 512), reps=200):
 
 
 if __name__ == "__main__":
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--check", action="store_true")
-    ap.add_argument("--time", action="store_true")
-    a = ap.parse_args()
-    if a.check or not a.time:
-        check()
-        print("weight_step_pair: same bits as two single launches, every optimizer")
-    if a.time:
-        time_pair()
+    main(__doc__, check, time_pair, "weight_step_pair: same bits as two single launches, every optimizer")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from numba import cuda, float32, int32
 
-from .config import BK, BLOCK, BM, BN, F2, PAD, SPLIT, TM, TN, TX, TY
-from .gemm import kslice, mainloop, splitk_fixup
+from .config import BK, BLOCK, F2, PAD, SPLIT, TM, TN, TX, TY
+from .gemm import kslice, mainloop, splitk_fixup, this_thread
 from .launch import Kernel, grid, named, split_args
 
 
@@ -17,11 +17,7 @@ def make(prefetch=False):
         Bs = cuda.shared.array((BK, PAD), float32)
         flag = cuda.shared.array(1, int32)
         acc = cuda.local.array((TM, TN), float32)
-        tx = cuda.threadIdx.x
-        ty = cuda.threadIdx.y
-        tid = ty * TX + tx
-        m0 = cuda.blockIdx.y * BM
-        n0 = cuda.blockIdx.x * BN
+        tx, ty, tid, m0, n0 = this_thread()
         M = dH.shape[0]
         N = dH.shape[1]
         kb, ke = kslice(W2.shape[0], kchunk)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from numba import cuda, float32, int32
 
-from .config import BK, BLOCK, BM, BN, F1, F2, I1, PAD, SPLIT, TM, TN, TX, TY, U2
-from .gemm import kslice, mainloop, splitk_fixup
+from .config import BK, BLOCK, F1, F2, I1, PAD, SPLIT, TM, TN, TX, TY, U2
+from .gemm import kslice, mainloop, splitk_fixup, this_thread
 from .launch import Kernel, grid, key, named, perm_or_empty, scale_of, split_args
 
 
@@ -18,11 +18,7 @@ def make(gather, prefetch=False):
         Bs = cuda.shared.array((BK, PAD), float32)
         flag = cuda.shared.array(1, int32)
         acc = cuda.local.array((TM, TN), float32)
-        tx = cuda.threadIdx.x
-        ty = cuda.threadIdx.y
-        tid = ty * TX + tx
-        m0 = cuda.blockIdx.y * BM
-        n0 = cuda.blockIdx.x * BN
+        tx, ty, tid, m0, n0 = this_thread()
         M = H.shape[0]
         N = H.shape[1]
         kb, ke = kslice(W.shape[1], kchunk)

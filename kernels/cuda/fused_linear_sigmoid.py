@@ -7,9 +7,9 @@ import math
 
 from numba import cuda, float32, float64, int32
 
-from .config import (BK, BLOCK, BM, BN, D1, F1, F2, I1, NTHREADS, PAD, SPLIT, TM, TN, TX, TY,
+from .config import (BK, BLOCK, D1, F1, F2, I1, NTHREADS, PAD, SPLIT, TM, TN, TX, TY,
                      U2, device)
-from .gemm import kslice, mainloop, splitk_fixup
+from .gemm import kslice, mainloop, splitk_fixup, this_thread
 from .launch import (Kernel, f32_or_empty, grid, key, named, perm_or_empty, scale_of,
                      split_args)
 
@@ -45,11 +45,7 @@ def make_mse(prefetch=False):
         red = cuda.shared.array(NTHREADS, float64)
         flag = cuda.shared.array(1, int32)
         acc = cuda.local.array((TM, TN), float32)
-        tx = cuda.threadIdx.x
-        ty = cuda.threadIdx.y
-        tid = ty * TX + tx
-        m0 = cuda.blockIdx.y * BM
-        n0 = cuda.blockIdx.x * BN
+        tx, ty, tid, m0, n0 = this_thread()
         M = dZ.shape[0]
         N = dZ.shape[1]
         kb, ke = kslice(W.shape[1], kchunk)
@@ -94,11 +90,7 @@ def make_sigmoid(prefetch=False):
         As = cuda.shared.array((BK, PAD), float32)
         Bs = cuda.shared.array((BK, PAD), float32)
         acc = cuda.local.array((TM, TN), float32)
-        tx = cuda.threadIdx.x
-        ty = cuda.threadIdx.y
-        tid = ty * TX + tx
-        m0 = cuda.blockIdx.y * BM
-        n0 = cuda.blockIdx.x * BN
+        tx, ty, tid, m0, n0 = this_thread()
         M = Y.shape[0]
         N = Y.shape[1]
         gemm(Hin, W, M, N, 0, W.shape[1], m0, n0, As, Bs, acc, tid, tx, ty)

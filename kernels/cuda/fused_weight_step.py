@@ -10,7 +10,7 @@ import numpy as np
 from numba import cuda, float32
 
 from .config import BK, BLOCK, BM, BN, F1, F2, I1, PAD, TM, TN, TX, TY, U2, device
-from .gemm import finish_colsum, mainloop
+from .gemm import finish_colsum, mainloop, this_thread
 from .launch import Kernel, f32_or_empty, grid, key, named, perm_or_empty, scale_of
 
 OPT_NONE, OPT_SGD, OPT_MOMENTUM, OPT_NESTEROV, OPT_ADAM = 0, 1, 2, 3, 4
@@ -108,10 +108,9 @@ def make(gather, prefetch=False):
         As = cuda.shared.array((BK, PAD), float32)
         Bs = cuda.shared.array((BK, PAD), float32)
         acc = cuda.local.array((TM, TN), float32)
-        tx = cuda.threadIdx.x
-        ty = cuda.threadIdx.y
+        tx, ty, tid, _, _ = this_thread()
         tile(cuda.blockIdx.x, cuda.blockIdx.y, D, X, px, ox, scale, kind, G, gb, W, b, VW, Vb,
-             MW, Mb, hp, As, Bs, acc, ty * TX + tx, tx, ty)
+             MW, Mb, hp, As, Bs, acc, tid, tx, ty)
 
     return named(k, "k_weight_step" + "_gather" * gather + "_prefetch" * prefetch)
 

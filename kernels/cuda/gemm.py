@@ -93,14 +93,19 @@ def _operand(side, form, indexed, gather):
     return pro, fetch, stash
 
 
-def _kstep():
-    """The unrolled multiply-adds of one K step on the staged tiles."""
-    lines = []
-    for kk in range(BK):
-        lines += [f"a{i} = As[{kk}, ai{i}]" for i in range(TM)]
-        lines += [f"b{j} = Bs[{kk}, bj{j}]" for j in range(TN)]
-        lines += [f"c{i}_{j} += a{i} * b{j}" for i in range(TM) for j in range(TN)]
-    return lines
+_TILE_ARGS = ", ".join([f"ai{i}" for i in range(TM)] + [f"bj{j}" for j in range(TN)])
+
+
+def kstep_source() -> str:
+    """Python source of one row ``kk`` of a K step: this thread's TM x TN multiply-adds on the
+    staged tiles, written out. The main loop calls it BK times with constant ``kk``; inlined,
+    every shared load is at a constant offset from an address computed once. (One small function
+    called BK times, not BK copies of its body: Numba's front end types it once, where the
+    written-out K step took it ~20 s per kernel to type and lower.)"""
+    lines = [f"a{i} = As[kk, ai{i}]" for i in range(TM)]
+    lines += [f"b{j} = Bs[kk, bj{j}]" for j in range(TN)]
+    lines += [f"acc[{i}, {j}] += a{i} * b{j}" for i in range(TM) for j in range(TN)]
+    return f"def kstep(As, Bs, kk, {_TILE_ARGS}, acc):\n" + "".join(f"    {ln}\n" for ln in lines)
 
 
 def mainloop_source(layout, gather=False, prefetch=False, colsum=False, indexed=True) -> str:
@@ -123,7 +128,7 @@ def mainloop_source(layout, gather=False, prefetch=False, colsum=False, indexed=
     body = pa + pb
     body += [f"ai{i} = ty" + (f" + {TY * i}" if i else "") for i in range(TM)]
     body += [f"bj{j} = tx" + (f" + {TX * j}" if j else "") for j in range(TN)]
-    body += [f"c{i}_{j} = float32(0.0)" for i in range(TM) for j in range(TN)]
+    body += [f"acc[{i}, {j}] = float32(0.0)" for i in range(TM) for j in range(TN)]
     if colsum:  # this thread's column of D, every (NTHREADS // BM)-th row from `part` on
         parts = NTHREADS // BM
         body += [f"cpart = tid // {BM}", f"ccol = tid % {BM}", "s = float32(0.0)"]
@@ -133,7 +138,8 @@ def mainloop_source(layout, gather=False, prefetch=False, colsum=False, indexed=
     fetch_next = [ln.replace("k0 + ", "k1 + ") for ln in fetch_a + fetch_b]
     if prefetch:
         loop += step + fetch_next
-    loop += _kstep()
+    # idx(kk), not a literal kk: Numba would compile kstep once per literal value
+    loop += [f"kstep(As, Bs, idx({kk}), {_TILE_ARGS}, acc)" for kk in range(BK)]
     if colsum:
         loop += [f"s += As[cpart{f' + {parts * u}' if u else ''}, ccol]" for u in range(BK // parts)]
     loop += ["cuda.syncthreads()"]
@@ -141,7 +147,6 @@ def mainloop_source(layout, gather=False, prefetch=False, colsum=False, indexed=
         loop += step + fetch_next
     loop += ["k0 = k1"]
     body += ["while k0 < kend:"] + ["    " + ln for ln in loop]
-    body += [f"acc[{i}, {j}] = c{i}_{j}" for i in range(TM) for j in range(TN)]
     body += ["return s" if colsum else "return"]
     return f"def {name}({', '.join(args)}):\n" + "".join(f"    {ln}\n" for ln in body)
 
@@ -149,18 +154,33 @@ def mainloop_source(layout, gather=False, prefetch=False, colsum=False, indexed=
 _MADE = {}
 
 
+def _device_from_source(src, name):
+    """The device function defined by ``src`` (its lines kept for tracebacks)."""
+    filename = f"<aecore gemm {name}>"
+    linecache.cache[filename] = (len(src), None, src.splitlines(True), filename)
+    scope = {"cuda": cuda, "float32": float32, "idx": idx, "kstep": _MADE.get("kstep")}
+    exec(compile(src, filename, "exec"), scope)
+    return device(scope[src.split("(")[0][4:]])
+
+
+_MADE["kstep"] = _device_from_source(kstep_source(), "kstep")
+
+
 def mainloop(layout, gather=False, prefetch=False, colsum=False, indexed=True):
     """The device function of ``mainloop_source(...)`` (made once per choice)."""
     key = (layout, bool(gather), bool(prefetch), bool(colsum), bool(indexed))
     fn = _MADE.get(key)
     if fn is None:
-        src = mainloop_source(*key)
-        filename = f"<aecore gemm {'/'.join(map(str, key))}>"
-        linecache.cache[filename] = (len(src), None, src.splitlines(True), filename)
-        scope = {"cuda": cuda, "float32": float32, "idx": idx}
-        exec(compile(src, filename, "exec"), scope)
-        fn = _MADE[key] = device(scope[src.split("(")[0][4:]])
+        fn = _MADE[key] = _device_from_source(mainloop_source(*key), "/".join(map(str, key)))
     return fn
+
+
+@device
+def this_thread():
+    """(tx, ty, tid, m0, n0): the thread in its block and the block's output tile origin."""
+    tx = cuda.threadIdx.x
+    ty = cuda.threadIdx.y
+    return tx, ty, ty * TX + tx, cuda.blockIdx.y * BM, cuda.blockIdx.x * BN
 
 
 @device
