@@ -5,8 +5,8 @@ registers ptxas gives it, as in bench/RESULTS.md.
 
 For every (kernel, signature) in ``KERNELS``: the counts of the barrier-to-barrier segment
 with the most multiply-adds (the main loop's multiply section: fma, ld.shared, 32- and 64-bit
-integer instructions, branches, all) and of the segment after it (fetch + stash, the loop
-branch, and whatever follows the loop up to the next barrier), and ``ptxas -v``'s registers
+integer instructions, branches, all) and of the rest of the K step (the next step's fetch, the
+shared stores, the loop test: up to the loop's back edge), and ``ptxas -v``'s registers
 per thread and spill bytes (the system ptxas; "-" without one). ``--kernels FILE`` reports
 another kernel module with ``KERNELS`` and ``compile_ptx`` (the pre-rewrite one-file
 kernels/cuda.py: ``git show effbbb7:kernels/cuda.py > /tmp/before.py``).
@@ -28,17 +28,16 @@ def report(kc, ccs):
         key = "u8" if "uint8" in sig else "f32"
         for cc in ccs:
             text = kc.compile_ptx(func, sig, cc)
-            segs = [P.counts(s) for s in P.segments(text)]
-            at = max(range(len(segs)), key=lambda i: segs[i]["fma"]) if segs else None
+            loop = bool(P.segments(text))
             rows.append(dict(kernel=func.__name__, operand=key, cc=f"sm_{cc[0]}{cc[1]}",
-                             kstep=segs[at] if segs else None,
-                             after=segs[at + 1] if segs and at + 1 < len(segs) else None,
+                             kstep=P.kstep(text) if loop else None,
+                             after=P.kstep_rest(text) if loop else None,
                              ptxas=P.ptxas_registers(text, cc)))
             r = rows[-1]
             k, a, g = r["kstep"] or {}, r["after"] or {}, r["ptxas"] or {}
             print(f"{r['kernel']:<30} {key:<4} {r['cc']}  K step: {k.get('fma', '-'):>3} fma "
                   f"{k.get('ld.shared', '-'):>3} ld.shared {k.get('int32', '-'):>3} int32 "
-                  f"{k.get('int64', '-'):>3} int64 {k.get('all', '-'):>4} all | after: "
+                  f"{k.get('int64', '-'):>3} int64 {k.get('all', '-'):>4} all | rest: "
                   f"{a.get('int64', '-'):>4} int64 {a.get('all', '-'):>4} all | "
                   f"{g.get('registers', '-')} registers, spill {g.get('spill_stores', '-')}",
                   flush=True)

@@ -10,7 +10,7 @@ import numpy as np
 from numba import cuda, float32
 
 from .config import BK, BLOCK, BM, BN, F1, F2, I1, PAD, TM, TN, TX, TY, U2, device
-from .gemm import finish_colsum, mainloop, this_thread
+from .gemm import finish_colsum, idx, mainloop, this_thread
 from .launch import Kernel, f32_or_empty, grid, key, named, perm_or_empty, scale_of
 
 OPT_NONE, OPT_SGD, OPT_MOMENTUM, OPT_NESTEROV, OPT_ADAM = 0, 1, 2, 3, 4
@@ -72,20 +72,21 @@ def make_tile(gather, prefetch=False):
         M = D.shape[1]  # output features
         N = X.shape[1]  # input features
         s = gemm(D, X, px, ox, M, N, 0, Kb, m0, n0, As, Bs, acc, tid, tx, ty)
+        Nu = idx(N)  # unsigned element indices: no wraparound code in the epilogue
         for i in range(TM):
-            m = m0 + ty + TY * i
+            m = idx(m0 + ty + TY * i)
             if m < M:
                 for j in range(TN):
-                    n = n0 + tx + TX * j
-                    if n < N:
+                    n = idx(n0 + tx + TX * j)
+                    if n < Nu:
                         g = acc[i, j] * scale
                         if kind == OPT_NONE:
                             G[m, n] = g
                         else:
-                            W[m, n] = update(kind, hp, m * N + n, g, W[m, n], VW, MW)
+                            W[m, n] = update(kind, hp, m * Nu + n, g, W[m, n], VW, MW)
         if bx == 0:  # the bias
             total = finish_colsum(s, As, tid)
-            m = m0 + tid
+            m = idx(m0 + tid)
             if tid < BM and m < M:
                 if kind == OPT_NONE:
                     gb[m] = total

@@ -46,11 +46,19 @@ def compile_ptx(pyfunc, signature, cc):
     return ptx
 
 
-def segments(ptx):
+_LABEL = re.compile(r"^(\$\w+):")
+_BRA = re.compile(r"\bbra(\.uni)?\s+(\$\w+);")
+
+
+def segments(ptx, loop_only=False):
     """The instruction mnemonics between consecutive barriers, in program order (the text
-    before the first barrier and after the last one left out)."""
-    out, cur = [], None
+    before the first barrier and after the last one left out). ``loop_only``: a segment ends
+    at its first backward branch too (the main loop's back edge: what follows it runs once)."""
+    out, cur, seen = [], None, set()
     for line in ptx.splitlines():
+        label = _LABEL.match(line.strip())
+        if label:
+            seen.add(label.group(1))
         if _BAR.match(line):
             if cur is not None:
                 out.append(cur)
@@ -59,6 +67,10 @@ def segments(ptx):
         m = _INSTR.match(line)
         if cur is not None and m and not line.lstrip().startswith("//"):
             cur.append(m.group(2))
+            bra = _BRA.search(line)
+            if loop_only and bra and bra.group(2) in seen:
+                out.append(cur)
+                cur = None
     return out
 
 
@@ -87,6 +99,14 @@ def kstep(ptx):
     """Counts of the K step's multiply section: the barrier-to-barrier segment with the most
     multiply-adds (a kernel has one main loop)."""
     return max((counts(s) for s in segments(ptx)), key=lambda c: c["fma"])
+
+
+def kstep_rest(ptx):
+    """Counts of the rest of the K step: from the multiply section's closing barrier to the
+    loop's back edge (the next step's fetch, the shared stores, the loop test)."""
+    segs = [counts(s) for s in segments(ptx, loop_only=True)]
+    at = max(range(len(segs)), key=lambda i: segs[i]["fma"])
+    return segs[at + 1] if at + 1 < len(segs) else None
 
 
 def ptxas_registers(ptx, cc, ptxas=None):
