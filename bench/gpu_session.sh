@@ -2,7 +2,8 @@
 # What a session with a lent GPU measures, in one command, stage by stage:
 #   bash bench/gpu_session.sh OUT_DIR [STAGE...]      (default: every stage, ~8 minutes)
 # The first run after the GEMM-core rewrite (issue 12; the plan in bench/RESULTS.md, ~6 min):
-#   bash bench/gpu_session.sh gpu-results tests kernels dev bench
+#   KERNEL_TILES=64 BENCH_DEVICES=cuda EAGER_BATCH=none \
+#       bash bench/gpu_session.sh gpu-results tests kernels dev bench
 # Stages (each under its own time limit; each writes OUT_DIR/<stage>.txt, and one line with its
 # exit code and seconds to OUT_DIR/stages.txt, so a stage that fails or runs out of time costs
 # only itself):
@@ -17,7 +18,7 @@
 #            in one launch)
 #   bench    `aecore bench --device cpu,cuda` (the README's table; BENCH_DEVICES=cuda for the GPU
 #            rows alone) and the CUDA rows again with graphs off (AECORE_CUDA_GRAPHS=0; batches
-#            EAGER_BATCH): their ratio is the graphs' effect
+#            EAGER_BATCH, "none" to skip): their ratio is the graphs' effect
 #   variants `aecore bench --device cuda --batch 64` once per kernel variant, PyTorch timed in
 #            the same process (so each row's x torch is a same-run ratio). BENCH_VARIANTS: a
 #            space-separated list, each a comma-separated list of settings (fixed at import,
@@ -84,9 +85,11 @@ for stage in $STAGES; do
     bench)
         run_stage bench 130 aecore bench --device "${BENCH_DEVICES:-cpu,cuda}" \
             --hidden 64,128,256,512 --batch 64,256 --repeats 3 --out "$OUT"
-        AECORE_CUDA_GRAPHS=0 run_stage bench_eager 50 aecore bench --device cuda \
-            --hidden 64,128,256,512 --batch "${EAGER_BATCH:-64,256}" --repeats 3 --no-torch \
-            --out "$OUT/eager" ;;
+        if [ "${EAGER_BATCH:-64,256}" != none ]; then
+            AECORE_CUDA_GRAPHS=0 run_stage bench_eager 50 aecore bench --device cuda \
+                --hidden 64,128,256,512 --batch "${EAGER_BATCH:-64,256}" --repeats 3 \
+                --no-torch --out "$OUT/eager"
+        fi ;;
     variants)
         for v in ${BENCH_VARIANTS:-AECORE_CUDA_TILE=32}; do
             name=$(echo "$v" | sed 's/AECORE_CUDA_//g; s/=/-/g; s/,/+/g')

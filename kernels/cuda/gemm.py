@@ -12,11 +12,13 @@ of A(m, k) B(k, n)``, for one operand layout:
   D's column sums (the bias gradient), read from the staged tiles (see ``finish_colsum``).
 
 The function is generated from a template (``mainloop_source`` prints it) with the K step
-unrolled in the source: ``BK x (TM + TN)`` shared loads and ``BK x TM x TN`` multiply-adds in
-straight-line code on scalar accumulators, at constant offsets from per-thread addresses
-computed once (Numba does not unroll the loop itself, and its signed-index wraparound code
-inside it cost ~40 integer instructions per 16 multiply-adds). Each thread's load positions
-(and the gathered row indices of an ``nt`` operand) are computed once per block. Per K step:
+unrolled in the source: BK calls of ``kstep`` (``kstep_source``: one row of the staged tiles,
+TM + TN shared loads and TM x TN multiply-adds) with constant rows, which inline to
+``BK x TM x TN`` multiply-adds in straight-line code at constant offsets from per-thread
+addresses computed once (Numba does not unroll a loop itself, and its signed-index wraparound
+code inside the rolled loop cost ~35 integer instructions per 16 multiply-adds). Indices are
+unsigned (``idx``), so no wraparound code is emitted. Each thread's load positions (and the
+gathered row indices of an ``nt`` operand) are computed once per block. Per K step:
 fetch the step's elements from global memory into registers (bounds-checked: zero outside, so
 any M, N, K works), stash them in shared memory as ``[k][m]`` tiles (padded by one column),
 sync, multiply, sync. With ``prefetch`` the next step's fetch is issued before this step's
