@@ -27,8 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
+from . import tables
 from .baselines import GemmFloor, TorchEngine, step_flops
-from .engine import OptimConfig, make_engine
+from .devices import make_engine
+from .optim import OptimConfig
 from .model import init_params
 
 
@@ -150,14 +152,12 @@ def bench_one(device, hidden, batch, images, samples, repeats, with_torch=True) 
 
 
 def format_table(rows) -> str:
-    head = f"{'device':<6} {'hidden':>6} {'batch':>5} {'samples/s':>11} {'GFLOP/s':>8} " \
-           f"{'x floor':>8} {'x torch':>8}"
-    lines = [head, "-" * len(head)]
-    for r in rows:
-        fr = f"{r.floor_ratio:.2f}" if r.floor_ratio else "-"
-        tr = f"{r.torch_ratio:.2f}" if r.torch_ratio else "-"
-        lines.append(f"{r.device:<6} {r.hidden:>6} {r.batch:>5} {r.samples_per_s:>11,.0f} "
-                     f"{r.gflops:>8.1f} {fr:>8} {tr:>8}")
+    head = ("device", "hidden", "batch", "samples/s", "GFLOP/s", "x floor", "x torch")
+    cells = [(r.device, str(r.hidden), str(r.batch), f"{r.samples_per_s:,.0f}", f"{r.gflops:.1f}",
+              f"{r.floor_ratio:.2f}" if r.floor_ratio else "-",
+              f"{r.torch_ratio:.2f}" if r.torch_ratio else "-") for r in rows]
+    lines = [tables.format_table(head, cells, left={"device"}, gap=" ",
+                                 minimum=(6, 6, 5, 11, 8, 8, 8), full_rule=True)]
     lines.append("x floor: aecore time / the five products alone (same BLAS); "
                  "x torch: aecore time / PyTorch eager time (same device). Lower is better.")
     first = {}
@@ -174,12 +174,34 @@ def write_json(rows, path, meta):
     Path(path).write_text(json.dumps({"meta": meta, "rows": [r.to_dict() for r in rows]}, indent=2))
 
 
-def plot(rows, path):
-    """Samples/s per hidden size: one bar group per hidden size, one bar per device (+ torch)."""
-    import matplotlib
+def _si(v: float) -> str:
+    return f"{v / 1e6:.2f}M" if v >= 1e6 else f"{v / 1e3:.0f}k" if v >= 1e3 else f"{v:.0f}"
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+
+def _ratio_lines(rows) -> list[str]:
+    """The comparisons the chart is for, in words: aecore vs PyTorch per device, and CUDA vs
+    CPU, each at every hidden size (x = how many times the throughput)."""
+    lines = []
+    by = {(r.device, r.batch, r.hidden): r for r in rows}
+    for dev in sorted({r.device for r in rows}):
+        rs = [r for r in rows if r.device == dev and r.torch_seconds]
+        if rs:
+            lines.append(f"aecore {dev} vs PyTorch {dev}: " + ", ".join(
+                f"h={r.hidden} {r.torch_seconds / r.seconds:.2f}x" for r in rs))
+    gpu = [(by[("cpu", b, h)], r) for (d, b, h), r in by.items() if d == "cuda"
+           and ("cpu", b, h) in by]
+    if gpu:
+        lines.append("aecore cuda vs cpu: " + ", ".join(
+            f"h={c.hidden} {g.samples_per_s / c.samples_per_s:.2f}x" for c, g in gpu))
+    return lines
+
+
+def plot(rows, path):
+    """Samples/s per hidden size: one bar group per hidden size, one bar per device (+ torch),
+    on a linear axis from zero with each bar's value on it; the ratios are in the title."""
+    from .figures import pyplot
+
+    plt = pyplot()
 
     hiddens = sorted({r.hidden for r in rows})
     series = {}
@@ -187,17 +209,22 @@ def plot(rows, path):
         series.setdefault(f"aecore {r.device} (B={r.batch})", {})[r.hidden] = r.samples_per_s
         if r.torch_seconds:
             series.setdefault(f"PyTorch {r.device} (B={r.batch})", {})[r.hidden] = r.samples / r.torch_seconds
-    fig, ax = plt.subplots(figsize=(8, 4.5), layout="constrained")
+    ratios = _ratio_lines(rows)
+    fig, ax = plt.subplots(figsize=(9, 4.8 + 0.25 * len(ratios)), layout="constrained")
     width = 0.8 / max(len(series), 1)
     x = np.arange(len(hiddens))
     for i, (name, vals) in enumerate(sorted(series.items())):
-        ax.bar(x + (i - (len(series) - 1) / 2) * width, [vals.get(h, 0) for h in hiddens], width,
-               label=name)
+        bars = ax.bar(x + (i - (len(series) - 1) / 2) * width, [vals.get(h, 0) for h in hiddens],
+                      width, label=name)
+        ax.bar_label(bars, labels=[_si(vals[h]) if h in vals else "" for h in hiddens],
+                     fontsize=7, padding=2)
     ax.set_xticks(x, [f"h={h}" for h in hiddens])
-    ax.set_yscale("log")
-    ax.set_ylabel("training samples / s (log scale)")
+    ax.set_yscale("linear")
+    ax.set_ylim(0, ax.get_ylim()[1] * 1.08)  # from zero, room for the labels
+    ax.set_ylabel("training samples / s")
     ax.set_xlabel("hidden units")
-    ax.set_title("Training throughput, plain SGD")
+    ax.set_title("\n".join(["Training throughput, plain SGD (higher is better)", *ratios]),
+                 fontsize=9)
     ax.legend(fontsize=8)
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -1,15 +1,10 @@
-"""Fashion-MNIST: find it, download it if it is missing, parse and validate it, split it.
+"""Fashion-MNIST: find it, download it if it is missing, load and split it.
 
-Public API
-----------
 ``load_fashion_mnist(data_dir=None, val_size=10000, seed=0, download=True, progress=True)``
-    -> :class:`FashionMNIST` with ``train`` / ``val`` / ``test`` splits (uint8 images (n, 784),
-    uint8 labels (n,)), ``source`` (where the files came from) and ``class_names``.
-``find_data(data_dir=None)`` -> the directory the data would be loaded from, or None
-    (it would have to be downloaded); never downloads.
-``read_idx(path, kind, count=None, sha256=None)`` / ``decode_idx(raw, name, kind, ...)``
-    -> one validated IDX file as a uint8 array.
-``download_fashion_mnist(dest_dir, mirror=None, ...)`` -> the downloaded, verified files.
+returns a :class:`FashionMNIST` (``train`` / ``val`` / ``test`` splits of uint8 images (n, 784)
+and labels (n,), ``source``, ``class_names``); ``find_data(data_dir)`` the directory it would
+load, or None (never downloads); ``download_fashion_mnist(dest_dir, mirror)`` the verified files
+(:mod:`aecore.download`). Parsing and validating one IDX file is :mod:`aecore.idx`.
 
 Where the data is looked for, in order:
 
@@ -20,33 +15,25 @@ Where the data is looked for, in order:
 4. Otherwise the four files are downloaded from the official mirror (``$AECORE_MIRROR``
    overrides it) into the cache, verified, and written atomically (temp file + os.replace).
 
-In every directory a file may be ``name.gz`` or the decompressed ``name``. Each file is
-validated (IDX magic, dtype, dimensions, exact length) and its *decompressed* content is
-checked against the official sha256, so Debian's re-packed .gz files pass too. A corrupt file
-in the cache is reported and downloaded again over; it is never used.
-
-Every problem is a :class:`aecore.errors.DataError` whose message is one line naming the file.
+In every directory a file may be ``name.gz`` or the decompressed ``name``. A corrupt file in
+the cache is reported and downloaded again over; it is never used. Every problem is a
+:class:`aecore.errors.DataError` whose message is one line naming the file.
 """
 
 from __future__ import annotations
 
-import gzip
-import hashlib
 import os
 import sys
-import tempfile
-import urllib.error
-import urllib.request
-import zlib
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 
-from aecore.errors import DataError
+from .errors import DataError
+from .download import OFFICIAL_MIRROR, ProgressCallback, download_fashion_mnist, mirror_url
+from .idx import CLASS_NAMES, OFFICIAL_FILES, DatasetFiles, FileSpec, decode_idx, read_idx
 
 __all__ = [
     "CLASS_NAMES",
@@ -67,211 +54,15 @@ __all__ = [
     "split_train_val",
 ]
 
-CLASS_NAMES: tuple[str, ...] = (
-    "T-shirt/top",
-    "Trouser",
-    "Pullover",
-    "Dress",
-    "Coat",
-    "Sandal",
-    "Shirt",
-    "Sneaker",
-    "Bag",
-    "Ankle boot",
-)
-
-OFFICIAL_MIRROR = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com"
 SYSTEM_DATA_DIR = Path("/usr/share/datasets/fashion-mnist")  # Debian: dataset-fashion-mnist
 ENV_DATA = "AECORE_DATA"
-ENV_MIRROR = "AECORE_MIRROR"
-
-ROWS = COLS = 28
-IMAGE_PIXELS = ROWS * COLS
-N_CLASSES = len(CLASS_NAMES)
-
-_GZIP_MAGIC = b"\x1f\x8b"
-_UBYTE = 0x08
-_IDX_NDIM = {"images": 3, "labels": 1}
-_IDX_MAGIC = {"images": 0x00000803, "labels": 0x00000801}
-
-Kind = Literal["images", "labels"]
-# progress callback: (file name, bytes received so far, total bytes or None if unknown)
-ProgressCallback = Callable[[str, int, "int | None"], None]
 
 
 class InvalidSplitError(DataError, ValueError):
     """``val_size`` cannot be used (negative, or leaves no training images)."""
 
 
-@dataclass(frozen=True)
-class FileSpec:
-    """One dataset file: its name (without ``.gz``), what it holds and how to verify it.
-
-    ``sha256`` is of the decompressed content (None: not checked); ``md5`` of the official
-    ``.gz`` (checked only for downloads from the official mirror, or when asked to).
-    ``count`` is the number of images / labels it must hold (None: any).
-    """
-
-    name: str
-    kind: Kind
-    count: int | None
-    sha256: str | None
-    md5: str | None = None
-
-
-class DatasetFiles(NamedTuple):
-    """The four files of the dataset. ``OFFICIAL_FILES`` is Fashion-MNIST's; tests build
-    their own (small counts, their own checksums) and pass it as ``files=``."""
-
-    train_images: FileSpec
-    train_labels: FileSpec
-    test_images: FileSpec
-    test_labels: FileSpec
-
-
-OFFICIAL_FILES = DatasetFiles(
-    FileSpec(
-        "train-images-idx3-ubyte",
-        "images",
-        60000,
-        "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
-        "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
-    ),
-    FileSpec(
-        "train-labels-idx1-ubyte",
-        "labels",
-        60000,
-        "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
-        "25c81989df183df01b3e8a0aad5dffbe",
-    ),
-    FileSpec(
-        "t10k-images-idx3-ubyte",
-        "images",
-        10000,
-        "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
-        "bef4ecab320f06d8554ea6380940ec79",
-    ),
-    FileSpec(
-        "t10k-labels-idx1-ubyte",
-        "labels",
-        10000,
-        "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
-        "bb300cfdad3c16e7a12a480ee83cd310",
-    ),
-)
-
-
-# --------------------------------------------------------------------------------------------
-# IDX parsing
-# --------------------------------------------------------------------------------------------
-
-
-def decode_idx(
-    raw: bytes,
-    name: str,
-    kind: Kind,
-    *,
-    count: int | None = None,
-    sha256: str | None = None,
-) -> np.ndarray:
-    """Parse the bytes of one IDX file (gzip-compressed or not) and validate them.
-
-    ``name`` is only used to name the file in errors (and a ``.gz`` name must be gzip).
-    ``kind`` is ``"images"`` (IDX3, 28x28, returns uint8 (n, 784)) or ``"labels"`` (IDX1,
-    values 0..9, returns uint8 (n,)). ``count``: the number of items it must hold (None: any).
-    ``sha256``: the expected sha256 of the decompressed content (None: not verified).
-    Raises DataError (one line naming ``name``) for anything wrong; nothing else.
-    """
-    if kind not in _IDX_NDIM:
-        raise ValueError(f"kind must be 'images' or 'labels', not {kind!r}")
-
-    def bad(what: str) -> DataError:
-        return DataError(f"{name}: {what}")
-
-    if raw[:2] == _GZIP_MAGIC:
-        try:
-            data = gzip.decompress(raw)
-        except (OSError, EOFError, zlib.error, ValueError) as e:  # BadGzipFile is an OSError
-            raise bad(f"corrupt gzip data ({_one_line(e)})") from None
-    elif name.endswith(".gz"):
-        raise bad("named .gz but is not gzip-compressed (no gzip magic bytes)")
-    else:
-        data = raw
-
-    expected_label = "labels (IDX1)" if kind == "labels" else "images (IDX3)"
-    if len(data) < 4:
-        raise bad(f"truncated: {len(data)} bytes, too short for an IDX header")
-    b0, b1, dtype, ndim = data[0], data[1], data[2], data[3]
-    magic = int.from_bytes(data[:4], "big")
-    if b0 != 0 or b1 != 0:
-        raise bad(f"not an IDX file (magic number 0x{magic:08x}, expected 0x{_IDX_MAGIC[kind]:08x})")
-    if dtype != _UBYTE:
-        raise bad(f"IDX data type 0x{dtype:02x} is not unsigned byte (0x08)")
-    if ndim != _IDX_NDIM[kind]:
-        other = {1: "a labels file (IDX1)", 3: "an images file (IDX3)"}.get(ndim)
-        if other:
-            raise bad(f"is {other} but {expected_label} was expected")
-        raise bad(f"unexpected IDX magic number 0x{magic:08x}, expected 0x{_IDX_MAGIC[kind]:08x}")
-
-    header_len = 4 + 4 * ndim
-    if len(data) < header_len:
-        raise bad(f"truncated: {len(data)} bytes, shorter than its {header_len}-byte IDX header")
-    dims = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
-    n = dims[0]
-    if kind == "images" and (dims[1], dims[2]) != (ROWS, COLS):
-        raise bad(f"images are {dims[1]}x{dims[2]}, expected {ROWS}x{COLS}")
-    if count is not None and n != count:
-        raise bad(f"holds {n} {kind}, expected {count}")
-    item = IMAGE_PIXELS if kind == "images" else 1
-    expected_len = header_len + n * item
-    if len(data) < expected_len:
-        raise bad(f"truncated: {len(data)} bytes, expected {expected_len} for {n} {kind}")
-    if len(data) > expected_len:
-        raise bad(f"{len(data) - expected_len} trailing bytes after the {n} {kind}")
-
-    if sha256 is not None:
-        digest = hashlib.sha256(data).hexdigest()
-        if digest != sha256.lower():
-            raise bad(
-                f"sha256 of the decompressed content is {digest}, expected {sha256} "
-                "(corrupt, or not the official file)"
-            )
-
-    arr = np.frombuffer(data, dtype=np.uint8, offset=header_len)
-    if kind == "images":
-        return arr.reshape(n, IMAGE_PIXELS)
-    if n and int(arr.max()) >= N_CLASSES:
-        raise bad(f"label value {int(arr.max())} is out of range 0..{N_CLASSES - 1}")
-    return arr
-
-
-def read_idx(
-    path: str | os.PathLike,
-    kind: Kind,
-    *,
-    count: int | None = None,
-    sha256: str | None = None,
-) -> np.ndarray:
-    """Read and validate one IDX file (``.gz`` or raw); see :func:`decode_idx`.
-
-    The returned array is read-only (a view of the file's bytes); index or ``.copy()`` it.
-    """
-    path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise DataError(f"{path}: cannot read ({_one_line(e)})") from None
-    return decode_idx(raw, str(path), kind, count=count, sha256=sha256)
-
-
-def _one_line(e: BaseException) -> str:
-    text = " ".join(str(e).split()) or type(e).__name__
-    return text
-
-
-# --------------------------------------------------------------------------------------------
-# Finding the files
-# --------------------------------------------------------------------------------------------
+# --- finding the files ----------------------------------------------------------------------
 
 
 def default_cache_dir() -> Path:
@@ -388,156 +179,7 @@ def find_data(
     return None
 
 
-# --------------------------------------------------------------------------------------------
-# Downloading
-# --------------------------------------------------------------------------------------------
-
-
-def _mirror(mirror: str | None) -> str:
-    return (mirror or os.environ.get(ENV_MIRROR) or OFFICIAL_MIRROR).rstrip("/")
-
-
-class _ClickProgress:
-    """A click progress bar on stderr, one per file (total from Content-Length)."""
-
-    def __init__(self) -> None:
-        self._bar = None
-        self._name = None
-        self._done = 0
-
-    def __call__(self, name: str, done: int, total: int | None) -> None:
-        import click
-
-        if name != self._name:
-            self.close()
-            self._name, self._done = name, 0
-            self._bar = click.progressbar(
-                length=total or 0, label=f"Downloading {name}", file=sys.stderr, width=30
-            )
-            self._bar.__enter__()
-        if total:
-            self._bar.update(done - self._done)
-        self._done = done
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.__exit__(None, None, None)
-            self._bar = None
-
-
-def _fetch_one(
-    url: str,
-    dest: Path,
-    spec: FileSpec,
-    *,
-    check_md5: bool,
-    progress: ProgressCallback | None,
-    timeout: float,
-) -> np.ndarray:
-    """Download ``url`` to ``dest`` atomically and return its validated array.
-
-    The bytes go to a temp file beside ``dest``; only a complete, verified file is moved over
-    ``dest`` with os.replace. On any failure (KeyboardInterrupt included) the temp file is
-    removed, so nothing half-written is ever left.
-    """
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    tmp = Path(tmp_name)
-    try:
-        md5 = hashlib.md5()
-        chunks = []
-        with os.fdopen(fd, "wb") as out:
-            try:
-                with urllib.request.urlopen(url, timeout=timeout) as resp:
-                    length = resp.headers.get("Content-Length")
-                    total = int(length) if length and length.isdigit() else None
-                    done = 0
-                    if progress:
-                        progress(dest.name, 0, total)
-                    while True:
-                        chunk = resp.read(1 << 16)
-                        if not chunk:
-                            break
-                        out.write(chunk)
-                        md5.update(chunk)
-                        chunks.append(chunk)
-                        done += len(chunk)
-                        if progress:
-                            progress(dest.name, done, total)
-            except urllib.error.HTTPError as e:
-                raise DataError(f"{url}: download failed (HTTP {e.code} {e.reason})") from None
-            except (urllib.error.URLError, OSError, ValueError) as e:
-                reason = getattr(e, "reason", e)
-                raise DataError(f"{url}: download failed ({_one_line(reason)})") from None
-            if total is not None and done != total:
-                raise DataError(
-                    f"{url}: download incomplete, got {done} of {total} bytes (connection dropped?)"
-                )
-            out.flush()
-            os.fsync(out.fileno())
-        raw = b"".join(chunks)
-        if check_md5 and spec.md5 is not None and md5.hexdigest() != spec.md5:
-            raise DataError(
-                f"{url}: md5 of the download is {md5.hexdigest()}, expected {spec.md5} (corrupt download)"
-            )
-        try:
-            arr = decode_idx(raw, dest.name, spec.kind, count=spec.count, sha256=spec.sha256)
-        except DataError as e:
-            raise DataError(f"{url}: downloaded file is bad: {e}") from None
-        os.replace(tmp, dest)
-        return arr
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def download_fashion_mnist(
-    dest_dir: str | os.PathLike,
-    *,
-    mirror: str | None = None,
-    files: DatasetFiles = OFFICIAL_FILES,
-    only: list[FileSpec] | None = None,
-    progress: bool | ProgressCallback = True,
-    check_md5: bool | None = None,
-    timeout: float = 30.0,
-) -> dict[str, np.ndarray]:
-    """Download the dataset's ``.gz`` files from ``mirror`` into ``dest_dir``, verified.
-
-    ``mirror``: base URL (files at ``<mirror>/<name>.gz``); default ``$AECORE_MIRROR`` or the
-    official one. ``only``: download just these specs (default: all four). ``progress``:
-    True for a click progress bar on stderr, False for none, or a callback
-    ``(name, bytes_so_far, total_or_None)``. ``check_md5``: compare the .gz md5 with the
-    official one (default: only when the mirror is the official one, whose files are exactly
-    those). The decompressed sha256 is always checked (when the spec has one).
-    Returns {file name: validated array}. Raises DataError naming the URL on any failure.
-    """
-    base = _mirror(mirror)
-    if check_md5 is None:
-        check_md5 = base == OFFICIAL_MIRROR
-    dest_dir = Path(dest_dir)
-    try:
-        dest_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise DataError(f"{dest_dir}: cannot create the download directory ({_one_line(e)})") from None
-    bar = _ClickProgress() if progress is True else None
-    callback = bar if bar is not None else (progress or None)
-    out = {}
-    try:
-        for spec in only if only is not None else files:
-            url = f"{base}/{spec.name}.gz"
-            out[spec.name] = _fetch_one(
-                url, dest_dir / f"{spec.name}.gz", spec,
-                check_md5=check_md5, progress=callback, timeout=timeout,
-            )
-    finally:
-        if bar is not None:
-            bar.close()
-    return out
-
-
-# --------------------------------------------------------------------------------------------
-# The dataset
-# --------------------------------------------------------------------------------------------
+# --- the dataset ----------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -592,6 +234,13 @@ def _not_found_message(searched: list[str], cause: str, cache: Path) -> str:
     )
 
 
+def _what_is_wrong(directory: Path, scan: _Scan, files: DatasetFiles) -> str:
+    """``DIR (f1 corrupt, no f2)``: a searched directory as the not-found message lists it."""
+    problems = [f"{files[i].name} corrupt" for i in scan.bad]
+    problems += [f"no {files[i].name}" for i in scan.missing]
+    return f"{directory} ({', '.join(problems)})"
+
+
 def _warn(msg: str) -> None:
     print(f"aecore: warning: {msg}", file=sys.stderr)
 
@@ -613,9 +262,7 @@ def _resolve(
             _warn(f"ignoring corrupt cached file, it will be downloaded again: {e}")
         if scan.complete:
             return [scan.arrays[i] for i in range(len(files))], cache, str(cache)
-        problems = [f"{files[i].name} corrupt" for i in scan.bad]
-        problems += [f"no {files[i].name}" for i in scan.missing]
-        searched.append(f"{cache} ({', '.join(problems)})")
+        searched.append(_what_is_wrong(cache, scan, files))
     else:
         scan = _Scan({}, {}, {}, list(range(len(files))))
         searched.append(f"{cache} (no such directory)")
@@ -630,9 +277,7 @@ def _resolve(
             return [sys_scan.arrays[i] for i in range(len(files))], system, str(system)
         for e in sys_scan.bad.values():
             _warn(f"ignoring {system}: {e}")
-        problems = [f"{files[i].name} corrupt" for i in sys_scan.bad]
-        problems += [f"no {files[i].name}" for i in sys_scan.missing]
-        searched.append(f"{system} ({', '.join(problems)})")
+        searched.append(_what_is_wrong(system, sys_scan, files))
     else:
         searched.append(f"{system} (no such directory)")
 
@@ -641,7 +286,7 @@ def _resolve(
 
     # Download what the cache lacks, over corrupt files, then use the whole cache.
     todo = sorted(set(scan.missing) | set(scan.bad))
-    base = _mirror(mirror)
+    base = mirror_url(mirror)
     try:
         fetched = download_fashion_mnist(
             cache, mirror=base, files=files, only=[files[i] for i in todo], progress=progress

@@ -1,4 +1,5 @@
-"""Which CUDA device (if any) aecore can use, found without side effects.
+"""Which CUDA device (if any) aecore can use, found without side effects, and the engine for a
+device (``make_engine``).
 
 * ``real_gpu_present()`` asks the NVIDIA driver (``libcuda.so.1`` through ctypes: ``cuInit`` and
   ``cuDeviceGetCount``) whether there is a GPU, *without importing numba.cuda*: the test conftest
@@ -12,7 +13,6 @@
 from __future__ import annotations
 
 import ctypes
-import os
 from functools import lru_cache
 
 
@@ -45,11 +45,6 @@ def _driver_device_count() -> tuple[int, str]:
 def real_gpu_present() -> bool:
     """True if the NVIDIA driver reports at least one CUDA device (numba.cuda not imported)."""
     return _driver_device_count()[0] > 0
-
-
-def simulator_requested() -> bool:
-    """True if this process asked for Numba's CUDA simulator (NUMBA_ENABLE_CUDASIM=1)."""
-    return os.environ.get("NUMBA_ENABLE_CUDASIM", "0") not in ("", "0")
 
 
 def cuda_usable() -> tuple[bool, str]:
@@ -87,9 +82,9 @@ def _compile_problem() -> str:
     """'' if numba-cuda compiles a kernel here, else why not (one line).
 
     numba-cuda imports its lowering modules only at the first compilation, so a broken install
-    passes ``from numba import cuda`` and fails later: seen with numba-cuda 0.30.4 under numpy
-    2.5, which removed ``np.row_stack`` (a GPU machine, 2026-11-27). Compiling the engine's
-    smallest kernel here turns that into a usage error instead of a traceback mid-run.
+    (numba-cuda 0.30 under numpy 2.5, which removed ``np.row_stack``; bench/RESULTS.md) passes
+    ``from numba import cuda`` and fails later. Compiling the engine's smallest kernel here
+    turns that into a usage error instead of a traceback mid-run.
     """
     try:
         from .kernels import cuda as kc
@@ -106,3 +101,23 @@ def compile_problem_message(exc: BaseException) -> str:
     if "row_stack" in msg:
         hint = "; numba-cuda needs numpy < 2.5 (pip install 'numpy<2.5')"
     return f"numba-cuda cannot compile kernels here ({type(exc).__name__}: {msg}){hint}"
+
+
+def make_engine(device: str, params, optim=None, batch_size: int | None = None,
+                slope: float = 0.01, opt_state=None, step: int = 0, *, graphs: bool = True):
+    """The ``aecore.engine.Engine`` for ``device`` ("cpu" or "cuda"), holding ``params``.
+
+    ``optim`` (an ``aecore.optim.OptimConfig``) and ``batch_size`` for training; leave both
+    out for an engine that only evaluates, reconstructs and encodes. ``graphs``: whether the
+    CUDA engine may record and replay CUDA graphs (no effect on the CPU). The engine modules
+    are imported here, the CUDA one only when asked for.
+    """
+    if device == "cpu":
+        from .engine_cpu import CpuEngine
+
+        return CpuEngine(params, optim, batch_size, slope, opt_state, step)
+    if device == "cuda":
+        from .engine_cuda import CudaEngine
+
+        return CudaEngine(params, optim, batch_size, slope, opt_state, step, graphs=graphs)
+    raise ValueError(f"unknown device {device!r}; choose cpu or cuda")

@@ -29,3 +29,15 @@ class DivergenceError(AecoreError):
     """The loss became NaN or inf during training."""
 
     exit_code = 3
+
+
+class RunDirBusyError(AecoreError):
+    """Another run (another process, or another thread of this one) holds the run directory."""
+
+
+class RunWriteError(AecoreError):
+    """A file could not be written (disk full, I/O error, read-only, directory removed)."""
+
+    def __init__(self, message, path=None, errno=None):
+        super().__init__(message)
+        self.path, self.errno = path, errno

@@ -49,7 +49,3 @@ def init_params(
         W2: w2.astype(np.float32),
         B2: np.zeros(image_size, np.float32),
     }
-
-
-def hidden_size_of(params: dict[str, np.ndarray]) -> int:
-    return int(params[W1].shape[0])

@@ -11,22 +11,42 @@ One directory per training run (``runs/h256-sgd`` by default)::
 
 Every file is written atomically: a temporary file in the same directory is written, flushed and
 fsync'ed, then renamed over the target with ``os.replace``; a crash mid-write leaves the previous
-version intact (and at worst a stray ``.<name>.*.tmp`` file).
+version intact (and at worst a stray ``.<name>.*.tmp`` file). A write that fails (disk full,
+I/O error, read-only file system, the directory removed) removes its temp file and raises
+RunWriteError naming the file and the cause.
+
+One run owns its directory: ``lock_run_dir`` holds an ``flock`` on ``.lock`` in it for the run's
+whole life (the trainer takes it), so a second run into the same directory, from another process
+or another thread, is refused at once with the holder's pid, host and command. The OS releases
+the lock when its process dies, so a killed run's stale ``.lock`` blocks nothing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import datetime
+import errno
 import io
 import json
 import math
 import os
+import shlex
+import socket
+import sys
 import tempfile
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
 
-from .errors import CheckpointError
+from .errors import CheckpointError, RunDirBusyError, RunWriteError
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: runs are not locked
+    fcntl = None
 
 CONFIG = "config.json"
 METRICS = "metrics.csv"
@@ -35,6 +55,7 @@ RECONSTRUCTIONS = "reconstructions.npz"
 MODEL = "model.safetensors"
 CHECKPOINT = "checkpoint.safetensors"
 RUN_FILES = (CONFIG, METRICS, SUMMARY, RECONSTRUCTIONS, MODEL, CHECKPOINT)
+LOCK = ".lock"  # held while a run trains; not one of the run's files
 
 METRICS_HEADER = ("epoch", "train_loss", "val_loss", "seconds", "samples_per_s")
 
@@ -65,12 +86,24 @@ def _umask() -> int:
     return mask
 
 
+def write_error(path, e: OSError) -> RunWriteError:
+    """RunWriteError naming ``path`` and the cause of ``e``."""
+    path = Path(path)
+    cause = e.strerror or str(e)
+    if e.errno == errno.ENOENT and not path.parent.is_dir():
+        cause = f"the directory {path.parent} no longer exists"
+    return RunWriteError(f"cannot write {path}: {cause}", path, e.errno)
+
+
 def atomic_write(path, write) -> None:
     """Create ``path`` atomically: ``write(f)`` fills a binary temp file in the same directory,
-    which is fsync'ed and renamed over ``path``. If ``write`` raises, the old file is untouched
-    and the temp file removed."""
+    which is fsync'ed and renamed over ``path``. If anything fails, the old file is untouched,
+    the temp file removed, and an OSError becomes RunWriteError."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise write_error(path, e) from None
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
@@ -78,11 +111,13 @@ def atomic_write(path, write) -> None:
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give what open() would
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if isinstance(e, OSError):
+            raise write_error(path, e) from None
         raise
     _fsync_dir(path.parent)
 
@@ -204,3 +239,122 @@ def prepare_run_dir(run_dir, overwrite: bool = False) -> Path:
     for name in found:
         (d / name).unlink()
     return d
+
+
+# --- one run per directory -----------------------------------------------------------------------
+
+def _holder_text() -> str:
+    cmd = [Path(sys.argv[0]).name, *sys.argv[1:]] if sys.argv and sys.argv[0] else ["python"]
+    started = datetime.datetime.now().isoformat(timespec="seconds")
+    return (f"pid {os.getpid()} on {socket.gethostname()} (thread {threading.current_thread().name}, "
+            f"since {started}): {shlex.join(cmd)}")
+
+
+def _busy(d: Path, fd: int) -> RunDirBusyError:
+    try:
+        holder = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip()
+    except OSError:
+        holder = ""
+    if not holder:
+        holder = "another process (it has not written its pid yet)"
+    elif holder.startswith(f"pid {os.getpid()} on {socket.gethostname()} "):
+        holder = f"another run in this process: {holder}"
+    return RunDirBusyError(f"{d} is in use by {holder}; wait for that run to end, or choose "
+                           "another directory")
+
+
+def _try_flock(fd: int, mode: int):
+    """Take the lock without waiting; False if another holds it, None if the file system has
+    no locks. A few short retries: a ``check_not_busy`` probe holds it for microseconds."""
+    for attempt in range(5):
+        try:
+            fcntl.flock(fd, mode | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            time.sleep(0.01)
+        except OSError as e:
+            if e.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+                return None
+            raise
+    return False
+
+
+@contextlib.contextmanager
+def lock_run_dir(run_dir, create: bool = True):
+    """Own ``run_dir`` for the ``with`` block: an exclusive flock on ``run_dir/.lock`` that
+    records who holds it. Raises RunDirBusyError (naming the holder) if another run, in any
+    process or thread, holds it. ``create``: make the directory if missing (else a missing
+    directory is a CheckpointError). Nothing else in the directory is touched."""
+    d = Path(run_dir)
+    if create:
+        if d.exists() and not d.is_dir():
+            raise CheckpointError(f"{d}: exists and is not a directory")
+        check_writable(d)
+        try:
+            d.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise CheckpointError(f"{d}: cannot create the run directory ({e.strerror})") from None
+    elif not d.is_dir():
+        raise CheckpointError(f"{d}: no such file or directory")
+    if fcntl is None:
+        yield d
+        return
+    path = d / LOCK
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise CheckpointError(f"{path}: cannot create the run's lock file ({e.strerror})") from None
+        try:
+            got = _try_flock(fd, fcntl.LOCK_EX)
+            if got is False:
+                raise _busy(d, fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        if got is None:  # no locks here (some network file systems): run, and say so
+            os.close(fd)
+            print(f"aecore: warning: {d}: this file system has no file locks; nothing stops "
+                  "another run from writing into this directory meanwhile", file=sys.stderr)
+            yield d
+            return
+        try:  # the holder before us may have removed the file we opened as it let go
+            same = os.path.samestat(os.fstat(fd), os.stat(path))
+        except OSError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, (_holder_text() + "\n").encode("utf-8"), 0)
+    except OSError:  # a full disk: the lock holds without the note
+        pass
+    try:
+        yield d
+    finally:
+        try:
+            os.unlink(path)  # while still holding it; see the samestat check above
+        except OSError:
+            pass
+        os.close(fd)
+
+
+def check_not_busy(run_dir) -> None:
+    """Raise RunDirBusyError if a run holds ``run_dir`` now (commands check before they load
+    data; the trainer's lock is what enforces it)."""
+    path = Path(run_dir) / LOCK
+    if fcntl is None:
+        return
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        got = _try_flock(fd, fcntl.LOCK_SH)
+        if got is False:
+            raise _busy(Path(run_dir), fd)
+        if got:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)

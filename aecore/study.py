@@ -23,8 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import engine as engine_mod
-from . import runs
+from . import devices, runs
 from .checkpoint import save_checkpoint, save_model
 from .errors import CheckpointError, DivergenceError
 from .model import init_params
@@ -72,6 +71,7 @@ def inspect_run(p: PlannedRun) -> PlannedRun:
     d = p.dir
     if d.exists() and not d.is_dir():
         raise CheckpointError(f"{d}: exists and is not a directory")
+    runs.check_not_busy(d)
     found = runs.existing_run_files(d) if d.is_dir() else []
     if not found:
         p.action, p.status, p.epochs_done = "train", "new", 0
@@ -125,8 +125,8 @@ def time_per_sample(config: TrainConfig, train_images, val_images, device: str,
     engine, with a fresh model; no run is touched."""
     b = config.batch_size
     n = min(len(train_images), warm_batches * b)
-    eng = engine_mod.make_engine(device, init_params(config.hidden, config.seed, config.slope),
-                                 config.optim(), b, config.slope)
+    eng = devices.make_engine(device, init_params(config.hidden, config.seed, config.slope),
+                              config.optim(), b, config.slope, graphs=config.cuda_graphs)
     x = eng.put(np.ascontiguousarray(train_images[:n]))
     perm = np.arange(n, dtype=np.int64)
     first = min(n, 4 * b)  # compile / first-call costs stay out of the timing

@@ -34,11 +34,10 @@ from pathlib import Path
 import numpy as np
 
 from . import IMAGE_SIZE, __version__
-from . import engine as engine_mod
-from . import runs
+from . import devices, runs
 from .checkpoint import load_checkpoint, save_checkpoint, save_model
-from .engine import OPTIMIZERS, OptimConfig
-from .errors import AecoreError, CheckpointError, DeviceError, DivergenceError
+from .errors import AecoreError, CheckpointError, DeviceError, DivergenceError, RunWriteError
+from .optim import OPTIMIZERS, OptimConfig
 from .model import init_params, param_count
 
 DEFAULT_RECON_EPOCHS = (1, 2, 5, 10, 20, 50, 100, 200)
@@ -46,6 +45,7 @@ MAX_HIDDEN = 65536
 CHUNK_SAMPLES = 8192  # about this many samples between progress updates / signal checks
 CHECKPOINT_EVERY = 30.0  # seconds between saves of the run directory (0: every epoch)
 N_RECON = 10  # one test image per class
+_COMPILED = set()  # (device, optimizer) whose kernels this process has run: compiled by now
 
 
 # Learning rate per optimizer when --lr is not given: the best of a scan at h=128, batch 64,
@@ -70,6 +70,7 @@ class TrainConfig:
     device: str = "cpu"  # cpu | cuda (the CLI resolves "auto")
     recon_epochs: tuple = DEFAULT_RECON_EPOCHS  # epochs whose reconstructions are saved
     limit: int | None = None  # train on the first `limit` training images only (quick tests)
+    cuda_graphs: bool = True  # CUDA: record each chunk's launches once, replay them after
 
     def __post_init__(self):
         if self.lr is None and self.optimizer in DEFAULT_LR:
@@ -130,6 +131,8 @@ def config_problems(c: TrainConfig, n_train: int | None = None) -> list[tuple[st
         bad("momentum", f"must be in [0, 1), got {c.momentum!r}")
     if c.optimizer not in OPTIMIZERS:
         bad("optimizer", f"unknown optimizer {c.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
+    if not isinstance(c.cuda_graphs, bool):
+        bad("cuda_graphs", f"must be true or false, got {c.cuda_graphs!r}")
     if c.device not in ("cpu", "cuda"):
         bad("device", f"unknown device {c.device!r}; choose cpu or cuda")
     if not is_int(c.val_size) or c.val_size < 1:
@@ -232,6 +235,7 @@ class _Progress:
         self.tty = enabled and bar and sys.stderr.isatty()
         self.epochs, self.n, self.label = epochs, n, label
         self.t_last = 0.0
+        self.drawn = False  # a bar is on the terminal's current line
 
     def chunk(self, epoch, pos, loss, rate):
         if not self.tty:
@@ -249,18 +253,31 @@ class _Progress:
             f"{rate:,.0f} samples/s loss {loss:.5f} ETA {_fmt_time(left_epoch)} "
             f"(run {_fmt_time(left_all)})\033[K")
         sys.stderr.flush()
+        self.drawn = True
 
-    def epoch(self, row):
+    def close(self):
+        """Clear the bar, so that what is printed next (an error) starts a line of its own."""
+        if self.drawn:
+            sys.stderr.write("\r\033[K")
+            sys.stderr.flush()
+            self.drawn = False
+
+    def epoch(self, row, note=""):
         if not self.enabled:
             return
         if self.tty:
             sys.stderr.write("\r\033[K")
             sys.stderr.flush()
+            self.drawn = False
         # one write per line: runs in other threads print theirs between, never inside
         sys.stdout.write(f"{self.label} epoch {row['epoch']:>4}/{self.epochs}  "
                          f"train {row['train_loss']:.6f}  val {row['val_loss']:.6f}  "
-                         f"{row['seconds']:.2f}s  {row['samples_per_s']:,.0f} samples/s\n")
+                         f"{row['seconds']:.2f}s  {row['samples_per_s']:,.0f} samples/s{note}\n")
         sys.stdout.flush()
+
+
+def _abs(path) -> str:
+    return str(Path(path).absolute()) if path else ""
 
 
 def _crc(images) -> int:
@@ -294,6 +311,7 @@ class _Run:
         info = {"config": c.to_dict(), "aecore_version": __version__, "device": device,
                 "params": param_count(c.hidden), "image_size": IMAGE_SIZE,
                 "data": {"source": str(getattr(self.data, "source", "")),
+                         "dir": _abs(getattr(self.data, "path", None)),  # found again by --resume
                          "train_images": self.n, "val_images": int(self.data.val.images.shape[0]),
                          "test_images": int(self.data.test.images.shape[0]),
                          "train_crc32": self.train_crc},
@@ -377,8 +395,8 @@ def _make_engine(config, params, opt_state, step, handles_for, fallback_cpu):
     device = config.device
     while True:
         try:
-            eng = engine_mod.make_engine(device, params, config.optim(), config.batch_size,
-                                         config.slope, opt_state, step)
+            eng = devices.make_engine(device, params, config.optim(), config.batch_size,
+                                      config.slope, opt_state, step, graphs=config.cuda_graphs)
             return eng, [eng.put(x) for x in handles_for]
         except AecoreError:
             raise
@@ -408,11 +426,38 @@ def train(config: TrainConfig, run_dir, data, resume: bool = False, progress: bo
     ``signals``: a StopSignals installed by the caller (runs in threads share the main
     thread's); by default the run installs its own for its duration. ``label`` starts its
     progress lines (default ``h<hidden>``); ``progress_bar`` False keeps only the epoch lines.
-    Raises DivergenceError on a NaN/inf loss, TrainingInterrupted on SIGINT/SIGTERM (after writing a resumable checkpoint)."""
+    Raises DivergenceError on a NaN/inf loss, TrainingInterrupted on SIGINT/SIGTERM (after writing a resumable checkpoint).
+
+    The run owns ``run_dir`` throughout (``runs.lock_run_dir``): another run into it, in any
+    process or thread, is refused with RunDirBusyError before anything is read or changed. A
+    file that cannot be written (disk full...) stops the run with RunWriteError; the files
+    written before it, the last checkpoint included, are intact."""
     run_dir = Path(run_dir)
     problems = config_problems(config)
     if problems:
         raise ValueError("; ".join(f"{k}: {m}" for k, m in problems))
+    with runs.lock_run_dir(run_dir, create=not resume):
+        try:
+            return _train(config, run_dir, data, resume, progress, overwrite, fallback_cpu,
+                          on_chunk, chunk_samples, checkpoint_every, signals, label, progress_bar)
+        except RunWriteError as e:
+            raise RunWriteError(f"{e}; training stopped. {_resume_note(run_dir)}", e.path,
+                                e.errno) from None
+
+
+def _resume_note(run_dir: Path) -> str:
+    """What a run stopped by a write failure left, and how to continue it."""
+    try:
+        st = load_checkpoint(run_dir / runs.CHECKPOINT).state
+    except CheckpointError:
+        return f"No checkpoint was saved in {run_dir}: start the run again once there is space"
+    where = f"epoch {st['epoch']}" + (f" + {st['position']} samples" if st.get("position") else "")
+    return (f"The checkpoint of {where} is intact: once there is space, continue with "
+            f"aecore train --resume {run_dir}")
+
+
+def _train(config, run_dir, data, resume, progress, overwrite, fallback_cpu, on_chunk,
+           chunk_samples, checkpoint_every, signals, label, progress_bar) -> dict:
     ckpt = None
     if resume:
         ckpt = load_checkpoint(run_dir / runs.CHECKPOINT, config.hidden, config.optim().state_names())
@@ -466,8 +511,10 @@ def train(config: TrainConfig, run_dir, data, resume: bool = False, progress: bo
         run.kept = (ckpt.params, ckpt.opt_state, st)
         run.kept_model = ckpt.params if position == 0 else None
     saved_epochs = set(config.saved_epochs())
+    compiling = (device, config.optimizer) not in _COMPILED
 
-    with (StopSignals() if signals is None else contextlib.nullcontext(signals)) as sig:
+    with (StopSignals() if signals is None else contextlib.nullcontext(signals)) as sig, \
+            contextlib.closing(run.progress):
         for epoch in range(epoch0 + 1, config.epochs + 1):
             rng_state = rng.bit_generator.state
             perm = rng.permutation(n).astype(np.int64)
@@ -512,7 +559,9 @@ def train(config: TrainConfig, run_dir, data, resume: bool = False, progress: bo
                 run.recons[f"epoch_{epoch}"] = np.asarray(eng.reconstruct(run.recon_orig), np.float32)
                 run.recons_dirty = True
             run.keep(eng, epoch, rng.bit_generator.state, chunk)
-            run.progress.epoch(row)
+            run.progress.epoch(row, "  (includes compiling the kernels)" if compiling else "")
+            _COMPILED.add((device, config.optimizer))
+            compiling = False
             position, loss_sum, seconds0 = 0, 0.0, 0.0
             # the signal flag is read once: a stop always saves this epoch first
             stop = sig.received is not None and epoch < config.epochs

@@ -25,6 +25,9 @@
 #            so one process each); default: the 32x32 tile
 #   pybench  the CUDA pytest-benchmarks (kernels vs CuPy; 200 steps and epochs vs PyTorch CUDA
 #            eager and the cuBLAS floor)
+#   gridsync grid-wide barrier cost (bench/grid_sync.py): cooperative grid.sync() vs an
+#            atomic-counter barrier at 32 blocks, the SM count and the cooperative maximum;
+#            decides the persistent kernel's design (issue #13)
 #   study    the 4-size x 200-epoch study (Adam, the defaults) on the GPU, timed, once per
 #            number of runs trained at once in STUDY_JOBS (default "4": all four side by side;
 #            "4 1" also times them one after another); set AECORE_CUDA_TILE for it to use
@@ -35,7 +38,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${1:-gpu-results}"
 shift || true
-STAGES="${*:-tests kernels dev bench variants pybench study}"
+STAGES="${*:-tests gridsync kernels dev bench variants pybench study}"
 PY="${PYTHON:-python3}"
 mkdir -p "$OUT"
 export NUMBA_ENABLE_CUDASIM=0 MPLBACKEND=Agg PYTHONUNBUFFERED=1
@@ -100,6 +103,8 @@ for stage in $STAGES; do
                     --hidden 64,128,256,512 --batch 64 --repeats 3 --out "$OUT/variant_$name"
             )
         done ;;
+    gridsync)
+        run_stage gridsync 60 "$PY" bench/grid_sync.py --rounds 20000 --json "$OUT/grid_sync.json" ;;
     pybench)
         AECORE_BENCH_RATIOS="$OUT/ratios.json" run_stage pybench 200 "$PY" -m pytest bench \
             -k cuda --benchmark-only --benchmark-json="$OUT/cuda_bench.json" -q \

@@ -22,17 +22,33 @@ def _int_list(ctx, param, value):
     return items
 
 
-def _devices(ctx, param, value):
-    devs = [d.strip() for d in value.split(",") if d.strip()]
-    bad = [d for d in devs if d not in ("cpu", "cuda")]
-    if bad or not devs:
-        raise click.BadParameter(f"devices are cpu and/or cuda, got {value!r}")
-    return devs
+DEVICES = ("auto", "cpu", "cuda")  # the choices of every --device
+
+
+class DeviceList(click.ParamType):
+    """A --device choice, or a comma list of them (each checked against the same choices)."""
+
+    name = "[" + "|".join(DEVICES) + "][,...]"
+
+    def get_metavar(self, param, ctx=None):  # as click.Choice shows its choices
+        return self.name
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, list):
+            return value
+        devs = [d.strip() for d in str(value).split(",")]
+        for d in devs:
+            if d not in DEVICES:
+                self.fail(f"{d!r} is not one of {', '.join(map(repr, DEVICES))} (give one, or a "
+                          "comma list such as cpu,cuda)", param, ctx)
+        if len(set(devs)) != len(devs):
+            self.fail(f"a device is given twice in {value!r}", param, ctx)
+        return devs
 
 
 @click.command()
-@click.option("--device", "devices", default="cpu", callback=_devices, show_default=True,
-              help="Comma-separated devices to measure: cpu, cuda or cpu,cuda.")
+@click.option("--device", "devices", type=DeviceList(), default="cpu", show_default=True,
+              help="Device to measure: auto, cpu or cuda, or a comma list (cpu,cuda).")
 @click.option("--hidden", default=",".join(map(str, HIDDEN_SIZES)), callback=_int_list,
               show_default=True, help="Hidden sizes h (comma-separated).")
 @click.option("--batch", "batches", default="64", callback=_int_list, show_default=True,
@@ -58,12 +74,9 @@ def bench(devices, hidden, batches, samples, repeats, with_torch, data_dir, out)
     from aecore import bench as B
     from aecore.data import load_fashion_mnist
 
-    if "cuda" in devices:
-        from aecore.devices import cuda_usable
+    from .train import resolve_device
 
-        ok, why = cuda_usable()
-        if not ok:
-            raise click.BadParameter(f"CUDA is not usable here: {why}", param_hint="--device")
+    devices = list(dict.fromkeys(resolve_device(d) for d in devices))  # auto -> cpu or cuda
     os.makedirs(out, exist_ok=True)
     images = load_fashion_mnist(data_dir=data_dir, val_size=0).train.images
     rows = []
@@ -78,7 +91,7 @@ def bench(devices, hidden, batches, samples, repeats, with_torch, data_dir, out)
             "samples": samples, "repeats": repeats,
             # the settings that change what the CUDA rows measure, when set
             "env": {k: os.environ[k] for k in ("AECORE_CUDA_TILE", "AECORE_CUDA_BK",
-                                                "AECORE_CUDA_GRAPHS", "OPENBLAS_NUM_THREADS")
+                                                "OPENBLAS_NUM_THREADS")
                     if k in os.environ}}
     B.write_json(rows, os.path.join(out, "bench.json"), meta)
     B.plot(rows, os.path.join(out, "bench.png"))

@@ -12,8 +12,9 @@ from pathlib import Path
 import click
 from click.core import ParameterSource
 
-from aecore import runs
-from aecore.engine import OPTIMIZERS
+from aecore import runs, tables
+from aecore.checkpoint import load_checkpoint
+from aecore.optim import OPTIMIZERS
 from aecore.errors import AecoreError, CheckpointError, DivergenceError
 from aecore.trainer import (CHECKPOINT_EVERY, DEFAULT_LR, MAX_HIDDEN, RESUME_FIXED, TrainConfig,
                             TrainingInterrupted, config_problems, load_run_config,
@@ -58,6 +59,12 @@ def device_option(f):
                         help="cpu, cuda, or auto (CUDA if a GPU is usable, else the CPU).")(f)
 
 
+def cuda_graphs_option(f):
+    return click.option("--cuda-graphs/--no-cuda-graphs", default=D.cuda_graphs, show_default=True,
+                        help="CUDA: record each chunk's kernel launches into a CUDA graph once "
+                        "and replay it in later epochs (same results).")(f)
+
+
 def data_dir_option(f):
     return click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
                         default=None, help="Directory with the Fashion-MNIST files (default: "
@@ -95,11 +102,12 @@ def train_side_by_side(planned, train_one, jobs: int, device: str):
                    "run's matrix products already use (it helps on a GPU)", err=True)
     outcomes = train_runs(planned, train_one, jobs)  # one Ctrl-C handler for all of them
     failed = [o for o in outcomes if o.status == "failed"]
-    if failed:
+    if failed and len(outcomes) > 1:  # a single run's error says it all
         stopped = [o.run.dir.name for o in outcomes if o.status in ("interrupted", "not started")]
         click.echo(f"{failed[0].run.dir.name} failed"
                    + (f"; stopped {', '.join(stopped)} (checkpoints saved where begun)"
                       if stopped else ""), err=True)
+    if failed:
         raise failed[0].error
     return outcomes
 
@@ -188,6 +196,7 @@ Examples:
 @click.option("--limit", type=click.IntRange(min=1), default=None,
               help="Train on only the first N training images (quick tests).")
 @device_option
+@cuda_graphs_option
 @data_dir_option
 @click.option("--out", type=click.Path(path_type=Path), default=Path("runs"), show_default=True,
               help="Directory that holds the run directories.")
@@ -199,7 +208,7 @@ Examples:
 @jobs_option
 @click.pass_context
 def train(ctx, hidden, epochs, batch_size, lr, optimizer, momentum, slope, seed, val_size, limit,
-          device, data_dir, out, resume, overwrite, checkpoint_every, jobs):
+          device, cuda_graphs, data_dir, out, resume, overwrite, checkpoint_every, jobs):
     if resume is not None:
         return _resume(ctx, resume, device, data_dir, epochs, checkpoint_every)
 
@@ -217,13 +226,14 @@ def train(ctx, hidden, epochs, batch_size, lr, optimizer, momentum, slope, seed,
                                  param_hint="'--batch-size'")
     configs = [TrainConfig(hidden=h, epochs=epochs, batch_size=batch_size, lr=lr,
                            optimizer=optimizer, momentum=momentum, slope=slope, seed=seed,
-                           val_size=val_size, device="cpu", limit=limit) for h in hidden]
+                           val_size=val_size, device="cpu", limit=limit,
+                           cuda_graphs=cuda_graphs) for h in hidden]
     for c in configs:
         _check(c, n_train)
     dirs = [out / runs.run_name(c.hidden, c.optimizer) for c in configs]
+    dev = resolve_device(device)  # a usage error: before what --out holds
     _check_outputs(out, dirs, overwrite)
 
-    dev = resolve_device(device)
     configs = [TrainConfig(**{**c.to_dict(), "device": dev}) for c in configs]
     data = load_data(data_dir, val_size)
     _run_all(configs, dirs, data, overwrite, fallback_cpu=(device == "auto"),
@@ -242,6 +252,8 @@ def _check_outputs(out: Path, dirs, overwrite):
             runs.check_writable(d)
     except CheckpointError as e:
         raise click.BadParameter(str(e), param_hint="'--out'") from None
+    for d in dirs:
+        runs.check_not_busy(d)
     if not overwrite:
         taken = [d for d in dirs if d.exists() and runs.existing_run_files(d)]
         if taken:
@@ -258,20 +270,50 @@ def _resume(ctx, run_dir: Path, device, data_dir, epochs, checkpoint_every):
             fixed.append(f"--{name}")
     if fixed:
         raise click.UsageError(f"{', '.join(sorted(set(fixed)))} cannot be combined with --resume: "
-                               "a resumed run keeps its settings (only --epochs, --device and "
-                               "--data-dir may be given)")
+                               "a resumed run keeps its settings (only --epochs, --device, "
+                               "--[no-]cuda-graphs and --data-dir may be given)")
     if not run_dir.is_dir():
         raise click.BadParameter(f"{run_dir} is not a directory", param_hint="'--resume'")
+    if not (run_dir / runs.CHECKPOINT).exists():
+        try:
+            held = sorted(d.name for d in run_dir.iterdir() if (d / runs.CHECKPOINT).is_file())
+        except OSError:
+            held = []
+        if held:
+            raise click.BadParameter(
+                f"{run_dir} holds runs ({', '.join(held)}), it is not one; give one of them, "
+                f"e.g. --resume {run_dir / held[0]}", param_hint="'--resume'")
+    runs.check_not_busy(run_dir)
     config = load_run_config(run_dir)
     changes = {}
     if ctx.get_parameter_source("epochs") == ParameterSource.COMMANDLINE:
         changes["epochs"] = epochs
     if ctx.get_parameter_source("device") == ParameterSource.COMMANDLINE:
         changes["device"] = resolve_device(device)
+    if ctx.get_parameter_source("cuda_graphs") == ParameterSource.COMMANDLINE:
+        changes["cuda_graphs"] = ctx.params["cuda_graphs"]
     config = TrainConfig(**{**config.to_dict(), **changes})
-    data = load_data(data_dir, config.val_size)
+    done = load_checkpoint(run_dir / runs.CHECKPOINT).state.get("epoch", 0)
+    if done >= config.epochs:
+        raise CheckpointError(f"{run_dir}: the run already has {done} of {config.epochs} epochs; "
+                              "pass a larger --epochs to continue it")
+    data = load_data(data_dir or _recorded_data_dir(run_dir), config.val_size)
     _run_all([config], [run_dir], data, False, fallback_cpu=(device == "auto"), resume=True,
              checkpoint_every=checkpoint_every)
+
+
+def _recorded_data_dir(run_dir: Path):
+    """The data directory the run's config.json recorded, if it is still there (else None:
+    the usual search)."""
+    try:
+        info = runs.read_json(run_dir / runs.CONFIG)["data"]
+    except (CheckpointError, KeyError, TypeError):
+        return None
+    for key in ("dir", "source"):  # "source" alone in runs from before "dir" was recorded
+        d = info.get(key) if isinstance(info, dict) else None
+        if d and Path(d).is_dir():
+            return Path(d)
+    return None
 
 
 def _run_all(configs, dirs, data, overwrite, fallback_cpu, resume=False,
@@ -325,9 +367,7 @@ def format_table(summaries) -> str:
              _fmt(s.get("test_loss"), ".6f"), _fmt(s.get("best_epoch"), "d"),
              _fmt(s.get("wall_time_s"), ".1f") + ("s" if s.get("wall_time_s") is not None else ""),
              _fmt(s.get("samples_per_s"), ",.0f"), s["status"]) for s in summaries]
-    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
-    lines = ["  ".join(x.rjust(w) for x, w in zip(r, widths)) for r in [head, *rows]]
-    return "\n".join([lines[0], "  ".join("-" * w for w in widths), *lines[1:]])
+    return tables.format_table(head, rows)
 
 
 __all__ = ["train", "resolve_device", "device_option", "data_dir_option", "load_data",

@@ -18,13 +18,12 @@ import numpy as np
 
 from aecore import __version__, runs
 from aecore.checkpoint import load_weights, slope_of
-from aecore.engine import OptimConfig, make_engine
+from aecore.devices import make_engine
 from aecore.trainer import TrainConfig, recon_images
 
 from .train import data_dir_option, device_option, load_data, resolve_device
 
 SPLITS = ("test", "val", "train")
-EVAL_BATCH = 1000
 
 ckpt_argument = click.argument("ckpt", metavar="CKPT", type=click.Path(path_type=Path))
 split_option = click.option("--split", type=click.Choice(SPLITS), default="test", show_default=True,
@@ -37,6 +36,7 @@ class _Model:
     def __init__(self, ckpt, device, data_dir, split):
         self.weights = load_weights(ckpt)
         self.path = self.weights.path
+        _note_if_incomplete(self.path.parent)
         self.slope = slope_of(self.weights)
         self.hidden = self.weights.hidden
         self.device = resolve_device(device)
@@ -44,8 +44,40 @@ class _Model:
         self.data = load_data(data_dir, self.val_size)
         part = getattr(self.data, split)
         self.images, self.labels = part.images, part.labels
-        self.engine = make_engine(self.device, self.weights.params, OptimConfig(), EVAL_BATCH,
-                                  self.slope)
+        self.engine = make_engine(self.device, self.weights.params, slope=self.slope)
+
+
+def _note_if_incomplete(run_dir: Path) -> None:
+    """Say so when the weights are those of a run that has not finished."""
+    try:
+        s = json.loads((run_dir / runs.SUMMARY).read_text())
+        status, done, epochs = s["status"], s.get("epochs_done"), s.get("epochs")
+    except (OSError, ValueError, KeyError, TypeError):
+        return
+    if status != "complete":
+        click.echo(f"note: {run_dir} is an incomplete run ({status}, {done} of {epochs} epochs "
+                   "done): these are its last saved weights", err=True)
+
+
+def _check_out(out: Path, formats=None) -> None:
+    """--out must go into an existing directory and (``formats``) have a known extension."""
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.is_dir():
+        raise click.BadParameter(f"{out}: the directory {parent} does not exist (create it "
+                                 "first)", param_hint="'--out'")
+    if formats is not None:
+        ext = out.suffix.lstrip(".").lower() or "png"
+        if ext not in formats:
+            raise click.BadParameter(f"{out}: cannot write .{ext} images; use one of "
+                                     + ", ".join(f".{f}" for f in sorted(formats)),
+                                     param_hint="'--out'")
+
+
+def image_formats() -> set:
+    """The image file extensions matplotlib can write."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    return set(FigureCanvasBase.get_supported_filetypes())
 
 
 def _run_val_size(run_dir: Path) -> int:
@@ -79,21 +111,21 @@ def eval_(ckpt, split, device, data_dir):
 def reconstruct(ckpt, out, device, data_dir):
     """Grid of originals (top) and CKPT's reconstructions (bottom): the first test image of
     each class, labelled with the class names."""
+    _check_out(out, image_formats())
     m = _Model(ckpt, device, data_dir, "test")
     idx, orig, labels = recon_images(m.images, m.labels)
     recon = m.engine.reconstruct(orig)
     names = getattr(m.data, "class_names", None) or [str(i) for i in range(10)]
-    png = grid_image(orig, recon, [names[c] for c in labels], out.suffix.lstrip(".") or "png",
+    png = grid_image(orig, recon, [names[c] for c in labels], out.suffix.lstrip(".").lower() or "png",
                      title=f"hidden {m.hidden}: originals (top) vs reconstructions (bottom)")
     _write(out, png)
     click.echo(f"wrote {out} ({len(idx)} test images, hidden {m.hidden})")
 
 
 def grid_image(orig, recon, titles, fmt="png", title=None) -> bytes:
-    import matplotlib
+    from aecore.figures import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     n = len(orig)
     fig, axes = plt.subplots(2, n, figsize=(1.3 * n, 3.1), squeeze=False)
@@ -118,9 +150,8 @@ def grid_image(orig, recon, titles, fmt="png", title=None) -> bytes:
 def _write(out: Path, data: bytes):
     try:
         runs.check_writable(out.parent if str(out.parent) else Path("."))
-        out.parent.mkdir(parents=True, exist_ok=True)
         runs.atomic_write_bytes(out, data)
-    except (OSError, runs.CheckpointError) as e:
+    except (OSError, runs.CheckpointError, runs.RunWriteError) as e:
         raise click.BadParameter(f"cannot write {out}: {e}", param_hint="'--out'") from None
 
 
@@ -142,6 +173,7 @@ def encode(ckpt, out, split, device, data_dir):
     """
     if out.suffix not in (".npz", ".npy"):
         raise click.BadParameter(f"{out}: use a .npz or .npy file name", param_hint="'--out'")
+    _check_out(out)
     m = _Model(ckpt, device, data_dir, split)
     z = np.asarray(m.engine.encode(m.images), np.float32)
     labels = np.asarray(m.labels, np.uint8)

@@ -12,12 +12,21 @@ upgrades aecore in place would run old kernels the same way.
 it finds the cache directory exactly as numba would (it wraps numba's locator), and adds to
 the source stamp a digest of *all* the files in ``SOURCES``: a change to any of them is a
 cache miss for every aecore function. Other code's caching is untouched.
+
+Where: under the user cache (``platformdirs.user_cache_dir("aecore")/numba``, one subdirectory
+per source directory, as numba names them for ``NUMBA_CACHE_DIR``), never beside the sources:
+numba's default, ``__pycache__`` inside an installed package, left site-packages/aecore/ holding
+only ``*.nbi`` / ``*.nbc`` files after ``pip install -e .`` replaced the install, and Python then
+imported that leftover directory as a namespace package ahead of the editable one (``aecore
+--version``: ImportError). A ``NUMBA_CACHE_DIR`` the user sets (``numba.config.CACHE_DIR``) still
+wins; where the user cache cannot be written, numba's own locators decide.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
+import os
 from pathlib import Path
 
 _KERNELS = Path(__file__).resolve().parent
@@ -28,7 +37,8 @@ _AECORE = _KERNELS.parent / "aecore" if (_KERNELS.parent / "aecore").is_dir() el
 # Every file with @njit(cache=True) code or code such functions compile in
 # (tests/test_kernels_cpu.py checks that no file with cache=True is missing).
 SOURCES = tuple(p.resolve() for p in (
-    _KERNELS / "blas.py", _KERNELS / "cpu.py", _KERNELS / "ftz.py",
+    _KERNELS / "blas.py", _KERNELS / "cpu.py", _KERNELS / "ftz.py", _KERNELS / "optim.py",
+    _KERNELS / "activations_cpu.py", _KERNELS / "losses_cpu.py",
     _AECORE / "engine_cpu.py", _AECORE / "baselines.py",
 ))
 
@@ -46,6 +56,13 @@ def digest(paths: tuple = SOURCES) -> str:
     return h.hexdigest()
 
 
+def cache_dir() -> Path:
+    """Where aecore's compiled functions are cached (unless NUMBA_CACHE_DIR is set)."""
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("aecore")) / "numba"
+
+
 def install() -> bool:
     """Put the package-wide locator first in numba's list; False when this numba has no such
     list (then caching works as numba's own, file by file)."""
@@ -61,6 +78,27 @@ def install() -> bool:
     if any(getattr(c, "_aecore", False) for c in classes):
         return True
     numba_locators = tuple(classes)
+    user_dir = (getattr(caching, "UserProvidedCacheLocator", None)
+                or getattr(caching, "_UserProvidedCacheLocator", None))
+    if user_dir is not None:
+        class UserCacheLocator(user_dir):
+            """numba's NUMBA_CACHE_DIR locator, pointed at cache_dir() when that is unset."""
+
+            def __init__(self, py_func, py_file):
+                self._py_file = py_file
+                self._lineno = py_func.__code__.co_firstlineno
+                self._cache_path = os.path.join(cache_dir(),
+                                                self.get_suitable_cache_subpath(py_file))
+
+            @classmethod
+            def from_function(cls, py_func, py_file):
+                from numba.core import config
+
+                if config.CACHE_DIR:  # the user's choice: numba's own locator takes it
+                    return None
+                return super(user_dir, cls).from_function(py_func, py_file)
+
+        numba_locators = (UserCacheLocator, *numba_locators)
 
     class PackageStampLocator(_CacheLocator):
         """numba's locator for the function, with the package digest in its stamp."""

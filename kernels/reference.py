@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-PIXEL_SCALE = 1.0 / 255.0
+from . import PIXEL_SCALE
 
 
 def as_input(X) -> np.ndarray:

@@ -70,6 +70,27 @@ def real_data(real_data_dir):
     return load_fashion_mnist(real_data_dir, download=False, progress=False)
 
 
+REPO_ROOT = Path(__file__).resolve().parents[1]
+TOOL_DIRS = {".hypothesis", ".pytest_cache", ".benchmarks"}  # the test tools' own, git-ignored
+
+
+@pytest.fixture
+def cwd_with_runs(tmp_path, monkeypatch):
+    """Run the test in a temporary current directory that already holds runs/ and study/ with a
+    run in each (as the README's first command leaves a clone), and check afterwards that the
+    repository root gained nothing: tests name their own output paths under tmp_path."""
+    cwd = tmp_path / "cwd"
+    for run in (cwd / "runs" / "h256-adam", cwd / "study" / "h64-adam"):
+        run.mkdir(parents=True)
+        (run / "metrics.csv").write_text("epoch,train_loss,val_loss,seconds,samples_per_s\n")
+        (run / "config.json").write_text('{"config": {"hidden": 0}}\n')
+    before = set(os.listdir(REPO_ROOT))
+    monkeypatch.chdir(cwd)
+    yield cwd
+    added = set(os.listdir(REPO_ROOT)) - before - TOOL_DIRS
+    assert not added, f"the test wrote into the repository root: {sorted(added)}"
+
+
 @pytest.fixture
 def read_only_dir(tmp_path):
     """A directory this process cannot create files in: mode 0500, and for root (who ignores

@@ -16,6 +16,9 @@ from aecore import runs
 from aecore.cli.main import main
 from aecore.devices import real_gpu_present
 
+# Every test runs from a temporary directory that already holds runs/ and study/ (conftest).
+pytestmark = pytest.mark.usefixtures("cwd_with_runs")
+
 AECORE = [sys.executable, "-c", "from aecore.cli.main import main; main()"]
 
 
@@ -249,3 +252,155 @@ def test_bench_prints_the_table_and_writes_json(tmp_path, real_data_dir):
     assert all(x["samples_per_s"] > 0 and x["floor_ratio"] > 0 and x["torch_ratio"] is None
                and x["first_run_extra_s"] >= 0 for x in rows)
     assert (tmp_path / "bench.png").stat().st_size > 0
+
+
+# --- rough edges of a first try (issue 15) -----------------------------------------------------
+
+TINY = dict(optimizer="sgd", hidden=20, epochs=2, batch_size=16, lr=0.3, val_size=96,
+            recon_epochs=(1,))
+
+
+def _tiny_run(d, tiny_data, stop_in_epoch=None):
+    """A run trained on the synthetic data (complete, or interrupted in ``stop_in_epoch``)."""
+    from aecore.trainer import StopSignals, TrainConfig, TrainingInterrupted, train
+
+    sig = StopSignals()
+    hook = (lambda e, p: sig.stop("a test") if e == stop_in_epoch else None)
+    try:
+        train(TrainConfig(**TINY), d, tiny_data, progress=False, signals=sig, on_chunk=hook,
+              chunk_samples=64)
+    except TrainingInterrupted:
+        pass
+    return d
+
+
+def test_reconstruct_unknown_format_is_a_usage_error_naming_the_formats(tmp_path):
+    from aecore.checkpoint import save_model
+    from aecore.model import init_params
+
+    model = tmp_path / "m.safetensors"
+    save_model(model, init_params(8, 0))
+    # the data dir does not exist: the check comes before anything is loaded
+    r = invoke("reconstruct", model, "--out", tmp_path / "grid.xyz", "--device", "cpu",
+               "--data-dir", tmp_path / "no-data")
+    assert_usage_error(r, "--out")
+    assert ".xyz" in r.output and ".png" in r.output and ".pdf" in r.output and ".svg" in r.output
+    assert not (tmp_path / "grid.xyz").exists()
+
+
+@pytest.mark.parametrize("cmd,name", [("reconstruct", "x.png"), ("encode", "x.npz")])
+def test_out_into_a_missing_directory_is_a_usage_error(tmp_path, cmd, name):
+    from aecore.checkpoint import save_model
+    from aecore.model import init_params
+
+    model = tmp_path / "m.safetensors"
+    save_model(model, init_params(8, 0))
+    r = invoke(cmd, model, "--out", tmp_path / "nonexistent" / "dir" / name, "--device", "cpu",
+               "--data-dir", tmp_path / "no-data")
+    assert_usage_error(r, "--out")
+    assert "does not exist" in r.output
+    assert not (tmp_path / "nonexistent").exists()  # no silent mkdir -p
+
+
+def test_resume_a_parent_folder_says_it_holds_runs(tmp_path, tiny_data):
+    _tiny_run(tmp_path / "runs" / "h20-sgd", tiny_data)
+    r = invoke("train", "--resume", tmp_path / "runs", "--data-dir", tmp_path / "no-data")
+    assert_usage_error(r, "--resume")
+    assert "holds runs (h20-sgd)" in r.output and f"--resume {tmp_path / 'runs' / 'h20-sgd'}" in r.output
+
+
+def test_resume_a_finished_run_gives_the_hint_and_no_failure(tmp_path, tiny_data):
+    run = _tiny_run(tmp_path / "runs" / "h20-sgd", tiny_data)
+    r = invoke("train", "--resume", run, "--data-dir", tmp_path / "no-data")
+    assert r.exit_code == 1, r.output
+    assert "already has 2 of 2 epochs" in r.output and "--epochs" in r.output
+    assert "failed" not in r.output and "Traceback" not in r.output
+
+
+def test_a_single_run_that_fails_is_reported_once(tmp_path, capsys):
+    """The "<run> failed; stopped ..." line is for side-by-side runs; one run's error says it."""
+    from aecore.cli.train import train_side_by_side
+    from aecore.errors import CheckpointError
+    from aecore.study import PlannedRun
+    from aecore.trainer import TrainConfig
+
+    def fails(p, signals):
+        raise CheckpointError(f"{p.dir}: the run already has 2 of 2 epochs")
+
+    with pytest.raises(CheckpointError):
+        train_side_by_side([PlannedRun(TrainConfig(), tmp_path / "h256-adam")], fails, 1, "cpu")
+    assert "failed" not in capsys.readouterr().err
+
+
+def test_resume_finds_the_data_config_json_recorded(tmp_path, real_data_dir):
+    mine = tmp_path / "my-data"
+    mine.mkdir()
+    for f in os.listdir(real_data_dir):
+        (mine / f).symlink_to(os.path.join(real_data_dir, f))
+    out = tmp_path / "runs"
+    r = invoke("train", "--device", "cpu", "--hidden", "16", "--epochs", "1", "--limit", "512",
+               "--data-dir", mine, "--out", out)
+    assert r.exit_code == 0, r.output
+    # nothing else would find the data: no $AECORE_DATA, an empty user cache, no download
+    env = {"AECORE_DATA": None, "XDG_CACHE_HOME": str(tmp_path / "cache"),
+           "AECORE_MIRROR": "http://127.0.0.1:9/", "NUMBA_CACHE_DIR": None}
+    r = invoke("train", "--resume", out / "h16-adam", "--epochs", "2", env=env)
+    assert r.exit_code == 0, r.output
+    assert json.loads((out / "h16-adam" / runs.SUMMARY).read_text())["epochs_done"] == 2
+
+
+def test_eval_of_an_interrupted_run_says_it_is_incomplete(tmp_path, tiny_data, real_data_dir):
+    run = _tiny_run(tmp_path / "r", tiny_data, stop_in_epoch=2)
+    assert json.loads((run / runs.SUMMARY).read_text())["status"] == "interrupted"
+    r = invoke("eval", run, "--device", "cpu", "--data-dir", real_data_dir)
+    assert r.exit_code == 0, r.output
+    assert "incomplete run (interrupted, 1 of 2 epochs done)" in r.output
+    full = _tiny_run(tmp_path / "full", tiny_data)
+    r = invoke("eval", full, "--device", "cpu", "--data-dir", real_data_dir)
+    assert r.exit_code == 0 and "incomplete" not in r.output
+
+
+@pytest.mark.parametrize("value,bad", [("tpu", "'tpu'"), ("cpu,tpu", "'tpu'"), ("cpu,", "''")])
+def test_bench_device_is_a_choice_or_a_list_of_choices(tmp_path, value, bad):
+    r = invoke("bench", "--device", value, "--data-dir", tmp_path / "no-data", "--out", tmp_path)
+    assert_usage_error(r, "--device")
+    assert bad in r.output and "'auto', 'cpu', 'cuda'" in r.output
+    assert "auto|cpu|cuda" in invoke("bench", "--help").output
+
+
+def test_bench_chart_linear_from_zero_with_values_and_ratios(tmp_path, monkeypatch):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from aecore.bench import BenchRow, plot
+
+    figs, close = [], plt.close
+    monkeypatch.setattr(plt, "close", lambda fig=None: figs.append(fig))
+    rows = [BenchRow("cpu", 64, 64, 60000, 0.5, 120000.0, 1.0, 0.4, 1.25),
+            BenchRow("cuda", 64, 64, 60000, 0.2, 300000.0, 1.0, None, 0.3)]
+    plot(rows, tmp_path / "bench.png")
+    assert (tmp_path / "bench.png").stat().st_size > 0
+    ax = figs[-1].axes[0]
+    assert ax.get_yscale() == "linear" and ax.get_ylim()[0] == 0
+    labels = {t.get_text() for t in ax.texts}
+    assert {"120k", "300k", "48k", "200k"} <= labels  # every bar carries its value
+    title = ax.get_title()
+    assert "aecore cuda vs cpu: h=64 2.50x" in title
+    assert "aecore cpu vs PyTorch cpu: h=64 2.50x" in title
+    close(figs[-1])
+
+
+def test_cuda_graphs_flag_is_recorded_in_config_json(tmp_path, real_data_dir):
+    out = tmp_path / "runs"
+    args = ("--device", "cpu", "--data-dir", real_data_dir)
+    r = invoke("train", "--hidden", "8", "--epochs", "1", "--limit", "64", "--batch-size", "32",
+               "--no-cuda-graphs", "--out", out, *args)
+    assert r.exit_code == 0, r.output
+    run = out / "h8-adam"
+    assert json.loads((run / runs.CONFIG).read_text())["config"]["cuda_graphs"] is False
+    r = invoke("train", "--resume", run, "--epochs", "2", "--cuda-graphs", *args)
+    assert r.exit_code == 0, r.output
+    assert json.loads((run / runs.CONFIG).read_text())["config"]["cuda_graphs"] is True
+    assert "--no-cuda-graphs" in invoke("study", "--help").output

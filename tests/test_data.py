@@ -1,5 +1,6 @@
-"""Tests for aecore.data: IDX parsing and validation, the search order, the verified atomic
-download (against a local HTTP server on 127.0.0.1) and the seeded train/val split.
+"""Tests for aecore.data, aecore.idx and aecore.download: IDX parsing and validation, the search
+order, the verified atomic download (against a local HTTP server on 127.0.0.1) and the seeded
+train/val split.
 
 Synthetic tests build their own small IDX files and pass their own expected counts and
 checksums through ``files=``. The real-data tests read Fashion-MNIST from $AECORE_DATA (CI sets
@@ -20,21 +21,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from aecore.data import (
-    CLASS_NAMES,
-    OFFICIAL_FILES,
-    DatasetFiles,
-    FashionMNIST,
-    FileSpec,
-    InvalidSplitError,
-    decode_idx,
-    download_fashion_mnist,
-    find_data,
-    load_fashion_mnist,
-    read_idx,
-    split_train_val,
-)
+from aecore.data import FashionMNIST, InvalidSplitError, find_data, load_fashion_mnist, split_train_val
+from aecore.download import download_fashion_mnist
 from aecore.errors import DataError
+from aecore.idx import CLASS_NAMES, OFFICIAL_FILES, DatasetFiles, FileSpec, decode_idx, read_idx
 
 REAL_DATA = os.environ.get("AECORE_DATA")  # read before the autouse fixture clears it
 
@@ -587,9 +577,9 @@ def test_md5_of_the_gz_is_checked_when_asked(places, mirror):
 
 
 def test_official_table_checks_md5_for_the_official_mirror_only():
-    from aecore import data
+    from aecore import download
 
-    assert data.OFFICIAL_MIRROR == "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com"
+    assert download.OFFICIAL_MIRROR == "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com"
     assert [s.md5 for s in OFFICIAL_FILES] == [
         "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
         "25c81989df183df01b3e8a0aad5dffbe",

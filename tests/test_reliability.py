@@ -4,6 +4,7 @@ trainer's per-chunk hook, so the interruption point is deterministic) and to a r
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -14,13 +15,16 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from aecore import runs
+from aecore import runs, trainer
 from aecore.checkpoint import load_checkpoint
 from aecore.errors import CheckpointError
 from aecore.model import PARAM_NAMES
 from aecore.trainer import TrainConfig, TrainingInterrupted, load_run_config, train
 
 from conftest import synthetic_data
+
+# Every test runs from a temporary directory that already holds runs/ and study/ (conftest).
+pytestmark = pytest.mark.usefixtures("cwd_with_runs")
 
 AECORE = [sys.executable, "-c", "from aecore.cli.main import main; main()"]
 CHUNK = 64  # samples per chunk: 6 chunks per epoch of the 384 tiny training images
@@ -146,8 +150,8 @@ def test_signal_after_the_last_chunk_of_an_epoch_saves_that_epoch(tmp_path, tiny
 
     real = trainer._Progress.epoch
 
-    def print_then_signal(self, row):
-        real(self, row)
+    def print_then_signal(self, row, *note):
+        real(self, row, *note)
         if row["epoch"] == 1:
             os.kill(os.getpid(), signal.SIGINT)
 
@@ -232,9 +236,9 @@ class _OomEngine:
 
 @pytest.fixture
 def oom_on_cuda(monkeypatch):
-    from aecore import engine as engine_mod
+    from aecore import devices
 
-    real_make = engine_mod.make_engine
+    real_make = devices.make_engine
     where = {"at": "put"}
 
     def make(device, *a, **kw):
@@ -242,7 +246,7 @@ def oom_on_cuda(monkeypatch):
             return _OomEngine(real_make("cpu", *a, **kw), where["at"])
         return real_make(device, *a, **kw)
 
-    monkeypatch.setattr(engine_mod, "make_engine", make)
+    monkeypatch.setattr(devices, "make_engine", make)
     return where
 
 
@@ -284,3 +288,45 @@ def _gpu_here():
     from aecore.devices import real_gpu_present
 
     return real_gpu_present()
+
+
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_the_interrupt_message_starts_a_line_after_the_progress_bar(tmp_path, tiny_data,
+                                                                    monkeypatch):
+    """On a terminal the bar has no newline. Ctrl-C during a chunk: the handler's notice, the
+    bar drawn again at the chunk's end, then the stop; what the CLI prints next ("interrupted
+    by SIGINT ...") must start a line of its own, not land on the end of the bar."""
+    term = _Terminal()
+    monkeypatch.setattr(sys, "stderr", term)
+    draw = trainer._Progress.chunk
+    calls = []
+
+    def chunk(self, *a):
+        calls.append(a)
+        if len(calls) == 3:  # the signal arrives while the chunk trains, before its bar
+            os.kill(os.getpid(), signal.SIGINT)
+        self.t_last = -1e9  # no 0.2 s throttle: the bar is drawn at every chunk of the tiny run
+        return draw(self, *a)
+
+    monkeypatch.setattr(trainer._Progress, "chunk", chunk)
+    with pytest.raises(TrainingInterrupted):
+        train(cfg(), tmp_path / "r", tiny_data, progress=True, chunk_samples=CHUNK)
+    text = term.getvalue()
+    last = text.rsplit("\n", 1)[-1]
+    assert "received" in text and "epoch 1/3 [" in last  # the bar was drawn after the notice
+    assert last.endswith("\r\033[K")  # ... and then cleared: the next text starts a line
+
+
+def test_the_first_epoch_line_says_it_includes_compiling(tmp_path, tiny_data, monkeypatch,
+                                                         capsys):
+    monkeypatch.setattr(trainer, "_COMPILED", set())  # as in a fresh process
+    train(cfg(), tmp_path / "a", tiny_data, progress=True)
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if " epoch " in ln]
+    assert len(lines) == 3 and "includes compiling" in lines[0]
+    assert not any("compiling" in ln for ln in lines[1:])
+    train(cfg(), tmp_path / "b", tiny_data, progress=True)  # compiled by now: no note
+    assert "compiling" not in capsys.readouterr().out

@@ -27,6 +27,10 @@ from aecore.trainer import TrainConfig, TrainingInterrupted, train
 from conftest import synthetic_data
 
 
+# Every test runs from a temporary directory that already holds runs/ and study/ (conftest).
+pytestmark = pytest.mark.usefixtures("cwd_with_runs")
+
+
 def _plan(root, hidden_opts, epochs=2):
     return [S.PlannedRun(TrainConfig(hidden=h, optimizer=o, epochs=epochs, val_size=96,
                                      device="cpu", recon_epochs=(1,)), root / f"h{h}-{o}")

@@ -21,6 +21,8 @@ import warnings
 from numba import cuda
 from numba.cuda.core import config as _config
 
+from .. import PIXEL_SCALE  # noqa: F401  (re-exported: the launchers scale uint8 with it)
+
 TILE = int(os.environ.get("AECORE_CUDA_TILE", "64"))
 if TILE not in (16, 32, 64):
     raise ValueError(f"AECORE_CUDA_TILE must be 16, 32 or 64, not {TILE}")
@@ -42,7 +44,6 @@ BLOCK = (TX, TY)
 # case at batch 64 (split-K is how it fills the GPU), so the warning is only noise here.
 warnings.filterwarnings("ignore", message=r".*Grid size \d+ will likely result in GPU under")
 
-PIXEL_SCALE = 1.0 / 255.0
 FASTMATH = {"contract", "arcp", "afn"}
 SIMULATOR = bool(_config.ENABLE_CUDASIM)
 
