@@ -116,7 +116,6 @@ def bench(devices, hidden, batches, samples, repeats, with_torch, cpu_split, dat
             "best_cpu_fraction_of_peak": frac,
             # the settings that change what the CUDA or CPU rows measure, when set
             "env": {k: os.environ[k] for k in ("AECORE_CUDA_TILE", "AECORE_CUDA_BK",
-                                                "AECORE_CUDA_PAIRED_UPDATES", "AECORE_CUDA_PREFETCH",
                                                 *blas_info.BLAS_ENV)
                     if k in os.environ}}
     B.write_json(rows, os.path.join(out, "bench.json"), meta)
