@@ -82,10 +82,14 @@ def test_a_failing_run_stops_the_others_with_checkpoints(tmp_path):
     data = synthetic_data()
     names = [f"h{h}-{o}" for h, o in RUNS]
 
-    def fail(epoch, pos, signals):
+    holding = threading.Event()
+
+    def fail(epoch, pos, signals):  # only once the other run is training (else it is "not started")
+        assert holding.wait(60), "the second run never started"
         raise RuntimeError("disk on fire")
 
     def hold(epoch, pos, signals):  # still in its first epoch when the other run fails
+        holding.set()
         _wait_for_stop(signals)
 
     plan = _plan(tmp_path, RUNS)
