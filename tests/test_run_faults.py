@@ -173,7 +173,7 @@ def test_cli_second_train_refused_then_a_killed_holder_blocks_nothing(tmp_path, 
 
 def fail_writes(monkeypatch, target: str, code=errno.ENOSPC):
     """Make the fsync of ``target``'s temp file fail with ``code`` once ``armed["on"]`` is set
-    (a full disk shows up at write or fsync time): every writer goes through runs.atomic_write."""
+    (a full disk shows up at write or fsync time): every writer goes through aecore.atomic.atomic_write."""
     real = os.fsync
     armed = {"on": False, "failed": 0}
 
