@@ -85,7 +85,7 @@ class _Run:
         self.t_saved = time.perf_counter()
         self.metrics: list[dict] = []
         self.progress = Progress(progress, config.epochs, self.n,
-                                  label or f"h{config.hidden}", bar)
+                                 label or f"h{config.hidden}", bar)
         self.wall_before = 0.0
         self.t_start = time.perf_counter()
 

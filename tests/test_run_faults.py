@@ -23,7 +23,8 @@ from click.testing import CliRunner
 from aecore import runs
 from aecore.checkpoint import load_checkpoint
 from aecore.errors import RunDirBusyError, RunWriteError
-from aecore.trainer import TrainConfig, train
+from aecore.config import TrainConfig
+from aecore.trainer import train
 
 pytestmark = pytest.mark.usefixtures("cwd_with_runs")
 
@@ -47,7 +48,8 @@ RACER = textwrap.dedent("""
     sys.path.insert(0, {tests!r})
     from conftest import synthetic_data
     from aecore.errors import AecoreError
-    from aecore.trainer import TrainConfig, train
+    from aecore.config import TrainConfig
+    from aecore.trainer import train
     me, run, lr, epochs = sys.argv[1], Path(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
     data = synthetic_data()
     (run.parent / f"ready-{{me}}").touch()
