@@ -17,7 +17,7 @@ import numpy as np
 from numba import njit
 
 from . import IMAGE_SIZE
-from .engine import OptimConfig
+from .optim import OptimConfig, Optimizer
 from .kernels.blas import gemm
 from .model import B1, B2, W1, W2
 
@@ -34,7 +34,7 @@ class NumpyEngine:
     device = "cpu"
 
     def __init__(self, params, optim: OptimConfig, batch_size: int, slope: float = 0.01):
-        if optim.name != "sgd":
+        if optim.name is not Optimizer.SGD:
             raise ValueError("the NumPy baseline implements plain SGD only")
         self.p = {k: np.array(v, np.float32) for k, v in params.items()}
         self.lr = np.float32(optim.lr)
@@ -82,11 +82,12 @@ class TorchEngine:
         ).to(device)
         self.model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in params.items()})
         ps = self.model.parameters()
-        if optim.name == "adam":
+        if optim.name is Optimizer.ADAM:
             self.opt = torch.optim.Adam(ps, lr=optim.lr, betas=(optim.beta1, optim.beta2), eps=optim.eps)
         else:
-            mu = 0.0 if optim.name == "sgd" else optim.momentum
-            self.opt = torch.optim.SGD(ps, lr=optim.lr, momentum=mu, nesterov=optim.name == "nesterov")
+            mu = 0.0 if optim.name is Optimizer.SGD else optim.momentum
+            self.opt = torch.optim.SGD(ps, lr=optim.lr, momentum=mu,
+                                       nesterov=optim.name is Optimizer.NESTEROV)
         self.batch_size = batch_size
         self.loss = torch.zeros((), dtype=torch.float64, device=device)
 

@@ -28,7 +28,8 @@ import numpy as np
 
 from . import tables
 from .baselines import GemmFloor, TorchEngine, step_flops
-from .engine import OptimConfig, make_engine
+from .devices import make_engine
+from .optim import OptimConfig
 from .model import init_params
 
 

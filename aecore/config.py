@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
-from .engine import OPTIMIZERS, OptimConfig
+from .optim import OPTIMIZERS, OptimConfig
 
 DEFAULT_RECON_EPOCHS = (1, 2, 5, 10, 20, 50, 100, 200)
 MAX_HIDDEN = 65536
@@ -37,6 +37,7 @@ class TrainConfig:
     device: str = "cpu"  # cpu | cuda (the CLI resolves "auto")
     recon_epochs: tuple = DEFAULT_RECON_EPOCHS  # epochs whose reconstructions are saved
     limit: int | None = None  # train on the first `limit` training images only (quick tests)
+    cuda_graphs: bool = True  # CUDA: record each chunk's launches once, replay them after
 
     def __post_init__(self):
         if self.lr is None and self.optimizer in DEFAULT_LR:
@@ -92,6 +93,8 @@ def config_problems(c: TrainConfig, n_train: int | None = None) -> list[tuple[st
         bad("momentum", f"must be in [0, 1), got {c.momentum!r}")
     if c.optimizer not in OPTIMIZERS:
         bad("optimizer", f"unknown optimizer {c.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
+    if not isinstance(c.cuda_graphs, bool):
+        bad("cuda_graphs", f"must be true or false, got {c.cuda_graphs!r}")
     if c.device not in ("cpu", "cuda"):
         bad("device", f"unknown device {c.device!r}; choose cpu or cuda")
     if not is_int(c.val_size) or c.val_size < 1:

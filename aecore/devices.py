@@ -1,4 +1,5 @@
-"""Which CUDA device (if any) aecore can use, found without side effects.
+"""Which CUDA device (if any) aecore can use, found without side effects, and the engine for a
+device (``make_engine``).
 
 * ``real_gpu_present()`` asks the NVIDIA driver (``libcuda.so.1`` through ctypes: ``cuInit`` and
   ``cuDeviceGetCount``) whether there is a GPU, *without importing numba.cuda*: the test conftest
@@ -100,3 +101,23 @@ def compile_problem_message(exc: BaseException) -> str:
     if "row_stack" in msg:
         hint = "; numba-cuda needs numpy < 2.5 (pip install 'numpy<2.5')"
     return f"numba-cuda cannot compile kernels here ({type(exc).__name__}: {msg}){hint}"
+
+
+def make_engine(device: str, params, optim=None, batch_size: int | None = None,
+                slope: float = 0.01, opt_state=None, step: int = 0, *, graphs: bool = True):
+    """The ``aecore.engine.Engine`` for ``device`` ("cpu" or "cuda"), holding ``params``.
+
+    ``optim`` (an ``aecore.optim.OptimConfig``) and ``batch_size`` for training; leave both
+    out for an engine that only evaluates, reconstructs and encodes. ``graphs``: whether the
+    CUDA engine may record and replay CUDA graphs (no effect on the CPU). The engine modules
+    are imported here, the CUDA one only when asked for.
+    """
+    if device == "cpu":
+        from .engine_cpu import CpuEngine
+
+        return CpuEngine(params, optim, batch_size, slope, opt_state, step)
+    if device == "cuda":
+        from .engine_cuda import CudaEngine
+
+        return CudaEngine(params, optim, batch_size, slope, opt_state, step, graphs=graphs)
+    raise ValueError(f"unknown device {device!r}; choose cpu or cuda")

@@ -27,14 +27,15 @@ Adam's per-step hyper-parameters (bias corrections) are computed for a whole chu
 and copied in one transfer per chunk. Runs under Numba's CUDA simulator too (slowly), which is
 how CI exercises it.
 
-CUDA graphs (real GPUs, when ``cuda.core``'s GraphBuilder is available; ``AECORE_CUDA_GRAPHS=0``
-turns them off): the trainer calls ``train_steps`` with the same chunk boundaries every epoch,
-so the second time a chunk ``(start, stop)`` is seen its launches (5 per batch) are recorded
-once into a graph, through the same ``_enqueue`` code the eager path runs, and every later epoch
-replays that graph with one launch on the engine's stream. What changes between epochs lives in
-device buffers the graph points at and that are refilled in place (by copies ordered on the same
-stream) before each replay: the permutation and Adam's hyper-parameters. If recording fails the
-engine says so once and stays eager.
+CUDA graphs (real GPUs, when ``cuda.core``'s GraphBuilder is available and the engine was made
+with ``graphs=True``, the default; ``aecore train --no-cuda-graphs`` turns them off): the
+trainer calls ``train_steps`` with the same chunk boundaries every epoch, so the second time a
+chunk ``(start, stop)`` is seen its launches (5 per batch) are recorded once into a graph,
+through the same ``_enqueue`` code the eager path runs, and every later epoch replays that graph
+with one launch on the engine's stream. What changes between epochs lives in device buffers the
+graph points at and that are refilled in place (by copies ordered on the same stream) before
+each replay: the permutation and Adam's hyper-parameters. If recording fails the engine says so
+once and stays eager.
 """
 
 from __future__ import annotations
@@ -45,20 +46,23 @@ import sys
 import numpy as np
 from numba import cuda
 
-from .engine import EVAL_BATCH, OptimConfig, check_images, engine_setup
+from .engine import EVAL_BATCH, Engine
 from .kernels import cuda as kc
-from .model import B1, B2, W1, W2, param_shapes
+from .kernels import optim as ko
+from .model import B1, B2, W1, W2
+from .optim import Optimizer, buffers_of
 
 
-class CudaEngine:
-    """Engine protocol (aecore.engine) on a CUDA GPU through numba-cuda device arrays."""
+
+class CudaEngine(Engine):
+    """Engine (aecore.engine) on a CUDA GPU through numba-cuda device arrays. ``graphs``: record
+    each chunk's launches into a CUDA graph and replay it (where cuda.core supports it)."""
 
     device = "cuda"
 
-    def __init__(self, params, optim: OptimConfig, batch_size: int, slope: float = 0.01,
-                 opt_state=None, step: int = 0):
-        host, state = engine_setup(self, params, optim, batch_size, slope, step, opt_state)
-        self._graphs = _graph_support()  # None (eager) or {} of recorded chunks
+    def __init__(self, params, optim=None, batch_size=None, slope=0.01, opt_state=None, step=0,
+                 *, graphs: bool = True):
+        self._graphs = _graph_support(graphs)  # None (eager) or {} of recorded chunks
         try:
             self.stream, self._core_stream = _make_stream(self._graphs is not None)
         except Exception as e:  # cuda.core is new: never lose a run to it
@@ -67,37 +71,66 @@ class CudaEngine:
             _say_eager("no cuda.core stream", e)
             self._graphs = None
             self.stream, self._core_stream = _make_stream(False)
+        self._splitk = kc.SplitK(stream=self.stream)  # split-K workspace, sized once
+        self._eval = None  # evaluation buffers (H, Y, loss), made at the first evaluation
+        super().__init__(params, optim, batch_size, slope, opt_state, step)
+        if optim is not None:
+            self._setup_training()
+        self.stream.synchronize()
+
+    def _setup_training(self):
         s = self.stream
-        self.params = {k: cuda.to_device(v, stream=s) for k, v in host.items()}
-        # optimizer buffers flat: the kernels index them linearly
-        self.state = {k: cuda.to_device(v.reshape(-1), stream=s) for k, v in state.items()}
         B, h, n = self.batch_size, self.hidden, self.image_size
         self._H = cuda.device_array((B, h), np.float32)
         self._dZ = cuda.device_array((B, n), np.float32)
         self._dH = cuda.device_array((B, h), np.float32)
         self._views = {B: (self._H, self._dZ, self._dH)}
         self._loss = cuda.to_device(np.zeros(1, np.float64), stream=s)
-        o = optim
-        self._hp = cuda.to_device(kc._hp(lr=o.lr, momentum=o.momentum), stream=s)  # sgd / momentum
-        self._opt_kind = {"sgd": kc.OPT_SGD, "momentum": kc.OPT_MOMENTUM,
-                          "nesterov": kc.OPT_NESTEROV, "adam": kc.OPT_ADAM}[o.name]
-        # per weight: (VW, Vb, MW, Mb) as the fused weight-step kernels take them
-        self._opt_state = {w: _state_of(self.state, o.name, w, b) for w, b in ((W1, B1), (W2, B2))}
+        self._adam = self.optim.name is Optimizer.ADAM  # per-step hyper-parameters
+        self._hp = cuda.to_device(ko.pack(self.optim.hyper_params()), stream=s)  # the others'
+        self._opt_kind = self.optim.name.kernel_code
         self._paired = os.environ.get("AECORE_CUDA_PAIRED_UPDATES", "0") not in (
             "0", "", "false", "no")
         self._perm_host = None
         self._perm_dev = None
-        # workspace of the split-K products (kernels 1-3), sized once; this engine's alone
-        self._splitk = kc.SplitK(stream=s)
-        for dtype, ndim in ((np.float32, 1), (np.float32, 2), (np.int64, 1), (np.int32, 1)):
-            kc._empty(dtype, ndim)  # allocate the launchers' placeholders now, not mid-capture
-        self._eval = None  # evaluation buffers (H, Y, loss), made at the first evaluation
+        # The launchers' placeholders for absent operands are made by the first (eager) run of
+        # a chunk: a chunk is recorded into a graph only when it is seen the second time.
         self._seen = set()
+
+    @property
+    def uses_graphs(self) -> bool:
+        """Whether chunks are recorded into CUDA graphs and replayed (else launched eagerly)."""
+        return self._graphs is not None
+
+    @property
+    def recorded_graphs(self) -> int:
+        return len(self._graphs or ())
+
+    # -- state --------------------------------------------------------------------------------
+    def _put_state(self, params, state):
+        s = self.stream
+        self.params = {k: cuda.to_device(v, stream=s) for k, v in params.items()}
+        self.state = {k: cuda.to_device(v, stream=s) for k, v in state.items()}  # flat
+        if self.optim is not None:  # per layer: (VW, Vb, MW, Mb) as the weight steps take them
+            self._opt_state = {w: buffers_of(self.state, self.optim, layer)
+                               for w, layer in ((W1, 1), (W2, 2))}
+        if self._graphs:
+            self._graphs.clear()  # they point at the old buffers
         s.synchronize()
+
+    def get_params(self):
+        out = {k: v.copy_to_host(stream=self.stream) for k, v in self.params.items()}
+        self.stream.synchronize()
+        return out
+
+    def get_opt_state(self):
+        out = {k: v.copy_to_host(stream=self.stream) for k, v in self.state.items()}
+        self.stream.synchronize()
+        return self._opt_state_shaped(out)
 
     # -- data ---------------------------------------------------------------------------------
     def put(self, images):
-        return cuda.to_device(check_images(images, self.image_size), stream=self.stream)
+        return cuda.to_device(self.check_images(images), stream=self.stream)
 
     def _batch_views(self, nb):
         v = self._views.get(nb)
@@ -120,14 +153,12 @@ class CudaEngine:
         return self._perm_dev
 
     def _adam_hparams(self, n_steps):
-        o = self.optim
-        return kc.adam_hparams_steps(o.lr, self.step + 1, n_steps, o.beta1, o.beta2, o.eps)
+        return ko.pack_adam_steps(self.optim.hyper_params(), self.step + 1, n_steps)
 
     # -- training -----------------------------------------------------------------------------
     def _enqueue(self, data, dperm, starts, stop, hps, stream):
         """Launch the 5 kernels of every batch in ``starts`` on ``stream`` (the engine's, or a
         graph builder while recording). Nothing here allocates or synchronises."""
-        o = self.optim
         p = self.params
         B = self.batch_size
         sk = self._splitk
@@ -139,7 +170,7 @@ class CudaEngine:
             kc.linear_sigmoid_mse(H, p[W2], p[B2], data, dZ, self._loss, perm=dperm, off=s,
                                   stream=stream, splitk=sk)
             kc.backward_hidden(dZ, p[W2], H, dH, self.slope, stream=stream, splitk=sk)
-            hp = hps[i] if o.name == "adam" else self._hp
+            hp = hps[i] if self._adam else self._hp
             upd2 = (dZ, H, p[W2], p[B2], *self._opt_state[W2], None, 0)
             upd1 = (dH, data, p[W1], p[B1], *self._opt_state[W1], dperm, s)
             if self._paired:  # both updates in one launch: two small grids side by side
@@ -149,10 +180,11 @@ class CudaEngine:
                 kc.weight_step(self._opt_kind, hp, upd1, stream=stream)
 
     def train_steps(self, data, perm, start, stop):
+        self._require_optimizer()
         start, stop = int(start), int(stop)
         dperm = self._device_perm(perm)
         starts = range(start, stop, self.batch_size)
-        hp_host = self._adam_hparams(len(starts)) if self.optim.name == "adam" else None
+        hp_host = self._adam_hparams(len(starts)) if self._adam else None
         key = (id(data), start, stop)
         if self._graphs is not None and key in self._seen:
             try:
@@ -199,72 +231,57 @@ class CudaEngine:
         return value
 
     # -- inference ----------------------------------------------------------------------------
-    def _forward(self, images, want):
-        """want: 0 -> loss sum, 1 -> outputs (n, 784), 2 -> hidden activations (n, h)."""
-        X = self.put(images) if isinstance(images, np.ndarray) else images  # host or device
-        n = X.shape[0]
-        p = self.params
-        B = min(EVAL_BATCH, max(n, 1))
-        st = self.stream
-        if self._eval is None:  # the per-epoch validation allocates nothing after the first
+    def _on_device(self, images):
+        return self.put(images) if isinstance(images, np.ndarray) else images  # host or device
+
+    def _eval_buffers(self):
+        """(H, Y, loss) scratch of one evaluation batch, made once: the per-epoch validation
+        allocates nothing after the first."""
+        if self._eval is None:
+            st = self.stream
             self._eval = (cuda.device_array((EVAL_BATCH, self.hidden), np.float32, stream=st),
                           cuda.device_array((EVAL_BATCH, self.image_size), np.float32, stream=st),
                           cuda.device_array(1, np.float64, stream=st))
-        H, Y, loss = self._eval
-        if want == 2:
-            H = cuda.device_array((n, self.hidden), np.float32, stream=st)
-        elif want == 1:
-            Y = cuda.device_array((n, self.image_size), np.float32, stream=st)
-        else:
-            kc.zero_(loss, stream=st)
+        return self._eval
+
+    def _hidden_batches(self, X, H, all_rows=False):
+        """Layer 1 over X in batches of EVAL_BATCH: yields (start, rows, h) once h, the hidden
+        activations of the batch, are launched: H's rows of the batch when ``all_rows`` (H has
+        a row per image), else the first ``rows`` of H (one batch's scratch)."""
+        n = X.shape[0]
+        B = min(EVAL_BATCH, max(n, 1))
+        p = self.params
         for s in range(0, n, B):
             nb = min(B, n - s)
-            h = H[s:s + nb] if want == 2 else H[:nb]
-            kc.linear_leaky_relu(X, p[W1], p[B1], h, self.slope, off=s, stream=st,
+            h = H[s:s + nb] if all_rows else H[:nb]
+            kc.linear_leaky_relu(X, p[W1], p[B1], h, self.slope, off=s, stream=self.stream,
                                  splitk=self._splitk)
-            if want == 0:
-                kc.linear_sigmoid_mse(h, p[W2], p[B2], X, Y[:nb], loss, off=s, stream=st,
-                                      splitk=self._splitk)
-            elif want == 1:
-                kc.linear_sigmoid(h, p[W2], p[B2], Y[s:s + nb], stream=st)
-        if want == 0:
-            return float(self._read(loss)[0])
-        return self._read(Y if want == 1 else H)
+            yield s, nb, h
 
-    def evaluate(self, data) -> float:
-        n = data.shape[0]
-        if n == 0:
-            return float("nan")
-        return self._forward(data, 0) / (n * self.image_size)
+    def loss_sum(self, data) -> float:
+        X = self._on_device(data)
+        H, Y, loss = self._eval_buffers()
+        kc.zero_(loss, stream=self.stream)
+        p = self.params
+        for s, nb, h in self._hidden_batches(X, H):
+            kc.linear_sigmoid_mse(h, p[W2], p[B2], X, Y[:nb], loss, off=s, stream=self.stream,
+                                  splitk=self._splitk)
+        return float(self._read(loss)[0])
 
     def reconstruct(self, images):
-        return self._forward(images, 1)
+        X = self._on_device(images)
+        Y = cuda.device_array((X.shape[0], self.image_size), np.float32, stream=self.stream)
+        p = self.params
+        for s, nb, h in self._hidden_batches(X, self._eval_buffers()[0]):
+            kc.linear_sigmoid(h, p[W2], p[B2], Y[s:s + nb], stream=self.stream)
+        return self._read(Y)
 
     def encode(self, images):
-        return self._forward(images, 2)
-
-    # -- state --------------------------------------------------------------------------------
-    def get_params(self):
-        out = {k: v.copy_to_host(stream=self.stream) for k, v in self.params.items()}
-        self.stream.synchronize()
-        return out
-
-    def get_opt_state(self):
-        shapes = param_shapes(self.hidden, self.image_size)
-        out = {k: v.copy_to_host(stream=self.stream) for k, v in self.state.items()}
-        self.stream.synchronize()
-        return {k: v.reshape(shapes[k.rsplit(".", 1)[0]]) for k, v in out.items()}
-
-
-def _state_of(state, optimizer, w, b):
-    """(VW, Vb, MW, Mb) of weight ``w`` and bias ``b``: the momentum buffers, or Adam's
-    exp_avg_sq (V) and exp_avg (M); None where the optimizer keeps none."""
-    if optimizer in ("momentum", "nesterov"):
-        return state[f"{w}.momentum_buffer"], state[f"{b}.momentum_buffer"], None, None
-    if optimizer == "adam":
-        return (state[f"{w}.exp_avg_sq"], state[f"{b}.exp_avg_sq"], state[f"{w}.exp_avg"],
-                state[f"{b}.exp_avg"])
-    return None, None, None, None
+        X = self._on_device(images)
+        H = cuda.device_array((X.shape[0], self.hidden), np.float32, stream=self.stream)
+        for _ in self._hidden_batches(X, H, all_rows=True):
+            pass
+        return self._read(H)
 
 
 def _say_eager(what, e):
@@ -289,9 +306,10 @@ def _make_stream(graphs: bool):
     return cuda.external_stream(int(core.handle)), core
 
 
-def _graph_support():
-    """{} when kernel launches can be recorded into CUDA graphs here, else None."""
-    if kc.SIMULATOR or os.environ.get("AECORE_CUDA_GRAPHS", "1") in ("0", "", "false", "no"):
+def _graph_support(wanted: bool):
+    """{} when graphs are ``wanted`` and kernel launches can be recorded into them here, else
+    None."""
+    if not wanted or kc.SIMULATOR:
         return None
     try:
         from cuda.core import Device  # noqa: F401

@@ -21,7 +21,7 @@ import numpy as np
 
 from . import runs as R
 from .atomic import atomic_write_bytes, check_writable
-from .engine import OPTIMIZERS
+from .optim import OPTIMIZERS
 from .errors import CheckpointError
 from .figures import FIG_OPT, FIGURES, why_not_drawn
 from .tables import fmt_num, markdown_table

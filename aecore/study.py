@@ -18,8 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import engine as engine_mod
-from . import runs
+from . import devices, runs
 from .config import TrainConfig
 from .errors import CheckpointError
 from .model import init_params
@@ -102,8 +101,8 @@ def time_per_sample(config: TrainConfig, train_images, val_images, device: str,
     engine, with a fresh model; no run is touched."""
     b = config.batch_size
     n = min(len(train_images), warm_batches * b)
-    eng = engine_mod.make_engine(device, init_params(config.hidden, config.seed, config.slope),
-                                 config.optim(), b, config.slope)
+    eng = devices.make_engine(device, init_params(config.hidden, config.seed, config.slope),
+                              config.optim(), b, config.slope, graphs=config.cuda_graphs)
     x = eng.put(np.ascontiguousarray(train_images[:n]))
     perm = np.arange(n, dtype=np.int64)
     first = min(n, 4 * b)  # compile / first-call costs stay out of the timing

@@ -30,8 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from . import IMAGE_SIZE
-from . import engine as engine_mod
-from . import runs
+from . import devices, runs
 from .config import TrainConfig, config_problems
 from .errors import (AecoreError, CheckpointError, DeviceError, DivergenceError, RunWriteError,
                      TrainingInterrupted)
@@ -150,8 +149,8 @@ def _make_engine(config, params, opt_state, step, handles_for, fallback_cpu):
     device = config.device
     while True:
         try:
-            eng = engine_mod.make_engine(device, params, config.optim(), config.batch_size,
-                                         config.slope, opt_state, step)
+            eng = devices.make_engine(device, params, config.optim(), config.batch_size,
+                                      config.slope, opt_state, step, graphs=config.cuda_graphs)
             return eng, [eng.put(x) for x in handles_for]
         except AecoreError:
             raise

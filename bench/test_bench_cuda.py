@@ -21,7 +21,8 @@ from numba import cuda  # noqa: E402
 
 from aecore.baselines import step_flops  # noqa: E402
 from aecore.bench import _cuda_floor_fn, _torch_fn  # noqa: E402
-from aecore.engine import OptimConfig, make_engine  # noqa: E402
+from aecore.devices import make_engine  # noqa: E402
+from aecore.optim import OptimConfig  # noqa: E402
 from aecore.kernels import cuda as kc  # noqa: E402
 from aecore.model import init_params  # noqa: E402
 
@@ -88,11 +89,7 @@ def _train_fn(impl, hidden, batch, images, n):
     opt = OptimConfig("sgd", lr=20.0)
     perm = np.random.default_rng(0).permutation(images.shape[0])[:n].astype(np.int64)
     if impl.startswith("aecore"):
-        import os
-
-        os.environ["AECORE_CUDA_GRAPHS"] = "0" if impl == "aecore-eager" else "1"
-        eng = make_engine("cuda", params, opt, batch)
-        os.environ.pop("AECORE_CUDA_GRAPHS")
+        eng = make_engine("cuda", params, opt, batch, graphs=impl != "aecore-eager")
         data = eng.put(images)
 
         def fn():

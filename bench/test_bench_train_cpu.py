@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 
 from aecore.baselines import GemmFloor, NumpyEngine, TorchEngine, step_flops
-from aecore.engine import OptimConfig
 from aecore.engine_cpu import CpuEngine
 from aecore.model import init_params
+from aecore.optim import OptimConfig
 
 from .conftest import BATCHES, HIDDEN
 

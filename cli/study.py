@@ -9,15 +9,15 @@ from pathlib import Path
 import click
 
 from aecore import HIDDEN_SIZES, runs
-from aecore.engine import OPTIMIZERS
 from aecore.config import MAX_HIDDEN, TrainConfig
 from aecore.errors import CheckpointError, DivergenceError, TrainingInterrupted
+from aecore.optim import OPTIMIZERS
 from aecore.side_by_side import train_side_by_side
 
 from .report import build as build_report
-from .train import (FASHION_TRAIN, HiddenList, _check, checkpoint_every_option, data_dir_option,
-                    device_option, echo_err, jobs_option, load_data, resolve_device,
-                    run_settings)
+from .train import (FASHION_TRAIN, HiddenList, _check, checkpoint_every_option,
+                    cuda_graphs_option, data_dir_option, device_option, echo_err, jobs_option,
+                    load_data, resolve_device, run_settings)
 
 D = TrainConfig()  # the defaults, defined once in aecore.config
 DEFAULT_OPTIMIZERS = ("sgd", "momentum", "adam")
@@ -62,6 +62,7 @@ Examples:
 
 @click.command(help=HELP)
 @device_option
+@cuda_graphs_option
 @click.option("--hidden", type=HiddenList(), default=",".join(map(str, HIDDEN_SIZES)),
               show_default=True, help="Hidden sizes h to train with the default optimizer.")
 @click.option("--epochs", type=click.IntRange(min=1), default=D.epochs, show_default=True,
@@ -81,8 +82,8 @@ Examples:
               help="Start without asking (it asks only on a terminal).")
 @checkpoint_every_option
 @jobs_option
-def study(device, hidden, epochs, optimizers, compare_hidden, out, data_dir, limit, yes,
-          checkpoint_every, jobs):
+def study(device, cuda_graphs, hidden, epochs, optimizers, compare_hidden, out, data_dir, limit,
+          yes, checkpoint_every, jobs):
     from aecore import study as S
 
     # Everything that can be checked without the data is checked before loading it.
@@ -118,7 +119,8 @@ def study(device, hidden, epochs, optimizers, compare_hidden, out, data_dir, lim
         if todo:
             dev = resolve_device(device)
             for p in plan:
-                p.config = TrainConfig(**{**p.config.to_dict(), "device": dev})
+                p.config = TrainConfig(**{**p.config.to_dict(), "device": dev,
+                                          "cuda_graphs": cuda_graphs})
             data = load_data(data_dir, D.val_size)
             click.echo(f"timing a warm-up of each model on {dev} ...")
             try:

@@ -14,8 +14,8 @@ from click.core import ParameterSource
 
 from aecore import runs, tables
 from aecore.config import DEFAULT_LR, MAX_HIDDEN, TrainConfig, config_problems
-from aecore.engine import OPTIMIZERS
 from aecore.errors import AecoreError, CheckpointError, DivergenceError, TrainingInterrupted
+from aecore.optim import OPTIMIZERS
 from aecore.side_by_side import PlannedRun, train_side_by_side
 from aecore.trainer import CHECKPOINT_EVERY
 
@@ -56,6 +56,12 @@ def device_option(f):
     return click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
                         show_default=True,
                         help="cpu, cuda, or auto (CUDA if a GPU is usable, else the CPU).")(f)
+
+
+def cuda_graphs_option(f):
+    return click.option("--cuda-graphs/--no-cuda-graphs", default=D.cuda_graphs, show_default=True,
+                        help="CUDA: record each chunk's kernel launches into a CUDA graph once "
+                        "and replay it in later epochs (same results).")(f)
 
 
 def data_dir_option(f):
@@ -172,6 +178,7 @@ Examples:
 @click.option("--limit", type=click.IntRange(min=1), default=None,
               help="Train on only the first N training images (quick tests).")
 @device_option
+@cuda_graphs_option
 @data_dir_option
 @click.option("--out", type=click.Path(path_type=Path), default=Path("runs"), show_default=True,
               help="Directory that holds the run directories.")
@@ -183,7 +190,7 @@ Examples:
 @jobs_option
 @click.pass_context
 def train(ctx, hidden, epochs, batch_size, lr, optimizer, momentum, slope, seed, val_size, limit,
-          device, data_dir, out, resume, overwrite, checkpoint_every, jobs):
+          device, cuda_graphs, data_dir, out, resume, overwrite, checkpoint_every, jobs):
     if resume is not None:
         return _resume(ctx, resume, device, data_dir, epochs, checkpoint_every)
 
@@ -201,7 +208,8 @@ def train(ctx, hidden, epochs, batch_size, lr, optimizer, momentum, slope, seed,
                                  param_hint="'--batch-size'")
     configs = [TrainConfig(hidden=h, epochs=epochs, batch_size=batch_size, lr=lr,
                            optimizer=optimizer, momentum=momentum, slope=slope, seed=seed,
-                           val_size=val_size, device="cpu", limit=limit) for h in hidden]
+                           val_size=val_size, device="cpu", limit=limit,
+                           cuda_graphs=cuda_graphs) for h in hidden]
     for c in configs:
         _check(c, n_train)
     dirs = [out / runs.run_name(c.hidden, c.optimizer) for c in configs]
@@ -244,8 +252,8 @@ def _resume(ctx, run_dir: Path, device, data_dir, epochs, checkpoint_every):
             fixed.append(f"--{name}")
     if fixed:
         raise click.UsageError(f"{', '.join(sorted(set(fixed)))} cannot be combined with --resume: "
-                               "a resumed run keeps its settings (only --epochs, --device and "
-                               "--data-dir may be given)")
+                               "a resumed run keeps its settings (only --epochs, --device, "
+                               "--[no-]cuda-graphs and --data-dir may be given)")
     if not run_dir.is_dir():
         raise click.BadParameter(f"{run_dir} is not a directory", param_hint="'--resume'")
     rd = runs.RunDir(run_dir)
@@ -265,6 +273,8 @@ def _resume(ctx, run_dir: Path, device, data_dir, epochs, checkpoint_every):
         changes["epochs"] = epochs
     if ctx.get_parameter_source("device") == ParameterSource.COMMANDLINE:
         changes["device"] = resolve_device(device)
+    if ctx.get_parameter_source("cuda_graphs") == ParameterSource.COMMANDLINE:
+        changes["cuda_graphs"] = ctx.params["cuda_graphs"]
     config = TrainConfig(**{**config.to_dict(), **changes})
     rd.resume_checkpoint(config)  # the trainer's checks, before the data is loaded
     data = load_data(data_dir or rd.data_dir(), config.val_size)

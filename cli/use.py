@@ -18,7 +18,7 @@ import numpy as np
 from aecore import __version__, atomic, runs
 from aecore.checkpoint import load_weights, slope_of
 from aecore.config import TrainConfig
-from aecore.engine import EVAL_BATCH, OptimConfig, make_engine
+from aecore.devices import make_engine
 from aecore.errors import CheckpointError, RunWriteError
 from aecore.trainer import recon_images
 
@@ -45,8 +45,7 @@ class _Model:
         self.data = load_data(data_dir, self.val_size)
         part = getattr(self.data, split)
         self.images, self.labels = part.images, part.labels
-        self.engine = make_engine(self.device, self.weights.params, OptimConfig(), EVAL_BATCH,
-                                  self.slope)
+        self.engine = make_engine(self.device, self.weights.params, slope=self.slope)
 
 
 def _note_if_incomplete(run_dir: Path) -> None:

@@ -6,7 +6,9 @@
 
 Kernel names are the same in all three: ``linear_leaky_relu`` (matmul + bias + LeakyReLU),
 ``linear_sigmoid`` / ``linear_sigmoid_mse`` (matmul + bias + Sigmoid, + MSE gradient),
-``backward_hidden``, ``weight_grad`` / ``sgd_weight_step``, ``sgd_update``, ``adam_update``.
+``backward_hidden``, ``weight_grad`` / ``sgd_weight_step``, ``sgd_update``, ``adam_update``;
+``cpu`` and ``cuda`` also have ``weight_step`` (one layer's optimizer step, any optimizer).
+``optim`` holds what they share about optimizers: kind codes and hyper-parameter slots.
 ``kernels.cuda`` is imported on demand (it needs numba-cuda).
 """
 

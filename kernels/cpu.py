@@ -10,10 +10,9 @@ CUTLASS / Triton, here on the CPU.
 Shapes (PyTorch ``nn.Linear`` layout): X (B, K), W (N, K), b (N,), outputs (B, N).
 All floating arrays are float32 and C-contiguous; X / T may also be uint8 pixels (scaled 1/255).
 
-Why a hand-written ``exp``: numba lowers ``math.exp`` to a scalar libm call (about 2.3 ns an
-element here), which would make the Sigmoid epilogue cost as much as the product at h=64.
-``_exp_neg`` is a Cody-Waite range reduction plus a degree-7 polynomial, in float64, with 2^n
-built from the exponent bits: plain arithmetic, so LLVM vectorizes it (AVX2 / AVX-512).
+Why a hand-written ``exp``: numba lowers ``math.exp`` to a scalar libm call, which does not
+vectorize. ``_exp_neg`` is a Cody-Waite range reduction plus a polynomial, with 2^n built from
+the exponent bits: plain arithmetic, so LLVM vectorizes it (AVX2 / AVX-512).
 """
 
 from __future__ import annotations
@@ -27,6 +26,7 @@ from numba.extending import intrinsic, overload
 
 from . import PIXEL_SCALE
 from .blas import gemm
+from .optim import OPT_ADAM, OPT_NESTEROV, OPT_SGD
 
 _PIXEL_SCALE_F32 = np.float32(PIXEL_SCALE)  # a float32 constant: uint8 * it stays float32
 _LOG2E = 1.4426950408889634
@@ -35,8 +35,8 @@ _LN2 = 0.6931471805599453
 # Fast-math without 'nnan'/'ninf': a NaN must stay a NaN (that is how divergence is caught).
 # 'reassoc' lets the reductions vectorize; it is harmless in _exp_neg, whose range reduction
 # runs in float64 where x - n*ln2 stays exact to ~1e-16 in any order.
-# error_model="numpy": no ZeroDivisionError check on every float division (that check alone
-# stopped the Sigmoid epilogue from vectorizing: 5.6 ns an element instead of ~0.3).
+# error_model="numpy": no ZeroDivisionError check on every float division (it stops the
+# Sigmoid epilogue from vectorizing).
 _FAST = dict(cache=True, fastmath={"contract", "reassoc", "nsz", "arcp", "afn"}, nogil=True,
              error_model="numpy")
 _FLT_MIN = np.float32(1.1754944e-38)  # smallest normal float32
@@ -71,9 +71,8 @@ def _exp_neg32(x):
     """exp(x) in float32 for x <= 0 (clamped at -87, where exp is ~1.6e-38; relative error
     ~2e-7; NaN stays NaN). 16 lanes per AVX-512 instruction instead of float64's 8."""
     x = np.float32(-87.0) if x < np.float32(-87.0) else x
-    # np.floor, not math.floor: numba's math.floor returns an int64 (Python semantics), which
-    # turned everything after it into float64 (8 lanes, and int64 <-> double conversions):
-    # this function then took 0.37 ns an element instead of 0.12
+    # np.floor, not math.floor: numba's math.floor returns an int64, which turns the rest into
+    # float64 (bench/RESULTS.md)
     n = np.floor(x * _F32_LOG2E + np.float32(0.5))
     r = (x - n * _F32_LN2_HI) - n * _F32_LN2_LO
     p = np.float32(1.0) + r * (np.float32(1.0) + r * (np.float32(0.5) + r * (
@@ -146,8 +145,7 @@ def prefetch_rows(X, idx):
     """Start loading rows X[idx] into cache without waiting (one hint per 64-byte line).
 
     The training loop calls it for the *next* batch right after gathering this one: the
-    dataset (47 MB of uint8) does not fit in cache, and a gather of 64 random rows waited on
-    DRAM for ~7 of its ~9 us (1.6 us when the rows were cached; cpu-2c)."""
+    dataset (47 MB of uint8) does not fit in cache (bench/RESULTS.md has the gather times)."""
     n = X.shape[1]
     flat = X.reshape(-1)
     for i in range(idx.shape[0]):
@@ -157,13 +155,21 @@ def prefetch_rows(X, idx):
         _prefetch(flat, base + n - 1)
 
 
-def _as_float(X):
-    """uint8 pixels -> a float32 copy; float32 arrays pass through (no copy)."""
-    if X.dtype == np.float32:
-        return X
-    out = np.empty(X.shape, np.float32)
-    to_float(X, out)
-    return out
+def _as_float32(X):
+    """X as float32: float32 arrays as they are, uint8 pixels as a scaled copy (@njit only)."""
+    raise NotImplementedError("only callable from @njit code")
+
+
+@overload(_as_float32)
+def _as_float32_impl(X):
+    if X.dtype == types.float32:
+        return lambda X: X
+
+    def convert(X):
+        out = np.empty(X.shape, np.float32)
+        to_float(X, out)
+        return out
+    return convert
 
 
 # --- kernel 1: matmul + bias + LeakyReLU ------------------------------------------------------
@@ -177,14 +183,10 @@ def bias_leaky_relu_(Z, b, slope):
 
 
 @njit(**_FAST)
-def _linear_leaky_relu(Xf, W, b, H, slope):
-    gemm(False, True, 1.0, Xf, W, 0.0, H)
-    bias_leaky_relu_(H, b, np.float32(slope))
-
-
 def linear_leaky_relu(X, W, b, H, slope=0.01):
     """H <- leaky_relu(X W^T + b). X (B, K) float32 or uint8; W (N, K); b (N,); H (B, N)."""
-    _linear_leaky_relu(_as_float(X), W, b, H, slope)
+    gemm(False, True, 1.0, _as_float32(X), W, 0.0, H)
+    bias_leaky_relu_(H, b, np.float32(slope))
 
 
 # --- kernel 2 (+3): matmul + bias + Sigmoid (+ MSE gradient) ----------------------------------
@@ -250,32 +252,35 @@ def bias_sigmoid_loss(Z, b, T):
 
 
 @njit(**_FAST)
-def _linear_sigmoid(H, W, b, Y):
-    gemm(False, True, 1.0, H, W, 0.0, Y)
+def linear_sigmoid(H, W, b, Y):
+    """Y <- sigmoid(H W^T + b). H (B, K); W (N, K); b (N,); Y (B, N)."""
+    gemm(False, True, 1.0, _as_float32(H), W, 0.0, Y)
     bias_sigmoid_(Y, b)
 
 
-def linear_sigmoid(H, W, b, Y):
-    """Y <- sigmoid(H W^T + b). H (B, K); W (N, K); b (N,); Y (B, N)."""
-    _linear_sigmoid(_as_float(H), W, b, Y)
+@njit(**_FAST)
+def linear_sigmoid_mse(H, W, b, T, dZ, Y=None, colsum=None):
+    """Kernels 2+3 fused: dZ <- 2/(B*N) (y - T) y (1 - y), y = sigmoid(H W^T + b).
+
+    Returns the batch's loss sum, sum((y - T)^2), in float64. Y (B, N) receives y if given;
+    otherwise y is never written to memory. ``colsum`` ((N,) float64), if given, receives dZ's
+    column sums (the bias gradient) from the same pass.
+    """
+    gemm(False, True, 1.0, _as_float32(H), W, 0.0, dZ)
+    scale = 2.0 / (dZ.shape[0] * dZ.shape[1])
+    # (numba resolves each `is None` when it compiles: no branch at run time)
+    y = np.empty((0, dZ.shape[1]), np.float32) if Y is None else Y
+    sums = np.empty(0, np.float64) if colsum is None else colsum
+    sums[:] = 0.0
+    return bias_sigmoid_mse_(dZ, b, T, scale, y, sums)
 
 
 @njit(**_FAST)
-def _linear_sigmoid_mse(H, W, b, T, dZ, Y):
-    gemm(False, True, 1.0, H, W, 0.0, dZ)
-    scale = 2.0 / (dZ.shape[0] * dZ.shape[1])
-    return bias_sigmoid_mse_(dZ, b, T, scale, Y, np.empty(0, np.float64))
-
-
-def linear_sigmoid_mse(H, W, b, T, dZ, Y=None):
-    """Kernels 2+3 fused: dZ <- 2/(B*N) (y - T) y (1 - y), y = sigmoid(H W^T + b).
-
-    Returns the batch's loss sum, sum((y - T)^2), as a Python float. Y (B, N) receives y if
-    given; otherwise y is never written to memory.
-    """
-    if Y is None:
-        Y = np.empty((0, dZ.shape[1]), np.float32)
-    return _linear_sigmoid_mse(_as_float(H), W, b, T, dZ, Y)
+def linear_sigmoid_loss(H, W, b, T, Z):
+    """sum((sigmoid(H W^T + b) - T)^2) in float64 (evaluation: no gradient); Z (B, N) is
+    scratch for the product."""
+    gemm(False, True, 1.0, H, W, 0.0, Z)
+    return bias_sigmoid_loss(Z, b, T)
 
 
 # --- kernel 4: the backward products ----------------------------------------------------------
@@ -297,14 +302,13 @@ def leaky_relu_grad_(dH, H, slope, colsum):
 
 
 @njit(**_FAST)
-def _backward_hidden(dZ, W2, H, dH, slope):
+def backward_hidden(dZ, W2, H, dH, slope=0.01, colsum=None):
+    """dH <- (dZ W2) * leaky_relu'(H). dZ (B, N); W2 (N, K); H, dH (B, K). ``colsum`` ((K,)
+    float64), if given, receives dH's column sums (the bias gradient) from the same pass."""
     gemm(False, False, 1.0, dZ, W2, 0.0, dH)
-    leaky_relu_grad_(dH, H, np.float32(slope), np.empty(0, np.float64))
-
-
-def backward_hidden(dZ, W2, H, dH, slope=0.01):
-    """dH <- (dZ W2) * leaky_relu'(H). dZ (B, N); W2 (N, K); H, dH (B, K)."""
-    _backward_hidden(dZ, W2, H, dH, slope)
+    sums = np.empty(0, np.float64) if colsum is None else colsum
+    sums[:] = 0.0
+    leaky_relu_grad_(dH, H, np.float32(slope), sums)
 
 
 @njit(**_FAST)
@@ -323,28 +327,32 @@ def column_sums(dZ, out, alpha, beta):
 
 
 @njit(**_FAST)
-def _weight_grad(dZ, A, G, gb):
-    gemm(True, False, 1.0, dZ, A, 0.0, G)
+def weight_grad(dZ, A, G, gb):
+    """G <- dZ^T A (N, K) and gb <- dZ.sum(0) (N,). A may be uint8 pixels."""
+    gemm(True, False, 1.0, dZ, _as_float32(A), 0.0, G)
     column_sums(dZ, gb, 1.0, 0.0)
 
 
-def weight_grad(dZ, A, G, gb):
-    """G <- dZ^T A (N, K) and gb <- dZ.sum(0) (N,). A may be uint8 pixels."""
-    _weight_grad(dZ, _as_float(A), G, gb)
+@njit(cache=True, nogil=True)  # no fast-math: b - lr g rounds as written (no fused multiply-add)
+def _bias_step(b, g, lr):
+    for j in range(b.shape[0]):
+        b[j] -= lr * g[j]
 
 
 @njit(**_FAST)
-def _sgd_weight_step(dZ, A, W, b, lr):
-    gemm(True, False, -lr, dZ, A, 1.0, W)
-    column_sums(dZ, b, -lr, 1.0)
-
-
-def sgd_weight_step(dZ, A, W, b, lr):
+def sgd_weight_step(dZ, A, W, b, lr, gsum=None):
     """Plain SGD fused into the weight-gradient product: W <- W - lr dZ^T A, b <- b - lr sum(dZ).
 
-    One sgemm with alpha = -lr, beta = 1: the gradient G is never written to memory.
+    One sgemm with alpha = -lr, beta = 1: the gradient G is never written to memory. ``gsum``:
+    dZ's column sums (float64) when the caller has them (an epilogue summed them).
     """
-    _sgd_weight_step(dZ, _as_float(A), W, b, lr)
+    gemm(True, False, -lr, dZ, _as_float32(A), 1.0, W)
+    if gsum is None:
+        sums = np.empty(dZ.shape[1], np.float64)
+        column_sums(dZ, sums, 1.0, 0.0)
+        _bias_step(b, sums, lr)
+    else:
+        _bias_step(b, gsum, lr)
 
 
 # --- kernel 5: optimizer updates --------------------------------------------------------------
@@ -354,14 +362,12 @@ def _ftz(x):
     in every image) has its momentum / Adam buffers decay geometrically towards subnormals,
     which x86 handles in microcode. The CUDA kernels flush to zero too (fast-math: -ftz=1), and
     so does the engine's loop (kernels/ftz.py); flushing here as well keeps the kernel's result
-    the same whoever calls it. (No speed effect was measured: a slowdown first blamed on
-    subnormals was a stale cached build with threaded updates.)"""
+    the same whoever calls it."""
     return x if abs(x) >= _FLT_MIN else np.float32(0.0)
 
 
-# Serial loops (they vectorise): these run once per batch on at most 0.4M parameters, where a
-# parallel region's thread wake-up costs more than it saves, and on a busy 2-core machine
-# numba's worker threads waited on each other: prange versions ran Adam at ~2k samples/s.
+# Serial loops (they vectorise): once per batch on at most 0.4M parameters, a parallel
+# region's thread wake-up costs more than it saves.
 @njit(**_FAST)
 def sgd_update(W, G, lr, momentum, nesterov, V):
     """In place, torch.optim.SGD semantics (see reference.sgd_update). V is unused if momentum=0."""
@@ -404,3 +410,35 @@ def adam_update(W, G, M, V, lr, t, beta1, beta2, eps):
         m[i] = mi
         v[i] = vi
         w[i] -= step * mi / (math.sqrt(vi) * inv_bc2_sqrt + e)
+
+
+@njit(cache=True, nogil=True)
+def optimizer_update(kind, hp, t, W, G, V, M):
+    """One parameter's update from its gradient G, in place: ``kind`` OPT_MOMENTUM /
+    OPT_NESTEROV (sgd_update, V the momentum buffer) or OPT_ADAM (adam_update at step t, M
+    exp_avg, V exp_avg_sq); ``hp`` a kernels.optim.HyperParams."""
+    if kind == OPT_ADAM:
+        adam_update(W, G, M, V, np.float32(hp.lr), t, hp.beta1, hp.beta2, hp.eps)
+    else:
+        sgd_update(W, G, np.float32(hp.lr), np.float32(hp.momentum), kind == OPT_NESTEROV, V)
+
+
+# No fast-math: gb's float32 copy of gsum and SGD's bias step round as written.
+@njit(cache=True, nogil=True)
+def weight_step(kind, hp, t, dZ, A, W, b, gsum, VW, Vb, MW, Mb, G, gb):
+    """One optimizer step of a layer (kernel 5): W's gradient is dZ^T A, b's is ``gsum`` (dZ's
+    column sums in float64, as linear_sigmoid_mse / backward_hidden leave them).
+
+    ``kind``, ``hp`` (HyperParams), buffers (VW, Vb, MW, Mb) as in kernels/optim.py; ``t`` the
+    step number (Adam's, from 1). OPT_SGD: sgd_weight_step, the update fused into the product
+    (G, gb and the buffers unused). Otherwise G <- dZ^T A and gb <- gsum (float32 scratch of
+    W's and b's shapes), then optimizer_update of W and of b.
+    """
+    lr = np.float32(hp.lr)
+    if kind == OPT_SGD:
+        sgd_weight_step(dZ, A, W, b, lr, gsum)
+    else:
+        gemm(True, False, 1.0, dZ, A, 0.0, G)
+        gb[:] = gsum
+        optimizer_update(kind, hp, t, W, G, VW, MW)
+        optimizer_update(kind, hp, t, b, gb, Vb, Mb)

@@ -390,3 +390,17 @@ def test_bench_chart_linear_from_zero_with_values_and_ratios(tmp_path, monkeypat
     assert "aecore cuda vs cpu: h=64 2.50x" in title
     assert "aecore cpu vs PyTorch cpu: h=64 2.50x" in title
     close(figs[-1])
+
+
+def test_cuda_graphs_flag_is_recorded_in_config_json(tmp_path, real_data_dir):
+    out = tmp_path / "runs"
+    args = ("--device", "cpu", "--data-dir", real_data_dir)
+    r = invoke("train", "--hidden", "8", "--epochs", "1", "--limit", "64", "--batch-size", "32",
+               "--no-cuda-graphs", "--out", out, *args)
+    assert r.exit_code == 0, r.output
+    run = out / "h8-adam"
+    assert json.loads((run / runs.CONFIG).read_text())["config"]["cuda_graphs"] is False
+    r = invoke("train", "--resume", run, "--epochs", "2", "--cuda-graphs", *args)
+    assert r.exit_code == 0, r.output
+    assert json.loads((run / runs.CONFIG).read_text())["config"]["cuda_graphs"] is True
+    assert "--no-cuda-graphs" in invoke("study", "--help").output

@@ -17,7 +17,8 @@ from conftest import cuda_or_skip
 
 cuda_or_skip()
 
-from aecore.engine import OptimConfig, make_engine  # noqa: E402
+from aecore.devices import make_engine  # noqa: E402
+from aecore.optim import OptimConfig  # noqa: E402
 from aecore.kernels import cuda as kc  # noqa: E402
 from aecore.model import init_params  # noqa: E402
 from aecore.trainer import TrainConfig, train  # noqa: E402
@@ -119,8 +120,8 @@ def test_trainer_on_cuda_writes_a_complete_run(tmp_path):
 def test_cuda_inference_matches_cpu(real_data):
     images = real_data.test.images[:70]  # not a multiple of any tile
     p = init_params(16, 5)
-    c = make_engine("cpu", p, OptimConfig(), 64)
-    g = make_engine("cuda", p, OptimConfig(), 64)
+    c = make_engine("cpu", p)  # inference engines: no optimizer state
+    g = make_engine("cuda", p)
     for a, b in ((c.reconstruct(images), g.reconstruct(images)),
                  (c.encode(images), g.encode(images))):
         assert a.shape == b.shape
@@ -130,15 +131,14 @@ def test_cuda_inference_matches_cpu(real_data):
 @pytest.mark.gpu
 @pytest.mark.skipif(SIM, reason="CUDA graphs need a real GPU (the simulator has no graphs)")
 @pytest.mark.parametrize("opt", ["sgd", "adam"])
-def test_graph_replay_equals_eager(real_data, monkeypatch, opt):
+def test_graph_replay_equals_eager(real_data, opt):
     """3 epochs in 3 chunks each: epoch 1 eager, epoch 2 records, epoch 3 replays. Same weights."""
     images = real_data.train.images[:2000]
     optim = OptimConfig(opt, lr=20.0 if opt == "sgd" else 1e-3)
     out = {}
     for graphs in ("0", "1"):
-        monkeypatch.setenv("AECORE_CUDA_GRAPHS", graphs)
-        eng = make_engine("cuda", init_params(64, 1), optim, 64)
-        assert (eng._graphs is not None) == (graphs == "1")
+        eng = make_engine("cuda", init_params(64, 1), optim, 64, graphs=graphs == "1")
+        assert eng.uses_graphs == (graphs == "1")
         data = eng.put(images)
         rng = np.random.default_rng(0)
         losses = []
@@ -148,7 +148,7 @@ def test_graph_replay_equals_eager(real_data, monkeypatch, opt):
                 eng.train_steps(data, perm, a, b)
             losses.append(eng.take_loss_sum())
         if graphs == "1":
-            assert len(eng._graphs) == 3  # one recorded graph per chunk
+            assert eng.recorded_graphs == 3  # one recorded graph per chunk
         out[graphs] = losses, eng.get_params(), eng.get_opt_state()
     (l0, p0, s0), (l1, p1, s1) = out["0"], out["1"]
     np.testing.assert_allclose(l1, l0, rtol=1e-12)  # loss atomics may add in another order
@@ -158,14 +158,11 @@ def test_graph_replay_equals_eager(real_data, monkeypatch, opt):
         np.testing.assert_array_equal(s1[k], s0[k])
 
 
-def test_no_graphs_in_the_simulator_or_when_turned_off(monkeypatch):
-    from aecore.engine_cuda import _graph_support
-
-    monkeypatch.setenv("AECORE_CUDA_GRAPHS", "0")
-    assert _graph_support() is None
-    monkeypatch.setenv("AECORE_CUDA_GRAPHS", "1")
+def test_no_graphs_in_the_simulator_or_when_turned_off():
+    p = init_params(8, 0)
+    assert not make_engine("cuda", p, OptimConfig(), 64, graphs=False).uses_graphs
     if SIM:
-        assert _graph_support() is None
+        assert not make_engine("cuda", p, OptimConfig(), 64, graphs=True).uses_graphs
 
 
 @pytest.mark.gpu
@@ -191,7 +188,7 @@ def test_engines_in_threads_run_side_by_side_with_the_same_results(real_data):
                 eng.train_steps(data, perm, a, b)
                 losses.append(eng.take_loss_sum())
             losses.append(eng.evaluate(data))
-        out[i] = losses, eng.get_params(), eng.get_opt_state(), bool(eng._graphs)
+        out[i] = losses, eng.get_params(), eng.get_opt_state(), eng.recorded_graphs > 0
 
     alone, together = {}, {}
     for i, (h, o) in enumerate(setups):
@@ -220,11 +217,24 @@ def test_an_engine_without_a_graph_stream_says_so_and_runs_eager(monkeypatch, ca
     import aecore.engine_cuda as ec
 
     pytest.importorskip("cuda.core")
-    monkeypatch.setattr(ec, "_graph_support", lambda: {})
+    monkeypatch.setattr(ec, "_graph_support", lambda wanted: {})
     if not SIM:
         pytest.skip("on a GPU the stream is made (test_graph_replay_equals_eager uses it)")
     eng = make_engine("cuda", init_params(8, 0), OptimConfig(), 64)
-    assert eng._graphs is None and eng._core_stream is None
+    assert not eng.uses_graphs and eng._core_stream is None
     assert "launching kernels one by one" in capsys.readouterr().err
     x = np.arange(3 * 784, dtype=np.uint8).reshape(3, 784)
     np.testing.assert_array_equal(eng._read(eng.put(x)), x)
+
+
+def test_cuda_kernels_read_the_shared_optimizer_vocabulary():
+    """kernels.optim's codes and packed hyper-parameters are the ones kernels.cuda reads."""
+    from aecore.kernels import optim as ko
+
+    assert (ko.OPT_NONE, ko.OPT_SGD, ko.OPT_MOMENTUM, ko.OPT_NESTEROV, ko.OPT_ADAM) == (
+        kc.OPT_NONE, kc.OPT_SGD, kc.OPT_MOMENTUM, kc.OPT_NESTEROV, kc.OPT_ADAM)
+    adam = OptimConfig("adam", lr=3e-3, beta1=0.8, beta2=0.99, eps=1e-7)
+    np.testing.assert_array_equal(ko.pack_adam_steps(adam.hyper_params(), 4, 6),
+                                  kc.adam_hparams_steps(3e-3, 4, 6, 0.8, 0.99, 1e-7))
+    np.testing.assert_array_equal(ko.pack(adam.hyper_params(), 0.5, 2.0)[[0, 2, 3, 4]],
+                                  kc.adam_hparams(3e-3, 1, 0.8, 0.99, 1e-7)[[0, 2, 3, 4]])

@@ -237,9 +237,9 @@ class _OomEngine:
 
 @pytest.fixture
 def oom_on_cuda(monkeypatch):
-    from aecore import engine as engine_mod
+    from aecore import devices
 
-    real_make = engine_mod.make_engine
+    real_make = devices.make_engine
     where = {"at": "put"}
 
     def make(device, *a, **kw):
@@ -247,7 +247,7 @@ def oom_on_cuda(monkeypatch):
             return _OomEngine(real_make("cpu", *a, **kw), where["at"])
         return real_make(device, *a, **kw)
 
-    monkeypatch.setattr(engine_mod, "make_engine", make)
+    monkeypatch.setattr(devices, "make_engine", make)
     return where
 
 

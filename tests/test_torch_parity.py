@@ -11,7 +11,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from aecore.engine import OptimConfig, make_engine
+from aecore.devices import make_engine
+from aecore.optim import OptimConfig
 from aecore.model import B1, B2, W1, W2, init_params
 
 torch = pytest.importorskip("torch")

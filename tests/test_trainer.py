@@ -11,7 +11,7 @@ from safetensors.numpy import load_file
 
 from aecore import runs
 from aecore.checkpoint import load_checkpoint, load_weights
-from aecore.engine import make_engine
+from aecore.devices import make_engine
 from aecore.errors import CheckpointError, DivergenceError
 from aecore.model import PARAM_NAMES, init_params, param_count
 from aecore.config import TrainConfig, config_problems

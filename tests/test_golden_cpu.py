@@ -1,0 +1,77 @@
+"""Golden test: a seeded CPU run gives bit for bit the results saved in tests/data/golden_cpu.npz.
+
+The fixture was written by the code before the engine refactor of issue 14 (Engine base class,
+kernels.cpu step): per optimizer, 3 epochs on the synthetic tiny dataset (384 images, batch 50,
+so every epoch ends on a short batch of 34), driven as the trainer drives the engine (a seeded
+permutation per epoch, chunks of 100 samples). Saved: the training loss sum of every chunk, the
+validation loss of every epoch, the final parameters and optimizer state, and the encodings and
+reconstructions of 7 test images. A change that moves any of them by one bit fails here.
+
+To rewrite the fixture on purpose (a change meant to alter results), run this file as a script:
+``.venv/bin/python tests/test_golden_cpu.py``.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from aecore.devices import make_engine
+from aecore.optim import OptimConfig
+from aecore.model import init_params
+
+GOLDEN = Path(__file__).parent / "data" / "golden_cpu.npz"
+OPTIMS = {"sgd": OptimConfig("sgd", lr=5.0), "momentum": OptimConfig("momentum", lr=1.0),
+          "nesterov": OptimConfig("nesterov", lr=1.0, momentum=0.8),
+          "adam": OptimConfig("adam", lr=1e-2)}
+HIDDEN, BATCH, EPOCHS, CHUNK, SLOPE = 5, 50, 3, 100, 0.02
+
+
+def golden_run(data, name: str) -> dict[str, np.ndarray]:
+    """Everything the golden fixture records for optimizer ``name`` (keys prefixed ``name/``)."""
+    eng = make_engine("cpu", init_params(HIDDEN, 7, SLOPE), OPTIMS[name], BATCH, SLOPE)
+    train, val = eng.put(data.train.images), eng.put(data.val.images)
+    n = train.shape[0]
+    rng = np.random.default_rng([7, 1])
+    chunk_losses, val_losses = [], []
+    for _ in range(EPOCHS):
+        perm = rng.permutation(n).astype(np.int64)
+        for start in range(0, n, CHUNK):
+            eng.train_steps(train, perm, start, min(start + CHUNK, n))
+            chunk_losses.append(eng.take_loss_sum())
+        val_losses.append(eng.evaluate(val))
+    images = data.test.images[:7]
+    out = {"chunk_losses": np.array(chunk_losses), "val_losses": np.array(val_losses),
+           "step": np.array(eng.step), "encode": eng.encode(images),
+           "reconstruct": eng.reconstruct(images)}
+    out.update({f"param/{k}": v for k, v in eng.get_params().items()})
+    out.update({f"state/{k}": v for k, v in eng.get_opt_state().items()})
+    return {f"{name}/{k}": np.asarray(v) for k, v in out.items()}
+
+
+@pytest.mark.parametrize("name", list(OPTIMS))
+def test_cpu_run_is_bitwise_the_golden_one(tiny_data, name):
+    with np.load(GOLDEN) as z:
+        want = {k: z[k] for k in z.files if k.startswith(f"{name}/")}
+    got = golden_run(tiny_data, name)
+    assert sorted(got) == sorted(want)
+    assert got[f"{name}/chunk_losses"].size == EPOCHS * 4
+    for k in want:
+        assert got[k].dtype == want[k].dtype and got[k].shape == want[k].shape, k
+        np.testing.assert_array_equal(got[k], want[k], err_msg=k)
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).parent))
+    from conftest import synthetic_data
+
+    data = synthetic_data()
+    saved = {}
+    for opt in OPTIMS:
+        saved.update(golden_run(data, opt))
+    GOLDEN.parent.mkdir(exist_ok=True)
+    np.savez_compressed(GOLDEN, **saved)
+    print(f"wrote {GOLDEN} ({GOLDEN.stat().st_size} bytes, {len(saved)} arrays)")
