@@ -170,12 +170,14 @@ def train(config: TrainConfig, run_dir, data, resume: bool = False, progress: bo
           overwrite: bool = False, fallback_cpu: bool = False, on_chunk=None,
           chunk_samples: int = CHUNK_SAMPLES, checkpoint_every: float = CHECKPOINT_EVERY,
           signals: StopSignals | None = None, label: str | None = None,
-          progress_bar: bool = True) -> dict:
+          progress_bar: bool = True, on_epoch=None) -> dict:
     """Train (or, with ``resume``, continue) the run in ``run_dir``; returns the summary dict.
 
     ``data``: an object with ``.train/.val/.test`` splits (``.images`` uint8 (n, 784),
     ``.labels``), as ``aecore.data.load_fashion_mnist`` returns. ``on_chunk(epoch, position)``
-    is called after every chunk of about ``chunk_samples`` samples (tests use it).
+    is called after every chunk of about ``chunk_samples`` samples (tests use it);
+    ``on_epoch(row)`` after every epoch, once its files are saved if they are saved that epoch
+    (``row``: metrics.csv's columns; ``aecore sweep`` reports it to Ray Tune).
     ``checkpoint_every``: seconds between saves of the run's files (module docstring).
     ``signals``: a StopSignals installed by the caller (runs in threads share the main
     thread's); by default the run installs its own for its duration. ``label`` starts its
@@ -193,7 +195,8 @@ def train(config: TrainConfig, run_dir, data, resume: bool = False, progress: bo
     with runs.lock_run_dir(run_dir, create=not resume):
         try:
             return _train(config, run_dir, data, resume, progress, overwrite, fallback_cpu,
-                          on_chunk, chunk_samples, checkpoint_every, signals, label, progress_bar)
+                          on_chunk, chunk_samples, checkpoint_every, signals, label, progress_bar,
+                          on_epoch)
         except RunWriteError as e:
             raise RunWriteError(f"{e}; training stopped. {_resume_note(run_dir)}", e.path,
                                 e.errno) from None
@@ -211,7 +214,7 @@ def _resume_note(run_dir: Path) -> str:
 
 
 def _train(config, run_dir, data, resume, progress, overwrite, fallback_cpu, on_chunk,
-           chunk_samples, checkpoint_every, signals, label, progress_bar) -> dict:
+           chunk_samples, checkpoint_every, signals, label, progress_bar, on_epoch) -> dict:
     ckpt = None
     if resume:
         ckpt = runs.RunDir(run_dir).resume_checkpoint(config)
@@ -315,6 +318,8 @@ def _train(config, run_dir, data, resume, progress, overwrite, fallback_cpu, on_
                     time.perf_counter() - run.t_saved >= checkpoint_every:
                 run.save()
                 run.summary("interrupted" if stop else "running", device)
+            if on_epoch is not None:
+                on_epoch(dict(row))
             if stop:
                 raise TrainingInterrupted(
                     f"interrupted by {sig.received} after epoch {epoch}; checkpoint saved in "

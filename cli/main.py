@@ -56,3 +56,6 @@ main.add_command(report)
 from .study import study  # noqa: E402
 
 main.add_command(study)
+from .sweep import sweep  # noqa: E402
+
+main.add_command(sweep)
