@@ -89,7 +89,7 @@ def _compile_problem() -> str:
     try:
         from .kernels import cuda as kc
 
-        kc.k_zero_f64["f64"]
+        kc.zero_kernel["f64"]
     except Exception as exc:
         return compile_problem_message(exc)
     return ""

@@ -9,7 +9,6 @@ the output has too few tiles to fill the GPU: ``kernels.cuda.SplitK``):
     3. dH <- (dZ W2) * leaky'(H)                    backward_hidden     (reads W2 before 4.)
     4. W2, b2 <- update(dZ^T H, sum(dZ))            weight_step         (gradient never stored)
     5. W1, b1 <- update(dH^T X[perm[s:e]], sum(dH)) weight_step
-       (AECORE_CUDA_PAIRED_UPDATES=1: 4 and 5 in one launch, weight_step_pair; same results)
 
 Everything the engine does on the GPU (uploads, launches, graph replays, reads) is ordered on
 one stream of its own, a non-blocking one: nothing waits on the legacy default stream or on the
@@ -40,7 +39,6 @@ once and stays eager.
 
 from __future__ import annotations
 
-import os
 import sys
 
 import numpy as np
@@ -89,8 +87,6 @@ class CudaEngine(Engine):
         self._adam = self.optim.name is Optimizer.ADAM  # per-step hyper-parameters
         self._hp = cuda.to_device(ko.pack(self.optim.hyper_params()), stream=s)  # the others'
         self._opt_kind = self.optim.name.kernel_code
-        self._paired = os.environ.get("AECORE_CUDA_PAIRED_UPDATES", "0") not in (
-            "0", "", "false", "no")
         self._perm_host = None
         self._perm_dev = None
         # The launchers' placeholders for absent operands are made by the first (eager) run of
@@ -173,11 +169,8 @@ class CudaEngine(Engine):
             hp = hps[i] if self._adam else self._hp
             upd2 = (dZ, H, p[W2], p[B2], *self._opt_state[W2], None, 0)
             upd1 = (dH, data, p[W1], p[B1], *self._opt_state[W1], dperm, s)
-            if self._paired:  # both updates in one launch: two small grids side by side
-                kc.weight_step_pair(self._opt_kind, hp, upd2, upd1, stream=stream)
-            else:
-                kc.weight_step(self._opt_kind, hp, upd2, stream=stream)
-                kc.weight_step(self._opt_kind, hp, upd1, stream=stream)
+            kc.weight_step(self._opt_kind, hp, upd2, stream=stream)
+            kc.weight_step(self._opt_kind, hp, upd1, stream=stream)
 
     def train_steps(self, data, perm, start, stop):
         self._require_optimizer()

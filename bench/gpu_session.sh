@@ -1,22 +1,28 @@
 #!/usr/bin/env bash
 # What a session with a lent GPU measures, in one command, stage by stage:
 #   bash bench/gpu_session.sh OUT_DIR [STAGE...]      (default: every stage, ~8 minutes)
+# The first run after the GEMM-core rewrite (issue 12; the plan in bench/RESULTS.md, ~6 min):
+#   KERNEL_TILES=64 BENCH_DEVICES=cuda EAGER_BATCH=none \
+#       bash bench/gpu_session.sh gpu-results tests kernels dev bench
 # Stages (each under its own time limit; each writes OUT_DIR/<stage>.txt, and one line with its
 # exit code and seconds to OUT_DIR/stages.txt, so a stage that fails or runs out of time costs
 # only itself):
 #   tests    the CUDA tests on the real GPU (full-size kernels, CPU-vs-CUDA parity on 512 images,
 #            CUDA-graph replay vs eager, the gpu-marked NaN checks)
-#   kernels  GPU time of each of the step's five launches (and of 4+5 paired), per batch and
-#            hidden size, for the block tiles in KERNEL_TILES (default 64 32 16) x the main-loop
-#            prefetch settings in KERNEL_PREFETCH (default 0 1; bench/cuda_kernel_times.py)
+#   kernels  GPU time of each of the step's five launches, per batch and hidden size
+#            (bench/cuda_kernel_times.py): the kernels before the GEMM-core rewrite (the one-file
+#            kernels/cuda.py of commit KERNELS_BEFORE, default effbbb7, from git) and today's,
+#            for the block tiles in KERNEL_TILES (default 64 32)
+#   dev      the variants in dev/cuda: their bit-for-bit checks on the GPU, then their GPU times
+#            against production (register prefetch in the main loops; the two weight updates
+#            in one launch)
 #   bench    `aecore bench --device cpu,cuda` (the README's table; BENCH_DEVICES=cuda for the GPU
 #            rows alone) and the CUDA rows again with graphs off (AECORE_CUDA_GRAPHS=0; batches
-#            EAGER_BATCH): their ratio is the graphs' effect
+#            EAGER_BATCH, "none" to skip): their ratio is the graphs' effect
 #   variants `aecore bench --device cuda --batch 64` once per kernel variant, PyTorch timed in
 #            the same process (so each row's x torch is a same-run ratio). BENCH_VARIANTS: a
 #            space-separated list, each a comma-separated list of settings (fixed at import,
-#            so one process each); default: the 32x32 tile, the paired weight updates, the
-#            register prefetch, and all three together
+#            so one process each); default: the 32x32 tile
 #   pybench  the CUDA pytest-benchmarks (kernels vs CuPy; 200 steps and epochs vs PyTorch CUDA
 #            eager and the cuBLAS floor)
 #   gridsync grid-wide barrier cost (bench/grid_sync.py): cooperative grid.sync() vs an
@@ -24,15 +30,15 @@
 #            decides the persistent kernel's design (issue #13)
 #   study    the 4-size x 200-epoch study (Adam, the defaults) on the GPU, timed, once per
 #            number of runs trained at once in STUDY_JOBS (default "4": all four side by side;
-#            "4 1" also times them one after another); set AECORE_CUDA_TILE /
-#            AECORE_CUDA_PAIRED_UPDATES / AECORE_CUDA_PREFETCH for it to use those variants
+#            "4 1" also times them one after another); set AECORE_CUDA_TILE for it to use
+#            another tile
 # Assumes aecore is installed (`pip install -e ".[test,cuda13]"`, torch for the PyTorch rows)
 # and the data where aecore finds it (AECORE_DATA).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${1:-gpu-results}"
 shift || true
-STAGES="${*:-tests gridsync kernels bench variants pybench study}"
+STAGES="${*:-tests gridsync kernels dev bench variants pybench study}"
 PY="${PYTHON:-python3}"
 mkdir -p "$OUT"
 export NUMBA_ENABLE_CUDASIM=0 MPLBACKEND=Agg PYTHONUNBUFFERED=1
@@ -63,24 +69,32 @@ for stage in $STAGES; do
     case $stage in
     tests)
         run_stage tests 120 "$PY" -m pytest -q -p no:cacheprovider tests/test_kernels_cuda.py \
-            tests/test_engine_cuda.py tests/test_cuda_ptx.py ;;
+            tests/test_engine_cuda.py tests/test_cuda_golden.py tests/test_cuda_dev_variants.py ;;
     kernels)
-        for t in ${KERNEL_TILES:-64 32 16}; do
-            for pf in ${KERNEL_PREFETCH:-0 1}; do
-                AECORE_CUDA_TILE=$t AECORE_CUDA_PREFETCH=$pf run_stage "kernels${t}_pf$pf" 35 \
-                    "$PY" bench/cuda_kernel_times.py --json "$OUT/kernels${t}_pf$pf.json"
-            done
+        before="$OUT/kernels_before.py"
+        if git show "${KERNELS_BEFORE:-effbbb7}:kernels/cuda.py" > "$before" 2>/dev/null; then
+            run_stage kernels_before 60 "$PY" bench/cuda_kernel_times.py --kernels "$before" \
+                --json "$OUT/kernels_before.json"
+        else
+            echo "kernels_before skipped: no git history here" | tee -a "$OUT/stages.txt"
+        fi
+        for t in ${KERNEL_TILES:-64 32}; do
+            AECORE_CUDA_TILE=$t run_stage "kernels$t" 60 \
+                "$PY" bench/cuda_kernel_times.py --json "$OUT/kernels$t.json"
         done ;;
+    dev)
+        run_stage dev_prefetch 75 "$PY" dev/cuda/prefetch.py --check --time
+        run_stage dev_pair 45 "$PY" dev/cuda/weight_step_pair.py --check --time ;;
     bench)
         run_stage bench 130 aecore bench --device "${BENCH_DEVICES:-cpu,cuda}" \
             --hidden 64,128,256,512 --batch 64,256 --repeats 3 --out "$OUT"
-        AECORE_CUDA_GRAPHS=0 run_stage bench_eager 50 aecore bench --device cuda \
-            --hidden 64,128,256,512 --batch "${EAGER_BATCH:-64,256}" --repeats 3 --no-torch \
-            --out "$OUT/eager" ;;
+        if [ "${EAGER_BATCH:-64,256}" != none ]; then
+            AECORE_CUDA_GRAPHS=0 run_stage bench_eager 50 aecore bench --device cuda \
+                --hidden 64,128,256,512 --batch "${EAGER_BATCH:-64,256}" --repeats 3 \
+                --no-torch --out "$OUT/eager"
+        fi ;;
     variants)
-        for v in ${BENCH_VARIANTS:-AECORE_CUDA_TILE=32 AECORE_CUDA_PAIRED_UPDATES=1 \
-                AECORE_CUDA_PREFETCH=1 \
-                AECORE_CUDA_TILE=32,AECORE_CUDA_PAIRED_UPDATES=1,AECORE_CUDA_PREFETCH=1}; do
+        for v in ${BENCH_VARIANTS:-AECORE_CUDA_TILE=32}; do
             name=$(echo "$v" | sed 's/AECORE_CUDA_//g; s/=/-/g; s/,/+/g')
             (
                 IFS=, read -ra settings <<< "$v"

@@ -91,7 +91,6 @@ def bench(devices, hidden, batches, samples, repeats, with_torch, data_dir, out)
             "samples": samples, "repeats": repeats,
             # the settings that change what the CUDA rows measure, when set
             "env": {k: os.environ[k] for k in ("AECORE_CUDA_TILE", "AECORE_CUDA_BK",
-                                                "AECORE_CUDA_PAIRED_UPDATES", "AECORE_CUDA_PREFETCH",
                                                 "OPENBLAS_NUM_THREADS")
                     if k in os.environ}}
     B.write_json(rows, os.path.join(out, "bench.json"), meta)

@@ -2,7 +2,7 @@
 
 Definitions and conventions in ``activations_reference``; the same uniform signatures as
 ``activations_cpu``: ``forward(z, slope)``, ``backward(g, h, z, slope)``. Declared with
-``kernels.cuda``'s ``_device`` (``cuda.jit(device=True, forceinline=True)`` with the kernels'
+``kernels.cuda.config``'s ``device`` (``cuda.jit(device=True, forceinline=True)`` with the kernels'
 fastmath; plain Python functions under the simulator). A kernel factory closes over the pair
 from ``activation(name)``, so numba-cuda compiles one straight-line epilogue per activation::
 
@@ -27,7 +27,8 @@ import math
 import numpy as np
 
 from .activations_reference import face_selector
-from .cuda import _device, _sigmoid_and_slope
+from .cuda.config import device as _device
+from .cuda.fused_linear_sigmoid import sigmoid_and_slope as _sigmoid_and_slope
 
 _0 = np.float32(0.0)
 _1 = np.float32(1.0)

@@ -19,7 +19,8 @@ import math
 
 import numpy as np
 
-from .cuda import _device, _sigmoid_and_slope
+from .cuda.config import device as _device
+from .cuda.fused_linear_sigmoid import sigmoid_and_slope as _sigmoid_and_slope
 from .losses_reference import face_selector
 
 _0 = np.float32(0.0)

@@ -136,7 +136,7 @@ def fast_exp_rtol(arg) -> np.ndarray:
 def todays_mse_kernel():
     """loss_kernel with today's inline Sigmoid + MSE epilogue code (kernels/cuda.py's
     ``d = y - T[src, n] * tscale``, ``part += float64(d * d)``, ``dZ = dscale * d * slope``)."""
-    from aecore.kernels.cuda import _sigmoid_and_slope
+    from aecore.kernels.cuda.fused_linear_sigmoid import sigmoid_and_slope as _sigmoid_and_slope
 
     def k(Z, T, scale, L, S, G):
         i = cuda.grid(1)

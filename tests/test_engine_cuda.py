@@ -82,29 +82,6 @@ def test_cuda_adam_and_momentum_state_match_cpu(real_data):
             assert np.linalg.norm(v - g.get_params()[k]) <= 1e-4 * np.linalg.norm(v), (optim.name, k)
 
 
-@pytest.mark.parametrize("opt", ["adam"] + ([] if SIM else ["sgd", "nesterov"]))
-def test_paired_weight_updates_equal_two_launches(real_data, monkeypatch, opt):
-    """AECORE_CUDA_PAIRED_UPDATES=1 (the step's two weight updates in one launch) trains to
-    the same parameters and optimizer state, bit for bit (1 step in the simulator, 3 chunks
-    of 640 images on a GPU, where the last chunk replays a graph)."""
-    n = 64 if SIM else 2000
-    images = real_data.train.images[:n]
-    optim = OptimConfig(opt, lr={"adam": 1e-3, "sgd": 20.0, "nesterov": 3.0}[opt])
-    out = {}
-    for paired in ("0", "1"):
-        monkeypatch.setenv("AECORE_CUDA_PAIRED_UPDATES", paired)
-        eng = make_engine("cuda", init_params(16, 2), optim, 64)
-        assert eng._paired == (paired == "1")
-        data = eng.put(images)
-        perm = np.random.default_rng(0).permutation(n).astype(np.int64)
-        for _ in range(1 if SIM else 3):
-            eng.train_steps(data, perm, 0, n)
-        out[paired] = eng.get_params(), eng.get_opt_state()
-    for a, b in zip(out["0"], out["1"]):
-        for k in a:
-            np.testing.assert_array_equal(a[k], b[k], err_msg=k)
-
-
 def test_trainer_on_cuda_writes_a_complete_run(tmp_path):
     """The trainer's whole CUDA path (put, chunks, loss reads, eval, reconstructions, checkpoint)."""
     data = synthetic_data(n_train=64, n_val=16, n_test=16)

@@ -1,4 +1,4 @@
-"""Every CUDA kernel (kernels/cuda.py) against its float64 definition in kernels/reference.py.
+"""Every CUDA kernel (kernels/cuda/) against its float64 definition in kernels/reference.py.
 
 Fresh random inputs each run (the seed is printed; rerun one with AECORE_TEST_SEED=<seed>),
 awkward shapes (B = 1, 5, 37; K = 13, 70, 784; N = 9, 67, 784: tails in every tile dimension),
@@ -370,81 +370,6 @@ def test_adam_hparams_of_a_chunk_equal_step_by_step(lr, b1, b2, eps, t0, n):
     np.testing.assert_array_equal(kc.adam_hparams_steps(lr, t0, n, b1, b2, eps), one)
 
 
-@pytest.mark.parametrize("kind", ["sgd", "momentum", "nesterov", "adam"])
-def test_weight_step_pair_equals_two_single_launches(rng, kind):
-    """The paired launch (the step's W2 and W1 updates in one grid) gives the single
-    launches' results bit for bit: shapes as in a step with h=13, 70 pixels, B=5 (so the
-    two grids differ: 2x1 and 1x2 tiles), the second update's input gathered uint8 pixels."""
-    B, h, P = 5, 13, 70
-    dZ = (rng.standard_normal((B, P)) * 0.1).astype(np.float32)
-    H = rng.random((B, h), dtype=np.float32)
-    dH = (rng.standard_normal((B, h)) * 0.1).astype(np.float32)
-    X, perm, off, _ = source_rows(rng, pixels(rng, (B + 6, P)), B, True)
-    W2, b2 = _params(rng, P, h)
-    W1, b1 = _params(rng, h, P)
-    opt = {"sgd": kc.OPT_SGD, "momentum": kc.OPT_MOMENTUM, "nesterov": kc.OPT_NESTEROV,
-           "adam": kc.OPT_ADAM}[kind]
-    hp = cuda.to_device(kc.adam_hparams(1e-2, 3) if kind == "adam"
-                        else kc._hp(lr=0.3, momentum=0.9))
-
-    def state(r, n, k):  # VW, Vb (momentum buffer / exp_avg_sq), MW, Mb (exp_avg)
-        if kind == "sgd":
-            return [None] * 4
-        arrays = [r.random(n * k) * 1e-4, r.random(n) * 1e-4]
-        arrays += [r.standard_normal(n * k) * 1e-2, r.standard_normal(n) * 1e-2] \
-            if kind == "adam" else [None, None]
-        return [None if a is None else cuda.to_device(a.astype(np.float32)) for a in arrays]
-
-    def updates(seed):  # (first, second) as weight_step_pair takes them, same values per seed
-        r = np.random.default_rng(seed)
-        return ((cuda.to_device(dZ), cuda.to_device(H), cuda.to_device(W2), cuda.to_device(b2),
-                 *state(r, P, h), None, 0),
-                (cuda.to_device(dH), X, cuda.to_device(W1), cuda.to_device(b1),
-                 *state(r, h, P), perm, off))
-
-    single = updates(1)
-    for dz, A, W, b, VW, Vb, MW, Mb, pm, o in single:
-        kc._weight_step(dz, A, opt, None, None, W, b, VW, Vb, MW, Mb, hp, pm, o, 0)
-    paired = updates(1)
-    kc.weight_step_pair(opt, hp, *paired)
-    for one, two in zip(single, paired):
-        for a, b in zip(one[2:8], two[2:8]):  # W, b and the optimizer state
-            if a is not None:
-                np.testing.assert_array_equal(a.copy_to_host(), b.copy_to_host())
-    assert not np.array_equal(single[0][2].copy_to_host(), W2)  # it did update
-    assert not np.array_equal(single[1][2].copy_to_host(), W1)
-
-
-@pytest.mark.parametrize("n", [1, 300, 2049])
-@pytest.mark.parametrize("kind", ["sgd", "momentum", "nesterov"])
-def test_sgd_update(rng, n, kind):
-    lr = 0.05
-    W0 = (rng.standard_normal(n) * lr).astype(np.float32)  # on the scale of the update
-    G = rng.standard_normal(n).astype(np.float32)
-    V0 = rng.standard_normal(n).astype(np.float32)
-    mu = 0.0 if kind == "sgd" else 0.9
-    Wd, Vd = cuda.to_device(W0), cuda.to_device(V0)
-    kc.sgd_update(Wd, cuda.to_device(G), lr, mu, kind == "nesterov", Vd)
-    W_ref, V_ref = R.sgd_update(W0, G, lr, mu, kind == "nesterov", V0)
-    assert rel_err(Wd.copy_to_host() - W0, W_ref - W0) < TOL
-    assert rel_err(Vd.copy_to_host(), V_ref) < TOL  # unchanged for plain SGD
-
-
-@pytest.mark.parametrize("n", [1, 300, 2049])
-@pytest.mark.parametrize("t", [1, 2, 100])
-def test_adam_update(rng, n, t):
-    W0 = (rng.standard_normal(n) * 1e-3).astype(np.float32)  # on the scale of the update (lr)
-    G = rng.standard_normal(n).astype(np.float32)
-    M0 = (rng.standard_normal(n) * 0.1).astype(np.float32)
-    V0 = (rng.random(n) * 0.1).astype(np.float32)
-    Wd, Md, Vd = cuda.to_device(W0), cuda.to_device(M0), cuda.to_device(V0)
-    kc.adam_update(Wd, cuda.to_device(G), Md, Vd, 1e-3, t, 0.9, 0.999, 1e-8)
-    W_ref, M_ref, V_ref = R.adam_update(W0, G, M0, V0, 1e-3, t, 0.9, 0.999, 1e-8)
-    assert rel_err(Wd.copy_to_host() - W0, W_ref - W0) < TOL
-    assert rel_err(Md.copy_to_host(), M_ref) < TOL
-    assert rel_err(Vd.copy_to_host(), V_ref) < TOL
-
-
 def test_zero():
     x = cuda.to_device(np.array([3.0, np.nan, -1.0], np.float64))
     kc.zero_(x)
@@ -550,21 +475,3 @@ def test_foreign_arrays():
     H = cp.full((33, 70), cp.nan, cp.float32)
     kc.linear_leaky_relu(cp.asarray(X), cp.asarray(W), cp.asarray(b), H)
     assert rel_err(cp.asnumpy(H), R.linear_leaky_relu(X, W, b)) < TOL
-
-
-@pytest.mark.skipif(kc.PREFETCH, reason="this process already runs the prefetch variant")
-def test_prefetch_variant_passes_the_kernel_tests():
-    """The main loops with the next K step fetched into registers during this step's products
-    (AECORE_CUDA_PREFETCH=1, fixed at import) pass the GEMM tests, in a subprocess: every
-    operand layout, gathered rows, split-K slices, the fused updates."""
-    import subprocess
-    import sys
-
-    env = {**os.environ, "AECORE_CUDA_PREFETCH": "1"}
-    r = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", __file__, "-k",
-         "splitk_linear or splitk_backward or test_linear_sigmoid_mse or weight_step_pair "
-         "or test_weight_grad"],
-        env=env, capture_output=True, text=True, timeout=1200)
-    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
-    assert " passed" in r.stdout and "failed" not in r.stdout

@@ -1,0 +1,60 @@
+"""Kernel 1: H <- leaky_relu(X W^T + b), the uint8 pixels scaled on the accumulator."""
+
+from __future__ import annotations
+
+from numba import cuda, float32, int32
+
+from .config import BK, BLOCK, F1, F2, I1, PAD, SPLIT, TM, TN, TX, TY, U2
+from .gemm import kslice, mainloop, splitk_fixup, this_thread
+from .launch import Kernel, grid, key, named, perm_or_empty, scale_of, split_args
+
+
+def make(gather, prefetch=False):
+    """The kernel for rows ``perm[off + r]`` (gather) or ``off + r`` of X."""
+    gemm = mainloop("nt", gather, prefetch)
+
+    def k(X, perm, off, scale, W, b, slope, H, ws, cnt, kchunk):
+        As = cuda.shared.array((BK, PAD), float32)
+        Bs = cuda.shared.array((BK, PAD), float32)
+        flag = cuda.shared.array(1, int32)
+        acc = cuda.local.array((TM, TN), float32)
+        tx, ty, tid, m0, n0 = this_thread()
+        M = H.shape[0]
+        N = H.shape[1]
+        kb, ke = kslice(W.shape[1], kchunk)
+        gemm(X, perm, off, W, M, N, kb, ke, m0, n0, As, Bs, acc, tid, tx, ty)
+        if not splitk_fixup(acc, ws, cnt, flag, tid):
+            return
+        for i in range(TM):
+            m = m0 + ty + TY * i
+            if m < M:
+                for j in range(TN):
+                    n = n0 + tx + TX * j
+                    if n < N:
+                        z = acc[i, j] * scale + b[n]
+                        H[m, n] = z if z > float32(0.0) else z * slope
+
+    return named(k, "k_linear_leaky_relu" + "_gather" * gather + "_prefetch" * prefetch)
+
+
+def signature(x):
+    return f"void({x}, {I1}, int64, float32, {F2}, {F1}, float32, {F2}, {SPLIT})"
+
+
+def variants(prefetch=False):
+    return {f"{d}{'+gather' * g}": (make(g, prefetch), signature(x))
+            for g in (False, True) for d, x in (("u8", U2), ("f32", F2))}
+
+
+kernel = Kernel(variants())
+
+
+def linear_leaky_relu(X, W, b, H, slope=0.01, perm=None, off=0, stream=0, splitk=None,
+                      kernel=kernel):
+    """H <- leaky_relu(X W^T + b). X (B, K) uint8 or float32, or with ``perm`` the rows
+    ``X[perm[off:off+B]]`` of a larger X (without, the rows ``off:off+B``); W (N, K); b (N,);
+    H (B, N). ``splitk``: a SplitK to split the reduction over K between blocks."""
+    M, N = H.shape
+    S, ws, cnt, kchunk = split_args(splitk, M, N, W.shape[1])
+    kernel[key(X, perm)][grid(M, N, S), BLOCK, stream](
+        X, perm_or_empty(perm), off, scale_of(X), W, b, slope, H, ws, cnt, kchunk)

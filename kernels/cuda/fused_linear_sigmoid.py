@@ -1,0 +1,156 @@
+"""Kernels 2 (+3): y = sigmoid(H W^T + b), with the MSE gradient and loss in the epilogue
+(training and evaluation) or alone (reconstructions); and the loss accumulator's reset."""
+
+from __future__ import annotations
+
+import math
+
+from numba import cuda, float32, float64, int32
+
+from .config import (BK, BLOCK, D1, F1, F2, I1, NTHREADS, PAD, SPLIT, TM, TN, TX, TY,
+                     U2, device)
+from .gemm import kslice, mainloop, splitk_fixup, this_thread
+from .launch import (Kernel, f32_or_empty, grid, key, named, perm_or_empty, scale_of,
+                     split_args)
+
+
+@device
+def sigmoid(z):
+    """Safe logistic in float32: exp is only taken of -|z|; NaN stays NaN."""
+    e = math.exp(-abs(z))
+    if z >= float32(0.0):
+        return float32(1.0) / (float32(1.0) + e)
+    return e / (float32(1.0) + e)
+
+
+@device
+def sigmoid_and_slope(z):
+    """(y, y (1 - y)) for y = sigmoid(z), accurate in float32: with e = exp(-|z|) and
+    r = 1 / (1 + e), y is r or e r and y (1 - y) = e r^2 (1 - y from a float32 y is 0 for
+    z > ~17, where the true slope is still ~e). The CPU kernel computes the same."""
+    e = math.exp(-abs(z))
+    r = float32(1.0) / (float32(1.0) + e)
+    er = e * r
+    if z >= float32(0.0):
+        return r, er * r
+    return er, er * r
+
+
+def make_mse(prefetch=False):
+    gemm = mainloop("nt", False, prefetch, indexed=False)
+
+    def k(Hin, W, b, T, tperm, toff, tscale, dscale, dZ, Y, loss, ws, cnt, kchunk):
+        As = cuda.shared.array((BK, PAD), float32)
+        Bs = cuda.shared.array((BK, PAD), float32)
+        red = cuda.shared.array(NTHREADS, float64)
+        flag = cuda.shared.array(1, int32)
+        acc = cuda.local.array((TM, TN), float32)
+        tx, ty, tid, m0, n0 = this_thread()
+        M = dZ.shape[0]
+        N = dZ.shape[1]
+        kb, ke = kslice(W.shape[1], kchunk)
+        gemm(Hin, W, M, N, kb, ke, m0, n0, As, Bs, acc, tid, tx, ty)
+        if not splitk_fixup(acc, ws, cnt, flag, tid):
+            return
+        write_y = Y.shape[0] > 0
+        gather = tperm.shape[0] > 0
+        part = float64(0.0)
+        for i in range(TM):
+            m = m0 + ty + TY * i
+            if m < M:
+                src = tperm[toff + m] if gather else toff + m
+                for j in range(TN):
+                    n = n0 + tx + TX * j
+                    if n < N:
+                        y, slope = sigmoid_and_slope(acc[i, j] + b[n])
+                        d = y - float32(T[src, n]) * tscale
+                        part += float64(d * d)
+                        dZ[m, n] = dscale * d * slope
+                        if write_y:
+                            Y[m, n] = y
+        # block reduction of the loss, one float64 atomic per block
+        red[tid] = part
+        cuda.syncthreads()
+        s = NTHREADS // 2
+        while s > 0:
+            if tid < s:
+                red[tid] += red[tid + s]
+            cuda.syncthreads()
+            s //= 2
+        if tid == 0:
+            cuda.atomic.add(loss, 0, red[0])
+
+    return named(k, "k_linear_sigmoid_mse" + "_prefetch" * prefetch)
+
+
+def make_sigmoid(prefetch=False):
+    gemm = mainloop("nt", False, prefetch, indexed=False)
+
+    def k(Hin, W, b, Y):
+        As = cuda.shared.array((BK, PAD), float32)
+        Bs = cuda.shared.array((BK, PAD), float32)
+        acc = cuda.local.array((TM, TN), float32)
+        tx, ty, tid, m0, n0 = this_thread()
+        M = Y.shape[0]
+        N = Y.shape[1]
+        gemm(Hin, W, M, N, 0, W.shape[1], m0, n0, As, Bs, acc, tid, tx, ty)
+        for i in range(TM):
+            m = m0 + ty + TY * i
+            if m < M:
+                for j in range(TN):
+                    n = n0 + tx + TX * j
+                    if n < N:
+                        Y[m, n] = sigmoid(acc[i, j] + b[n])
+
+    return named(k, "k_linear_sigmoid" + "_prefetch" * prefetch)
+
+
+def mse_variants(prefetch=False):
+    sig = "void({F2}, {F2}, {F1}, {t}, {I1}, int64, float32, float32, {F2}, {F2}, {D1}, {S})"
+    return {d: (make_mse(prefetch), sig.format(F2=F2, F1=F1, I1=I1, D1=D1, S=SPLIT, t=t))
+            for d, t in (("u8", U2), ("f32", F2))}
+
+
+def sigmoid_variants(prefetch=False):
+    return {"f32": (make_sigmoid(prefetch), f"void({F2}, {F2}, {F1}, {F2})")}
+
+
+mse_kernel = Kernel(mse_variants())
+sigmoid_kernel = Kernel(sigmoid_variants())
+
+
+def linear_sigmoid_mse(H, W, b, T, dZ, loss, Y=None, perm=None, off=0, stream=0, splitk=None,
+                       kernel=mse_kernel):
+    """Kernels 2+3 fused: dZ <- 2/(B*N) (y - t) y (1 - y), y = sigmoid(H W^T + b).
+
+    ``t`` are the rows of T (uint8 pixels or float32), gathered as ``T[perm[off:off+B]]`` when
+    ``perm`` is given (else ``T[off:off+B]``). ``loss`` (a float64 device array) gets
+    ``sum((y - t)^2)`` added to its element 0 with atomics (not reset; no host sync). Y (B, N)
+    receives y if given. ``splitk`` as in ``linear_leaky_relu`` (the reduction is over the
+    hidden units).
+    """
+    M, N = dZ.shape
+    S, ws, cnt, kchunk = split_args(splitk, M, N, W.shape[1])
+    kernel[key(T)][grid(M, N, S), BLOCK, stream](
+        H, W, b, T, perm_or_empty(perm), off, scale_of(T), 2.0 / (M * N), dZ, f32_or_empty(Y, 2),
+        loss, ws, cnt, kchunk)
+
+
+def linear_sigmoid(H, W, b, Y, stream=0, kernel=sigmoid_kernel):
+    """Y <- sigmoid(H W^T + b). H (B, K) float32; W (N, K); b (N,); Y (B, N)."""
+    M, N = Y.shape
+    kernel["f32"][grid(M, N), BLOCK, stream](H, W, b, Y)
+
+
+def _k_zero_f64(x):
+    i = cuda.grid(1)
+    if i < x.shape[0]:
+        x[i] = 0.0
+
+
+zero_kernel = Kernel({"f64": (named(_k_zero_f64, "k_zero_f64"), f"void({D1})")})
+
+
+def zero_(x, stream=0):
+    """x[:] <- 0 for a 1-D float64 device array (the loss accumulator)."""
+    zero_kernel["f64"][(x.shape[0] + 255) // 256, 256, stream](x)
