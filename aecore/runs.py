@@ -41,6 +41,7 @@ from . import IMAGE_SIZE, __version__
 from .atomic import atomic_write_text, check_writable, read_json, write_json, write_npz
 from .checkpoint import CHECKPOINT, MODEL, load_checkpoint, save_checkpoint, save_model
 from .config import TrainConfig
+from .devices import kernel_settings
 from .errors import CheckpointError, RunDirBusyError
 from .model import param_count
 
@@ -383,7 +384,7 @@ class RunDir:
                      "dir": str(Path(path).absolute()) if path else "",  # found by --resume
                      "train_images": n_train, "val_images": int(data.val.images.shape[0]),
                      "test_images": int(data.test.images.shape[0]), "train_crc32": train_crc},
-            "resumed_from": resumed_from})
+            "kernels": kernel_settings(device), "resumed_from": resumed_from})
 
     def write_summary(self, config: TrainConfig, metrics: list[dict], status: str, device: str,
                       wall_time_s: float, test_loss=None, extra=None) -> dict:
