@@ -76,13 +76,17 @@ def kernel_facts():
     return facts
 
 
-def check(hidden, B, images, steps, n):
-    """Grid of 1 vs the full grid, and each run vs CudaEngine alone; returns the findings."""
-    rng = np.random.default_rng(0)
+def dataset(seed, images, n, runs):
+    """Random uint8 images (host and device), one permutation, and it per run on the device."""
+    rng = np.random.default_rng(seed)
     data = rng.integers(0, 256, (images, n), dtype=np.uint8)
     perm = rng.permutation(images).astype(np.int64)
-    X = cuda.to_device(data)
-    perms = cuda.to_device(np.stack([perm] * len(hidden)))
+    return data, perm, cuda.to_device(data), cuda.to_device(np.stack([perm] * runs))
+
+
+def check(hidden, B, images, steps, n):
+    """Grid of 1 vs the full grid, and each run vs CudaEngine alone; returns the findings."""
+    data, perm, X, perms = dataset(0, images, n, len(hidden))
     stop = min(images, steps * B)
     out = {}
     results = []
@@ -120,14 +124,10 @@ def timed(fn, repeats):
 
 
 def measure(hidden, B, images, n, repeats):
-    rng = np.random.default_rng(1)
-    data = rng.integers(0, 256, (images, n), dtype=np.uint8)
-    perm = rng.permutation(images).astype(np.int64)
-    X = cuda.to_device(data)
+    data, perm, X, perms = dataset(1, images, n, len(hidden))
     steps = -(-images // B)
     rows = {}
     together = P.PersistentRuns([spec(h, i, n) for i, h in enumerate(hidden)], B)
-    perms = cuda.to_device(np.stack([perm] * len(hidden)))
     launch(together, X, perms, 0, images, 1)  # compile + warm
     t = timed(lambda: launch(together, X, perms, 0, images, 1), repeats)
     rows["persistent_all"] = t / steps / len(hidden) * 1e6
