@@ -1,9 +1,9 @@
 """The persistent multi-run kernel (kernels/cuda/persistent.py) against today's engine step.
 
 In the simulator (a cooperative grid runs as one block there): (a) one run, a chunk of steps
-(batch 50 with a short last batch, h = 24, rows gathered through a permutation): parameters,
-optimizer state and the loss sum bitwise those of today's CudaEngine (five launches per step,
-split-K); (b) two runs of different h (so tiles, slices and offsets) in one launch, each bitwise
+(batch 50 with a short last batch, h = 24, rows gathered through a permutation; for Adam in two
+launches): parameters, optimizer state and the loss sum bitwise those of today's CudaEngine
+(five launches per step, split-K); (b) two runs of different h (so tiles, slices and offsets) in one launch, each bitwise
 equal to that run trained alone by today's engine; (c) the kernel compiles to PTX for sm_80 and
 sm_90 as a cooperative kernel with no local-memory depot (tests/test_cuda_ptx.py's method).
 
@@ -83,14 +83,18 @@ def _hps(optim, steps):
     return np.tile(ko.pack(optim.hyper_params()), (steps, 1))
 
 
-def _together(runs, splits):
-    """The persistent path: every run in one launch over the same chunk."""
+def _together(runs, splits, cuts=(0, N_IMG)):
+    """The persistent path: every run in one launch per chunk ``cuts[i]:cuts[i + 1]``."""
     images, perm = _data()
     pr = P.PersistentRuns([_spec(r) for r in runs], BATCH, splitk=_splitk(splits))
-    steps = -(-N_IMG // BATCH)
     X = cuda.to_device(images)
     perms = cuda.to_device(np.stack([perm] * len(runs)))
-    pr.train_chunk(X, perms, 0, N_IMG, np.stack([_hps(r[1], steps) for r in runs]))
+    t = 0
+    for start, stop in zip(cuts, cuts[1:]):
+        steps = -(-(stop - start) // BATCH)
+        hps = np.stack([_hps(r[1], t + steps)[t:] for r in runs])
+        pr.train_chunk(X, perms, start, stop, hps)
+        t += steps
     return pr, pr.take_loss_sums()
 
 
@@ -110,10 +114,26 @@ def _assert_same(pr, r, loss, run):
     assert not np.array_equal(got_p[0], _spec(run).params[0])  # it trained
 
 
-@pytest.mark.parametrize("run", [RUN_A_SGD, RUN_A_ADAM], ids=["sgd-split3", "adam-split2"])
-def test_one_run_bitwise_equal_to_todays_engine(run):
-    pr, loss = _together([run], run[3])
+@pytest.mark.parametrize("run, cuts", [(RUN_A_SGD, (0, N_IMG)), (RUN_A_ADAM, (0, BATCH, N_IMG))],
+                         ids=["sgd-split3", "adam-split2-two-launches"])
+def test_one_run_bitwise_equal_to_todays_engine(run, cuts):
+    """Adam in two launches (a step each: the split-K counters, the state and Adam's step
+    carry over) against the engine's one chunk."""
+    pr, loss = _together([run], run[3], cuts)
     _assert_same(pr, 0, loss[0], run)
+
+
+def test_bad_launch_arguments_are_refused_with_a_reason():
+    run = _spec(RUN_A_SGD)
+    other = _spec((24, SGD, 1, 2))._replace(params=tuple(
+        np.zeros((24, 10) if i == 0 else a.shape, np.float32) for i, a in
+        enumerate(run.params)))
+    with pytest.raises(ValueError, match="pixels"):
+        P.PersistentRuns([run, other], BATCH, splitk=_splitk(2))
+    pr = P.PersistentRuns([run], BATCH, splitk=_splitk(2))
+    with pytest.raises(ValueError, match="hps has shape"):
+        pr.train_chunk(cuda.to_device(_data()[0]), cuda.to_device(_data()[1][None]), 0, N_IMG,
+                       np.zeros((1, 1, 7), np.float32))
 
 
 def test_two_runs_in_one_launch_each_equal_to_the_run_alone():

@@ -268,6 +268,11 @@ class PersistentRuns:
         self.stream = stream
         self.h = [int(r.params[0].shape[0]) for r in self.runs]
         self.n = int(self.runs[0].params[0].shape[1])
+        for r, (spec, h) in enumerate(zip(self.runs, self.h)):
+            shapes = [np.shape(a) for a in spec.params]
+            if shapes != [(h, self.n), (h,), (self.n, h), (self.n,)]:
+                raise ValueError(f"run {r}: parameter shapes {shapes} do not make one "
+                                 f"{self.n} -> {h} -> {self.n} model (runs share their pixels)")
         self.splitk = splitk if splitk is not None else SplitK(stream=stream)
         self.blocks = blocks
         to = lambda a: cuda.to_device(a, stream=stream)  # noqa: E731
