@@ -110,8 +110,10 @@ for stage in $STAGES; do
     gridsync)
         run_stage gridsync 60 "$PY" bench/grid_sync.py --rounds 20000 --json "$OUT/grid_sync.json" ;;
     persistent)
+        # PERSISTENT_ARGS="--max-registers 128": also the kernel at 2 blocks per SM (+~20 s)
+        # shellcheck disable=SC2086
         run_stage persistent 75 "$PY" bench/persistent.py --images 8192 \
-            --json "$OUT/persistent.json" ;;
+            --json "$OUT/persistent.json" ${PERSISTENT_ARGS:-} ;;
     pybench)
         AECORE_BENCH_RATIOS="$OUT/ratios.json" run_stage pybench 200 "$PY" -m pytest bench \
             -k cuda --benchmark-only --benchmark-json="$OUT/cuda_bench.json" -q \

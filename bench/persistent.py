@@ -37,6 +37,7 @@ from numba import cuda  # noqa: E402
 from aecore.engine_cuda import CudaEngine  # noqa: E402
 from aecore.kernels import optim as ko  # noqa: E402
 from aecore.kernels.cuda import NTHREADS, SIMULATOR  # noqa: E402
+from aecore.kernels.cuda.config import FASTMATH  # noqa: E402
 from aecore.kernels.cuda import persistent as P  # noqa: E402
 from aecore.model import B1, B2, W1, W2, init_params  # noqa: E402
 from aecore.optim import OptimConfig, buffers_of, init_state  # noqa: E402
@@ -55,10 +56,18 @@ def hps(R, t0, steps):
     return np.stack([ko.pack_adam_steps(OPTIM.hyper_params(), t0, steps)] * R)
 
 
-def launch(pr, X, perms, start, stop, t0):
+def launch(pr, X, perms, start, stop, t0, compiled=None):
     steps = -(-(stop - start) // pr.B)
-    pr.train_chunk(X, perms, start, stop, hps(len(pr.runs), t0, steps))
+    pr.train_chunk(X, perms, start, stop, hps(len(pr.runs), t0, steps), compiled)
     return steps
+
+
+def capped(regs):
+    """The uint8 kernel compiled with at most ``regs`` registers a thread (more blocks per SM,
+    some spills: 320 B at 128 on sm_90 by ptxas)."""
+    f, sig = P.VARIANTS["u8"]
+    cap = {} if SIMULATOR else {"max_registers": regs}  # the simulator's jit has no such option
+    return cuda.jit(sig, fastmath=FASTMATH, **cap)(f)
 
 
 def kernel_facts():
@@ -123,7 +132,7 @@ def timed(fn, repeats):
     return best
 
 
-def measure(hidden, B, images, n, repeats):
+def measure(hidden, B, images, n, repeats, max_registers=()):
     data, perm, X, perms = dataset(1, images, n, len(hidden))
     steps = -(-images // B)
     rows = {}
@@ -131,6 +140,15 @@ def measure(hidden, B, images, n, repeats):
     launch(together, X, perms, 0, images, 1)  # compile + warm
     t = timed(lambda: launch(together, X, perms, 0, images, 1), repeats)
     rows["persistent_all"] = t / steps / len(hidden) * 1e6
+    for regs in max_registers:
+        k = capped(regs)
+        launch(together, X, perms, 0, images, 1, k)
+        rows[f"persistent_all_maxreg{regs}"] = timed(
+            lambda: launch(together, X, perms, 0, images, 1, k), repeats) / steps \
+            / len(hidden) * 1e6
+        if not SIMULATOR:
+            rows[f"coop_blocks_maxreg{regs}"] = k.overloads[k.signatures[0]] \
+                .max_cooperative_grid_blocks(NTHREADS)
     for i, h in enumerate(hidden):
         one = P.PersistentRuns([spec(h, i, n)], B)
         p1 = cuda.to_device(perm[None])
@@ -162,6 +180,8 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=8, help="steps of the bitwise checks")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--no-time", action="store_true", help="the checks only")
+    ap.add_argument("--max-registers", type=int, nargs="*", default=[],
+                    help="also time the kernel compiled with these register caps (+~20 s each)")
     ap.add_argument("--json", help="write the findings here")
     a = ap.parse_args(argv)
     hidden = [int(h) for h in a.hidden.split(",")]
@@ -178,7 +198,8 @@ def main(argv=None) -> int:
     record("check", check(hidden, a.batch, a.images, a.steps, a.pixels))
     record("kernel", kernel_facts())
     if not a.no_time:
-        record("us_per_step_per_run", measure(hidden, a.batch, a.images, a.pixels, a.repeats))
+        record("us_per_step_per_run", measure(hidden, a.batch, a.images, a.pixels, a.repeats,
+                                              a.max_registers))
     ok = report["check"].get("grid1_vs_full_bitwise", True) and all(
         r["params_bitwise"] for r in report["check"]["each_run_vs_engine_alone"])
     print("checks", "passed" if ok else "FAILED")

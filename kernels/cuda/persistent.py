@@ -313,11 +313,12 @@ class PersistentRuns:
         most = compiled.overloads[compiled.signatures[0]].max_cooperative_grid_blocks(NTHREADS)
         return most if self.blocks is None else min(int(self.blocks), most)
 
-    def train_chunk(self, X, perms, start, stop, hps):
+    def train_chunk(self, X, perms, start, stop, hps, compiled=None):
         """Train every run on its samples ``perms[r, start:stop]`` of ``X`` (device, (N, n)
         uint8 or float32) in batches of B (the last may be short); ``perms`` a device (R, N)
         int64 array; ``hps`` (R, steps, 7) float32 host: each run's packed hyper-parameters per
-        step (kernels/optim.py). Adds each run's loss sums to ``loss``; does not synchronise."""
+        step (kernels/optim.py). Adds each run's loss sums to ``loss``; does not synchronise.
+        ``compiled``: another compilation of the kernel for X's dtype (bench: a register cap)."""
         start, stop = int(start), int(stop)
         steps = _cdiv(stop - start, self.B)
         hps = np.ascontiguousarray(hps, np.float32)
@@ -327,7 +328,7 @@ class PersistentRuns:
         if need > self.ws.shape[0]:
             self.ws = cuda.device_array(need, np.float32, stream=self.stream)
         s = self.stream
-        k = kernel["u8" if np.dtype(X.dtype) == np.uint8 else "f32"]
+        k = compiled or kernel["u8" if np.dtype(X.dtype) == np.uint8 else "f32"]
         k[self.grid(k), BLOCK, s](
             X, perms, scale_of(X), *self.params, *self.state, cuda.to_device(hps, stream=s),
             self.table, cuda.to_device(plans, stream=s), self.slopes, *self.scratch, self.loss,
