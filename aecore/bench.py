@@ -12,9 +12,8 @@ Each time is the median of ``repeats`` runs after one warm-up run (compilation, 
 allocation stay out of it). aecore and the floor are timed in turn, round after round, so that
 a slow or fast phase of a shared host falls on both and their ratio compares like with like;
 PyTorch is timed after them, on its own: its OpenMP threads keep spinning for a while after
-each call and slowed the aecore run that followed (cpu-2c, h=64: 291-298k samples/s instead of
-305-314k, x floor 1.19-1.24 instead of 1.15). GFLOP/s counts the five products only
-(``baselines.step_flops``).
+each call and slow the aecore run that follows (bench/RESULTS.md, "how `aecore bench` times").
+GFLOP/s counts the five products only (``baselines.step_flops``).
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ safetensors.torch.load_file(path))`` works. Its metadata says ``format: aecore-m
 ``optimizer.<param>.<buffer>`` (e.g. ``optimizer.0.weight.exp_avg``), and in its metadata
 ``format: aecore-checkpoint`` plus ``state``: a JSON object with everything else a resume needs
 (epoch, position within the epoch, optimizer step count, RNG state, partial loss sum, the
-config, the metrics so far). All writes are atomic (``aecore.runs.atomic_write_bytes``).
+config, the metrics so far). All writes are atomic (``aecore.atomic``).
 """
 
 from __future__ import annotations
@@ -25,8 +25,10 @@ from safetensors.numpy import save as st_save
 from . import IMAGE_SIZE, __version__
 from .errors import CheckpointError
 from .model import B1, B2, PARAM_NAMES, W1, W2, param_shapes
-from .runs import CHECKPOINT, MODEL, atomic_write_bytes
+from .atomic import atomic_write_bytes
 
+MODEL = "model.safetensors"  # the two files' names in a run directory
+CHECKPOINT = "checkpoint.safetensors"
 MODEL_FORMAT = "aecore-model"
 CHECKPOINT_FORMAT = "aecore-checkpoint"
 CHECKPOINT_VERSION = "1"

@@ -123,3 +123,14 @@ def make_engine(device: str, params, optim=None, batch_size: int | None = None,
 
         return CudaEngine(params, optim, batch_size, slope, opt_state, step, graphs=graphs)
     raise ValueError(f"unknown device {device!r}; choose cpu or cuda")
+
+
+def kernel_settings(device: str) -> dict:
+    """The compile-time kernel settings a run on ``device`` was trained with, for its
+    config.json: the CUDA block tile and K depth (validated where they are read, in
+    ``kernels/cuda/config.py``); nothing to record for the CPU's kernels."""
+    if device != "cuda":
+        return {}
+    from .kernels.cuda import config as cc
+
+    return {"cuda_tile": cc.TILE, "cuda_bk": cc.BK}

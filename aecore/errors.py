@@ -41,3 +41,13 @@ class RunWriteError(AecoreError):
     def __init__(self, message, path=None, errno=None):
         super().__init__(message)
         self.path, self.errno = path, errno
+
+
+class TrainingInterrupted(AecoreError):
+    """Ctrl-C / SIGTERM: a resumable checkpoint was written."""
+
+    exit_code = 130
+
+    def __init__(self, message, run_dir, epoch, position):
+        super().__init__(message)
+        self.run_dir, self.epoch, self.position = run_dir, epoch, position

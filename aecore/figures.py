@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from . import runs as R
+from .atomic import atomic_write_bytes
 from .idx import CLASS_NAMES
 from .tables import fmt_num
 
@@ -51,7 +51,7 @@ def _save(fig, path: Path, dpi=110):
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)
     plt.close(fig)
-    R.atomic_write_bytes(path, buf.getvalue())
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def _log_y(ax):

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from . import runs as R
+from .atomic import atomic_write_bytes, check_writable
 from .optim import OPTIMIZERS
 from .errors import CheckpointError
 from .figures import FIG_OPT, FIGURES, why_not_drawn
@@ -125,58 +126,39 @@ class Run:
 
 
 def is_run_dir(path) -> bool:
-    p = Path(path)
-    return p.is_dir() and ((p / R.CONFIG).is_file() or (p / R.SUMMARY).is_file())
-
-
-def _read_json(path: Path) -> dict:
-    d = R.read_json(path)
-    if not isinstance(d, dict):
-        raise CheckpointError(f"{path}: expected a JSON object")
-    return d
+    return R.RunDir(path).is_run()
 
 
 def load_run(path) -> Run:
     """Read one run directory (its own files only). Raises NotARunDirError when ``path`` is
     not a run directory and CheckpointError (one line, naming the file) when a file is bad."""
     p = Path(path)
+    rd = R.RunDir(p)
     if not p.exists():
         raise NotARunDirError(f"{p}: no such directory")
     if not p.is_dir():
         raise NotARunDirError(f"{p}: not a directory (expected a run directory of aecore train)")
-    if not is_run_dir(p):
+    if not rd.is_run():
         raise NotARunDirError(f"{p}: not a run directory (it has no {R.CONFIG} or {R.SUMMARY}; "
                               "expected a directory written by aecore train)")
-    info = _read_json(p / R.CONFIG) if (p / R.CONFIG).is_file() else {}
-    summary = _read_json(p / R.SUMMARY) if (p / R.SUMMARY).is_file() else None
+    info = rd.info() or {}
+    summary = rd.summary()
     if not info and summary is not None:  # config.json lost: the summary has the essentials
         info = {"config": {k: summary[k] for k in ("hidden", "epochs", "optimizer", "lr",
                                                    "batch_size") if k in summary},
                 "params": summary.get("params"), "device": summary.get("device")}
     if "hidden" not in (info.get("config") or {}) and "hidden" not in (summary or {}):
         raise CheckpointError(f"{p / R.CONFIG}: has no config.hidden; not a config.json of aecore")
-    try:
-        metrics = R.read_metrics(p / R.METRICS) if (p / R.METRICS).is_file() else []
-    except (OSError, ValueError, KeyError) as e:
-        raise CheckpointError(f"{p / R.METRICS}: unreadable ({e})") from None
-    run = Run(p, info, summary, metrics)
+    run = Run(p, info, summary, rd.metrics())
     try:
         run.hidden, run.epochs_done, run.epochs
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"{p}: {R.CONFIG} / {R.SUMMARY} hold a bad value ({e})") from None
-    npz = p / R.RECONSTRUCTIONS
-    if npz.is_file():
-        try:
-            with np.load(npz) as z:
-                if "originals" in z.files:
-                    run.originals = np.asarray(z["originals"])
-                if "labels" in z.files:
-                    run.labels = np.asarray(z["labels"]).astype(np.int64)
-                for k in z.files:
-                    if k.startswith("epoch_") and k[6:].isdigit():
-                        run.recons[int(k[6:])] = np.asarray(z[k], np.float32)
-        except (OSError, ValueError, KeyError) as e:
-            raise CheckpointError(f"{npz}: unreadable ({str(e).splitlines()[0]})") from None
+    recons = rd.reconstructions()
+    if recons is not None:
+        run.originals = recons.originals
+        run.labels = None if recons.labels is None else recons.labels.astype(np.int64)
+        run.recons = recons.by_epoch
     return run
 
 
@@ -324,7 +306,7 @@ def write_report(runs_: list[Run], out_dir) -> dict:
     """Draw the figures and write report.md into ``out_dir`` (created). Returns
     ``{"report": path, "figures": [paths], "skipped": [(file, why)]}``."""
     out = Path(out_dir)
-    R.check_writable(out)
+    check_writable(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -339,7 +321,7 @@ def write_report(runs_: list[Run], out_dir) -> dict:
                 p.unlink()
             skipped.append((name, why_not_drawn(name)))
     md = report_markdown(runs_, out, [p.name for p in made], skipped)
-    R.atomic_write_bytes(out / REPORT_MD, md.encode("utf-8"))
+    atomic_write_bytes(out / REPORT_MD, md.encode("utf-8"))
     return {"report": out / REPORT_MD, "figures": made, "skipped": skipped}
 
 

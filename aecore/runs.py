@@ -1,6 +1,7 @@
-"""The run directory: its layout, atomic file writes, and the metrics files.
+"""The run directory: its files, reading and writing them, who owns it, and whether a run can
+be written or continued there. Every other module reaches a run's files through here.
 
-One directory per training run (``runs/h256-sgd`` by default)::
+One directory per training run (``runs/h256-adam`` with the defaults: ``run_name``)::
 
     config.json             the TrainConfig, aecore version, data source, device
     metrics.csv             epoch,train_loss,val_loss,seconds,samples_per_s  (one row per epoch)
@@ -9,11 +10,8 @@ One directory per training run (``runs/h256-sgd`` by default)::
     model.safetensors       "0.weight" "0.bias" "2.weight" "2.bias" (float32, PyTorch's names)
     checkpoint.safetensors  parameters + optimizer buffers + resume state (see aecore.checkpoint)
 
-Every file is written atomically: a temporary file in the same directory is written, flushed and
-fsync'ed, then renamed over the target with ``os.replace``; a crash mid-write leaves the previous
-version intact (and at worst a stray ``.<name>.*.tmp`` file). A write that fails (disk full,
-I/O error, read-only file system, the directory removed) removes its temp file and raises
-RunWriteError naming the file and the cause.
+``RunDir(path)`` reads and writes these files; every write is atomic (``aecore.atomic``).
+``RunDir.resume_checkpoint`` is the "must match to resume" check (RESUME_FIXED).
 
 One run owns its directory: ``lock_run_dir`` holds an ``flock`` on ``.lock`` in it for the run's
 whole life (the trainer takes it), so a second run into the same directory, from another process
@@ -28,20 +26,24 @@ import csv
 import datetime
 import errno
 import io
-import json
-import math
 import os
 import shlex
 import socket
 import sys
-import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .errors import CheckpointError, RunDirBusyError, RunWriteError
+from . import IMAGE_SIZE, __version__
+from .atomic import atomic_write_text, check_writable, read_json, write_json, write_npz
+from .checkpoint import CHECKPOINT, MODEL, load_checkpoint, save_checkpoint, save_model
+from .config import TrainConfig
+from .devices import kernel_settings
+from .errors import CheckpointError, RunDirBusyError
+from .model import param_count
 
 try:
     import fcntl
@@ -52,132 +54,31 @@ CONFIG = "config.json"
 METRICS = "metrics.csv"
 SUMMARY = "summary.json"
 RECONSTRUCTIONS = "reconstructions.npz"
-MODEL = "model.safetensors"
-CHECKPOINT = "checkpoint.safetensors"
 RUN_FILES = (CONFIG, METRICS, SUMMARY, RECONSTRUCTIONS, MODEL, CHECKPOINT)
 LOCK = ".lock"  # held while a run trains; not one of the run's files
 
 METRICS_HEADER = ("epoch", "train_loss", "val_loss", "seconds", "samples_per_s")
 
+# Fields that a resumed run must share with the checkpoint (epochs and device may change).
+RESUME_FIXED = ("hidden", "batch_size", "lr", "optimizer", "momentum", "slope", "seed",
+                "val_size", "limit")
+
 
 def run_name(hidden: int, optimizer: str) -> str:
-    """Default run directory name, e.g. ``h256-sgd``."""
+    """Default run directory name, e.g. ``h256-adam``."""
     return f"h{hidden}-{optimizer}"
-
-
-# --- atomic writes -------------------------------------------------------------------------------
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def write_error(path, e: OSError) -> RunWriteError:
-    """RunWriteError naming ``path`` and the cause of ``e``."""
-    path = Path(path)
-    cause = e.strerror or str(e)
-    if e.errno == errno.ENOENT and not path.parent.is_dir():
-        cause = f"the directory {path.parent} no longer exists"
-    return RunWriteError(f"cannot write {path}: {cause}", path, e.errno)
-
-
-def atomic_write(path, write) -> None:
-    """Create ``path`` atomically: ``write(f)`` fills a binary temp file in the same directory,
-    which is fsync'ed and renamed over ``path``. If anything fails, the old file is untouched,
-    the temp file removed, and an OSError becomes RunWriteError."""
-    path = Path(path)
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as e:
-        raise write_error(path, e) from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give what open() would
-        os.replace(tmp, path)
-    except BaseException as e:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if isinstance(e, OSError):
-            raise write_error(path, e) from None
-        raise
-    _fsync_dir(path.parent)
-
-
-def atomic_write_bytes(path, data: bytes) -> None:
-    atomic_write(path, lambda f: f.write(data))
-
-
-def atomic_write_text(path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def _json_safe(x):
-    """JSON has no NaN/inf: write them as null."""
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    if isinstance(x, dict):
-        return {k: _json_safe(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_json_safe(v) for v in x]
-    if isinstance(x, np.generic):
-        return _json_safe(x.item())
-    return x
-
-
-def write_json(path, obj) -> None:
-    atomic_write_text(path, json.dumps(_json_safe(obj), indent=2, sort_keys=False) + "\n")
-
-
-def read_json(path) -> dict:
-    path = Path(path)
-    try:
-        return json.loads(path.read_text("utf-8"))
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: file not found") from None
-    except (OSError, ValueError) as e:
-        raise CheckpointError(f"{path}: not a readable JSON file ({e})") from None
-
-
-def write_npz(path, arrays: dict) -> None:
-    def write(f):
-        np.savez(f, **arrays)
-
-    atomic_write(path, write)
 
 
 # --- metrics -------------------------------------------------------------------------------------
 
-def metrics_csv_text(rows: list[dict]) -> str:
+def write_metrics(path, rows: list[dict]) -> None:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(METRICS_HEADER)
     for r in rows:
         w.writerow([int(r["epoch"]), repr(float(r["train_loss"])), repr(float(r["val_loss"])),
                     f"{float(r['seconds']):.4f}", f"{float(r['samples_per_s']):.1f}"])
-    return buf.getvalue()
-
-
-def write_metrics(path, rows: list[dict]) -> None:
-    atomic_write_text(path, metrics_csv_text(rows))
+    atomic_write_text(path, buf.getvalue())
 
 
 def read_metrics(path) -> list[dict]:
@@ -191,28 +92,6 @@ def read_metrics(path) -> list[dict]:
 
 
 # --- the directory itself ------------------------------------------------------------------------
-
-def check_writable(directory) -> None:
-    """Raise CheckpointError unless ``directory`` (or its nearest existing ancestor, where it
-    would be created) is a directory we can create files in."""
-    d = Path(directory).absolute()
-    probe = d
-    while not probe.exists():
-        if probe.parent == probe:
-            break
-        probe = probe.parent
-    if not probe.is_dir():
-        raise CheckpointError(f"{probe}: exists and is not a directory; cannot write the run there")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise CheckpointError(f"{probe}: directory is not writable")
-    if probe == d:  # really try: os.access is wrong for root, read-only mounts, ...
-        try:
-            fd, tmp = tempfile.mkstemp(prefix=".aecore-write-test.", dir=d)
-            os.close(fd)
-            os.unlink(tmp)
-        except OSError as e:
-            raise CheckpointError(f"{d}: directory is not writable ({e.strerror})") from None
-
 
 def existing_run_files(run_dir) -> list[str]:
     d = Path(run_dir)
@@ -358,3 +237,194 @@ def check_not_busy(run_dir) -> None:
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
+
+
+# --- the files -----------------------------------------------------------------------------------
+
+@dataclass
+class Reconstructions:
+    """reconstructions.npz: the fixed test images and their reconstructions at saved epochs."""
+
+    originals: np.ndarray | None  # (10, 784) uint8
+    labels: np.ndarray | None  # (10,)
+    by_epoch: dict[int, np.ndarray]  # epoch -> (10, 784) float32
+
+
+def peak_rss_mib():
+    """This process's peak resident memory so far (MiB), or None where it cannot be read."""
+    try:
+        import resource
+
+        kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+        return round(kib / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)
+    except (ImportError, OSError):
+        return None
+
+
+class RunDir:
+    """One run directory's files: their paths, their contents (read and written), and the
+    check that a configuration may continue the run in it."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    def existing_files(self) -> list[str]:
+        return existing_run_files(self.path)
+
+    def is_run(self) -> bool:
+        """A run directory: it has a config.json or a summary.json."""
+        return self.path.is_dir() and (self.file(CONFIG).is_file() or self.file(SUMMARY).is_file())
+
+    # reading ----------------------------------------------------------------------------------
+    def _json(self, name: str) -> dict | None:
+        path = self.file(name)
+        if not path.is_file():
+            return None
+        d = read_json(path)
+        if not isinstance(d, dict):
+            raise CheckpointError(f"{path}: expected a JSON object")
+        return d
+
+    def info(self) -> dict | None:
+        """config.json (None: not there)."""
+        return self._json(CONFIG)
+
+    def summary(self) -> dict | None:
+        """summary.json (None: not there; it is written once the first epoch ends)."""
+        return self._json(SUMMARY)
+
+    def config(self) -> TrainConfig:
+        """The TrainConfig in config.json."""
+        info = self.info()
+        if info is None:
+            raise CheckpointError(f"{self.file(CONFIG)}: file not found")
+        return _config_from(info, self.file(CONFIG), "no usable config")
+
+    def status(self) -> str:
+        """summary.json's status (complete, interrupted, running, diverged), else "started"."""
+        return (self.summary() or {}).get("status", "started")
+
+    def metrics(self) -> list[dict]:
+        """metrics.csv's rows ([] when it is not there)."""
+        path = self.file(METRICS)
+        if not path.is_file():
+            return []
+        try:
+            return read_metrics(path)
+        except (OSError, ValueError, KeyError) as e:
+            raise CheckpointError(f"{path}: unreadable ({e})") from None
+
+    def reconstructions(self) -> Reconstructions | None:
+        path = self.file(RECONSTRUCTIONS)
+        if not path.is_file():
+            return None
+        try:
+            with np.load(path) as z:
+                return Reconstructions(
+                    np.asarray(z["originals"]) if "originals" in z.files else None,
+                    np.asarray(z["labels"]) if "labels" in z.files else None,
+                    {int(k[6:]): np.asarray(z[k], np.float32) for k in z.files
+                     if k.startswith("epoch_") and k[6:].isdigit()})
+        except (OSError, ValueError, KeyError) as e:
+            raise CheckpointError(f"{path}: unreadable ({str(e).splitlines()[0]})") from None
+
+    def checkpoint(self):
+        """checkpoint.safetensors (an aecore.checkpoint.Checkpoint)."""
+        return load_checkpoint(self.file(CHECKPOINT))
+
+    def checkpoint_config(self) -> TrainConfig:
+        """The TrainConfig saved in the checkpoint (what --resume continues)."""
+        return _config_from(self.checkpoint().state, self.path, "checkpoint has no usable config")
+
+    def data_dir(self) -> Path | None:
+        """The data directory config.json recorded, if it is still there."""
+        try:
+            data = (self.info() or {})["data"]
+        except (CheckpointError, KeyError, TypeError):
+            return None
+        for key in ("dir", "source"):  # "source" alone in runs from before "dir" was recorded
+            d = data.get(key) if isinstance(data, dict) else None
+            if d and Path(d).is_dir():
+                return Path(d)
+        return None
+
+    # the resume check -------------------------------------------------------------------------
+    def check_same_settings(self, config: TrainConfig, saved: TrainConfig, why: str) -> None:
+        """CheckpointError if ``saved`` (this run's) and ``config`` differ in a RESUME_FIXED
+        field; ``why`` ends the message."""
+        for name in RESUME_FIXED:
+            have, want = getattr(saved, name), getattr(config, name)
+            if have != want:
+                raise CheckpointError(f"{self.path} holds a run with {name}={have!r}, not "
+                                      f"{want!r}{why}")
+
+    def resume_checkpoint(self, config: TrainConfig):
+        """The checkpoint that ``config`` continues: same RESUME_FIXED settings, and epochs
+        left to train. Anything else is a one-line CheckpointError."""
+        ckpt = load_checkpoint(self.file(CHECKPOINT), config.hidden, config.optim().state_names())
+        saved = _config_from(ckpt.state, self.path, "checkpoint has no usable config")
+        self.check_same_settings(config, saved, "; cannot resume with a change")
+        done = ckpt.state["epoch"]
+        if done >= config.epochs:
+            raise CheckpointError(f"{self.path}: the run already has {done} of {config.epochs} "
+                                  "epochs; pass a larger --epochs to continue it")
+        return ckpt
+
+    # writing (each file atomically) -----------------------------------------------------------
+    def write_config(self, config: TrainConfig, device: str, data, n_train: int, train_crc: int,
+                     resumed_from=None) -> None:
+        path = getattr(data, "path", None)
+        write_json(self.file(CONFIG), {
+            "config": config.to_dict(), "aecore_version": __version__, "device": device,
+            "params": param_count(config.hidden), "image_size": IMAGE_SIZE,
+            "data": {"source": str(getattr(data, "source", "")),
+                     "dir": str(Path(path).absolute()) if path else "",  # found by --resume
+                     "train_images": n_train, "val_images": int(data.val.images.shape[0]),
+                     "test_images": int(data.test.images.shape[0]), "train_crc32": train_crc},
+            "kernels": kernel_settings(device), "resumed_from": resumed_from})
+
+    def write_summary(self, config: TrainConfig, metrics: list[dict], status: str, device: str,
+                      wall_time_s: float, test_loss=None, extra=None) -> dict:
+        best = min(metrics, key=lambda r: r["val_loss"]) if metrics else None
+        s = {
+            "hidden": config.hidden, "params": param_count(config.hidden),
+            "epochs": config.epochs, "epochs_done": len(metrics), "status": status,
+            "train_loss": metrics[-1]["train_loss"] if metrics else None,
+            "val_loss": metrics[-1]["val_loss"] if metrics else None,
+            "test_loss": test_loss,
+            "best_epoch": best["epoch"] if best else None,
+            "best_val_loss": best["val_loss"] if best else None,
+            "wall_time_s": wall_time_s, "device": device,
+            "samples_per_s": float(np.mean([r["samples_per_s"] for r in metrics]))
+            if metrics else None,
+            "peak_rss_mib": peak_rss_mib(),
+            "optimizer": config.optimizer, "lr": config.lr,
+            "batch_size": config.batch_size, "run_dir": str(self.path),
+        }
+        s.update(extra or {})
+        write_json(self.file(SUMMARY), s)
+        return s
+
+    def write_metrics(self, rows: list[dict]) -> None:
+        write_metrics(self.file(METRICS), rows)
+
+    def write_reconstructions(self, originals, labels, test_indices, by_epoch: dict) -> None:
+        arrays = {"originals": originals, "labels": labels, "test_indices": test_indices}
+        arrays.update({f"epoch_{e}": a for e, a in by_epoch.items()})
+        write_npz(self.file(RECONSTRUCTIONS), arrays)
+
+    def save_model(self, params, slope: float) -> None:
+        save_model(self.file(MODEL), params, slope)
+
+    def save_checkpoint(self, params, opt_state, state: dict) -> None:
+        save_checkpoint(self.file(CHECKPOINT), params, opt_state, state)
+
+
+def _config_from(d: dict, where, what: str) -> TrainConfig:
+    try:
+        return TrainConfig.from_dict(d["config"])
+    except (KeyError, TypeError) as e:
+        raise CheckpointError(f"{where}: {what} ({e})") from None

@@ -6,44 +6,27 @@ one per other optimizer at ``compare_hidden``; the default optimizer's run at th
 shared). ``inspect_run`` decides, from a run directory's own files, whether a run is to be
 trained, resumed (interrupted, or complete with fewer epochs than asked) or skipped (complete;
 diverged). ``estimate`` times a short warm-up of each run's model on the chosen device through
-the engine and extrapolates to the epochs left. Training itself is ``aecore.trainer.train``,
-the code path of ``aecore train``; ``train_runs`` trains the runs one after another or, with
-``jobs`` > 1, that many at once, each in its own host thread. On a GPU each run's engine has
-its own CUDA stream, so the runs' kernels share the GPU: at the paper's sizes one run's
-kernels leave most of it idle (a step of a few small launches, latency-bound).
+the engine and extrapolates to the epochs left. Training the plan is
+``aecore.side_by_side.train_side_by_side``, the code path of ``aecore train``.
 """
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from . import devices, runs
-from .checkpoint import save_checkpoint, save_model
-from .errors import CheckpointError, DivergenceError
+from .config import TrainConfig
+from .errors import CheckpointError
 from .model import init_params
-from .trainer import CHECKPOINT_EVERY, RESUME_FIXED, StopSignals, TrainConfig, TrainingInterrupted
+from .side_by_side import PlannedRun
+from .trainer import CHECKPOINT_EVERY
 
 WARMUP_BATCHES = 200  # timed batches per run for the estimate (after a few untimed ones)
 EVAL_SAMPLES = 2000  # validation images timed for the per-epoch evaluation cost
-
-@dataclass
-class PlannedRun:
-    config: TrainConfig
-    dir: Path
-    action: str = "train"  # train | resume | skip
-    epochs_done: int = 0
-    status: str = "new"  # new | complete | interrupted | running | diverged | started
-
-    @property
-    def epochs_left(self) -> int:
-        return 0 if self.action == "skip" else max(self.config.epochs - self.epochs_done, 0)
-
 
 def plan_study(hidden, optimizers, compare_hidden: int, out, epochs: int, device: str = "cpu",
                limit=None) -> list[PlannedRun]:
@@ -61,7 +44,8 @@ def plan_study(hidden, optimizers, compare_hidden: int, out, epochs: int, device
             continue
         seen.add((h, opt))
         c = TrainConfig(hidden=h, optimizer=opt, epochs=epochs, device=device, limit=limit)
-        plan.append(PlannedRun(c, out / runs.run_name(h, opt)))
+        d = out / runs.run_name(h, opt)
+        plan.append(PlannedRun(c, d, label=d.name))
     return plan
 
 
@@ -72,29 +56,21 @@ def inspect_run(p: PlannedRun) -> PlannedRun:
     if d.exists() and not d.is_dir():
         raise CheckpointError(f"{d}: exists and is not a directory")
     runs.check_not_busy(d)
-    found = runs.existing_run_files(d) if d.is_dir() else []
+    rd = runs.RunDir(d)
+    found = rd.existing_files() if d.is_dir() else []
     if not found:
         p.action, p.status, p.epochs_done = "train", "new", 0
         return p
-    saved = None
-    if (d / runs.CONFIG).is_file():
-        info = runs.read_json(d / runs.CONFIG)
-        try:
-            saved = TrainConfig.from_dict(info["config"])
-        except (KeyError, TypeError) as e:
-            raise CheckpointError(f"{d / runs.CONFIG}: no usable config ({e})") from None
-        for name in RESUME_FIXED:
-            have, want = getattr(saved, name), getattr(p.config, name)
-            if have != want:
-                raise CheckpointError(
-                    f"{d} holds a run with {name}={have!r}, not {want!r} as this study asks "
-                    "(made with other settings); remove it or choose another --out")
-    summary = runs.read_json(d / runs.SUMMARY) if (d / runs.SUMMARY).is_file() else None
-    has_ckpt = (d / runs.CHECKPOINT).is_file()
+    has_config = rd.file(runs.CONFIG).is_file()
+    if has_config:
+        rd.check_same_settings(p.config, rd.config(), " as this study asks (made with other "
+                               "settings); remove it or choose another --out")
+    summary = rd.summary()
+    has_ckpt = rd.file(runs.CHECKPOINT).is_file()
     status = (summary or {}).get("status", "started")
     done = int((summary or {}).get("epochs_done") or 0)
     p.status, p.epochs_done = status, done
-    if saved is None and summary is None:
+    if not has_config and summary is None:
         raise CheckpointError(f"{d} holds files of a run ({', '.join(found)}) but no {runs.CONFIG} "
                               f"or {runs.SUMMARY}; remove it or choose another --out")
     if status == "diverged":
@@ -150,9 +126,9 @@ def time_per_sample(config: TrainConfig, train_images, val_images, device: str,
         with tempfile.TemporaryDirectory(prefix=".aecore-estimate.", dir=scratch_dir) as tmp:
             t0 = time.perf_counter()
             params = eng.get_params()
-            save_model(Path(tmp) / runs.MODEL, params, config.slope)
-            save_checkpoint(Path(tmp) / runs.CHECKPOINT, params, eng.get_opt_state(),
-                            {"estimate": True})
+            scratch = runs.RunDir(tmp)
+            scratch.save_model(params, config.slope)
+            scratch.save_checkpoint(params, eng.get_opt_state(), {"estimate": True})
             t_files = time.perf_counter() - t0
     return t_train, t_eval, t_files
 
@@ -189,54 +165,3 @@ def fmt_duration(seconds: float) -> str:
     if s < 90 * 60:
         return f"{round(s / 60)} min"
     return f"{s / 3600:.1f} h"
-
-
-# --- training the plan ----------------------------------------------------------------------------
-
-@dataclass
-class Outcome:
-    """How one run of ``train_runs`` ended: ``status`` complete | diverged | interrupted |
-    failed | not started; ``summary`` (complete) or ``error`` (the exception otherwise)."""
-
-    run: PlannedRun
-    status: str
-    summary: dict | None = None
-    error: BaseException | None = None
-
-
-def train_runs(todo: list[PlannedRun], train_one, jobs: int = 1,
-               signals: StopSignals | None = None) -> list[Outcome]:
-    """Train ``todo`` with ``train_one(run, signals)`` (``aecore.trainer.train`` with the
-    study's settings), ``jobs`` runs at a time, and return one Outcome per run, in order.
-
-    ``signals`` (installed by the caller in the main thread; if None, one is installed here for
-    the duration) is shared by all runs. A diverged run is reported and the others go on. Ctrl-C / SIGTERM, or a run
-    failing with any other error, stops the study: every run in progress saves a checkpoint and
-    stops after its current chunk (``status`` interrupted), the runs not begun are not started,
-    and rerunning the study resumes them all. With ``jobs`` > 1 the runs train in worker
-    threads while the main thread waits, so the signals still reach it."""
-    if signals is None:
-        with StopSignals() as installed:
-            return train_runs(todo, train_one, jobs, installed)
-
-    def one(p: PlannedRun) -> Outcome:
-        if signals.received is not None:
-            return Outcome(p, "not started")
-        try:
-            return Outcome(p, "complete", summary=train_one(p, signals))
-        except DivergenceError as e:
-            return Outcome(p, "diverged", error=e)
-        except TrainingInterrupted as e:
-            return Outcome(p, "interrupted", error=e)
-        except Exception as e:  # noqa: BLE001 -- the others stop and save first; re-raised later
-            signals.stop(f"the failure of run {p.dir.name}")
-            return Outcome(p, "failed", error=e)
-
-    if jobs <= 1 or len(todo) <= 1:
-        return [one(p) for p in todo]
-    with cf.ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="aecore-run") as pool:
-        futures = [pool.submit(one, p) for p in todo]
-        pending = set(futures)
-        while pending:  # short waits: the main thread stays free to run the signal handler
-            _, pending = cf.wait(pending, timeout=0.2)
-        return [f.result() for f in futures]

@@ -22,8 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import runs
+from .atomic import read_json, write_json
+from .config import DEFAULT_LR, MAX_HIDDEN, TrainConfig
 from .errors import AecoreError, CheckpointError, DivergenceError
-from .trainer import DEFAULT_LR, MAX_HIDDEN, TrainConfig
 
 INSTALL_HINT = 'aecore sweep needs Ray Tune: pip install "aecore[sweep]" (or pip install "ray[tune]")'
 SWEPT = ("hidden", "lr", "optimizer", "batch_size", "seed")
@@ -158,7 +159,8 @@ def run_trial(params: dict, data=None, base: dict | None = None, out: str = "",
     import ray
     from ray import tune
 
-    from .study import PlannedRun, inspect_run
+    from .side_by_side import PlannedRun
+    from .study import inspect_run
     from .trainer import train
 
     b = TrainConfig.from_dict(base)
@@ -174,7 +176,7 @@ def run_trial(params: dict, data=None, base: dict | None = None, out: str = "",
 
     plan = inspect_run(PlannedRun(c, run_dir))
     if plan.action == "skip":  # finished before an interruption reached Tune: replay its rows
-        rows = runs.read_metrics(run_dir / runs.METRICS)
+        rows = runs.RunDir(run_dir).metrics()
         for row in rows:
             report(row)
         if plan.status == "diverged":
@@ -184,7 +186,7 @@ def run_trial(params: dict, data=None, base: dict | None = None, out: str = "",
         train(c, run_dir, data, resume=plan.action == "resume", progress=False,
               checkpoint_every=checkpoint_every, on_epoch=report)
     except DivergenceError:
-        done = runs.read_json(run_dir / runs.SUMMARY).get("epochs_done", 0)
+        done = (runs.RunDir(run_dir).summary() or {}).get("epochs_done", 0)
         report({"epoch": done + 1, "val_loss": math.inf, "diverged": True})
 
 
@@ -195,14 +197,14 @@ def check_spec(out: Path, spec: dict) -> bool:
     there to continue."""
     path = out / SPEC_FILE
     if path.is_file():
-        have = runs.read_json(path)
+        have = read_json(path)
         if have != spec:
             diff = sorted(k for k in set(have) | set(spec) if have.get(k) != spec.get(k))
             raise CheckpointError(f"{out} holds another sweep (it differs in {', '.join(diff)}); "
                                   "run the same command to continue it, or choose another --out")
         return True
     out.mkdir(parents=True, exist_ok=True)
-    runs.write_json(path, spec)
+    write_json(path, spec)
     return False
 
 

@@ -10,7 +10,8 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import runs, tables
+from . import tables
+from .atomic import atomic_write_text
 
 CSV_FIELDS = ("rank", "trial", "hidden", "optimizer", "lr", "batch_size", "seed", "epochs_done",
               "epochs", "val_loss", "best_val_loss", "best_epoch", "train_loss", "status", "node",
@@ -137,7 +138,7 @@ def write_csv(results: list[TrialResult], epochs: int, path: Path) -> None:
     w.writeheader()
     for d in rows(results, epochs):
         w.writerow({k: ("" if v is None else v) for k, v in d.items()})
-    runs.atomic_write_text(path, buf.getvalue())
+    atomic_write_text(path, buf.getvalue())
 
 
 def write_figure(results: list[TrialResult], path: Path) -> None:

@@ -10,9 +10,8 @@ validation loss. The state at the end of each epoch is kept in memory, and the r
 checkpoint.safetensors and reconstructions.npz -- at the start, when ``checkpoint_every`` seconds
 have passed since the last save (0: after every epoch), after the last epoch, on Ctrl-C / SIGTERM
 (then with the exact mid-epoch position) and on divergence (then the last good epoch's state).
-On a GPU an epoch takes ~0.1 s, and writing the files (each fsync'ed) after every epoch was part
-of the 14-31 ms per epoch spent outside training (H200 study). A hard crash (power, SIGKILL)
-loses at most ``checkpoint_every`` seconds of training.
+Not saving after every epoch keeps the fsync'ed writes out of short (GPU) epochs; a hard crash
+(power, SIGKILL) loses at most ``checkpoint_every`` seconds of training.
 The test loss is computed once, at the end.
 
 Resume is exact: on the CPU an interrupted-then-resumed run ends with the same weights, bit
@@ -23,148 +22,26 @@ from __future__ import annotations
 
 import contextlib
 import math
-import signal
 import sys
-import threading
 import time
 import zlib
-from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
 
-from . import IMAGE_SIZE, __version__
+from . import IMAGE_SIZE
 from . import devices, runs
-from .checkpoint import load_checkpoint, save_checkpoint, save_model
-from .errors import AecoreError, CheckpointError, DeviceError, DivergenceError, RunWriteError
-from .optim import OPTIMIZERS, OptimConfig
-from .model import init_params, param_count
+from .config import TrainConfig, config_problems
+from .errors import (AecoreError, CheckpointError, DeviceError, DivergenceError, RunWriteError,
+                     TrainingInterrupted)
+from .model import init_params
+from .progress import Progress
+from .stop import StopSignals
 
-DEFAULT_RECON_EPOCHS = (1, 2, 5, 10, 20, 50, 100, 200)
-MAX_HIDDEN = 65536
 CHUNK_SAMPLES = 8192  # about this many samples between progress updates / signal checks
 CHECKPOINT_EVERY = 30.0  # seconds between saves of the run directory (0: every epoch)
 N_RECON = 10  # one test image per class
 _COMPILED = set()  # (device, optimizer) whose kernels this process has run: compiled by now
-
-
-# Learning rate per optimizer when --lr is not given: the best of a scan at h=128, batch 64,
-# 30 epochs (README, "Defaults"). The loss is the mean over the batch's B*784 pixels, so plain
-# SGD's gradients are small and its best rate is large.
-DEFAULT_LR = {"sgd": 20.0, "momentum": 3.0, "nesterov": 3.0, "adam": 1e-3}
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Everything that defines a training run. The defaults live here and nowhere else."""
-
-    hidden: int = 256  # hidden units h of the 784 -> h -> 784 model
-    epochs: int = 200  # passes over the training set
-    batch_size: int = 64  # samples per optimizer step
-    lr: float | None = None  # learning rate; None -> DEFAULT_LR[optimizer]
-    optimizer: str = "adam"  # sgd | momentum | nesterov | adam
-    momentum: float = 0.9  # for momentum / nesterov (Adam's beta1 stays 0.9)
-    slope: float = 0.01  # LeakyReLU negative slope
-    seed: int = 0  # initial weights and the shuffles
-    val_size: int = 10000  # training images held out for validation
-    device: str = "cpu"  # cpu | cuda (the CLI resolves "auto")
-    recon_epochs: tuple = DEFAULT_RECON_EPOCHS  # epochs whose reconstructions are saved
-    limit: int | None = None  # train on the first `limit` training images only (quick tests)
-    cuda_graphs: bool = True  # CUDA: record each chunk's launches once, replay them after
-    cpu_split: bool = False  # CPU: each step split between two aecore threads (cpu_pair.py)
-
-    def __post_init__(self):
-        if self.lr is None and self.optimizer in DEFAULT_LR:
-            object.__setattr__(self, "lr", DEFAULT_LR[self.optimizer])
-
-    def optim(self) -> OptimConfig:
-        return OptimConfig(name=self.optimizer, lr=self.lr, momentum=self.momentum)
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["recon_epochs"] = list(self.recon_epochs)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        kw = {k: v for k, v in d.items() if k in known}
-        if "recon_epochs" in kw:
-            kw["recon_epochs"] = tuple(kw["recon_epochs"])
-        return cls(**kw)
-
-    def saved_epochs(self) -> list[int]:
-        """The epochs whose reconstructions are saved: the chosen ones <= epochs, and the last."""
-        return sorted({e for e in self.recon_epochs if 1 <= e <= self.epochs} | {self.epochs})
-
-
-# Fields that a resumed run must share with the checkpoint (epochs and device may change).
-RESUME_FIXED = ("hidden", "batch_size", "lr", "optimizer", "momentum", "slope", "seed",
-                "val_size", "limit")
-
-
-def config_problems(c: TrainConfig, n_train: int | None = None) -> list[tuple[str, str]]:
-    """(field, message) for each invalid setting; ``n_train`` is the training set's size (after
-    the validation split and --limit) when known."""
-    out = []
-
-    def bad(name, msg):
-        out.append((name, msg))
-
-    def is_int(v):
-        return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
-
-    if not is_int(c.hidden) or not 1 <= c.hidden <= MAX_HIDDEN:
-        bad("hidden", f"must be an integer from 1 to {MAX_HIDDEN}, got {c.hidden!r}")
-    if not is_int(c.epochs) or c.epochs < 1:
-        bad("epochs", f"must be an integer >= 1, got {c.epochs!r}")
-    if not is_int(c.batch_size) or c.batch_size < 1:
-        bad("batch_size", f"must be an integer >= 1, got {c.batch_size!r}")
-    elif n_train is not None and c.batch_size > n_train:
-        bad("batch_size", f"{c.batch_size} is larger than the training set ({n_train} images)")
-    for name in ("lr", "slope", "momentum"):
-        v = getattr(c, name)
-        if not isinstance(v, (int, float)) or not math.isfinite(v):
-            bad(name, f"must be a finite number, got {v!r}")
-    if isinstance(c.lr, (int, float)) and math.isfinite(c.lr) and c.lr <= 0:
-        bad("lr", f"must be > 0, got {c.lr!r}")
-    if isinstance(c.momentum, (int, float)) and not 0 <= c.momentum < 1:
-        bad("momentum", f"must be in [0, 1), got {c.momentum!r}")
-    if c.optimizer not in OPTIMIZERS:
-        bad("optimizer", f"unknown optimizer {c.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
-    for name in ("cuda_graphs", "cpu_split"):
-        if not isinstance(getattr(c, name), bool):
-            bad(name, f"must be true or false, got {getattr(c, name)!r}")
-    if c.device not in ("cpu", "cuda"):
-        bad("device", f"unknown device {c.device!r}; choose cpu or cuda")
-    if not is_int(c.val_size) or c.val_size < 1:
-        bad("val_size", f"must be an integer >= 1, got {c.val_size!r}")
-    if c.limit is not None and (not is_int(c.limit) or c.limit < 1):
-        bad("limit", f"must be an integer >= 1, got {c.limit!r}")
-    if not is_int(c.seed) or c.seed < 0:
-        bad("seed", f"must be an integer >= 0, got {c.seed!r}")
-    return out
-
-
-def _peak_rss_mib():
-    """This process's peak resident memory so far (MiB), or None where it cannot be read."""
-    try:
-        import resource
-
-        kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-        return round(kib / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)
-    except (ImportError, OSError):
-        return None
-
-
-class TrainingInterrupted(AecoreError):
-    """Ctrl-C / SIGTERM: a resumable checkpoint was written."""
-
-    exit_code = 130
-
-    def __init__(self, message, run_dir, epoch, position):
-        super().__init__(message)
-        self.run_dir, self.epoch, self.position = run_dir, epoch, position
 
 
 # --- pieces ---------------------------------------------------------------------------------------
@@ -185,103 +62,6 @@ def _is_oom(e: BaseException) -> bool:
     return "OUT_OF_MEMORY" in text or "OUTOFMEMORY" in text or "OUT OF MEMORY" in text
 
 
-class StopSignals:
-    """Turns the first SIGINT / SIGTERM into a flag checked between chunks; a second one
-    raises KeyboardInterrupt as usual (the last end-of-epoch checkpoint is still on disk).
-
-    The handlers are installed (in ``with``) only from the main thread. Runs trained in other
-    threads (``aecore study --jobs``) share the main thread's instance: each checks the flag
-    between its chunks, and ``stop(reason)`` raises it from code (another run failed)."""
-
-    def __init__(self):
-        self.received = None
-        self._old = {}
-
-    def stop(self, reason: str):
-        """Ask every run that checks this flag to save a checkpoint and stop."""
-        if self.received is None:
-            self.received = reason
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._old[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        if self.received is not None:
-            raise KeyboardInterrupt
-        self.received = signal.Signals(signum).name
-        sys.stderr.write(f"\n{self.received} received: saving a checkpoint after the current chunk"
-                         " (send it again to stop at once)\n")
-        sys.stderr.flush()
-
-    def __exit__(self, *exc):
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
-
-
-def _fmt_time(s: float) -> str:
-    s = int(max(s, 0))
-    h, rem = divmod(s, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
-
-
-class _Progress:
-    """A one-line progress bar on stderr (only on a terminal, and only with ``bar``: runs
-    trained side by side print their epoch lines alone) and one line per epoch on stdout."""
-
-    def __init__(self, enabled: bool, epochs: int, n: int, label: str, bar: bool = True):
-        self.enabled = enabled
-        self.tty = enabled and bar and sys.stderr.isatty()
-        self.epochs, self.n, self.label = epochs, n, label
-        self.t_last = 0.0
-        self.drawn = False  # a bar is on the terminal's current line
-
-    def chunk(self, epoch, pos, loss, rate):
-        if not self.tty:
-            return
-        now = time.perf_counter()
-        if pos < self.n and now - self.t_last < 0.2:
-            return
-        self.t_last = now
-        left_epoch = (self.n - pos) / rate if rate else 0.0
-        left_all = left_epoch + (self.epochs - epoch) * self.n / rate if rate else 0.0
-        frac = pos / self.n
-        bar = "#" * int(frac * 24)
-        sys.stderr.write(
-            f"\r{self.label} epoch {epoch}/{self.epochs} [{bar:<24}] {frac:4.0%} "
-            f"{rate:,.0f} samples/s loss {loss:.5f} ETA {_fmt_time(left_epoch)} "
-            f"(run {_fmt_time(left_all)})\033[K")
-        sys.stderr.flush()
-        self.drawn = True
-
-    def close(self):
-        """Clear the bar, so that what is printed next (an error) starts a line of its own."""
-        if self.drawn:
-            sys.stderr.write("\r\033[K")
-            sys.stderr.flush()
-            self.drawn = False
-
-    def epoch(self, row, note=""):
-        if not self.enabled:
-            return
-        if self.tty:
-            sys.stderr.write("\r\033[K")
-            sys.stderr.flush()
-            self.drawn = False
-        # one write per line: runs in other threads print theirs between, never inside
-        sys.stdout.write(f"{self.label} epoch {row['epoch']:>4}/{self.epochs}  "
-                         f"train {row['train_loss']:.6f}  val {row['val_loss']:.6f}  "
-                         f"{row['seconds']:.2f}s  {row['samples_per_s']:,.0f} samples/s{note}\n")
-        sys.stdout.flush()
-
-
-def _abs(path) -> str:
-    return str(Path(path).absolute()) if path else ""
-
-
 def _crc(images) -> int:
     return zlib.crc32(np.ascontiguousarray(images).data) & 0xFFFFFFFF
 
@@ -297,65 +77,37 @@ class _Run:
         self.n = int(self.train_images.shape[0])
         self.recon_idx, self.recon_orig, self.recon_labels = recon_images(data.test.images,
                                                                          data.test.labels)
-        self.recons: dict[str, np.ndarray] = {}
+        self.rd = runs.RunDir(run_dir)
+        self.recons: dict[int, np.ndarray] = {}  # epoch -> reconstructions
         self.recons_dirty = False
         self.kept = self.kept_model = None
         self.t_saved = time.perf_counter()
         self.metrics: list[dict] = []
-        self.progress = _Progress(progress, config.epochs, self.n,
-                                  label or f"h{config.hidden}", bar)
+        self.progress = Progress(progress, config.epochs, self.n,
+                                 label or f"h{config.hidden}", bar)
         self.wall_before = 0.0
         self.t_start = time.perf_counter()
 
     # files ----------------------------------------------------------------------------------
     def write_config(self, device, resumed_from=None):
-        c = self.config
-        info = {"config": c.to_dict(), "aecore_version": __version__, "device": device,
-                "params": param_count(c.hidden), "image_size": IMAGE_SIZE,
-                "data": {"source": str(getattr(self.data, "source", "")),
-                         "dir": _abs(getattr(self.data, "path", None)),  # found again by --resume
-                         "train_images": self.n, "val_images": int(self.data.val.images.shape[0]),
-                         "test_images": int(self.data.test.images.shape[0]),
-                         "train_crc32": self.train_crc},
-                "resumed_from": resumed_from}
-        runs.write_json(self.dir / runs.CONFIG, info)
+        self.rd.write_config(self.config, device, self.data, self.n, self.train_crc, resumed_from)
 
     def write_recons(self):
-        arrays = {"originals": self.recon_orig, "labels": self.recon_labels,
-                  "test_indices": self.recon_idx}
-        arrays.update(self.recons)
-        runs.write_npz(self.dir / runs.RECONSTRUCTIONS, arrays)
+        self.rd.write_reconstructions(self.recon_orig, self.recon_labels, self.recon_idx,
+                                      self.recons)
         self.recons_dirty = False
 
     def load_recons(self):
-        path = self.dir / runs.RECONSTRUCTIONS
         try:
-            with np.load(path) as z:
-                self.recons = {k: z[k] for k in z.files if k.startswith("epoch_")}
-        except (OSError, ValueError):
-            self.recons = {}
+            saved = self.rd.reconstructions()
+        except CheckpointError:
+            saved = None
+        self.recons = saved.by_epoch if saved else {}
 
     def summary(self, status, device, test_loss=None, extra=None):
-        rows = self.metrics
-        best = min(rows, key=lambda r: r["val_loss"]) if rows else None
-        s = {
-            "hidden": self.config.hidden, "params": param_count(self.config.hidden),
-            "epochs": self.config.epochs, "epochs_done": len(rows), "status": status,
-            "train_loss": rows[-1]["train_loss"] if rows else None,
-            "val_loss": rows[-1]["val_loss"] if rows else None,
-            "test_loss": test_loss,
-            "best_epoch": best["epoch"] if best else None,
-            "best_val_loss": best["val_loss"] if best else None,
-            "wall_time_s": self.wall_before + time.perf_counter() - self.t_start,
-            "device": device,
-            "samples_per_s": float(np.mean([r["samples_per_s"] for r in rows])) if rows else None,
-            "peak_rss_mib": _peak_rss_mib(),
-            "optimizer": self.config.optimizer, "lr": self.config.lr,
-            "batch_size": self.config.batch_size, "run_dir": str(self.dir),
-        }
-        s.update(extra or {})
-        runs.write_json(self.dir / runs.SUMMARY, s)
-        return s
+        return self.rd.write_summary(self.config, self.metrics, status, device,
+                                     self.wall_before + time.perf_counter() - self.t_start,
+                                     test_loss, extra)
 
     def state(self, engine, epoch_done, position, rng_state, loss_sum, seconds, chunk) -> dict:
         """The checkpoint's training state (the weights and optimizer buffers go beside it)."""
@@ -384,10 +136,10 @@ class _Run:
         params, opt_state, state = checkpoint or self.kept
         if self.recons_dirty:
             self.write_recons()
-        runs.write_metrics(self.dir / runs.METRICS, self.kept[2]["metrics"])
+        self.rd.write_metrics(self.kept[2]["metrics"])
         if self.kept_model is not None:
-            save_model(self.dir / runs.MODEL, self.kept_model, self.config.slope)
-        save_checkpoint(self.dir / runs.CHECKPOINT, params, opt_state, state)
+            self.rd.save_model(self.kept_model, self.config.slope)
+        self.rd.save_checkpoint(params, opt_state, state)
         self.t_saved = time.perf_counter()
 
 
@@ -454,7 +206,7 @@ def train(config: TrainConfig, run_dir, data, resume: bool = False, progress: bo
 def _resume_note(run_dir: Path) -> str:
     """What a run stopped by a write failure left, and how to continue it."""
     try:
-        st = load_checkpoint(run_dir / runs.CHECKPOINT).state
+        st = runs.RunDir(run_dir).checkpoint().state
     except CheckpointError:
         return f"No checkpoint was saved in {run_dir}: start the run again once there is space"
     where = f"epoch {st['epoch']}" + (f" + {st['position']} samples" if st.get("position") else "")
@@ -466,15 +218,7 @@ def _train(config, run_dir, data, resume, progress, overwrite, fallback_cpu, on_
            chunk_samples, checkpoint_every, signals, label, progress_bar, on_epoch) -> dict:
     ckpt = None
     if resume:
-        ckpt = load_checkpoint(run_dir / runs.CHECKPOINT, config.hidden, config.optim().state_names())
-        saved = TrainConfig.from_dict(ckpt.state["config"])
-        for name in RESUME_FIXED:
-            if getattr(saved, name) != getattr(config, name):
-                raise CheckpointError(f"{run_dir}: the run has {name}={getattr(saved, name)!r}, "
-                                      f"not {getattr(config, name)!r}; cannot resume with a change")
-        if ckpt.state["epoch"] >= config.epochs:
-            raise CheckpointError(f"{run_dir}: the run already has {ckpt.state['epoch']} of "
-                                  f"{config.epochs} epochs; pass a larger --epochs to continue it")
+        ckpt = runs.RunDir(run_dir).resume_checkpoint(config)
         runs.check_writable(run_dir)
     else:
         runs.prepare_run_dir(run_dir, overwrite)
@@ -562,7 +306,7 @@ def _train(config, run_dir, data, resume, progress, overwrite, fallback_cpu, on_
                    "seconds": seconds, "samples_per_s": n / max(seconds, 1e-9)}
             run.metrics.append(row)
             if epoch in saved_epochs:
-                run.recons[f"epoch_{epoch}"] = np.asarray(eng.reconstruct(run.recon_orig), np.float32)
+                run.recons[epoch] = np.asarray(eng.reconstruct(run.recon_orig), np.float32)
                 run.recons_dirty = True
             run.keep(eng, epoch, rng.bit_generator.state, chunk)
             run.progress.epoch(row, "  (includes compiling the kernels)" if compiling else "")
@@ -595,12 +339,3 @@ def _diverged(run, device, epoch, where, value, pos=None, stop=None):
     raise DivergenceError(
         f"{where} loss became {what} in epoch {epoch}{at}; stopped. The last good checkpoint "
         f"(epoch {last}) is kept in {run.dir}; try a smaller --lr")
-
-
-def load_run_config(run_dir) -> TrainConfig:
-    """The configuration of the run in ``run_dir`` (from its checkpoint), for --resume."""
-    ckpt = load_checkpoint(Path(run_dir) / runs.CHECKPOINT)
-    try:
-        return TrainConfig.from_dict(ckpt.state["config"])
-    except (KeyError, TypeError) as e:
-        raise CheckpointError(f"{run_dir}: checkpoint has no usable config ({e})") from None

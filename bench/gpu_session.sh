@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # What a session with a lent GPU measures, in one command, stage by stage:
-#   bash bench/gpu_session.sh OUT_DIR [STAGE...]      (default: every stage, ~8 minutes)
+#   bash bench/gpu_session.sh OUT_DIR [STAGE...]      (default: every stage but variants, ~8 minutes)
 # The first run after the GEMM-core rewrite (issue 12; the plan in bench/RESULTS.md, ~6 min):
 #   KERNEL_TILES=64 BENCH_DEVICES=cuda EAGER_BATCH=none \
 #       bash bench/gpu_session.sh gpu-results tests kernels dev bench
@@ -28,6 +28,10 @@
 #   gridsync grid-wide barrier cost (bench/grid_sync.py): cooperative grid.sync() vs an
 #            atomic-counter barrier at 32 blocks, the SM count and the cooperative maximum;
 #            decides the persistent kernel's design (issue #13)
+#   persistent the persistent multi-run kernel (bench/persistent.py, issue #13): registers and
+#            the cooperative grid, grid 1 vs full grid and each run vs CudaEngine alone (bitwise),
+#            then us per step per run at batch 64 (4 runs h 64-512 in one launch, each alone,
+#            and the CUDA-graph path); ~45 s, most of it compiling
 #   study    the 4-size x 200-epoch study (Adam, the defaults) on the GPU, timed, once per
 #            number of runs trained at once in STUDY_JOBS (default "4": all four side by side;
 #            "4 1" also times them one after another); set AECORE_CUDA_TILE for it to use
@@ -38,7 +42,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${1:-gpu-results}"
 shift || true
-STAGES="${*:-tests gridsync kernels dev bench variants pybench study}"
+STAGES="${*:-tests gridsync persistent kernels dev bench pybench study}"  # + variants by name
 PY="${PYTHON:-python3}"
 mkdir -p "$OUT"
 export NUMBA_ENABLE_CUDASIM=0 MPLBACKEND=Agg PYTHONUNBUFFERED=1
@@ -105,6 +109,11 @@ for stage in $STAGES; do
         done ;;
     gridsync)
         run_stage gridsync 60 "$PY" bench/grid_sync.py --rounds 20000 --json "$OUT/grid_sync.json" ;;
+    persistent)
+        # PERSISTENT_ARGS="--max-registers 128": also the kernel at 2 blocks per SM (+~20 s)
+        # shellcheck disable=SC2086
+        run_stage persistent 75 "$PY" bench/persistent.py --images 8192 \
+            --json "$OUT/persistent.json" ${PERSISTENT_ARGS:-} ;;
     pybench)
         AECORE_BENCH_RATIOS="$OUT/ratios.json" run_stage pybench 200 "$PY" -m pytest bench \
             -k cuda --benchmark-only --benchmark-json="$OUT/cuda_bench.json" -q \

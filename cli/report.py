@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from aecore import runs
+from aecore import atomic
 from aecore.errors import CheckpointError
 
 HELP = """Draw the study's figures and write report.md from RUN_DIRs (directories written by
@@ -27,7 +27,7 @@ Writes into --out (default: report/ in the run directories' common parent):
 
 \b
 Examples:
-  aecore report runs/h64-sgd runs/h128-sgd runs/h256-sgd runs/h512-sgd
+  aecore report runs/h64-adam runs/h128-adam runs/h256-adam runs/h512-adam
   aecore report study --out paper/report
 """
 
@@ -44,7 +44,7 @@ def build(run_dirs, out=None, echo=click.echo):
     if out is None:
         out = rep.common_parent([r.path for r in found]) / "report"
     try:
-        runs.check_writable(out)
+        atomic.check_writable(out)
     except CheckpointError as e:
         raise click.BadParameter(str(e), param_hint="'--out'") from None
     result = rep.write_report(found, out)

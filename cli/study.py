@@ -9,16 +9,17 @@ from pathlib import Path
 import click
 
 from aecore import HIDDEN_SIZES, runs
+from aecore.config import MAX_HIDDEN, TrainConfig
+from aecore.errors import CheckpointError, DivergenceError, TrainingInterrupted
 from aecore.optim import OPTIMIZERS
-from aecore.errors import CheckpointError, DivergenceError
-from aecore.trainer import MAX_HIDDEN, TrainConfig, TrainingInterrupted, train as train_run
+from aecore.side_by_side import train_side_by_side
 
 from .report import build as build_report
 from .train import (FASHION_TRAIN, HiddenList, _check, checkpoint_every_option,
                     cpu_split_option, cuda_graphs_option, data_dir_option, device_option,
-                    jobs_option, load_data, resolve_device, run_settings, train_side_by_side)
+                    echo_err, jobs_option, load_data, resolve_device, run_settings)
 
-D = TrainConfig()  # the defaults, defined once in aecore.trainer
+D = TrainConfig()  # the defaults, defined once in aecore.config
 DEFAULT_OPTIMIZERS = ("sgd", "momentum", "adam")
 DEFAULT_COMPARE_HIDDEN = 128
 
@@ -138,18 +139,14 @@ def study(device, cuda_graphs, cpu_split, hidden, epochs, optimizers, compare_hi
             if not yes and sys.stdin.isatty() and not click.confirm("Start?", default=True):
                 click.echo("not started")
                 return
-            counter = iter(range(1, len(todo) + 1))
 
-            def train_one(p, signals):
-                resume = p.action == "resume"
-                c = p.config
-                click.echo(f"{'resuming' if resume else 'training'} {p.dir} ({next(counter)}/"
-                           f"{len(todo)}): {run_settings(c)}", err=True)
-                return train_run(c, p.dir, data, resume=resume, fallback_cpu=(device == "auto"),
-                                 checkpoint_every=checkpoint_every, signals=signals,
-                                 label=p.dir.name, progress_bar=jobs == 1)
+            def on_start(p, n):
+                click.echo(f"{'resuming' if p.action == 'resume' else 'training'} {p.dir} "
+                           f"({n}/{len(todo)}): {run_settings(p.config)}", err=True)
 
-            outcomes = train_side_by_side(todo, train_one, jobs, dev)
+            outcomes = train_side_by_side(todo, data, jobs, on_start=on_start, echo=echo_err,
+                                          fallback_cpu=(device == "auto"),
+                                          checkpoint_every=checkpoint_every)
             for o in outcomes:
                 if o.status == "diverged":
                     click.echo(f"Error: {o.run.dir.name}: {o.error}", err=True)

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import click
 
-from aecore.trainer import TrainConfig, TrainingInterrupted
+from aecore.config import TrainConfig
+from aecore.errors import TrainingInterrupted
 
 from .train import FASHION_TRAIN, _check, data_dir_option, load_data
 

@@ -13,14 +13,13 @@ import click
 from click.core import ParameterSource
 
 from aecore import runs, tables
-from aecore.checkpoint import load_checkpoint
+from aecore.config import DEFAULT_LR, MAX_HIDDEN, TrainConfig, config_problems
+from aecore.errors import AecoreError, CheckpointError, DivergenceError, TrainingInterrupted
 from aecore.optim import OPTIMIZERS
-from aecore.errors import AecoreError, CheckpointError, DivergenceError
-from aecore.trainer import (CHECKPOINT_EVERY, DEFAULT_LR, MAX_HIDDEN, RESUME_FIXED, TrainConfig,
-                            TrainingInterrupted, config_problems, load_run_config,
-                            train as train_run)
+from aecore.side_by_side import PlannedRun, train_side_by_side
+from aecore.trainer import CHECKPOINT_EVERY
 
-D = TrainConfig()  # the defaults, defined once in aecore.trainer
+D = TrainConfig()  # the defaults, defined once in aecore.config
 FASHION_TRAIN = 60000  # images in the Fashion-MNIST training file (before the validation split)
 OPTION_OF = {"hidden": "--hidden", "epochs": "--epochs", "batch_size": "--batch-size",
              "lr": "--lr", "optimizer": "--optimizer", "momentum": "--momentum",
@@ -98,25 +97,8 @@ def run_settings(c: TrainConfig) -> str:
             f"lr {c.lr:g}, {c.device}" + (f", first {c.limit} images" if c.limit else ""))
 
 
-def train_side_by_side(planned, train_one, jobs: int, device: str):
-    """``aecore.study.train_runs`` for the commands: ``jobs`` runs at a time under one Ctrl-C
-    handler; a run that failed is re-raised once every other run has saved and stopped.
-    Returns the outcomes of the others (complete, diverged, interrupted, not started)."""
-    from aecore.study import train_runs
-
-    if jobs > 1 and device == "cpu":
-        click.echo(f"notice: --jobs {jobs} on the CPU: the runs compete for the cores that each "
-                   "run's matrix products already use (it helps on a GPU)", err=True)
-    outcomes = train_runs(planned, train_one, jobs)  # one Ctrl-C handler for all of them
-    failed = [o for o in outcomes if o.status == "failed"]
-    if failed and len(outcomes) > 1:  # a single run's error says it all
-        stopped = [o.run.dir.name for o in outcomes if o.status in ("interrupted", "not started")]
-        click.echo(f"{failed[0].run.dir.name} failed"
-                   + (f"; stopped {', '.join(stopped)} (checkpoints saved where begun)"
-                      if stopped else ""), err=True)
-    if failed:
-        raise failed[0].error
-    return outcomes
+def echo_err(line: str) -> None:
+    click.echo(line, err=True)
 
 
 def load_data(data_dir, val_size: int):
@@ -162,7 +144,7 @@ def _finite(ctx, param, value):
 
 HELP = """Train the 784 -> h -> 784 autoencoder (LeakyReLU hidden layer, Sigmoid output, MSE loss)
 on Fashion-MNIST, writing one run directory per hidden size under --out (named like
-h256-sgd): config.json, metrics.csv (per-epoch train/val MSE, seconds, samples/s),
+h256-adam): config.json, metrics.csv (per-epoch train/val MSE, seconds, samples/s),
 summary.json, reconstructions.npz, model.safetensors (PyTorch state_dict names) and
 checkpoint.safetensors.
 
@@ -176,7 +158,7 @@ Examples:
   aecore train --hidden 64,128,256,512 --epochs 200
   aecore train --device cuda --hidden 64,128,256,512 --jobs 4
   aecore train --hidden 256 --epochs 1 --limit 2000      quick check
-  aecore train --resume runs/h256-sgd
+  aecore train --resume runs/h256-adam
 """
 
 
@@ -216,7 +198,8 @@ Examples:
 @jobs_option
 @click.pass_context
 def train(ctx, hidden, epochs, batch_size, lr, optimizer, momentum, slope, seed, val_size, limit,
-          device, cuda_graphs, cpu_split, data_dir, out, resume, overwrite, checkpoint_every, jobs):
+          device, cuda_graphs, cpu_split, data_dir, out, resume, overwrite, checkpoint_every,
+          jobs):
     if resume is not None:
         return _resume(ctx, resume, device, data_dir, epochs, checkpoint_every)
 
@@ -271,7 +254,7 @@ def _check_outputs(out: Path, dirs, overwrite):
 
 
 def _resume(ctx, run_dir: Path, device, data_dir, epochs, checkpoint_every):
-    fixed = [OPTION_OF[n] for n in (*RESUME_FIXED, "hidden") if n in OPTION_OF
+    fixed = [OPTION_OF[n] for n in (*runs.RESUME_FIXED, "hidden") if n in OPTION_OF
              and ctx.get_parameter_source(n) == ParameterSource.COMMANDLINE]
     for name in ("out", "overwrite", "jobs"):
         if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE:
@@ -282,7 +265,8 @@ def _resume(ctx, run_dir: Path, device, data_dir, epochs, checkpoint_every):
                                "--[no-]cuda-graphs and --data-dir may be given)")
     if not run_dir.is_dir():
         raise click.BadParameter(f"{run_dir} is not a directory", param_hint="'--resume'")
-    if not (run_dir / runs.CHECKPOINT).exists():
+    rd = runs.RunDir(run_dir)
+    if not rd.file(runs.CHECKPOINT).exists():
         try:
             held = sorted(d.name for d in run_dir.iterdir() if (d / runs.CHECKPOINT).is_file())
         except OSError:
@@ -292,7 +276,7 @@ def _resume(ctx, run_dir: Path, device, data_dir, epochs, checkpoint_every):
                 f"{run_dir} holds runs ({', '.join(held)}), it is not one; give one of them, "
                 f"e.g. --resume {run_dir / held[0]}", param_hint="'--resume'")
     runs.check_not_busy(run_dir)
-    config = load_run_config(run_dir)
+    config = rd.checkpoint_config()
     changes = {}
     if ctx.get_parameter_source("epochs") == ParameterSource.COMMANDLINE:
         changes["epochs"] = epochs
@@ -302,44 +286,22 @@ def _resume(ctx, run_dir: Path, device, data_dir, epochs, checkpoint_every):
         if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE:
             changes[name] = ctx.params[name]
     config = TrainConfig(**{**config.to_dict(), **changes})
-    done = load_checkpoint(run_dir / runs.CHECKPOINT).state.get("epoch", 0)
-    if done >= config.epochs:
-        raise CheckpointError(f"{run_dir}: the run already has {done} of {config.epochs} epochs; "
-                              "pass a larger --epochs to continue it")
-    data = load_data(data_dir or _recorded_data_dir(run_dir), config.val_size)
+    rd.resume_checkpoint(config)  # the trainer's checks, before the data is loaded
+    data = load_data(data_dir or rd.data_dir(), config.val_size)
     _run_all([config], [run_dir], data, False, fallback_cpu=(device == "auto"), resume=True,
              checkpoint_every=checkpoint_every)
 
 
-def _recorded_data_dir(run_dir: Path):
-    """The data directory the run's config.json recorded, if it is still there (else None:
-    the usual search)."""
-    try:
-        info = runs.read_json(run_dir / runs.CONFIG)["data"]
-    except (CheckpointError, KeyError, TypeError):
-        return None
-    for key in ("dir", "source"):  # "source" alone in runs from before "dir" was recorded
-        d = info.get(key) if isinstance(info, dict) else None
-        if d and Path(d).is_dir():
-            return Path(d)
-    return None
-
-
 def _run_all(configs, dirs, data, overwrite, fallback_cpu, resume=False,
              checkpoint_every=CHECKPOINT_EVERY, jobs=1):
-    from aecore.study import PlannedRun
+    def on_start(p, n):
+        click.echo(f"{'resuming' if resume else 'training'} {p.dir}: {run_settings(p.config)}",
+                   err=True)
 
-    jobs = min(jobs, len(configs))
-
-    def train_one(p, signals):
-        c, d = p.config, p.dir
-        click.echo(f"{'resuming' if resume else 'training'} {d}: {run_settings(c)}", err=True)
-        return train_run(c, d, data, resume=resume, overwrite=overwrite, fallback_cpu=fallback_cpu,
-                         checkpoint_every=checkpoint_every, signals=signals,
-                         progress_bar=jobs == 1)
-
-    outcomes = train_side_by_side([PlannedRun(c, d) for c, d in zip(configs, dirs)], train_one,
-                                  jobs, configs[0].device)
+    planned = [PlannedRun(c, d, "resume" if resume else "train") for c, d in zip(configs, dirs)]
+    outcomes = train_side_by_side(planned, data, jobs, on_start=on_start, echo=echo_err,
+                                  overwrite=overwrite, fallback_cpu=fallback_cpu,
+                                  checkpoint_every=checkpoint_every)
     results, diverged, stopped = [], None, False
     for o in outcomes:
         if o.status == "complete":
@@ -349,7 +311,7 @@ def _run_all(configs, dirs, data, overwrite, fallback_cpu, resume=False,
                 raise o.error
             click.echo(f"Error: h{o.run.config.hidden}: {o.error}", err=True)
             diverged = o.error
-            results.append(runs.read_json(o.run.dir / runs.SUMMARY))
+            results.append(runs.RunDir(o.run.dir).summary())
         elif o.status == "interrupted":
             click.echo(f"{o.error}", err=True)
             click.echo(f"Resume with: aecore train --resume {o.run.dir}", err=True)

@@ -7,7 +7,6 @@ CKPT is a run directory (its model.safetensors, else checkpoint.safetensors) or 
 from __future__ import annotations
 
 import io
-import json
 import os
 import platform
 from importlib import metadata
@@ -16,10 +15,12 @@ from pathlib import Path
 import click
 import numpy as np
 
-from aecore import __version__, blas_info, runs
+from aecore import __version__, atomic, blas_info, runs
 from aecore.checkpoint import load_weights, slope_of
+from aecore.config import TrainConfig
 from aecore.devices import make_engine
-from aecore.trainer import TrainConfig, recon_images
+from aecore.errors import CheckpointError, RunWriteError
+from aecore.trainer import recon_images
 
 from .train import data_dir_option, device_option, load_data, resolve_device
 
@@ -50,9 +51,9 @@ class _Model:
 def _note_if_incomplete(run_dir: Path) -> None:
     """Say so when the weights are those of a run that has not finished."""
     try:
-        s = json.loads((run_dir / runs.SUMMARY).read_text())
+        s = runs.RunDir(run_dir).summary()
         status, done, epochs = s["status"], s.get("epochs_done"), s.get("epochs")
-    except (OSError, ValueError, KeyError, TypeError):
+    except (CheckpointError, KeyError, TypeError):  # no summary.json (None), or not aecore's
         return
     if status != "complete":
         click.echo(f"note: {run_dir} is an incomplete run ({status}, {done} of {epochs} epochs "
@@ -83,8 +84,8 @@ def image_formats() -> set:
 def _run_val_size(run_dir: Path) -> int:
     """The validation split size the run was trained with (so --split val/train match it)."""
     try:
-        return int(json.loads((run_dir / runs.CONFIG).read_text())["config"]["val_size"])
-    except (OSError, ValueError, KeyError, TypeError):
+        return int(runs.RunDir(run_dir).config().val_size)
+    except (CheckpointError, TypeError, ValueError):
         return TrainConfig().val_size
 
 
@@ -149,9 +150,9 @@ def grid_image(orig, recon, titles, fmt="png", title=None) -> bytes:
 
 def _write(out: Path, data: bytes):
     try:
-        runs.check_writable(out.parent if str(out.parent) else Path("."))
-        runs.atomic_write_bytes(out, data)
-    except (OSError, runs.CheckpointError, runs.RunWriteError) as e:
+        atomic.check_writable(out.parent if str(out.parent) else Path("."))
+        atomic.atomic_write_bytes(out, data)
+    except (OSError, CheckpointError, RunWriteError) as e:
         raise click.BadParameter(f"cannot write {out}: {e}", param_hint="'--out'") from None
 
 

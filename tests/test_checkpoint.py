@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from aecore import runs
+from aecore import atomic, runs
 from aecore.checkpoint import (load_checkpoint, load_weights, resolve_weights_path,
                                save_checkpoint, save_model, slope_of)
 from aecore.errors import CheckpointError
@@ -126,14 +126,14 @@ def test_load_weights_from_run_dir_and_files(tmp_path):
 
 def test_atomic_write_failure_keeps_previous_file(tmp_path):
     target = tmp_path / "metrics.csv"
-    runs.atomic_write_text(target, "old contents\n")
+    atomic.atomic_write_text(target, "old contents\n")
 
     def crash(f):
         f.write(b"new partial cont")
         raise RuntimeError("disk on fire")
 
     with pytest.raises(RuntimeError):
-        runs.atomic_write(target, crash)
+        atomic.atomic_write(target, crash)
     assert target.read_text() == "old contents\n"
     assert os.listdir(tmp_path) == ["metrics.csv"]  # the temp file was cleaned up
 
@@ -146,14 +146,14 @@ def test_hard_crash_mid_write_keeps_previous_checkpoint(tmp_path):
     code = textwrap.dedent(f"""
         import os
         from safetensors.numpy import save
-        from aecore import runs
+        from aecore import atomic
         from aecore.model import init_params
         data = save(init_params(8, 99))
         def write(f):
             f.write(data[: len(data) // 2])
             f.flush()
             os._exit(9)  # killed mid-write: no exception handling, no cleanup
-        runs.atomic_write({str(target)!r}, write)
+        atomic.atomic_write({str(target)!r}, write)
     """)
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 9, r.stderr
@@ -165,8 +165,8 @@ def test_hard_crash_mid_write_keeps_previous_checkpoint(tmp_path):
 
 
 def test_json_and_metrics_roundtrip(tmp_path):
-    runs.write_json(tmp_path / "s.json", {"a": float("nan"), "b": np.float32(0.5), "c": [1, 2]})
-    assert runs.read_json(tmp_path / "s.json") == {"a": None, "b": 0.5, "c": [1, 2]}
+    atomic.write_json(tmp_path / "s.json", {"a": float("nan"), "b": np.float32(0.5), "c": [1, 2]})
+    assert atomic.read_json(tmp_path / "s.json") == {"a": None, "b": 0.5, "c": [1, 2]}
     rows = [{"epoch": e, "train_loss": 0.1 / e, "val_loss": 0.2 / e, "seconds": 1.0,
              "samples_per_s": 50000.0} for e in (1, 2)]
     runs.write_metrics(tmp_path / "m.csv", rows)
@@ -175,7 +175,7 @@ def test_json_and_metrics_roundtrip(tmp_path):
     assert [r["train_loss"] for r in back] == [r["train_loss"] for r in rows]  # exact (repr)
     (tmp_path / "corrupt.json").write_text("{not json")
     with pytest.raises(CheckpointError, match="corrupt.json"):
-        runs.read_json(tmp_path / "corrupt.json")
+        atomic.read_json(tmp_path / "corrupt.json")
 
 
 def test_prepare_run_dir(tmp_path):
@@ -199,7 +199,7 @@ def test_check_writable_read_only_dir(read_only_dir):
 def test_atomic_write_gives_normal_permissions(tmp_path):
     old = os.umask(0o022)
     try:
-        runs.atomic_write_text(tmp_path / "a.txt", "x")
+        atomic.atomic_write_text(tmp_path / "a.txt", "x")
     finally:
         os.umask(old)
     assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o644

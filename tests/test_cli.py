@@ -273,7 +273,10 @@ TINY = dict(optimizer="sgd", hidden=20, epochs=2, batch_size=16, lr=0.3, val_siz
 
 def _tiny_run(d, tiny_data, stop_in_epoch=None):
     """A run trained on the synthetic data (complete, or interrupted in ``stop_in_epoch``)."""
-    from aecore.trainer import StopSignals, TrainConfig, TrainingInterrupted, train
+    from aecore.config import TrainConfig
+    from aecore.errors import TrainingInterrupted
+    from aecore.stop import StopSignals
+    from aecore.trainer import train
 
     sig = StopSignals()
     hook = (lambda e, p: sig.stop("a test") if e == stop_in_epoch else None)
@@ -330,16 +333,13 @@ def test_resume_a_finished_run_gives_the_hint_and_no_failure(tmp_path, tiny_data
 
 def test_a_single_run_that_fails_is_reported_once(tmp_path, capsys):
     """The "<run> failed; stopped ..." line is for side-by-side runs; one run's error says it."""
-    from aecore.cli.train import train_side_by_side
+    from aecore.config import TrainConfig
     from aecore.errors import CheckpointError
-    from aecore.study import PlannedRun
-    from aecore.trainer import TrainConfig
+    from aecore.side_by_side import PlannedRun, train_side_by_side
 
-    def fails(p, signals):
-        raise CheckpointError(f"{p.dir}: the run already has 2 of 2 epochs")
-
+    # resuming a directory that is not there fails before the (absent) data is touched
     with pytest.raises(CheckpointError):
-        train_side_by_side([PlannedRun(TrainConfig(), tmp_path / "h256-adam")], fails, 1, "cpu")
+        train_side_by_side([PlannedRun(TrainConfig(), tmp_path / "h256-adam", "resume")], None)
     assert "failed" not in capsys.readouterr().err
 
 

@@ -9,6 +9,8 @@ simulator run of the 512-image version is recorded in bench/RESULTS.md).
 
 from __future__ import annotations
 
+import json
+
 
 import numpy as np
 import pytest
@@ -89,6 +91,10 @@ def test_trainer_on_cuda_writes_a_complete_run(tmp_path):
                       recon_epochs=(1,))
     s = train(cfg, tmp_path / "run", data, progress=False)
     assert s["status"] == "complete" and s["device"] == "cuda"
+    from aecore.kernels.cuda import config as cc
+
+    kernels = json.loads((tmp_path / "run" / "config.json").read_text())["kernels"]
+    assert kernels == {"cuda_tile": cc.TILE, "cuda_bk": cc.BK}  # the compile-time knobs
     cpu = train(TrainConfig(**{**cfg.to_dict(), "device": "cpu"}), tmp_path / "cpu", data,
                 progress=False)
     assert abs(s["test_loss"] - cpu["test_loss"]) <= 1e-4 * cpu["test_loss"]

@@ -15,11 +15,13 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from aecore import runs, trainer
+from aecore import progress, runs, trainer
 from aecore.checkpoint import load_checkpoint
 from aecore.errors import CheckpointError
 from aecore.model import PARAM_NAMES
-from aecore.trainer import TrainConfig, TrainingInterrupted, load_run_config, train
+from aecore.config import TrainConfig
+from aecore.errors import TrainingInterrupted
+from aecore.trainer import train
 
 from conftest import synthetic_data
 
@@ -83,7 +85,7 @@ def test_interrupt_and_resume_is_bitwise_exact(tmp_path, tiny_data, optimizer, n
     assert len(runs.read_metrics(run / runs.METRICS)) == epoch
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
 
-    assert load_run_config(run) == c
+    assert runs.RunDir(run).checkpoint_config() == c
     s = train(c, run, tiny_data, resume=True, progress=False)
     assert s["status"] == "complete" and s["epochs_done"] == 3
     assert_same_run(ref, run)
@@ -146,9 +148,8 @@ def test_signal_after_the_last_chunk_of_an_epoch_saves_that_epoch(tmp_path, tiny
     """SIGINT while an epoch's line is printed (after its last chunk, before the next epoch):
     with or without a save due at that epoch, the checkpoint on disk is that epoch's, and the
     resumed run ends as an uninterrupted one (seen by the CLI test on a loaded machine)."""
-    from aecore import trainer
 
-    real = trainer._Progress.epoch
+    real = progress.Progress.epoch
 
     def print_then_signal(self, row, *note):
         real(self, row, *note)
@@ -157,13 +158,13 @@ def test_signal_after_the_last_chunk_of_an_epoch_saves_that_epoch(tmp_path, tiny
 
     c = cfg(epochs=3)
     run = tmp_path / "run"
-    monkeypatch.setattr(trainer._Progress, "epoch", print_then_signal)
+    monkeypatch.setattr(progress.Progress, "epoch", print_then_signal)
     with pytest.raises(TrainingInterrupted):
         train(c, run, tiny_data, progress=False, chunk_samples=CHUNK, checkpoint_every=every)
     st = load_checkpoint(run / runs.CHECKPOINT).state
     assert (st["epoch"], st["position"]) == (1, 0)
     assert len(runs.read_metrics(run / runs.METRICS)) == 1
-    monkeypatch.setattr(trainer._Progress, "epoch", real)
+    monkeypatch.setattr(progress.Progress, "epoch", real)
     train(c, run, tiny_data, resume=True, progress=False)
     ref = tmp_path / "ref"
     train(c, ref, tiny_data, progress=False, chunk_samples=CHUNK)
@@ -205,7 +206,7 @@ def test_cli_subprocess_sigint_then_resume(tmp_path, tiny_data, real_data_dir):
 
     ref = tmp_path / "ref"
     data = load_fashion_mnist(real_data_dir, val_size=10000, download=False, progress=False)
-    train(load_run_config(run), ref, data, progress=False)
+    train(runs.RunDir(run).checkpoint_config(), ref, data, progress=False)
     assert_same_run(ref, run)
 
 
@@ -302,7 +303,7 @@ def test_the_interrupt_message_starts_a_line_after_the_progress_bar(tmp_path, ti
     by SIGINT ...") must start a line of its own, not land on the end of the bar."""
     term = _Terminal()
     monkeypatch.setattr(sys, "stderr", term)
-    draw = trainer._Progress.chunk
+    draw = progress.Progress.chunk
     calls = []
 
     def chunk(self, *a):
@@ -312,7 +313,7 @@ def test_the_interrupt_message_starts_a_line_after_the_progress_bar(tmp_path, ti
         self.t_last = -1e9  # no 0.2 s throttle: the bar is drawn at every chunk of the tiny run
         return draw(self, *a)
 
-    monkeypatch.setattr(trainer._Progress, "chunk", chunk)
+    monkeypatch.setattr(progress.Progress, "chunk", chunk)
     with pytest.raises(TrainingInterrupted):
         train(cfg(), tmp_path / "r", tiny_data, progress=True, chunk_samples=CHUNK)
     text = term.getvalue()

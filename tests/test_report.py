@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from aecore import runs
 from aecore.cli.main import main
 from aecore.model import param_count
-from aecore.trainer import TrainConfig
+from aecore.config import TrainConfig
 
 D = TrainConfig()  # aecore train's defaults (they may change; the tests follow them)
 OPT = D.optimizer
@@ -180,13 +180,14 @@ def test_study_usage_errors(tmp_path, args, option):
 
 def test_study_runs_estimates_resumes_and_skips(tmp_path, real_data_dir, monkeypatch, two_runs):
     import aecore.cli.study as study_cli
+    import aecore.side_by_side as side_by_side
 
     out = tmp_path / "st"
     args = ["study", "--device", "cpu", "--hidden", "8,16", "--epochs", "2", "--limit", "512",
             "--optimizers", f"{OPT},{OTHER}", "--compare-hidden", "8", "--out", out,
             "--data-dir", real_data_dir, "--yes"]
     a8, a16, b8 = name(8), name(16), name(8, OTHER)  # the default optimizer's h8 run is shared
-    real_train = study_cli.train_run
+    real_train = side_by_side.train_run
     calls = []
 
     def ctrl_c_in_second_run(config, run_dir, data, **kw):
@@ -199,7 +200,7 @@ def test_study_runs_estimates_resumes_and_skips(tmp_path, real_data_dir, monkeyp
         return real_train(config, run_dir, data, on_chunk=on_chunk, **kw)
 
     # 1. Ctrl-C in the second run: exit 130, a checkpoint, the first run complete.
-    monkeypatch.setattr(study_cli, "train_run", ctrl_c_in_second_run)
+    monkeypatch.setattr(side_by_side, "train_run", ctrl_c_in_second_run)
     r = invoke(*args)
     assert r.exit_code == 130, r.output
     assert "estimated" in r.output and " on cpu" in r.output
@@ -220,7 +221,7 @@ def test_study_runs_estimates_resumes_and_skips(tmp_path, real_data_dir, monkeyp
 
     # 3. The same command again: a8 skipped, a16 resumed, b8 trained, then the report.
     calls.clear()
-    monkeypatch.setattr(study_cli, "train_run", lambda *a, **kw: (calls.append(a[1].name),
+    monkeypatch.setattr(side_by_side, "train_run", lambda *a, **kw: (calls.append(a[1].name),
                                                                   real_train(*a, **kw))[1])
     mtime8 = (out / a8 / runs.MODEL).stat().st_mtime_ns
     r = invoke(*args)
@@ -247,7 +248,7 @@ def test_study_runs_estimates_resumes_and_skips(tmp_path, real_data_dir, monkeyp
     assert {row["run"] for row in md_table((rep / "report.md").read_text())} == {a8, a16, b8}
 
     # 4. Once more: nothing to train, no warm-up, no data loaded; just the report.
-    monkeypatch.setattr(study_cli, "train_run", lambda *a, **kw: pytest.fail("trained again"))
+    monkeypatch.setattr(side_by_side, "train_run", lambda *a, **kw: pytest.fail("trained again"))
     monkeypatch.setattr(study_cli, "load_data", lambda *a, **kw: pytest.fail("loaded data"))
     r = invoke(*args)
     assert r.exit_code == 0, r.output

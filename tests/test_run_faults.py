@@ -23,7 +23,8 @@ from click.testing import CliRunner
 from aecore import runs
 from aecore.checkpoint import load_checkpoint
 from aecore.errors import RunDirBusyError, RunWriteError
-from aecore.trainer import TrainConfig, train
+from aecore.config import TrainConfig
+from aecore.trainer import train
 
 pytestmark = pytest.mark.usefixtures("cwd_with_runs")
 
@@ -47,7 +48,8 @@ RACER = textwrap.dedent("""
     sys.path.insert(0, {tests!r})
     from conftest import synthetic_data
     from aecore.errors import AecoreError
-    from aecore.trainer import TrainConfig, train
+    from aecore.config import TrainConfig
+    from aecore.trainer import train
     me, run, lr, epochs = sys.argv[1], Path(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
     data = synthetic_data()
     (run.parent / f"ready-{{me}}").touch()
@@ -173,7 +175,7 @@ def test_cli_second_train_refused_then_a_killed_holder_blocks_nothing(tmp_path, 
 
 def fail_writes(monkeypatch, target: str, code=errno.ENOSPC):
     """Make the fsync of ``target``'s temp file fail with ``code`` once ``armed["on"]`` is set
-    (a full disk shows up at write or fsync time): every writer goes through runs.atomic_write."""
+    (a full disk shows up at write or fsync time): every writer goes through aecore.atomic.atomic_write."""
     real = os.fsync
     armed = {"on": False, "failed": 0}
 

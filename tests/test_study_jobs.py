@@ -1,4 +1,4 @@
-"""Several runs at once (``aecore.study.train_runs``, ``aecore study --jobs``): each run's
+"""Several runs at once (``aecore.S.train_runs``, ``aecore study --jobs``): each run's
 results are exactly those of training it alone, and a stop (Ctrl-C, or one run failing) makes
 every run in progress save a checkpoint and stop, after which the same study resumes them.
 
@@ -19,10 +19,12 @@ import pytest
 from click.testing import CliRunner
 
 from aecore import runs
-from aecore import study as S
+from aecore import side_by_side as S
 from aecore.checkpoint import load_checkpoint
 from aecore.cli.main import main
-from aecore.trainer import TrainConfig, TrainingInterrupted, train
+from aecore.config import TrainConfig
+from aecore.errors import TrainingInterrupted
+from aecore.trainer import train
 
 from conftest import synthetic_data
 
@@ -82,10 +84,14 @@ def test_a_failing_run_stops_the_others_with_checkpoints(tmp_path):
     data = synthetic_data()
     names = [f"h{h}-{o}" for h, o in RUNS]
 
-    def fail(epoch, pos, signals):
+    holding = threading.Event()
+
+    def fail(epoch, pos, signals):  # only once the other run is training (else it is "not started")
+        assert holding.wait(60), "the second run never started"
         raise RuntimeError("disk on fire")
 
     def hold(epoch, pos, signals):  # still in its first epoch when the other run fails
+        holding.set()
         _wait_for_stop(signals)
 
     plan = _plan(tmp_path, RUNS)
@@ -123,7 +129,6 @@ def test_train_runs_installs_the_ctrl_c_handler_when_given_none(tmp_path):
 
 def test_cli_jobs_ctrl_c_saves_every_run_and_the_rerun_resumes_them(tmp_path, real_data_dir,
                                                                     monkeypatch):
-    import aecore.cli.study as study_cli
 
     base = ["study", "--device", "cpu", "--hidden", "8,16,24", "--epochs", "2", "--limit", "512",
             "--optimizers", TrainConfig().optimizer, "--data-dir", real_data_dir, "--yes"]
@@ -131,7 +136,7 @@ def test_cli_jobs_ctrl_c_saves_every_run_and_the_rerun_resumes_them(tmp_path, re
     r = CliRunner().invoke(main, base + ["--out", str(ref)])  # one at a time, uninterrupted
     assert r.exit_code == 0, r.output
 
-    real_train = study_cli.train_run
+    real_train = S.train_run
     started = []
 
     def ctrl_c_in_first_chunks(config, run_dir, data, **kw):
@@ -146,7 +151,7 @@ def test_cli_jobs_ctrl_c_saves_every_run_and_the_rerun_resumes_them(tmp_path, re
 
         return real_train(config, run_dir, data, on_chunk=on_chunk, chunk_samples=64, **kw)
 
-    monkeypatch.setattr(study_cli, "train_run", ctrl_c_in_first_chunks)
+    monkeypatch.setattr(S, "train_run", ctrl_c_in_first_chunks)
     r = CliRunner().invoke(main, base + ["--out", str(out), "--jobs", "2"])
     assert r.exit_code == 130, r.output
     assert threading.active_count() == 1  # the workers are gone
@@ -157,7 +162,7 @@ def test_cli_jobs_ctrl_c_saves_every_run_and_the_rerun_resumes_them(tmp_path, re
         assert load_checkpoint(out / name / runs.CHECKPOINT).state["position"] == 64
     assert "run the same aecore study command again" in r.output.lower()
 
-    monkeypatch.setattr(study_cli, "train_run", real_train)
+    monkeypatch.setattr(S, "train_run", real_train)
     r = CliRunner().invoke(main, base + ["--out", str(out), "--jobs", "3"])
     assert r.exit_code == 0, r.output
     assert "3 at once, the runs' own wall times add up to" in r.output

@@ -257,12 +257,14 @@ def test_two_nodes_on_this_host(tmp_path, real_data_dir):
             assert time.time() < deadline and nodes[1].poll() is None, "the worker did not join"
             time.sleep(2)
         out = tmp_path / "s"
-        sweep_env(env, out, "--address", address, "--hidden", "16,32", "--epochs", 3,
-              "--limit", 4096)
+        # four trials for two one-CPU nodes: while one trial holds a node's CPU the next goes to
+        # the other node (two trials alone could run one after the other on one node)
+        sweep_env(env, out, "--address", address, "--hidden", "8,16,24,32", "--epochs", 4,
+                  "--limit", 8192)
         rows = results(out)
-        assert len(rows) == 2 and all(row["status"] == "complete" for row in rows)
-        assert len({row["node"] for row in rows}) == 2, rows  # one trial on each node
-        assert json.loads((out / "sweep.json").read_text())["base"]["epochs"] == 3
+        assert len(rows) == 4 and all(row["status"] == "complete" for row in rows)
+        assert len({row["node"] for row in rows}) == 2, rows  # trials on both nodes
+        assert json.loads((out / "sweep.json").read_text())["base"]["epochs"] == 4
     finally:
         for p in reversed(nodes):
             _stop(p)

@@ -14,7 +14,8 @@ from aecore.checkpoint import load_checkpoint, load_weights
 from aecore.devices import make_engine
 from aecore.errors import CheckpointError, DivergenceError
 from aecore.model import PARAM_NAMES, init_params, param_count
-from aecore.trainer import TrainConfig, config_problems, recon_images, train
+from aecore.config import TrainConfig, config_problems
+from aecore.trainer import recon_images, train
 
 CFG = TrainConfig(optimizer="sgd", hidden=24, epochs=3, batch_size=32, lr=0.5, val_size=96, recon_epochs=(1, 2))
 
@@ -115,10 +116,8 @@ def test_same_seed_same_curve(tmp_path, tiny_data):
 def test_checkpoint_every_spaces_saves_not_results(tmp_path, tiny_data, monkeypatch, every, saved):
     """checkpoint_every=0 saves after every epoch; a long interval only at the start and the
     end, with the same files in the end."""
-    from aecore import trainer
-
-    epochs, real_save = [], trainer.save_checkpoint
-    monkeypatch.setattr(trainer, "save_checkpoint",
+    epochs, real_save = [], runs.save_checkpoint
+    monkeypatch.setattr(runs, "save_checkpoint",
                         lambda path, p, o, st: (epochs.append(st["epoch"]), real_save(path, p, o, st)))
     d = tmp_path / "run"
     train(CFG, d, tiny_data, progress=False, checkpoint_every=every)

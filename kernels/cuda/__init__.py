@@ -15,7 +15,9 @@ Layout (as karpathy/llm.c's ``llmc/``: one GEMM core, one module per fused op):
 * ``fused_linear_leaky_relu``, ``fused_linear_sigmoid`` (+ MSE, + the loss reset),
   ``fused_backward_hidden``, ``fused_weight_step`` (gradients and the fused optimizer updates):
   each kernel with its launcher;
-* ``ptx``: PTX without a GPU, the K-step instruction counts, ptxas registers.
+* ``ptx``: PTX without a GPU, the K-step instruction counts, ptxas registers;
+* ``persistent``: one cooperative launch that trains several runs a chunk of steps (the same
+  main loops and epilogues; not in ``KERNELS`` nor used by the engine yet: issue #13).
 
 Variants kept only to be measured (register prefetch, the paired weight updates) live in
 ``dev/cuda/`` with their reference checks and timing harness.

@@ -4,9 +4,26 @@ from __future__ import annotations
 
 from numba import cuda, float32, int32
 
-from .config import BK, BLOCK, F2, PAD, SPLIT, TM, TN, TX, TY
+from .config import BK, BLOCK, F2, PAD, SPLIT, TM, TN, TX, TY, device
 from .gemm import kslice, mainloop, splitk_fixup, this_thread
 from .launch import Kernel, grid, named, split_args
+
+
+@device
+def epilogue(acc, H, slope, dH, m0, n0, tx, ty):
+    """dH's tile at (m0, n0) <- acc * leaky_relu'(H)."""
+    M = dH.shape[0]
+    N = dH.shape[1]
+    for i in range(TM):
+        m = m0 + ty + TY * i
+        if m < M:
+            for j in range(TN):
+                n = n0 + tx + TX * j
+                if n < N:
+                    g = acc[i, j]
+                    if not H[m, n] > float32(0.0):
+                        g *= slope
+                    dH[m, n] = g
 
 
 def make(prefetch=False):
@@ -24,16 +41,7 @@ def make(prefetch=False):
         gemm(dZ, W2, M, N, kb, ke, m0, n0, As, Bs, acc, tid, tx, ty)
         if not splitk_fixup(acc, ws, cnt, flag, tid):
             return
-        for i in range(TM):
-            m = m0 + ty + TY * i
-            if m < M:
-                for j in range(TN):
-                    n = n0 + tx + TX * j
-                    if n < N:
-                        g = acc[i, j]
-                        if not H[m, n] > float32(0.0):
-                            g *= slope
-                        dH[m, n] = g
+        epilogue(acc, H, slope, dH, m0, n0, tx, ty)
 
     return named(k, "k_backward_hidden" + "_prefetch" * prefetch)
 

@@ -4,9 +4,24 @@ from __future__ import annotations
 
 from numba import cuda, float32, int32
 
-from .config import BK, BLOCK, F1, F2, I1, PAD, SPLIT, TM, TN, TX, TY, U2
+from .config import BK, BLOCK, F1, F2, I1, PAD, SPLIT, TM, TN, TX, TY, U2, device
 from .gemm import kslice, mainloop, splitk_fixup, this_thread
 from .launch import Kernel, grid, key, named, perm_or_empty, scale_of, split_args
+
+
+@device
+def epilogue(acc, scale, b, slope, H, m0, n0, tx, ty):
+    """H's tile at (m0, n0) <- leaky_relu(acc scale + b)."""
+    M = H.shape[0]
+    N = H.shape[1]
+    for i in range(TM):
+        m = m0 + ty + TY * i
+        if m < M:
+            for j in range(TN):
+                n = n0 + tx + TX * j
+                if n < N:
+                    z = acc[i, j] * scale + b[n]
+                    H[m, n] = z if z > float32(0.0) else z * slope
 
 
 def make(gather, prefetch=False):
@@ -25,14 +40,7 @@ def make(gather, prefetch=False):
         gemm(X, perm, off, W, M, N, kb, ke, m0, n0, As, Bs, acc, tid, tx, ty)
         if not splitk_fixup(acc, ws, cnt, flag, tid):
             return
-        for i in range(TM):
-            m = m0 + ty + TY * i
-            if m < M:
-                for j in range(TN):
-                    n = n0 + tx + TX * j
-                    if n < N:
-                        z = acc[i, j] * scale + b[n]
-                        H[m, n] = z if z > float32(0.0) else z * slope
+        epilogue(acc, scale, b, slope, H, m0, n0, tx, ty)
 
     return named(k, "k_linear_leaky_relu" + "_gather" * gather + "_prefetch" * prefetch)
 

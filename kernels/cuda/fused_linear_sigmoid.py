@@ -8,7 +8,7 @@ import math
 from numba import cuda, float32, float64, int32
 
 from .config import (BK, BLOCK, D1, F1, F2, I1, NTHREADS, PAD, SPLIT, TM, TN, TX, TY,
-                     U2, device)
+                     U2, dcuda, device)
 from .gemm import kslice, mainloop, splitk_fixup, this_thread
 from .launch import (Kernel, f32_or_empty, grid, key, named, perm_or_empty, scale_of,
                      split_args)
@@ -36,6 +36,47 @@ def sigmoid_and_slope(z):
     return er, er * r
 
 
+@device
+def mse_epilogue(acc, b, T, tperm, toff, tscale, dscale, dZ, Y, m0, n0, tx, ty):
+    """dZ's tile at (m0, n0) <- dscale (y - t) y (1 - y), y = sigmoid(acc + b) (also into Y
+    unless it is empty), t the rows ``tperm[toff + m]`` (or ``toff + m``) of T scaled; returns
+    this thread's float64 share of sum((y - t)^2)."""
+    M = dZ.shape[0]
+    N = dZ.shape[1]
+    write_y = Y.shape[0] > 0
+    gather = tperm.shape[0] > 0
+    part = float64(0.0)
+    for i in range(TM):
+        m = m0 + ty + TY * i
+        if m < M:
+            src = tperm[toff + m] if gather else toff + m
+            for j in range(TN):
+                n = n0 + tx + TX * j
+                if n < N:
+                    y, slope = sigmoid_and_slope(acc[i, j] + b[n])
+                    d = y - float32(T[src, n]) * tscale
+                    part += float64(d * d)
+                    dZ[m, n] = dscale * d * slope
+                    if write_y:
+                        Y[m, n] = y
+    return part
+
+
+@device
+def block_sum(red, part, tid):
+    """The sum of every thread's ``part`` (a fixed tree order), valid in thread 0; ``red`` a
+    (NTHREADS,) float64 shared array. All threads must call it."""
+    red[tid] = part
+    dcuda.syncthreads()
+    s = NTHREADS // 2
+    while s > 0:
+        if tid < s:
+            red[tid] += red[tid + s]
+        dcuda.syncthreads()
+        s //= 2
+    return red[0]
+
+
 def make_mse(prefetch=False):
     gemm = mainloop("nt", False, prefetch, indexed=False)
 
@@ -52,33 +93,10 @@ def make_mse(prefetch=False):
         gemm(Hin, W, M, N, kb, ke, m0, n0, As, Bs, acc, tid, tx, ty)
         if not splitk_fixup(acc, ws, cnt, flag, tid):
             return
-        write_y = Y.shape[0] > 0
-        gather = tperm.shape[0] > 0
-        part = float64(0.0)
-        for i in range(TM):
-            m = m0 + ty + TY * i
-            if m < M:
-                src = tperm[toff + m] if gather else toff + m
-                for j in range(TN):
-                    n = n0 + tx + TX * j
-                    if n < N:
-                        y, slope = sigmoid_and_slope(acc[i, j] + b[n])
-                        d = y - float32(T[src, n]) * tscale
-                        part += float64(d * d)
-                        dZ[m, n] = dscale * d * slope
-                        if write_y:
-                            Y[m, n] = y
-        # block reduction of the loss, one float64 atomic per block
-        red[tid] = part
-        cuda.syncthreads()
-        s = NTHREADS // 2
-        while s > 0:
-            if tid < s:
-                red[tid] += red[tid + s]
-            cuda.syncthreads()
-            s //= 2
+        part = mse_epilogue(acc, b, T, tperm, toff, tscale, dscale, dZ, Y, m0, n0, tx, ty)
+        total = block_sum(red, part, tid)  # one float64 atomic per block
         if tid == 0:
-            cuda.atomic.add(loss, 0, red[0])
+            cuda.atomic.add(loss, 0, total)
 
     return named(k, "k_linear_sigmoid_mse" + "_prefetch" * prefetch)
 

@@ -216,27 +216,35 @@ def kslice(K, kchunk):
 
 @device
 def splitk_fixup(acc, ws, cnt, flag, tid):
-    """True in the block that must run the epilogue, with ``acc`` holding the full sum.
+    """True in the block that must run the epilogue, with ``acc`` holding the full sum (this
+    block's tile and slice from its block index: ``splitk_fixup_at``)."""
+    return splitk_fixup_at(acc, ws, 0, cnt, 0, flag, tid, cuda.gridDim.z,
+                           cuda.gridDim.x * cuda.gridDim.y,
+                           cuda.blockIdx.y * cuda.gridDim.x + cuda.blockIdx.x, cuda.blockIdx.z)
+
+
+@device
+def splitk_fixup_at(acc, ws, wbase, cnt, cbase, flag, tid, S, T, t, z):
+    """True in the block that must run the epilogue of tile ``t`` (of ``T``) after adding its
+    slice ``z`` (of ``S``), with ``acc`` holding the full sum; the partials from ``ws[wbase:]``
+    and the tile's counter ``cnt[cbase + t]`` (a persistent kernel's per-run offsets).
 
     Partials are laid out per tile, contiguous and in thread order (coalesced, and no cache line
     shared between tiles, so the last block never reads a line an earlier reader cached). The
     last block reads slice after slice, each slice's TM x TN partials independent loads, and
     adds them onto ``0 + p_0 + p_1 + ...`` per element (slice order).
     """
-    S = cuda.gridDim.z
     if S == 1:
         return True
-    T = cuda.gridDim.x * cuda.gridDim.y
-    t = cuda.blockIdx.y * cuda.gridDim.x + cuda.blockIdx.x
     span = TM * TN * NTHREADS
-    base = idx((cuda.blockIdx.z * T + t) * span + tid)  # non-negative: no wraparound code
+    base = idx(wbase + (z * T + t) * span + tid)  # non-negative: no wraparound code
     for i in range(TM):
         for j in range(TN):
             ws[base + idx((i * TN + j) * NTHREADS)] = acc[i, j]
     cuda.threadfence()  # the partial is visible device-wide before the count says so
     cuda.syncthreads()
     if tid == 0:
-        flag[0] = cuda.atomic.add(cnt, t, 1)
+        flag[0] = cuda.atomic.add(cnt, cbase + t, 1)
     cuda.syncthreads()
     if flag[0] != S - 1:
         return False
@@ -244,11 +252,11 @@ def splitk_fixup(acc, ws, cnt, flag, tid):
     for i in range(TM):
         for j in range(TN):
             acc[i, j] = float32(0.0)
-    for z in range(S):
-        base = idx((z * T + t) * span + tid)
+    for zz in range(S):
+        base = idx(wbase + (zz * T + t) * span + tid)
         for i in range(TM):
             for j in range(TN):
                 acc[i, j] += ws[base + idx((i * TN + j) * NTHREADS)]
     if tid == 0:
-        cnt[t] = 0
+        cnt[cbase + t] = 0
     return True

@@ -118,8 +118,10 @@ def ptxas_registers(ptx, cc, ptxas=None):
     with tempfile.NamedTemporaryFile("w", suffix=".ptx") as f:
         f.write(ptx)
         f.flush()
-        r = subprocess.run([ptxas, "-v", f"-arch=sm_{cc[0]}{cc[1]}", f.name, "-o", "/dev/null"],
-                           capture_output=True, text=True)
+        # -c: a kernel that calls the CG runtime (grid sync) links it later; compile only
+        extern = ["-c"] if ".extern .func" in ptx else []
+        r = subprocess.run([ptxas, "-v", *extern, f"-arch=sm_{cc[0]}{cc[1]}", f.name, "-o",
+                            "/dev/null"], capture_output=True, text=True)
     text = r.stdout + r.stderr
     regs = re.search(r"Used (\d+) registers", text)
     spill = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", text)

@@ -1,0 +1,108 @@
+"""What defines a training run: ``TrainConfig`` (every default lives here), the default
+learning rate per optimizer, and ``config_problems``, the one check of a configuration's values.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+
+import numpy as np
+
+from .optim import OPTIMIZERS, OptimConfig
+
+DEFAULT_RECON_EPOCHS = (1, 2, 5, 10, 20, 50, 100, 200)
+MAX_HIDDEN = 65536
+
+
+# Learning rate per optimizer when --lr is not given: the best of a scan at h=128, batch 64,
+# 30 epochs (README, "Defaults"). The loss is the mean over the batch's B*784 pixels, so plain
+# SGD's gradients are small and its best rate is large.
+DEFAULT_LR = {"sgd": 20.0, "momentum": 3.0, "nesterov": 3.0, "adam": 1e-3}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines a training run. The defaults live here and nowhere else."""
+
+    hidden: int = 256  # hidden units h of the 784 -> h -> 784 model
+    epochs: int = 200  # passes over the training set
+    batch_size: int = 64  # samples per optimizer step
+    lr: float | None = None  # learning rate; None -> DEFAULT_LR[optimizer]
+    optimizer: str = "adam"  # sgd | momentum | nesterov | adam
+    momentum: float = 0.9  # for momentum / nesterov (Adam's beta1 stays 0.9)
+    slope: float = 0.01  # LeakyReLU negative slope
+    seed: int = 0  # initial weights and the shuffles
+    val_size: int = 10000  # training images held out for validation
+    device: str = "cpu"  # cpu | cuda (the CLI resolves "auto")
+    recon_epochs: tuple = DEFAULT_RECON_EPOCHS  # epochs whose reconstructions are saved
+    limit: int | None = None  # train on the first `limit` training images only (quick tests)
+    cuda_graphs: bool = True  # CUDA: record each chunk's launches once, replay them after
+    cpu_split: bool = False  # CPU: each step split between two aecore threads (cpu_pair.py)
+
+    def __post_init__(self):
+        if self.lr is None and self.optimizer in DEFAULT_LR:
+            object.__setattr__(self, "lr", DEFAULT_LR[self.optimizer])
+
+    def optim(self) -> OptimConfig:
+        return OptimConfig(name=self.optimizer, lr=self.lr, momentum=self.momentum)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["recon_epochs"] = list(self.recon_epochs)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        kw = {k: v for k, v in d.items() if k in known}
+        if "recon_epochs" in kw:
+            kw["recon_epochs"] = tuple(kw["recon_epochs"])
+        return cls(**kw)
+
+    def saved_epochs(self) -> list[int]:
+        """The epochs whose reconstructions are saved: the chosen ones <= epochs, and the last."""
+        return sorted({e for e in self.recon_epochs if 1 <= e <= self.epochs} | {self.epochs})
+
+
+def config_problems(c: TrainConfig, n_train: int | None = None) -> list[tuple[str, str]]:
+    """(field, message) for each invalid setting; ``n_train`` is the training set's size (after
+    the validation split and --limit) when known."""
+    out = []
+
+    def bad(name, msg):
+        out.append((name, msg))
+
+    def is_int(v):
+        return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+    if not is_int(c.hidden) or not 1 <= c.hidden <= MAX_HIDDEN:
+        bad("hidden", f"must be an integer from 1 to {MAX_HIDDEN}, got {c.hidden!r}")
+    if not is_int(c.epochs) or c.epochs < 1:
+        bad("epochs", f"must be an integer >= 1, got {c.epochs!r}")
+    if not is_int(c.batch_size) or c.batch_size < 1:
+        bad("batch_size", f"must be an integer >= 1, got {c.batch_size!r}")
+    elif n_train is not None and c.batch_size > n_train:
+        bad("batch_size", f"{c.batch_size} is larger than the training set ({n_train} images)")
+    for name in ("lr", "slope", "momentum"):
+        v = getattr(c, name)
+        if not isinstance(v, (int, float)) or not math.isfinite(v):
+            bad(name, f"must be a finite number, got {v!r}")
+    if isinstance(c.lr, (int, float)) and math.isfinite(c.lr) and c.lr <= 0:
+        bad("lr", f"must be > 0, got {c.lr!r}")
+    if isinstance(c.momentum, (int, float)) and not 0 <= c.momentum < 1:
+        bad("momentum", f"must be in [0, 1), got {c.momentum!r}")
+    if c.optimizer not in OPTIMIZERS:
+        bad("optimizer", f"unknown optimizer {c.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
+    for name in ("cuda_graphs", "cpu_split"):
+        if not isinstance(getattr(c, name), bool):
+            bad(name, f"must be true or false, got {getattr(c, name)!r}")
+    if c.device not in ("cpu", "cuda"):
+        bad("device", f"unknown device {c.device!r}; choose cpu or cuda")
+    if not is_int(c.val_size) or c.val_size < 1:
+        bad("val_size", f"must be an integer >= 1, got {c.val_size!r}")
+    if c.limit is not None and (not is_int(c.limit) or c.limit < 1):
+        bad("limit", f"must be an integer >= 1, got {c.limit!r}")
+    if not is_int(c.seed) or c.seed < 0:
+        bad("seed", f"must be an integer >= 0, got {c.seed!r}")
+    return out

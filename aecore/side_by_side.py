@@ -1,0 +1,121 @@
+"""Training several planned runs: one after another, or ``jobs`` at once, each in its own host
+thread, under one Ctrl-C / SIGTERM handler. Used by ``aecore train`` (a list of hidden sizes,
+or ``--resume``) and ``aecore study``.
+
+On a GPU each run's engine has its own CUDA stream, so the runs' kernels share the GPU: at the
+paper's sizes one run's kernels leave most of it idle (a step of a few small launches,
+latency-bound). Each run's results are those of training it alone.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import itertools
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import TrainConfig
+from .errors import DivergenceError, TrainingInterrupted
+from .stop import StopSignals
+from .trainer import train as train_run
+
+
+@dataclass
+class PlannedRun:
+    config: TrainConfig
+    dir: Path
+    action: str = "train"  # train | resume | skip
+    epochs_done: int = 0
+    status: str = "new"  # new | complete | interrupted | running | diverged | started
+    label: str | None = None  # starts its progress lines (default h<hidden>)
+
+    @property
+    def epochs_left(self) -> int:
+        return 0 if self.action == "skip" else max(self.config.epochs - self.epochs_done, 0)
+
+
+@dataclass
+class Outcome:
+    """How one run ended: ``status`` complete | diverged | interrupted | failed | not started;
+    ``summary`` (complete) or ``error`` (the exception otherwise)."""
+
+    run: PlannedRun
+    status: str
+    summary: dict | None = None
+    error: BaseException | None = None
+
+
+def train_runs(todo: list[PlannedRun], train_one, jobs: int = 1,
+               signals: StopSignals | None = None) -> list[Outcome]:
+    """Run ``train_one(run, signals)`` for each of ``todo``, ``jobs`` at a time, and return one
+    Outcome per run, in order.
+
+    ``signals`` (installed by the caller in the main thread; if None, one is installed here for
+    the duration) is shared by all runs. A diverged run is reported and the others go on.
+    Ctrl-C / SIGTERM, or a run failing with any other error, stops them all: every run in
+    progress saves a checkpoint and stops after its current chunk (``status`` interrupted), the
+    runs not begun are not started, and training the same plan again resumes them all. With
+    ``jobs`` > 1 the runs train in worker threads while the main thread waits, so the signals
+    still reach it."""
+    if signals is None:
+        with StopSignals() as installed:
+            return train_runs(todo, train_one, jobs, installed)
+
+    def one(p: PlannedRun) -> Outcome:
+        if signals.received is not None:
+            return Outcome(p, "not started")
+        try:
+            return Outcome(p, "complete", summary=train_one(p, signals))
+        except DivergenceError as e:
+            return Outcome(p, "diverged", error=e)
+        except TrainingInterrupted as e:
+            return Outcome(p, "interrupted", error=e)
+        except Exception as e:  # noqa: BLE001 -- the others stop and save first; re-raised later
+            signals.stop(f"the failure of run {p.dir.name}")
+            return Outcome(p, "failed", error=e)
+
+    if jobs <= 1 or len(todo) <= 1:
+        return [one(p) for p in todo]
+    with cf.ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="aecore-run") as pool:
+        futures = [pool.submit(one, p) for p in todo]
+        pending = set(futures)
+        while pending:  # short waits: the main thread stays free to run the signal handler
+            _, pending = cf.wait(pending, timeout=0.2)
+        return [f.result() for f in futures]
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def train_side_by_side(todo: list[PlannedRun], data, jobs: int = 1, on_start=None,
+                       echo=_stderr, **options) -> list[Outcome]:
+    """Train (``action`` "resume": continue) the planned runs with ``aecore.trainer.train`` on
+    ``data``, ``jobs`` at a time (``train_runs``). ``options`` go to every run's ``train``
+    (overwrite, fallback_cpu, checkpoint_every...). ``on_start(run, n)`` is called as the n-th
+    run (from 1) begins; ``echo(line)`` prints this function's notices.
+
+    A run that failed is re-raised once every other run has saved and stopped; otherwise the
+    outcomes are returned (complete, diverged, interrupted, not started)."""
+    jobs = max(1, min(jobs, len(todo)))
+    if jobs > 1 and todo[0].config.device == "cpu":
+        echo(f"notice: --jobs {jobs} on the CPU: the runs compete for the cores that each run's "
+             "matrix products already use (it helps on a GPU)")
+    started = itertools.count(1)  # next() is atomic under the GIL: one number per run
+
+    def train_one(p: PlannedRun, signals: StopSignals) -> dict:
+        if on_start is not None:
+            on_start(p, next(started))
+        return train_run(p.config, p.dir, data, resume=p.action == "resume", signals=signals,
+                         label=p.label, progress_bar=jobs == 1, **options)
+
+    outcomes = train_runs(todo, train_one, jobs)  # one Ctrl-C handler for all of them
+    failed = [o for o in outcomes if o.status == "failed"]
+    if failed and len(outcomes) > 1:  # a single run's error says it all
+        stopped = [o.run.dir.name for o in outcomes if o.status in ("interrupted", "not started")]
+        echo(f"{failed[0].run.dir.name} failed"
+             + (f"; stopped {', '.join(stopped)} (checkpoints saved where begun)" if stopped else ""))
+    if failed:
+        raise failed[0].error
+    return outcomes

@@ -1,0 +1,180 @@
+"""The persistent multi-run kernel (kernels/cuda/persistent.py) against today's engine step.
+
+In the simulator (a cooperative grid runs as one block there): (a) one run, a chunk of steps
+(batch 50 with a short last batch, h = 24, rows gathered through a permutation; for Adam in two
+launches): parameters, optimizer state and the loss sum bitwise those of today's CudaEngine
+(five launches per step, split-K); (b) two runs of different h (so tiles, slices and offsets) in one launch, each bitwise
+equal to that run trained alone by today's engine; (c) the kernel compiles to PTX for sm_80 and
+sm_90 as a cooperative kernel with no local-memory depot (tests/test_cuda_ptx.py's method).
+
+Sizes are small (n = 136 pixels: three 64-wide tiles, split-K 2 on the 136-long reductions;
+two steps per run): the simulator runs 256 Python threads per block.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import cuda_or_skip
+
+cuda_or_skip()
+
+from numba import cuda  # noqa: E402
+
+from aecore.engine_cuda import CudaEngine  # noqa: E402
+from aecore.kernels import cuda as kc  # noqa: E402
+from aecore.kernels import optim as ko  # noqa: E402
+from aecore.kernels.cuda import persistent as P  # noqa: E402
+from aecore.model import B1, B2, W1, W2, init_params  # noqa: E402
+from aecore.optim import OptimConfig, buffers_of, init_state  # noqa: E402
+
+N_PIX, N_IMG, BATCH = 72, 80, 50  # two steps: 50 rows, then a short batch of 30
+SGD = OptimConfig("sgd", lr=2.0)
+ADAM = OptimConfig("adam", lr=1e-2)
+# (hidden, optimizer, seed, split-K slices forced on every product: the reductions are too
+# short for the engine's default plan, SplitK(), to split; kernels/cuda/launch.py)
+RUN_A_SGD = (24, SGD, 1, 3)  # F1 / F3: slices of 32, 32, 8 of K = 72; F2: 16, 8 of h = 24
+RUN_A_ADAM = (24, ADAM, 2, 2)
+RUN_B = (40, ADAM, 3, 2)  # F2: slices of 32, 8 of h = 40
+
+
+@functools.lru_cache(maxsize=None)
+def _data():
+    rng = np.random.default_rng(13)
+    images = rng.integers(0, 256, (N_IMG, N_PIX), dtype=np.uint8)
+    return images, rng.permutation(N_IMG).astype(np.int64)
+
+
+def _splitk(splits):
+    return kc.SplitK(splits=splits, capacity=1 << 16, max_tiles=64)
+
+
+@functools.lru_cache(maxsize=None)
+def _alone(run):
+    """Today's path: a CudaEngine trains the run on one chunk (every step of the data)."""
+    h, optim, seed, splits = run
+    images, perm = _data()
+    eng = CudaEngine(init_params(h, seed, image_size=N_PIX), optim, BATCH)
+    eng._splitk = _splitk(splits)  # the engine makes SplitK(); these shapes need a forced split
+    data = eng.put(images)
+    eng.train_steps(data, perm, 0, N_IMG)
+    state = {k: v.reshape(-1) for k, v in eng.get_opt_state().items()}
+    return eng.get_params(), state, eng.take_loss_sum()
+
+
+def _spec(run):
+    h, optim, seed, _ = run
+    params = init_params(h, seed, image_size=N_PIX)
+    state = init_state(optim, params)
+    bufs = buffers_of(state, optim, 1) + buffers_of(state, optim, 2)
+    return P.RunSpec(tuple(params[k] for k in (W1, B1, W2, B2)), bufs, optim.name.kernel_code)
+
+
+def _hps(optim, steps):
+    if optim.name.value == "adam":
+        return ko.pack_adam_steps(optim.hyper_params(), 1, steps)
+    return np.tile(ko.pack(optim.hyper_params()), (steps, 1))
+
+
+def _together(runs, splits, cuts=(0, N_IMG)):
+    """The persistent path: every run in one launch per chunk ``cuts[i]:cuts[i + 1]``."""
+    images, perm = _data()
+    pr = P.PersistentRuns([_spec(r) for r in runs], BATCH, splitk=_splitk(splits))
+    X = cuda.to_device(images)
+    perms = cuda.to_device(np.stack([perm] * len(runs)))
+    t = 0
+    for start, stop in zip(cuts, cuts[1:]):
+        steps = -(-(stop - start) // BATCH)
+        hps = np.stack([_hps(r[1], t + steps)[t:] for r in runs])
+        pr.train_chunk(X, perms, start, stop, hps)
+        t += steps
+    return pr, pr.take_loss_sums()
+
+
+def _assert_same(pr, r, loss, run):
+    params, state, loss_alone = _alone(run)
+    got_p, got_s = pr.run(r)
+    h, optim, _, _ = run
+    for name, got in zip((W1, B1, W2, B2), got_p):
+        np.testing.assert_array_equal(got, params[name], err_msg=f"run {r} {name}")
+    want = {k: v for k, v in zip(("VW1", "Vb1", "MW1", "Mb1", "VW2", "Vb2", "MW2", "Mb2"),
+                                 buffers_of(state, optim, 1) + buffers_of(state, optim, 2))}
+    for (name, w), got in zip(want.items(), got_s):
+        assert (w is None) == (got is None), name
+        if w is not None:
+            np.testing.assert_array_equal(got, w, err_msg=f"run {r} {name}")
+    assert loss == loss_alone, (r, loss, loss_alone)
+    assert not np.array_equal(got_p[0], _spec(run).params[0])  # it trained
+
+
+@pytest.mark.parametrize("run, cuts", [(RUN_A_SGD, (0, N_IMG)), (RUN_A_ADAM, (0, BATCH, N_IMG))],
+                         ids=["sgd-split3", "adam-split2-two-launches"])
+def test_one_run_bitwise_equal_to_todays_engine(run, cuts):
+    """Adam in two launches (a step each: the split-K counters, the state and Adam's step
+    carry over) against the engine's one chunk."""
+    pr, loss = _together([run], run[3], cuts)
+    _assert_same(pr, 0, loss[0], run)
+
+
+def test_bad_launch_arguments_are_refused_with_a_reason():
+    run = _spec(RUN_A_SGD)
+    other = _spec((24, SGD, 1, 2))._replace(params=tuple(
+        np.zeros((24, 10) if i == 0 else a.shape, np.float32) for i, a in
+        enumerate(run.params)))
+    with pytest.raises(ValueError, match="pixels"):
+        P.PersistentRuns([run, other], BATCH, splitk=_splitk(2))
+    pr = P.PersistentRuns([run], BATCH, splitk=_splitk(2))
+    with pytest.raises(ValueError, match="hps has shape"):
+        pr.train_chunk(cuda.to_device(_data()[0]), cuda.to_device(_data()[1][None]), 0, N_IMG,
+                       np.zeros((1, 1, 7), np.float32))
+
+
+def test_two_runs_in_one_launch_each_equal_to_the_run_alone():
+    """h = 24 and 40 in one launch (different shapes, so different tiles and K slices)."""
+    runs = [RUN_A_ADAM, RUN_B]
+    pr, loss = _together(runs, 2)
+    for r, run in enumerate(runs):
+        _assert_same(pr, r, loss[r], run)
+
+
+PTX_SCRIPT = r"""
+import json, sys
+from aecore.kernels import cuda as kc
+from aecore.kernels.cuda import persistent as P
+from aecore.kernels.cuda.ptx import ptxas_registers
+out = {}
+for key, (f, sig) in P.VARIANTS.items():
+    if key != "u8":  # the engine's dataset; f32 is the same code (~20 s per compile)
+        continue
+    for cc in ((8, 0), (9, 0)):
+        ptx = kc.compile_ptx(f, sig, cc)
+        out[f"{key}@sm_{cc[0]}{cc[1]}"] = dict(
+            grid_sync="cudaCGSynchronize" in ptx, local=".local" in ptx,
+            entries=ptx.count(".entry "), ptxas=ptxas_registers(ptx, cc))
+json.dump(out, sys.stdout)
+"""
+
+
+def test_persistent_kernel_compiles_to_ptx_with_grid_sync_and_no_spills():
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="0")
+    r = subprocess.run([sys.executable, "-c", PTX_SCRIPT], env=env, capture_output=True,
+                       text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    facts = json.loads(r.stdout)
+    print(json.dumps(facts, indent=1))
+    assert len(facts) == 2
+    for name, f in facts.items():
+        assert f["entries"] == 1 and f["grid_sync"], (name, f)
+        assert not f["local"], f"{name} has a local-memory depot: {f}"
+    # ptxas (where installed): sm_90 (H100 / H200) keeps everything in registers; sm_80 spills
+    # a few bytes at its 255-register cap (bench/RESULTS.md)
+    sm90 = facts["u8@sm_90"]["ptxas"]
+    if sm90 is not None:
+        assert sm90["registers"] and sm90["spill_stores"] == 0, sm90
