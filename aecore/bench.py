@@ -130,7 +130,7 @@ def _torch_fn(device, params, opt, batch, images, perm):
 
 
 def bench_one(device, hidden, batch, images, samples, repeats, with_torch=True,
-              cpu_splits=(False,)) -> list[BenchRow]:
+              cpu_splits=(False,), cuda_graphs=True) -> list[BenchRow]:
     """One row per engine variant (CPU: each of ``cpu_splits``; CUDA: one), the variants and
     the floor timed in turn, round after round; PyTorch after them."""
     params = init_params(hidden, seed=0)
@@ -140,7 +140,7 @@ def bench_one(device, hidden, batch, images, samples, repeats, with_torch=True,
     fns, firsts = [], []
     for split in splits:
         t0 = time.perf_counter()
-        fn = _engine_fn(make_engine(device, params, opt, batch, cpu_split=split), images, perm)
+        fn = _engine_fn(make_engine(device, params, opt, batch, cpu_split=split, graphs=cuda_graphs), images, perm)
         fn()  # the first run: compilation (or numba's disk cache), allocation
         fns.append(fn)
         firsts.append(time.perf_counter() - t0)

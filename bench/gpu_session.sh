@@ -17,7 +17,7 @@
 #            against production (register prefetch in the main loops; the two weight updates
 #            in one launch)
 #   bench    `aecore bench --device cpu,cuda` (the README's table; BENCH_DEVICES=cuda for the GPU
-#            rows alone) and the CUDA rows again with graphs off (AECORE_CUDA_GRAPHS=0; batches
+#            rows alone) and the CUDA rows again with graphs off (--no-cuda-graphs; batches
 #            EAGER_BATCH, "none" to skip): their ratio is the graphs' effect
 #   variants `aecore bench --device cuda --batch 64` once per kernel variant, PyTorch timed in
 #            the same process (so each row's x torch is a same-run ratio). BENCH_VARIANTS: a
@@ -93,7 +93,7 @@ for stage in $STAGES; do
         run_stage bench 130 aecore bench --device "${BENCH_DEVICES:-cpu,cuda}" \
             --hidden 64,128,256,512 --batch 64,256 --repeats 3 --out "$OUT"
         if [ "${EAGER_BATCH:-64,256}" != none ]; then
-            AECORE_CUDA_GRAPHS=0 run_stage bench_eager 50 aecore bench --device cuda \
+            run_stage bench_eager 50 aecore bench --device cuda --no-cuda-graphs \
                 --hidden 64,128,256,512 --batch "${EAGER_BATCH:-64,256}" --repeats 3 \
                 --no-torch --out "$OUT/eager"
         fi ;;

@@ -64,11 +64,15 @@ class DeviceList(click.ParamType):
               help="CPU: time the engine with each step split between two threads of its own "
                    "(BLAS on one thread each; CpuEngine(split=True)), the default path, or both "
                    "(timed in turn, one row each).")
+@click.option("--cuda-graphs/--no-cuda-graphs", default=True, show_default=True,
+              help="CUDA: record each chunk's launches as a CUDA graph and replay it (off: "
+                   "eager launches; the ratio of the two is the graphs' effect).")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None,
               help="Fashion-MNIST directory (else $AECORE_DATA, the cache, Debian's package).")
 @click.option("--out", type=click.Path(file_okay=False, writable=True), default="bench-results",
               show_default=True, help="Directory for bench.json and bench.png.")
-def bench(devices, hidden, batches, samples, repeats, with_torch, cpu_split, data_dir, out):
+def bench(devices, hidden, batches, samples, repeats, with_torch, cpu_split, cuda_graphs,
+          data_dir, out):
     """Measure training throughput: aecore vs PyTorch vs the GEMM floor, per device.
 
     Times plain-SGD training of SAMPLES images for every (device, hidden, batch), in this one
@@ -100,7 +104,8 @@ def bench(devices, hidden, batches, samples, repeats, with_torch, cpu_split, dat
         for d, h, b in bar:
             rows += B.bench_one(d, h, b, images, samples, repeats, with_torch,
                                 cpu_splits={"off": (False,), "on": (True,),
-                                            "both": (False, True)}[cpu_split])
+                                            "both": (False, True)}[cpu_split],
+                                cuda_graphs=cuda_graphs)
     click.echo(B.format_table(rows))
     peaks, frac = {}, None
     if "cpu" in devices:
@@ -111,6 +116,7 @@ def bench(devices, hidden, batches, samples, repeats, with_torch, cpu_split, dat
     meta = {"date": datetime.datetime.now().isoformat(timespec="seconds"),
             "machine": f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} cpus",
             "samples": samples, "repeats": repeats, "cpu_split": cpu_split,
+            "cuda_graphs": cuda_graphs,
             "blas": blas,  # threadpoolctl: library, version, kernel, threads, and BLAS_ENV
             "fma_peak_gflops": {str(t): g for t, g in peaks.items()},
             "best_cpu_fraction_of_peak": frac,

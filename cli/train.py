@@ -68,7 +68,8 @@ def cpu_split_option(f):
     return click.option("--cpu-split/--no-cpu-split", default=D.cpu_split, show_default=True,
                         help="CPU: split every step between two threads of aecore's own, BLAS "
                         "on one thread each (results differ from the default path in the last "
-                        "bits, the same run to run).")(f)
+                        "bits, the same run to run). Measured slower than the default on a "
+                        "2-core host (bench/RESULTS.md); try `aecore bench --cpu-split both`.")(f)
 
 
 def data_dir_option(f):

@@ -265,6 +265,19 @@ def test_bench_prints_the_table_and_writes_json(tmp_path, real_data_dir):
     assert (tmp_path / "bench.png").stat().st_size > 0
 
 
+def test_bench_no_cuda_graphs_reaches_the_engine(tmp_path, monkeypatch):
+    """`aecore bench --no-cuda-graphs` (the GPU script's eager rows) builds engines with
+    graphs=False and records it in bench.json (a CPU run: the real engine, its arguments seen)."""
+    from aecore import bench as B
+
+    seen, real = [], B.make_engine
+    monkeypatch.setattr(B, "make_engine", lambda *a, **k: seen.append(k) or real(*a, **k))
+    images = np.random.default_rng(0).integers(0, 256, (64, 784), dtype=np.uint8)
+    rows = B.bench_one("cpu", 8, 16, images, 32, 1, with_torch=False, cuda_graphs=False)
+    assert rows and seen and all(k["graphs"] is False for k in seen)
+    assert "--no-cuda-graphs" in invoke("bench", "--help").output
+
+
 # --- rough edges of a first try (issue 15) -----------------------------------------------------
 
 TINY = dict(optimizer="sgd", hidden=20, epochs=2, batch_size=16, lr=0.3, val_size=96,
