@@ -11,6 +11,8 @@ import click
 
 from aecore import HIDDEN_SIZES
 
+from .train import DEVICES
+
 
 def _int_list(ctx, param, value):
     try:
@@ -20,9 +22,6 @@ def _int_list(ctx, param, value):
     if not items or any(v <= 0 or v > 65536 for v in items):
         raise click.BadParameter(f"each value must be an integer in 1..65536, got {value!r}")
     return items
-
-
-DEVICES = ("auto", "cpu", "cuda")  # the choices of every --device
 
 
 class DeviceList(click.ParamType):

@@ -10,7 +10,7 @@ import click
 from aecore.config import TrainConfig
 from aecore.errors import TrainingInterrupted
 
-from .train import FASHION_TRAIN, _check, data_dir_option, load_data
+from .train import DEVICES, FASHION_TRAIN, _check, data_dir_option, load_data
 
 D = TrainConfig()
 
@@ -72,7 +72,7 @@ def _axis_option(flag, name, help_):
               help="Epochs per trial (at most).")
 @click.option("--limit", type=click.IntRange(min=1), default=None,
               help="Train on only the first N training images (quick checks).")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
+@click.option("--device", type=click.Choice(DEVICES), default="auto",
               show_default=True, help="Device of every trial; auto: CUDA where the trial got a GPU.")
 @click.option("--address", default=None, metavar="HOST:PORT",
               help="Join this running Ray cluster (`ray start --head` prints it); default: a "

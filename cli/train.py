@@ -52,8 +52,11 @@ def resolve_device(choice: str, quiet: bool = False) -> str:
     return "cpu"
 
 
+DEVICES = ("auto", "cpu", "cuda")  # the choices of every --device
+
+
 def device_option(f):
-    return click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
+    return click.option("--device", type=click.Choice(DEVICES), default="auto",
                         show_default=True,
                         help="cpu, cuda, or auto (CUDA if a GPU is usable, else the CPU).")(f)
 
