@@ -340,14 +340,22 @@ class PersistentRuns:
         self.loss.copy_to_device(np.zeros(len(self.runs), np.float64), stream=self.stream)
         return out
 
-    def run(self, r):
-        """Host copies of run r's (params, state) in RunSpec's layout."""
+    def rows(self, r):
+        """Run r's padded slots (device views, contiguous): W1, b1, W2, b2, then the 8 state
+        buffers (width 0 where no run keeps one)."""
+        return [a[r] for a in self.params + self.state]
+
+    def run(self, r, rows=None):
+        """Host copies of run r's (params, state) in RunSpec's layout, from ``rows`` (default:
+        ``rows(r)``; or device copies of them taken earlier)."""
         h, n = self.h[r], self.n
-        w1, b1, w2, b2 = (a[r].copy_to_host(stream=self.stream) for a in self.params)
+        host = [a.copy_to_host(stream=self.stream) for a in (rows or self.rows(r))]
+        if self.stream:
+            self.stream.synchronize()
+        w1, b1, w2, b2 = host[:4]
         params = (w1[:h], b1[:h], w2[:, :h].copy(), b2)
         sizes = (h * n, h, h * n, h, n * h, n, n * h, n)
-        state = tuple(None if self.runs[r].state[j] is None
-                      else self.state[j][r].copy_to_host(stream=self.stream)[:sizes[j]]
+        state = tuple(None if self.runs[r].state[j] is None else host[4 + j][:sizes[j]]
                       for j in range(8))
         return params, state
 
