@@ -76,7 +76,7 @@ class RunGroup:
         self._failure = None
         self._data = {}  # (shape, crc32) -> device array
         self._signals = None
-        self.stop_seen = None  # the stop flag as it was at the last launch
+        self._flag = (-1, None)  # (launch, the stop flag as first read after it)
         self.stream = cuda.stream()
 
     @classmethod
@@ -101,10 +101,17 @@ class RunGroup:
         return view
 
     def signals_for(self, signals):
-        """What a member's trainer reads as its StopSignals: ``received`` as it was at the
-        group's last launch (every member stops after the same chunk); ``stop`` reaches all."""
+        """What a member's trainer reads as its StopSignals: ``received`` as the first member
+        to read it after the group's last launch saw it (so every member stops after the same
+        chunk); ``stop`` reaches all."""
         self._signals = signals
         return _GroupSignals(self, signals)
+
+    def stop_flag(self):
+        with self._cond:
+            if self._flag[0] != self._launches:
+                self._flag = (self._launches, self._signals.received)
+            return self._flag[1]
 
     def leave(self, key):
         with self._cond:
@@ -163,7 +170,6 @@ class RunGroup:
             losses = self._pr.take_loss_sums()  # waits for the launch
             for r, k in enumerate(keys):
                 self._views[k].done(steps, float(losses[r]))
-            self.stop_seen = None if self._signals is None else self._signals.received
         except BaseException as e:  # noqa: BLE001 -- every member's trainer raises it
             self._failure = e
         finally:
@@ -210,7 +216,7 @@ class _GroupSignals:
 
     @property
     def received(self):
-        return self._group.stop_seen
+        return self._group.stop_flag()
 
     def stop(self, reason):
         self._signals.stop(reason)
