@@ -60,11 +60,22 @@ def _same_run(a, b):
     for k in ca.opt_state:
         np.testing.assert_array_equal(ca.opt_state[k], cb.opt_state[k], err_msg=f"{a.name} {k}")
     ma, mb = runs.read_metrics(a / runs.METRICS), runs.read_metrics(b / runs.METRICS)
-    assert [(r["train_loss"], r["val_loss"]) for r in ma] == \
-        [(r["train_loss"], r["val_loss"]) for r in mb]
+    _same_losses([(r["train_loss"], r["val_loss"]) for r in ma],
+                 [(r["train_loss"], r["val_loss"]) for r in mb])
     ra, rb = np.load(a / runs.RECONSTRUCTIONS), np.load(b / runs.RECONSTRUCTIONS)
     for k in ra.files:
         np.testing.assert_array_equal(ra[k], rb[k], err_msg=f"{a.name} reconstructions {k}")
+
+
+def _same_losses(a, b):
+    """Bitwise in the simulator; on a GPU the eager path's loss sums are float64 atomics added
+    in arrival order (kernels/cuda/persistent.py), so there the last bits may differ."""
+    from aecore.kernels.cuda import SIMULATOR
+
+    if SIMULATOR:
+        assert a == b
+    else:
+        np.testing.assert_allclose(np.array(a, float), np.array(b, float), rtol=1e-12)
 
 
 @pytest.mark.slow
@@ -78,7 +89,7 @@ def test_the_runs_of_a_group_equal_each_run_trained_alone_by_the_eager_path(tmp_
     assert [o.status for o in out] == ["complete"] * len(RUNS)
     for o, d, s in zip(out, *eager):
         _same_run(o.run.dir, d)
-        assert o.summary["test_loss"] == s["test_loss"]
+        _same_losses([o.summary["test_loss"]], [s["test_loss"]])
         config = json.loads((o.run.dir / runs.CONFIG).read_text())["config"]
         assert config["cuda_path"] == "persistent"
 
@@ -105,7 +116,7 @@ def test_ctrl_c_stops_every_run_after_the_same_chunk_and_the_resume_ends_as_alon
     assert [o.status for o in out] == ["complete"] * len(RUNS)
     for o, d, s in zip(out, *eager):
         _same_run(o.run.dir, d)
-        assert o.summary["test_loss"] == s["test_loss"]
+        _same_losses([o.summary["test_loss"]], [s["test_loss"]])
 
 
 # --- the option -------------------------------------------------------------------------------

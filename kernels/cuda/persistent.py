@@ -1,9 +1,8 @@
 """A persistent cooperative kernel that trains several runs for a chunk of steps in one launch.
 
-NOT YET WIRED INTO THE ENGINE (aecore/engine_cuda.py still launches five kernels per step, or
-replays them as a CUDA graph): ``PersistentRuns`` is the kernel's launcher, tested in the
-simulator against today's kernels (tests/test_cuda_persistent.py); choosing it from the engine
-(persistent / graphs / eager) is the next step of issue #13 (bench/RESULTS.md has the plan).
+``PersistentRuns`` is the kernel's launcher, tested in the simulator against today's kernels
+(tests/test_cuda_persistent.py); aecore/engine_persistent.py drives it for the trainer
+(``--cuda-path persistent``).
 
 Work decomposition of one training step (batch rows ``s .. s+nb`` of every run, n pixels, run r
 with h_r hidden units). Each phase is one grid-stride loop over its work items, all runs' items
@@ -226,7 +225,7 @@ def signature(x):
 
 _k = make()
 VARIANTS = {"u8": (_k, signature(U2)), "f32": (_k, signature(F2))}
-kernel = Kernel(VARIANTS, register=False)  # not in KERNELS: not used by the engine yet
+kernel = Kernel(VARIANTS, register=False)  # not in KERNELS: its PTX test is its own
 
 
 class RunSpec(NamedTuple):
