@@ -162,3 +162,20 @@ def test_bad_cuda_path_values_are_usage_errors(tmp_path, command):
             tmp_path / "o")
     assert r.exit_code == 2 and "contradicts --cuda-path persistent" in r.output, r.output
     assert not (tmp_path / "o").exists()
+
+
+def test_runs_that_cannot_share_a_launch_go_in_separate_groups(tmp_path):
+    """One group per batch size, data (--limit, validation split) and chunk grid; runs on
+    another path or device are in none."""
+    cuda_or_skip()
+    plan = _plan(tmp_path, "persistent")
+    c = plan[0].config
+    other = lambda name, **kw: S.PlannedRun(TrainConfig(**{**c.to_dict(), **kw}),  # noqa: E731
+                                            tmp_path / name)
+    plan += [other("b16", batch_size=16), other("limit", limit=12), other("b16b", batch_size=16),
+             other("graphs", cuda_path="graphs"), other("cpu", device="cpu")]
+    groups = S.persistent_groups(plan, 8)
+    assert set(groups) == {p.dir for p in plan[:5]}
+    ids = [id(groups[p.dir]) for p in plan[:5]]
+    assert ids[0] == ids[1] and ids[2] == ids[4] and len(set(ids)) == 3
+    assert S.persistent_groups(plan[5:], 8) == {}
