@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import signal
 import threading
+import time
 import types
 
 import numpy as np
@@ -103,8 +104,15 @@ def test_ctrl_c_stops_every_run_after_the_same_chunk_and_the_resume_ends_as_alon
     first = threading.Lock()
 
     def ctrl_c(epoch, pos):
+        if pos != 8:
+            return
         if first.acquire(blocking=False):  # once, by the first run to get here
             signal.raise_signal(signal.SIGINT)
+        # the handler runs in the main thread, a moment later: every run waits for it here
+        stop = signal.getsignal(signal.SIGINT).__self__  # train_runs' StopSignals
+        deadline = time.monotonic() + 60
+        while stop.received is None and time.monotonic() < deadline:
+            time.sleep(0.01)
 
     out = S.train_side_by_side(_plan(tmp_path, "persistent"), _data(), on_chunk=ctrl_c,
                                **OPTIONS)
@@ -179,3 +187,64 @@ def test_runs_that_cannot_share_a_launch_go_in_separate_groups(tmp_path):
     ids = [id(groups[p.dir]) for p in plan[:5]]
     assert ids[0] == ids[1] and ids[2] == ids[4] and len(set(ids)) == 3
     assert S.persistent_groups(plan[5:], 8) == {}
+
+
+@pytest.mark.slow
+def test_a_run_that_leaves_the_group_leaves_the_others_as_alone():
+    """Engine level (72-pixel images, so a step is quick in the simulator): runs a and b share
+    the first epoch's launches; a leaves, and b's second epoch runs in a group rebuilt without
+    it (b's state carried device -> host -> device). Each ends bitwise as trained alone by a
+    CudaEngine; the state is read before the first launch and from a snapshot too."""
+    cuda_or_skip()
+    from aecore.engine_cuda import CudaEngine
+    from aecore.engine_persistent import RunGroup
+    from aecore.model import init_params
+    from aecore.optim import OptimConfig
+
+    n_pix, batch = 72, 50
+    rng = np.random.default_rng(5)
+    images = rng.integers(0, 256, (80, n_pix), dtype=np.uint8)
+    perms = [rng.permutation(80).astype(np.int64) for _ in range(2)]
+    runs_ = {"a": (24, OptimConfig("adam", lr=1e-2), 1), "b": (40, OptimConfig("sgd", lr=2.0), 2)}
+    epochs = {"a": 1, "b": 2}
+
+    def drive(eng, key, out):
+        data = eng.put(images)
+        for e in range(epochs[key]):
+            eng.train_steps(data, perms[e], 0, batch)
+            eng.train_steps(data, perms[e], batch, 80)
+        out[key] = (eng.get_params(), eng.get_opt_state(), eng.take_loss_sum(), eng.step,
+                    eng.evaluate(data))
+
+    alone = {}
+    for key, (h, optim, seed) in runs_.items():
+        drive(CudaEngine(init_params(h, seed, image_size=n_pix), optim, batch, graphs=False),
+              key, alone)
+    group, together, snaps = RunGroup(["a", "b"]), {}, {}
+    views = {k: group.make_engine("cuda", init_params(h, s, image_size=n_pix), o, batch, key=k)
+             for k, (h, o, s) in runs_.items()}
+    before = views["a"].get_params()
+    np.testing.assert_array_equal(before["0.weight"], init_params(24, 1, image_size=n_pix)
+                                  ["0.weight"])
+
+    def member(key):
+        try:
+            drive(views[key], key, together)
+            snaps[key] = views[key].snapshot()
+        finally:
+            group.leave(key)
+
+    threads = [threading.Thread(target=member, args=(k,)) for k in runs_]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(600)
+    for key in runs_:
+        (pa, sa, la, ta, va), (pb, sb, lb, tb, vb) = alone[key], together[key]
+        assert ta == tb == 2 * epochs[key], key
+        _same_losses([la, va], [lb, vb])
+        for name in pa:
+            np.testing.assert_array_equal(pb[name], pa[name], err_msg=f"{key} {name}")
+            np.testing.assert_array_equal(snaps[key]()[0][name], pa[name])
+        for name in sa:
+            np.testing.assert_array_equal(sb[name], sa[name], err_msg=f"{key} {name}")
