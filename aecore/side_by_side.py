@@ -52,7 +52,7 @@ class Outcome:
 
 
 def train_runs(todo: list[PlannedRun], train_one, jobs: int = 1,
-               signals: StopSignals | None = None) -> list[Outcome]:
+               signals: StopSignals | None = None, not_started=None) -> list[Outcome]:
     """Run ``train_one(run, signals)`` for each of ``todo``, ``jobs`` at a time, and return one
     Outcome per run, in order.
 
@@ -60,15 +60,17 @@ def train_runs(todo: list[PlannedRun], train_one, jobs: int = 1,
     the duration) is shared by all runs. A diverged run is reported and the others go on.
     Ctrl-C / SIGTERM, or a run failing with any other error, stops them all: every run in
     progress saves a checkpoint and stops after its current chunk (``status`` interrupted), the
-    runs not begun are not started, and training the same plan again resumes them all. With
-    ``jobs`` > 1 the runs train in worker threads while the main thread waits, so the signals
-    still reach it."""
+    runs not begun are not started (``not_started(run)`` is called for each), and training the
+    same plan again resumes them all. With ``jobs`` > 1 the runs train in worker threads while
+    the main thread waits, so the signals still reach it."""
     if signals is None:
         with StopSignals() as installed:
-            return train_runs(todo, train_one, jobs, installed)
+            return train_runs(todo, train_one, jobs, installed, not_started)
 
     def one(p: PlannedRun) -> Outcome:
         if signals.received is not None:
+            if not_started is not None:
+                not_started(p)
             return Outcome(p, "not started")
         try:
             return Outcome(p, "complete", summary=train_one(p, signals))
@@ -141,11 +143,11 @@ def train_side_by_side(todo: list[PlannedRun], data, jobs: int = 1, on_start=Non
     started = itertools.count(1)  # next() is atomic under the GIL: one number per run
 
     def train_one(p: PlannedRun, signals: StopSignals) -> dict:
-        if on_start is not None:
-            on_start(p, next(started))
         group = groups.get(p.dir)
         extra = {} if group is None else {"engine_factory": group.engine_factory(p.dir)}
         try:
+            if on_start is not None:
+                on_start(p, next(started))
             return train_run(p.config, p.dir, data, resume=p.action == "resume",
                              signals=signals if group is None else group.signals_for(signals),
                              label=p.label, progress_bar=jobs == 1, **extra, **options)
@@ -153,7 +155,11 @@ def train_side_by_side(todo: list[PlannedRun], data, jobs: int = 1, on_start=Non
             if group is not None:
                 group.leave(p.dir)
 
-    outcomes = train_runs(todo, train_one, jobs)  # one Ctrl-C handler for all of them
+    def leave(p: PlannedRun):  # a group's member that will not train: the others go on
+        if p.dir in groups:
+            groups[p.dir].leave(p.dir)
+
+    outcomes = train_runs(todo, train_one, jobs, not_started=leave)  # one Ctrl-C handler
     failed = [o for o in outcomes if o.status == "failed"]
     if failed and len(outcomes) > 1:  # a single run's error says it all
         stopped = [o.run.dir.name for o in outcomes if o.status in ("interrupted", "not started")]
