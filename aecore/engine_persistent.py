@@ -33,7 +33,7 @@ import zlib
 import numpy as np
 from numba import cuda
 
-from .engine import Engine
+from .engine import EVAL_BATCH, Engine
 from .engine_cuda import CudaEngine
 from .kernels import optim as ko
 from .kernels.cuda import SIMULATOR
@@ -165,17 +165,28 @@ class RunGroup:
             perms = self._device_perms([self._arrived[k][1] for k in keys])
             steps = -(-(stop - start) // self._pr.B)
             hps = np.stack([self._views[k].hparams(steps) for k in keys])
+            val = self._validation(keys, stop)
             with _SIMULATED:
-                self._pr.train_chunk(data, perms, start, stop, hps)
+                self._pr.train_chunk(data, perms, start, stop, hps, val=val)
             losses = self._pr.take_loss_sums()  # waits for the launch
+            vsums = self._pr.take_loss_sums("vloss") if val else [None] * len(keys)
             for r, k in enumerate(keys):
-                self._views[k].done(steps, float(losses[r]))
+                self._views[k].done(steps, float(losses[r]), vsums[r], self._launches + 1)
         except BaseException as e:  # noqa: BLE001 -- every member's trainer raises it
             self._failure = e
         finally:
             self._arrived.clear()
             self._launches += 1
             self._cond.notify_all()
+
+    def _validation(self, keys, stop):
+        """(images, batch) of the launch's validation phase: at an epoch's end, when every
+        member validates on the same images (learned at its first evaluation); else None."""
+        vals = [self._views[k].val for k in keys]
+        if stop != len(self._arrived[keys[0]][1]) or vals[0] is None or \
+                any(v is not vals[0] for v in vals):
+            return None
+        return vals[0], EVAL_BATCH
 
     def _rebuild(self, keys):
         """A PersistentRuns for ``keys``: the state of members trained so far from the old one
@@ -231,6 +242,8 @@ class RunView(Engine):
         self._group, self._key = group, key
         self._loss = 0.0
         self._snap = None  # device copies of the run's slots (snapshot)
+        self.val = None  # the images of its first evaluation: the validation set
+        self._val_sum = (-1, 0.0)  # (launch, the validation loss sum that launch computed)
         self._fresh = -1  # the group launch whose parameters _infer holds
         super().__init__(params, optim, batch_size, slope, opt_state, step)
         self._require_optimizer()
@@ -252,9 +265,11 @@ class RunView(Engine):
             return ko.pack_adam_steps(hp, self.step + 1, steps)
         return np.tile(ko.pack(hp), (steps, 1))
 
-    def done(self, steps, loss):
+    def done(self, steps, loss, val_sum, launch):
         self.step += steps
         self._loss += loss
+        if val_sum is not None:
+            self._val_sum = (launch, float(val_sum))
 
     # -- state ------------------------------------------------------------------------------------
     def _host(self, pr=None, r=None, rows=None):
@@ -325,9 +340,17 @@ class RunView(Engine):
         return self._infer
 
     def loss_sum(self, data) -> float:
+        """The validation set's, after the epoch's last launch: computed in that launch. The
+        first evaluation (and any other images): on the inference engine."""
+        with self._group._cond:
+            if data is self.val and self._val_sum[0] == self._group._launches:
+                return self._val_sum[1]
         infer = self._inference()
         with _SIMULATED:
-            return infer.loss_sum(data)
+            out = infer.loss_sum(data)
+        if self.val is None:
+            self.val = data
+        return out
 
     def reconstruct(self, images):
         infer = self._inference()

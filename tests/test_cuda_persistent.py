@@ -178,3 +178,26 @@ def test_persistent_kernel_compiles_to_ptx_with_grid_sync_and_no_spills():
     sm90 = facts["u8@sm_90"]["ptxas"]
     if sm90 is not None:
         assert sm90["registers"] and sm90["spill_stores"] == 0, sm90
+
+
+def test_validation_in_the_launch_equals_todays_evaluation(monkeypatch):
+    """The launch's validation phase (F1, F2 over the validation rows after the chunk's last
+    step) gives each run the loss sum today's evaluation gives the trained run: the same
+    batches (20 then a short 10 here), split-K plans and order of the tile sums."""
+    import aecore.engine_cuda as ec
+
+    runs, splits = [RUN_A_ADAM, RUN_B], 2
+    images, perm = _data()
+    val = np.random.default_rng(7).integers(0, 256, (30, N_PIX), dtype=np.uint8)
+    pr = P.PersistentRuns([_spec(r) for r in runs], BATCH, splitk=_splitk(splits))
+    hps = np.stack([_hps(r[1], 2) for r in runs])
+    pr.train_chunk(cuda.to_device(images), cuda.to_device(np.stack([perm] * 2)), 0, N_IMG, hps,
+                   val=(cuda.to_device(val), 20))
+    got = pr.take_loss_sums("vloss")
+    monkeypatch.setattr(ec, "EVAL_BATCH", 20)
+    for r, run in enumerate(runs):
+        eng = CudaEngine(_alone(run)[0], None)
+        eng._splitk = _splitk(splits)
+        want = eng.loss_sum(val)  # on a GPU: float64 atomics, added in arrival order
+        assert got[r] == want if kc.SIMULATOR else abs(got[r] - want) <= 1e-12 * want
+    assert np.array_equal(pr.take_loss_sums("vloss"), np.zeros(2))

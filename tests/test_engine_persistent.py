@@ -194,7 +194,8 @@ def test_a_run_that_leaves_the_group_leaves_the_others_as_alone():
     """Engine level (72-pixel images, so a step is quick in the simulator): runs a and b share
     the first epoch's launches; a leaves, and b's second epoch runs in a group rebuilt without
     it (b's state carried device -> host -> device). Each ends bitwise as trained alone by a
-    CudaEngine; the state is read before the first launch and from a snapshot too."""
+    CudaEngine, the validation loss too (b's second computed inside the launch); the state is
+    read before the first launch and from a snapshot too."""
     cuda_or_skip()
     from aecore.engine_cuda import CudaEngine
     from aecore.engine_persistent import RunGroup
@@ -208,13 +209,14 @@ def test_a_run_that_leaves_the_group_leaves_the_others_as_alone():
     runs_ = {"a": (24, OptimConfig("adam", lr=1e-2), 1), "b": (40, OptimConfig("sgd", lr=2.0), 2)}
     epochs = {"a": 1, "b": 2}
 
-    def drive(eng, key, out):
+    def drive(eng, key, out):  # validation after each epoch: b's second in the launch
         data = eng.put(images)
+        vals = []
         for e in range(epochs[key]):
             eng.train_steps(data, perms[e], 0, batch)
             eng.train_steps(data, perms[e], batch, 80)
-        out[key] = (eng.get_params(), eng.get_opt_state(), eng.take_loss_sum(), eng.step,
-                    eng.evaluate(data))
+            vals.append(eng.evaluate(data))
+        out[key] = (eng.get_params(), eng.get_opt_state(), eng.take_loss_sum(), eng.step, vals)
 
     alone = {}
     for key, (h, optim, seed) in runs_.items():
@@ -242,7 +244,7 @@ def test_a_run_that_leaves_the_group_leaves_the_others_as_alone():
     for key in runs_:
         (pa, sa, la, ta, va), (pb, sb, lb, tb, vb) = alone[key], together[key]
         assert ta == tb == 2 * epochs[key], key
-        _same_losses([la, va], [lb, vb])
+        _same_losses([la, *va], [lb, *vb])
         for name in pa:
             np.testing.assert_array_equal(pb[name], pa[name], err_msg=f"{key} {name}")
             np.testing.assert_array_equal(snaps[key]()[0][name], pa[name])

@@ -102,6 +102,18 @@ def phase_items(p, runs, plans, short, nb, n):
 
 
 @device
+def add_loss_sums(loss, parts, runs, plans, short, nb, n):
+    """Each run's F2 tile losses added to ``loss[r]`` in the order today's launches add them."""
+    base = 0
+    for r in range(runs.shape[0]):
+        _, gx, gy, _, _ = run_items(1, r, runs, plans, short, nb, n)
+        for x in range(gx):
+            for y in range(gy):
+                loss[r] += parts[base + y * gx + x]
+        base += gx * gy
+
+
+@device
 def locate(it, p, runs, plans, short, nb, n):
     """Item ``it`` of phase product p: (run, x, y, z, gx, gy, S, kchunk, workspace base,
     counter / tile base), the bases summing the earlier runs' partials and tiles."""
@@ -127,8 +139,9 @@ def make():
     step_w1 = make_tile(True)  # dH^T X[perm]: the W1 step
 
     def k(X, perm, xscale, W1, b1, W2, b2, V1, Vb1, M1, Mb1, V2, Vb2, M2, Mb2, hps, runs, plans,
-          slopes, Hs, dZs, dHs, loss, parts, ws, cnt, start, stop, B):
-        """Steps ``start, start + B, .. < stop`` of every run (module docstring)."""
+          slopes, Hs, dZs, dHs, loss, parts, ws, cnt, start, stop, B, Xv, vidx, vloss, nval, EB):
+        """Steps ``start, start + B, .. < stop`` of every run, then the validation loss sum of
+        each run over the ``nval`` rows of Xv in batches of EB (module docstring)."""
         As = cuda.shared.array((BK, PAD), float32)
         Bs = cuda.shared.array((BK, PAD), float32)
         red = cuda.shared.array(NTHREADS, float64)
@@ -146,14 +159,24 @@ def make():
         nog = b2[0, :0]
         i = 0
         s = start
-        while s < stop:
-            nb = min(B, stop - s)
-            short = 1 if nb < B else 0
+        sv = 0
+        while s < stop or sv < nval:
+            train = s < stop
+            Xa = X if train else Xv
+            if train:
+                off = s
+                nb = min(B, stop - s)
+                short = 1 if nb < B else 0
+            else:  # a validation batch: F1, F2 (loss only)
+                off = sv
+                nb = min(EB, nval - sv)
+                short = 3 if nb < EB else 2
             dscale = float32(2.0 / (nb * n))
-            for p in range(3):  # F1, F2, F3
+            for p in range(3 if train else 2):  # F1, F2, F3
                 for it in range(bid, phase_items(p, runs, plans, short, nb, n), nblocks):
                     r, x, y, z, gx, gy, S, kchunk, wbase, cbase = locate(it, p, runs, plans,
                                                                          short, nb, n)
+                    rows = perm[r] if train else vidx
                     h = runs[r, 0]
                     m0 = y * BM
                     n0 = x * BN
@@ -162,8 +185,8 @@ def make():
                     ke = min(K, kb + kchunk)
                     cuda.syncthreads()  # the previous item's epilogue is done with As / red
                     if p == 0:
-                        fwd(X, perm[r], s, W1[r, :h], nb, h, kb, ke, m0, n0, As, Bs, acc, tid, tx,
-                            ty)
+                        fwd(Xa, rows, off, W1[r, :h], nb, h, kb, ke, m0, n0, As, Bs, acc, tid,
+                            tx, ty)
                     elif p == 1:
                         out(Hs[r, :nb, :h], W2[r, :, :h], nb, n, kb, ke, m0, n0, As, Bs, acc,
                             tid, tx, ty)
@@ -177,7 +200,7 @@ def make():
                         leaky_epilogue(acc, xscale, b1[r, :h], slopes[r], Hs[r, :nb, :h], m0, n0,
                                        tx, ty)
                     elif p == 1:
-                        part = mse_epilogue(acc, b2[r], X, perm[r], s, xscale, dscale,
+                        part = mse_epilogue(acc, b2[r], Xa, rows, off, xscale, dscale,
                                             dZs[r, :nb], noY, m0, n0, tx, ty)
                         total = block_sum(red, part, tid)
                         if tid == 0:
@@ -186,14 +209,13 @@ def make():
                         leaky_grad_epilogue(acc, Hs[r, :nb, :h], slopes[r], dHs[r, :nb, :h], m0,
                                             n0, tx, ty)
                 if p == 2 and bid == 0 and tid == 0:  # F2's loss sums, in launch order
-                    base = 0
-                    for r in range(runs.shape[0]):
-                        _, gx, gy, _, _ = run_items(1, r, runs, plans, short, nb, n)
-                        for x in range(gx):
-                            for y in range(gy):
-                                loss[r] += parts[base + y * gx + x]
-                        base += gx * gy
+                    add_loss_sums(loss, parts, runs, plans, short, nb, n)
                 grid.sync()
+            if not train:
+                if bid == 0 and tid == 0:  # before the next batch's F2 (after its F1's sync)
+                    add_loss_sums(vloss, parts, runs, plans, short, nb, n)
+                sv += EB
+                continue
             n3 = phase_items(3, runs, plans, short, nb, n)
             for it in range(bid, n3 + phase_items(4, runs, plans, short, nb, n), nblocks):
                 p = 3 if it < n3 else 4
@@ -220,7 +242,8 @@ def make():
 def signature(x):
     return (f"void({x}, int64[:, ::1], float32, {F3}, {F2}, {F3}, {F2}, " + ", ".join([F2] * 8)
             + f", {F3}, int64[:, ::1], int64[:, :, :, ::1], {F1}, {F3}, {F3}, {F3}, float64[::1], "
-            f"float64[::1], {F1}, {C1}, int64, int64, int64)")
+            f"float64[::1], {F1}, {C1}, int64, int64, int64, {x}, int64[::1], float64[::1], "
+            f"int64, int64)")
 
 
 _k = make()
@@ -284,21 +307,34 @@ class PersistentRuns:
         R, hmax, B = len(self.runs), max(self.h), self.B
         self.table = to(np.array([[h, r.kind] for h, r in zip(self.h, self.runs)], np.int64))
         self.slopes = to(np.array([r.slope for r in self.runs], np.float32))
-        self.scratch = [cuda.device_array((R, B, c), np.float32, stream=stream)
-                        for c in (hmax, self.n, hmax)]  # H, dZ, dH
         self.loss = to(np.zeros(R, np.float64))
-        self.parts = cuda.device_array(R * _cdiv(B, BM) * _cdiv(self.n, BN), np.float64,
-                                       stream=stream)
-        self.cnt = to(np.zeros(3 * R * _cdiv(B, BM) * _cdiv(max(self.n, hmax), BN), np.int32))
+        self.vloss = to(np.zeros(R, np.float64))
+        self._rows = 0
+        self._scratch(B)
         self.ws = cuda.device_array(1, np.float32, stream=stream)
+        self._vidx = cuda.device_array(0, np.int64, stream=stream)
 
-    def plans(self, nb_last):
-        """(R, 2, 3, 2) int64: (S, K per slice) of F1-F3 per run, full batch then ``nb_last``,
+    def _scratch(self, rows):
+        """H, dZ, dH, the F2 tile losses and the split-K counters for batches of ``rows``
+        (the training batch, or a validation batch when larger)."""
+        if rows <= self._rows:
+            return
+        R, hmax, n, s = len(self.runs), max(self.h), self.n, self.stream
+        self.scratch = [cuda.device_array((R, rows, c), np.float32, stream=s)
+                        for c in (hmax, n, hmax)]
+        self.parts = cuda.device_array(R * _cdiv(rows, BM) * _cdiv(n, BN), np.float64, stream=s)
+        self.cnt = cuda.to_device(
+            np.zeros(3 * R * _cdiv(rows, BM) * _cdiv(max(n, hmax), BN), np.int32), stream=s)
+        self._rows = rows
+
+    def plans(self, nb_last, eb=1, eb_last=1):
+        """(R, 4, 3, 2) int64: (S, K per slice) of F1-F3 per run, for the full batch, then
+        ``nb_last``, then validation batches of ``eb`` and the last ``eb_last`` rows (F1, F2);
         and the workspace floats the largest phase needs."""
-        out = np.ones((len(self.runs), 2, 3, 2), np.int64)
-        need = [0] * 6
+        out = np.ones((len(self.runs), 4, 3, 2), np.int64)
+        need = [0] * 12
         for r, h in enumerate(self.h):
-            for q, nb in enumerate((self.B, nb_last)):
+            for q, nb in enumerate((self.B, nb_last, eb, eb_last)):
                 for p, (M, N, K) in enumerate(((nb, h, self.n), (nb, self.n, h),
                                                (nb, h, self.n))):
                     S, kchunk = self.splitk.plan(M, N, K)
@@ -306,37 +342,53 @@ class PersistentRuns:
                     need[3 * q + p] += _cdiv(M, BM) * _cdiv(N, BN) * S * SPAN
         return out, max(need)
 
+    def validation_rows(self, nval):
+        """0 .. nval - 1 on the device (the validation rows, read through the gathering F1)."""
+        if self._vidx.shape[0] != nval:
+            self._vidx = cuda.to_device(np.arange(nval, dtype=np.int64), stream=self.stream)
+        return self._vidx
+
     def grid(self, compiled):
         if SIMULATOR:
             return 1
         most = compiled.overloads[compiled.signatures[0]].max_cooperative_grid_blocks(NTHREADS)
         return most if self.blocks is None else min(int(self.blocks), most)
 
-    def train_chunk(self, X, perms, start, stop, hps, compiled=None):
+    def train_chunk(self, X, perms, start, stop, hps, compiled=None, val=None):
         """Train every run on its samples ``perms[r, start:stop]`` of ``X`` (device, (N, n)
         uint8 or float32) in batches of B (the last may be short); ``perms`` a device (R, N)
         int64 array; ``hps`` (R, steps, 7) float32 host: each run's packed hyper-parameters per
         step (kernels/optim.py). Adds each run's loss sums to ``loss``; does not synchronise.
-        ``compiled``: another compilation of the kernel for X's dtype (bench: a register cap)."""
+        ``compiled``: another compilation of the kernel for X's dtype (bench: a register cap).
+        ``val`` (images like X, eval batch): then the launch ends with each run's validation
+        loss sum over those images, in batches as today's evaluation takes them, added to
+        ``vloss`` (``take_val_sums``)."""
         start, stop = int(start), int(stop)
         steps = _cdiv(stop - start, self.B)
         hps = np.ascontiguousarray(hps, np.float32)
         if hps.shape != (len(self.runs), steps, 7):
             raise ValueError(f"hps has shape {hps.shape}, expected {(len(self.runs), steps, 7)}")
-        plans, need = self.plans((stop - start) % self.B or self.B)
+        Xv, eb = (X[:0], 1) if val is None else val
+        nval = int(Xv.shape[0])
+        eb = max(1, min(int(eb), nval))
+        plans, need = self.plans((stop - start) % self.B or self.B, eb, nval % eb or eb)
         if need > self.ws.shape[0]:
             self.ws = cuda.device_array(need, np.float32, stream=self.stream)
+        self._scratch(max(self.B, eb if nval else 0))
         s = self.stream
         k = compiled or kernel["u8" if np.dtype(X.dtype) == np.uint8 else "f32"]
         k[self.grid(k), BLOCK, s](
             X, perms, scale_of(X), *self.params, *self.state, cuda.to_device(hps, stream=s),
             self.table, cuda.to_device(plans, stream=s), self.slopes, *self.scratch, self.loss,
-            self.parts, self.ws, self.cnt, start, stop, self.B)
+            self.parts, self.ws, self.cnt, start, stop, self.B, Xv, self.validation_rows(nval),
+            self.vloss, nval, eb)
 
-    def take_loss_sums(self):
-        """Each run's loss sum since the last call (host float64 (R,)); resets them."""
-        out = self.loss.copy_to_host(stream=self.stream)
-        self.loss.copy_to_device(np.zeros(len(self.runs), np.float64), stream=self.stream)
+    def take_loss_sums(self, which="loss"):
+        """Each run's training loss sum (``which`` "vloss": validation) since the last call
+        (host float64 (R,)); resets them."""
+        sums = getattr(self, which)
+        out = sums.copy_to_host(stream=self.stream)
+        sums.copy_to_device(np.zeros(len(self.runs), np.float64), stream=self.stream)
         return out
 
     def rows(self, r):
