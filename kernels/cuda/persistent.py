@@ -17,6 +17,11 @@ concatenated (run after run), and ends in a grid-wide barrier (``cuda.cg.this_gr
     F4     (x, y) of W2 (n x h), then of W1       dZ^T H, nb /     optimizer update  weight_step x2
            (h x n), no split                      dH^T X[perm], nb (+ bias colsums)
 
+After the chunk's last step, with validation rows given (``val``), a validation pass: per
+batch of EB rows (today's evaluation batches), F1 and F2 over them (rows read through an
+identity index, dZ into scratch, unused) with the split-K plans of those shapes, then block 0
+adds the per-tile losses to ``vloss[r]`` in tile order: today's evaluation's loss sum.
+
 F4 holds both weight steps: they are independent (the W2 step reads dZ and H, the W1 step dH and
 X; F3 has read W2 before F4 starts), so a step is four barriers. Within a run the items are
 ordered as a launch of today's kernel walks its blocks in the simulator (x outer, y, z inner),
