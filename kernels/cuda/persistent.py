@@ -17,10 +17,12 @@ concatenated (run after run), and ends in a grid-wide barrier (``cuda.cg.this_gr
     F4     (x, y) of W2 (n x h), then of W1       dZ^T H, nb /     optimizer update  weight_step x2
            (h x n), no split                      dH^T X[perm], nb (+ bias colsums)
 
-After the chunk's last step, with validation rows given (``val``), a validation pass: per
-batch of EB rows (today's evaluation batches), F1 and F2 over them (rows read through an
-identity index, dZ into scratch, unused) with the split-K plans of those shapes, then block 0
-adds the per-tile losses to ``vloss[r]`` in tile order: today's evaluation's loss sum.
+The validation pass (``k_persistent_validate``, launched by ``train_chunk(val=...)`` right
+after the steps; X the validation images, perm the identity): per batch of EB rows (today's
+evaluation batches), F1 and F2 (dZ into scratch, unused) over every run with the split-K plans
+of those shapes, then block 0 adds the per-tile losses to ``vloss[r]`` in tile order: today's
+evaluation's loss sum. A kernel of its own: inside the training kernel it took ptxas to 255
+registers with spills on sm_90 (168 and none without).
 
 F4 holds both weight steps: they are independent (the W2 step reads dZ and H, the W1 step dH and
 X; F3 has read W2 before F4 starts), so a step is four barriers. Within a run the items are
@@ -144,9 +146,8 @@ def make():
     step_w1 = make_tile(True)  # dH^T X[perm]: the W1 step
 
     def k(X, perm, xscale, W1, b1, W2, b2, V1, Vb1, M1, Mb1, V2, Vb2, M2, Mb2, hps, runs, plans,
-          slopes, Hs, dZs, dHs, loss, parts, ws, cnt, start, stop, B, Xv, vidx, vloss, nval, EB):
-        """Steps ``start, start + B, .. < stop`` of every run, then the validation loss sum of
-        each run over the ``nval`` rows of Xv in batches of EB (module docstring)."""
+          slopes, Hs, dZs, dHs, loss, parts, ws, cnt, start, stop, B):
+        """Steps ``start, start + B, .. < stop`` of every run (module docstring)."""
         As = cuda.shared.array((BK, PAD), float32)
         Bs = cuda.shared.array((BK, PAD), float32)
         red = cuda.shared.array(NTHREADS, float64)
@@ -164,24 +165,14 @@ def make():
         nog = b2[0, :0]
         i = 0
         s = start
-        sv = 0
-        while s < stop or sv < nval:
-            train = s < stop
-            Xa = X if train else Xv
-            if train:
-                off = s
-                nb = min(B, stop - s)
-                short = 1 if nb < B else 0
-            else:  # a validation batch: F1, F2 (loss only)
-                off = sv
-                nb = min(EB, nval - sv)
-                short = 3 if nb < EB else 2
+        while s < stop:
+            nb = min(B, stop - s)
+            short = 1 if nb < B else 0
             dscale = float32(2.0 / (nb * n))
-            for p in range(3 if train else 2):  # F1, F2, F3
+            for p in range(3):  # F1, F2, F3
                 for it in range(bid, phase_items(p, runs, plans, short, nb, n), nblocks):
                     r, x, y, z, gx, gy, S, kchunk, wbase, cbase = locate(it, p, runs, plans,
                                                                          short, nb, n)
-                    rows = perm[r] if train else vidx
                     h = runs[r, 0]
                     m0 = y * BM
                     n0 = x * BN
@@ -190,8 +181,8 @@ def make():
                     ke = min(K, kb + kchunk)
                     cuda.syncthreads()  # the previous item's epilogue is done with As / red
                     if p == 0:
-                        fwd(Xa, rows, off, W1[r, :h], nb, h, kb, ke, m0, n0, As, Bs, acc, tid,
-                            tx, ty)
+                        fwd(X, perm[r], s, W1[r, :h], nb, h, kb, ke, m0, n0, As, Bs, acc, tid, tx,
+                            ty)
                     elif p == 1:
                         out(Hs[r, :nb, :h], W2[r, :, :h], nb, n, kb, ke, m0, n0, As, Bs, acc,
                             tid, tx, ty)
@@ -205,7 +196,7 @@ def make():
                         leaky_epilogue(acc, xscale, b1[r, :h], slopes[r], Hs[r, :nb, :h], m0, n0,
                                        tx, ty)
                     elif p == 1:
-                        part = mse_epilogue(acc, b2[r], Xa, rows, off, xscale, dscale,
+                        part = mse_epilogue(acc, b2[r], X, perm[r], s, xscale, dscale,
                                             dZs[r, :nb], noY, m0, n0, tx, ty)
                         total = block_sum(red, part, tid)
                         if tid == 0:
@@ -214,13 +205,14 @@ def make():
                         leaky_grad_epilogue(acc, Hs[r, :nb, :h], slopes[r], dHs[r, :nb, :h], m0,
                                             n0, tx, ty)
                 if p == 2 and bid == 0 and tid == 0:  # F2's loss sums, in launch order
-                    add_loss_sums(loss, parts, runs, plans, short, nb, n)
+                    base = 0
+                    for r in range(runs.shape[0]):
+                        _, gx, gy, _, _ = run_items(1, r, runs, plans, short, nb, n)
+                        for x in range(gx):
+                            for y in range(gy):
+                                loss[r] += parts[base + y * gx + x]
+                        base += gx * gy
                 grid.sync()
-            if not train:
-                if bid == 0 and tid == 0:  # before the next batch's F2 (after its F1's sync)
-                    add_loss_sums(vloss, parts, runs, plans, short, nb, n)
-                sv += EB
-                continue
             n3 = phase_items(3, runs, plans, short, nb, n)
             for it in range(bid, n3 + phase_items(4, runs, plans, short, nb, n), nblocks):
                 p = 3 if it < n3 else 4
@@ -243,17 +235,83 @@ def make():
 
     return named(k, "k_persistent_train")
 
+def make_validation():
+    """The validation pass (module docstring): the loss sum of each run over the rows
+    ``perm[r, :nval]`` of X in batches of EB, F1 and F2 as the training kernel runs them. A
+    kernel of its own: in the training kernel, ptxas gave the whole 255 registers and spilled on
+    sm_90 (168 and no spill without it)."""
+    fwd = mainloop("nt", True)
+    out = mainloop("nt", False, indexed=False)
+
+    def v(X, perm, xscale, W1, b1, W2, b2, runs, plans, slopes, Hs, dZs, vloss, parts, ws, cnt,
+          nval, EB):
+        As = cuda.shared.array((BK, PAD), float32)
+        Bs = cuda.shared.array((BK, PAD), float32)
+        red = cuda.shared.array(NTHREADS, float64)
+        flag = cuda.shared.array(1, int32)
+        acc = cuda.local.array((TM, TN), float32)
+        grid = cuda.cg.this_grid()
+        tx = cuda.threadIdx.x
+        ty = cuda.threadIdx.y
+        tid = ty * TX + tx
+        bid = cuda.blockIdx.x
+        n = X.shape[1]
+        noY = dZs[0, :0]
+        s = 0
+        while s < nval:
+            nb = min(EB, nval - s)
+            short = 1 if nb < EB else 0
+            for p in range(2):  # F1, F2 (its loss; dZ goes to scratch)
+                for it in range(bid, phase_items(p, runs, plans, short, nb, n), cuda.gridDim.x):
+                    r, x, y, z, gx, gy, S, kchunk, wbase, cbase = locate(it, p, runs, plans,
+                                                                         short, nb, n)
+                    h = runs[r, 0]
+                    kb = z * kchunk
+                    cuda.syncthreads()
+                    if p == 0:
+                        fwd(X, perm[r], s, W1[r, :h], nb, h, kb, min(n, kb + kchunk), y * BM,
+                            x * BN, As, Bs, acc, tid, tx, ty)
+                    else:
+                        out(Hs[r, :nb, :h], W2[r, :, :h], nb, n, kb, min(h, kb + kchunk), y * BM,
+                            x * BN, As, Bs, acc, tid, tx, ty)
+                    if not splitk_fixup_at(acc, ws, wbase, cnt, cbase, flag, tid, S, gx * gy,
+                                           y * gx + x, z):
+                        continue
+                    if p == 0:
+                        leaky_epilogue(acc, xscale, b1[r, :h], slopes[r], Hs[r, :nb, :h], y * BM,
+                                       x * BN, tx, ty)
+                    else:
+                        total = block_sum(red, mse_epilogue(
+                            acc, b2[r], X, perm[r], s, xscale, float32(1.0), dZs[r, :nb], noY,
+                            y * BM, x * BN, tx, ty), tid)
+                        if tid == 0:
+                            parts[cbase + y * gx + x] = total
+                grid.sync()
+            if bid == 0 and tid == 0:  # before the next batch's F2 (after its F1's sync)
+                add_loss_sums(vloss, parts, runs, plans, short, nb, n)
+            s += EB
+
+    return named(v, "k_persistent_validate")
+
 
 def signature(x):
     return (f"void({x}, int64[:, ::1], float32, {F3}, {F2}, {F3}, {F2}, " + ", ".join([F2] * 8)
             + f", {F3}, int64[:, ::1], int64[:, :, :, ::1], {F1}, {F3}, {F3}, {F3}, float64[::1], "
-            f"float64[::1], {F1}, {C1}, int64, int64, int64, {x}, int64[::1], float64[::1], "
+            f"float64[::1], {F1}, {C1}, int64, int64, int64)")
+
+
+def validation_signature(x):
+    return (f"void({x}, int64[:, ::1], float32, {F3}, {F2}, {F3}, {F2}, int64[:, ::1], "
+            f"int64[:, :, :, ::1], {F1}, {F3}, {F3}, float64[::1], float64[::1], {F1}, {C1}, "
             f"int64, int64)")
 
 
 _k = make()
 VARIANTS = {"u8": (_k, signature(U2)), "f32": (_k, signature(F2))}
 kernel = Kernel(VARIANTS, register=False)  # not in KERNELS: its PTX test is its own
+_v = make_validation()
+VALIDATION_VARIANTS = {"u8": (_v, validation_signature(U2)), "f32": (_v, validation_signature(F2))}
+validation = Kernel(VALIDATION_VARIANTS, register=False)
 
 
 class RunSpec(NamedTuple):
@@ -317,7 +375,7 @@ class PersistentRuns:
         self._rows = 0
         self._scratch(B)
         self.ws = cuda.device_array(1, np.float32, stream=stream)
-        self._vidx = cuda.device_array(0, np.int64, stream=stream)
+        self._vidx = cuda.device_array((0, 0), np.int64, stream=stream)
 
     def _scratch(self, rows):
         """H, dZ, dH, the F2 tile losses and the split-K counters for batches of ``rows``
@@ -332,14 +390,13 @@ class PersistentRuns:
             np.zeros(3 * R * _cdiv(rows, BM) * _cdiv(max(n, hmax), BN), np.int32), stream=s)
         self._rows = rows
 
-    def plans(self, nb_last, eb=1, eb_last=1):
-        """(R, 4, 3, 2) int64: (S, K per slice) of F1-F3 per run, for the full batch, then
-        ``nb_last``, then validation batches of ``eb`` and the last ``eb_last`` rows (F1, F2);
-        and the workspace floats the largest phase needs."""
-        out = np.ones((len(self.runs), 4, 3, 2), np.int64)
-        need = [0] * 12
+    def plans(self, nb_last, nb_full=None):
+        """(R, 2, 3, 2) int64: (S, K per slice) of F1-F3 per run, full batch (B, or
+        ``nb_full``) then ``nb_last``, and the workspace floats the largest phase needs."""
+        out = np.ones((len(self.runs), 2, 3, 2), np.int64)
+        need = [0] * 6
         for r, h in enumerate(self.h):
-            for q, nb in enumerate((self.B, nb_last, eb, eb_last)):
+            for q, nb in enumerate((nb_full or self.B, nb_last)):
                 for p, (M, N, K) in enumerate(((nb, h, self.n), (nb, self.n, h),
                                                (nb, h, self.n))):
                     S, kchunk = self.splitk.plan(M, N, K)
@@ -348,9 +405,12 @@ class PersistentRuns:
         return out, max(need)
 
     def validation_rows(self, nval):
-        """0 .. nval - 1 on the device (the validation rows, read through the gathering F1)."""
-        if self._vidx.shape[0] != nval:
-            self._vidx = cuda.to_device(np.arange(nval, dtype=np.int64), stream=self.stream)
+        """(R, nval) int64 on the device: 0 .. nval - 1 per run (the validation pass reads its
+        rows through the gathering F1)."""
+        shape = (len(self.runs), nval)
+        if self._vidx.shape != shape:
+            rows = np.broadcast_to(np.arange(nval, dtype=np.int64), shape)
+            self._vidx = cuda.to_device(np.ascontiguousarray(rows), stream=self.stream)
         return self._vidx
 
     def grid(self, compiled):
@@ -373,20 +433,31 @@ class PersistentRuns:
         hps = np.ascontiguousarray(hps, np.float32)
         if hps.shape != (len(self.runs), steps, 7):
             raise ValueError(f"hps has shape {hps.shape}, expected {(len(self.runs), steps, 7)}")
-        Xv, eb = (X[:0], 1) if val is None else val
-        nval = int(Xv.shape[0])
-        eb = max(1, min(int(eb), nval))
-        plans, need = self.plans((stop - start) % self.B or self.B, eb, nval % eb or eb)
-        if need > self.ws.shape[0]:
-            self.ws = cuda.device_array(need, np.float32, stream=self.stream)
-        self._scratch(max(self.B, eb if nval else 0))
         s = self.stream
-        k = compiled or kernel["u8" if np.dtype(X.dtype) == np.uint8 else "f32"]
+        plans = self._plans((stop - start) % self.B or self.B)
+        k = compiled or kernel[_variant(X)]
         k[self.grid(k), BLOCK, s](
             X, perms, scale_of(X), *self.params, *self.state, cuda.to_device(hps, stream=s),
-            self.table, cuda.to_device(plans, stream=s), self.slopes, *self.scratch, self.loss,
-            self.parts, self.ws, self.cnt, start, stop, self.B, Xv, self.validation_rows(nval),
-            self.vloss, nval, eb)
+            self.table, plans, self.slopes, *self.scratch, self.loss, self.parts, self.ws,
+            self.cnt, start, stop, self.B)
+        if val is not None:
+            Xv, eb = val
+            nval = int(Xv.shape[0])
+            eb = max(1, min(int(eb), nval))
+            self._scratch(eb)
+            plans = self._plans(nval % eb or eb, eb)
+            H, dZ, _ = self.scratch
+            v = validation[_variant(Xv)]
+            v[self.grid(v), BLOCK, s](
+                Xv, self.validation_rows(nval), scale_of(Xv), *self.params, self.table, plans,
+                self.slopes, H, dZ, self.vloss, self.parts, self.ws, self.cnt, nval, eb)
+
+    def _plans(self, nb_last, nb_full=None):
+        """``plans`` on the device, the workspace grown to what they need."""
+        plans, need = self.plans(nb_last, nb_full)
+        if need > self.ws.shape[0]:
+            self.ws = cuda.device_array(need, np.float32, stream=self.stream)
+        return cuda.to_device(plans, stream=self.stream)
 
     def take_loss_sums(self, which="loss"):
         """Each run's training loss sum (``which`` "vloss": validation) since the last call
@@ -414,6 +485,10 @@ class PersistentRuns:
         state = tuple(None if self.runs[r].state[j] is None else host[4 + j][:sizes[j]]
                       for j in range(8))
         return params, state
+
+
+def _variant(X):
+    return "u8" if np.dtype(X.dtype) == np.uint8 else "f32"
 
 
 def _cdiv(a, b):
