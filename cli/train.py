@@ -174,13 +174,15 @@ checkpoint.safetensors.
 
 Losses are mean squared errors per pixel (pixels scaled to [0, 1]). Ctrl-C or SIGTERM saves a
 checkpoint and exits 130; continue with --resume RUN_DIR. With several hidden sizes, --jobs N
-trains N of them at once (on a GPU, side by side on their own CUDA streams).
+trains N of them at once (on a GPU, side by side on their own CUDA streams);
+--cuda-path persistent trains them together, one kernel launch per chunk for all of them.
 
 \b
 Examples:
   aecore train --device cpu --hidden 256
   aecore train --hidden 64,128,256,512 --epochs 200
   aecore train --device cuda --hidden 64,128,256,512 --jobs 4
+  aecore train --device cuda --hidden 64,128,256,512 --cuda-path persistent
   aecore train --hidden 256 --epochs 1 --limit 2000      quick check
   aecore train --resume runs/h256-adam
 """
