@@ -13,11 +13,12 @@ the position a resumed run starts from).
 Per epoch the host does no copies of parameters or optimizer state: ``snapshot()`` (the state
 the trainer keeps at an epoch's end) copies the run's slots device to device, and they reach the
 host only when the trainer saves. Validation is one more launch of the persistent kernel after
-the epoch's last chunk (its validation phase, every run at once: today's evaluation batches,
-split-K plans and sum order, so the same bits) once every member has evaluated the same images: a member learns its validation set
-at its first evaluation, which, like the reconstructions and the test loss, runs on an inference
-``CudaEngine`` per run whose parameters are refreshed from the group's slots device to device. Ctrl-C: members read the stop flag as
-it was at the group's last launch (``signals_for``), so all of them stop after the same chunk,
+the epoch's last chunk (its validation kernel, every run at once: today's evaluation batches,
+split-K plans and sum order, so the same bits) once every member has evaluated the same images:
+a member learns its validation set at its first evaluation, which, like the reconstructions and
+the test loss, runs on an inference ``CudaEngine`` per run whose parameters are refreshed from
+the group's slots device to device. Ctrl-C: members read the stop flag as the first of them read
+it after the group's last launch (``signals_for``), so all of them stop after the same chunk,
 and a resume finds them at one position again.
 
 Each run's results are bitwise those of the run trained alone by the eager path in the

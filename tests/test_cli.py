@@ -418,7 +418,8 @@ def test_bench_chart_linear_from_zero_with_values_and_ratios(tmp_path, monkeypat
 
 @pytest.mark.parametrize("flag,first", [("cpu-split", True)])
 def test_engine_flags_are_recorded_in_config_json(tmp_path, real_data_dir, flag, first):
-    """--cpu-split (--cuda-path: tests/test_engine_persistent.py): recorded in config.json, changed on --resume (the run
+    """--cpu-split (--cuda-path: tests/test_engine_persistent.py): recorded in config.json,
+    changed on --resume (the run
     trains either way)."""
     key = flag.replace("-", "_")
     out = tmp_path / "runs"
