@@ -250,3 +250,22 @@ def test_a_run_that_leaves_the_group_leaves_the_others_as_alone():
             np.testing.assert_array_equal(snaps[key]()[0][name], pa[name])
         for name in sa:
             np.testing.assert_array_equal(sb[name], sa[name], err_msg=f"{key} {name}")
+
+
+def test_cli_records_the_cuda_path_and_resume_may_change_it(tmp_path, real_data_dir):
+    """On the CPU (the option only matters on CUDA, but it is the run's setting either way)."""
+    from click.testing import CliRunner
+
+    from cli.main import main
+
+    run = lambda *a: CliRunner().invoke(main, [*map(str, a)])  # noqa: E731
+    common = ("--device", "cpu", "--data-dir", real_data_dir)
+    r = run("train", "--hidden", "8", "--epochs", "1", "--limit", "64", "--batch-size", "32",
+            "--no-cuda-graphs", "--out", tmp_path, *common)
+    assert r.exit_code == 0, r.output
+    config = lambda: json.loads((tmp_path / "h8-adam" / runs.CONFIG).read_text())["config"]  # noqa: E731
+    assert config()["cuda_path"] == "eager"
+    r = run("train", "--resume", tmp_path / "h8-adam", "--epochs", "2", "--cuda-path",
+            "persistent", *common)
+    assert r.exit_code == 0, r.output
+    assert config()["cuda_path"] == "persistent"
