@@ -263,7 +263,8 @@ def test_cli_records_the_cuda_path_and_resume_may_change_it(tmp_path, real_data_
     r = run("train", "--hidden", "8", "--epochs", "1", "--limit", "64", "--batch-size", "32",
             "--no-cuda-graphs", "--out", tmp_path, *common)
     assert r.exit_code == 0, r.output
-    config = lambda: json.loads((tmp_path / "h8-adam" / runs.CONFIG).read_text())["config"]  # noqa: E731
+    config_file = tmp_path / "h8-adam" / runs.CONFIG
+    config = lambda: json.loads(config_file.read_text())["config"]  # noqa: E731
     assert config()["cuda_path"] == "eager"
     r = run("train", "--resume", tmp_path / "h8-adam", "--epochs", "2", "--cuda-path",
             "persistent", *common)
