@@ -241,6 +241,7 @@ def test_a_run_that_leaves_the_group_leaves_the_others_as_alone():
         t.start()
     for t in threads:
         t.join(600)
+    assert views["b"]._val_sum[0] > 0  # b's second validation: computed by a launch
     for key in runs_:
         (pa, sa, la, ta, va), (pb, sb, lb, tb, vb) = alone[key], together[key]
         assert ta == tb == 2 * epochs[key], key
