@@ -30,7 +30,7 @@ def test_run_directory_contents(tmp_path, tiny_data):
     assert sorted(p.name for p in d.iterdir()) == sorted(runs.RUN_FILES)
 
     lines = (d / runs.METRICS).read_text().splitlines()
-    assert lines[0] == "epoch,train_loss,val_loss,seconds,samples_per_s"
+    assert lines[0] == "epoch,train_loss,val_loss,seconds,samples_per_s,lr"
     rows = runs.read_metrics(d / runs.METRICS)
     assert [r["epoch"] for r in rows] == [1, 2, 3]
     assert all(np.isfinite([r["train_loss"], r["val_loss"], r["seconds"]]).all() for r in rows)
