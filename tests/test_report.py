@@ -169,6 +169,9 @@ def test_report_errors_are_one_line_usage_errors(two_runs, tmp_path):
     (["--compare-hidden", "0"], "--compare-hidden"),
     (["--device", "tpu"], "--device"),
     (["--optimizers", ""], "--optimizers"),
+    (["--lr-schedule", "linear"], "--lr-schedule"),
+    (["--warmup-epochs", "2", "--epochs", "2"], "--warmup-epochs"),
+    (["--lr-schedule", "onecycle", "--warmup-epochs", "1"], "--warmup-epochs"),
 ])
 def test_study_usage_errors(tmp_path, args, option):
     r = invoke("study", "--out", tmp_path / "st", "--data-dir", tmp_path / "no-data", "--yes",
