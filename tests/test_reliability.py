@@ -165,6 +165,21 @@ def test_resume_cannot_extend_a_schedule_but_a_constant_rate_with_warm_up(tmp_pa
     assert_same_run(ref, run)
 
 
+def test_a_run_from_before_the_schedules_resumes_at_its_constant_rate(tmp_path, tiny_data):
+    ref, run = tmp_path / "ref", tmp_path / "run"
+    train(cfg(epochs=3), ref, tiny_data, progress=False)
+    train(cfg(epochs=2), run, tiny_data, progress=False)
+    ck = load_checkpoint(run / runs.CHECKPOINT)  # as the code before the schedules wrote it
+    old = {k: v for k, v in ck.state["config"].items() if k not in ("lr_schedule", "warmup_epochs")}
+    rows = [{k: v for k, v in r.items() if k != "lr"} for r in ck.state["metrics"]]
+    runs.RunDir(run).save_checkpoint(ck.params, ck.opt_state,
+                                     {**ck.state, "config": old, "metrics": rows})
+    runs.write_metrics(run / runs.METRICS, rows)
+    train(cfg(epochs=3), run, tiny_data, resume=True, progress=False)
+    assert_same_run(ref, run)
+    assert [r["lr"] for r in runs.read_metrics(run / runs.METRICS)] == [0.3] * 3
+
+
 def test_resume_refuses_mismatches(tmp_path, tiny_data):
     run = tmp_path / "run"
     train(cfg(epochs=1), run, tiny_data, progress=False)
