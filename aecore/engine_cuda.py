@@ -24,8 +24,8 @@ it (once per chunk of ~8k samples: the only synchronisation).
 
 The per-step hyper-parameters of every optimizer (the learning rate of each step, from the
 schedule, and Adam's bias corrections) are computed for a whole chunk on the host and copied in
-one transfer per chunk (``kernels.optim.pack_chunk``). Runs under Numba's CUDA simulator too (slowly), which is
-how CI exercises it.
+one transfer per chunk (``kernels.optim.pack_chunk``). Runs under Numba's CUDA simulator too
+(slowly), which is how CI exercises it.
 
 CUDA graphs (real GPUs, when ``cuda.core``'s GraphBuilder is available and the engine was made
 with ``graphs=True``, the default; ``aecore train --no-cuda-graphs`` turns them off): the
@@ -34,8 +34,8 @@ chunk ``(start, stop)`` is seen its launches (5 per batch) are recorded once int
 through the same ``_enqueue`` code the eager path runs, and every later epoch replays that graph
 with one launch on the engine's stream. What changes between epochs lives in device buffers the
 graph points at and that are refilled in place (by copies ordered on the same stream) before
-each replay: the permutation and the per-step hyper-parameters. If recording fails the engine says so
-once and stays eager.
+each replay: the permutation and the per-step hyper-parameters. If recording fails the engine
+says so once and stays eager.
 """
 
 from __future__ import annotations

@@ -20,7 +20,8 @@ readable by aecore report) trained in a Ray worker, reporting its validation los
 
 --hidden, --lr, --optimizer, --batch-size, --seed and --lr-schedule take a comma list (a grid:
 every combination is a trial) or, except --optimizer and --lr-schedule, a range LO:HI drawn
---samples times (the learning rate, hidden and batch size on a log scale). --scheduler asha stops bad trials early.
+--samples times (the learning rate, hidden and batch size on a log scale). --scheduler asha
+stops bad trials early.
 Without --address, Ray runs on this machine; with it, the sweep joins a running Ray cluster
 (OUT must then be a directory every node can write, e.g. NFS).
 
@@ -91,9 +92,9 @@ def _axis_option(flag, name, help_):
 @data_dir_option
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("sweep"),
               show_default=True, help="Directory for the trials' run directories and results.")
-def sweep(hidden, lr, optimizer, batch_size, seed, lr_schedule, samples, search_seed, scheduler, epochs, limit,
-          device, address, num_cpus, cpus_per_trial, gpus_per_trial, checkpoint_every, data_dir,
-          out):
+def sweep(hidden, lr, optimizer, batch_size, seed, lr_schedule, samples, search_seed, scheduler,
+          epochs, limit, device, address, num_cpus, cpus_per_trial, gpus_per_trial,
+          checkpoint_every, data_dir, out):
     from aecore import sweep as S
 
     if not S.ray_available():

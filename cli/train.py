@@ -364,5 +364,5 @@ def format_table(summaries) -> str:
     return tables.format_table(head, rows)
 
 
-__all__ = ["train", "resolve_device", "device_option", "schedule_options", "data_dir_option", "load_data",
-           "format_table", "AecoreError"]
+__all__ = ["train", "resolve_device", "device_option", "schedule_options", "data_dir_option",
+           "load_data", "format_table", "AecoreError"]

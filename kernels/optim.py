@@ -4,8 +4,9 @@
 integer codes below (compiled-in constants) and its hyper-parameters as ``HyperParams``; the
 CUDA kernels read them from a packed float32 device vector, laid out by ``pack`` (the only
 place that knows the order); the CUDA engine uploads one such row per optimizer step of a chunk
-(``pack_chunk``), the learning rate of each step from the schedule. Optimizer buffers travel as ``(VW, Vb, MW, Mb)``: V is the
-momentum buffer (momentum / Nesterov) or Adam's exp_avg_sq, M is Adam's exp_avg.
+(``pack_chunk``), the learning rate of each step from the schedule. Optimizer buffers travel as
+``(VW, Vb, MW, Mb)``: V is the momentum buffer (momentum / Nesterov) or Adam's exp_avg_sq, M is
+Adam's exp_avg.
 """
 
 from __future__ import annotations
