@@ -165,8 +165,8 @@ def _finite(ctx, param, value):
 
 HELP = """Train the 784 -> h -> 784 autoencoder (LeakyReLU hidden layer, Sigmoid output, MSE loss)
 on Fashion-MNIST, writing one run directory per hidden size under --out (named like
-h256-adam): config.json, metrics.csv (per-epoch train/val MSE, seconds, samples/s),
-summary.json, reconstructions.npz, model.safetensors (PyTorch state_dict names) and
+h256-adam): config.json, metrics.csv (per-epoch train/val MSE, seconds, samples/s, learning
+rate), summary.json, reconstructions.npz, model.safetensors (PyTorch state_dict names) and
 checkpoint.safetensors.
 
 Losses are mean squared errors per pixel (pixels scaled to [0, 1]). Ctrl-C or SIGTERM saves a
@@ -179,6 +179,7 @@ Examples:
   aecore train --hidden 64,128,256,512 --epochs 200
   aecore train --device cuda --hidden 64,128,256,512 --jobs 4
   aecore train --hidden 256 --epochs 1 --limit 2000      quick check
+  aecore train --hidden 256 --epochs 60 --lr 3e-3 --lr-schedule cosine --warmup-epochs 2
   aecore train --resume runs/h256-adam
 """
 
