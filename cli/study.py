@@ -17,7 +17,8 @@ from aecore.side_by_side import train_side_by_side
 from .report import build as build_report
 from .train import (FASHION_TRAIN, HiddenList, _check, checkpoint_every_option,
                     cpu_split_option, cuda_graphs_option, data_dir_option, device_option,
-                    echo_err, jobs_option, load_data, resolve_device, run_settings)
+                    echo_err, jobs_option, load_data, resolve_device, run_settings,
+                    schedule_options)
 
 D = TrainConfig()  # the defaults, defined once in aecore.config
 DEFAULT_OPTIMIZERS = ("sgd", "momentum", "adam")
@@ -74,6 +75,7 @@ Examples:
 @click.option("--compare-hidden", type=click.IntRange(1, MAX_HIDDEN),
               default=DEFAULT_COMPARE_HIDDEN, show_default=True,
               help="Hidden size of the optimizer comparison.")
+@schedule_options
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("study"),
               show_default=True, help="Directory for the run directories and report/.")
 @data_dir_option
@@ -83,8 +85,8 @@ Examples:
               help="Start without asking (it asks only on a terminal).")
 @checkpoint_every_option
 @jobs_option
-def study(device, cuda_graphs, cpu_split, hidden, epochs, optimizers, compare_hidden, out,
-          data_dir, limit, yes, checkpoint_every, jobs):
+def study(device, cuda_graphs, cpu_split, hidden, epochs, optimizers, compare_hidden,
+          lr_schedule, warmup_epochs, out, data_dir, limit, yes, checkpoint_every, jobs):
     from aecore import study as S
 
     # Everything that can be checked without the data is checked before loading it.
@@ -92,7 +94,8 @@ def study(device, cuda_graphs, cpu_split, hidden, epochs, optimizers, compare_hi
     if limit is not None and limit > n_avail:
         raise click.BadParameter(f"{limit} is more than the {n_avail} training images left after "
                                  f"the {D.val_size} validation images", param_hint="'--limit'")
-    plan = S.plan_study(hidden, optimizers, compare_hidden, out, epochs, "cpu", limit)
+    plan = S.plan_study(hidden, optimizers, compare_hidden, out, epochs, "cpu", limit,
+                        lr_schedule, warmup_epochs)
     for p in plan:
         _check(p.config, limit or n_avail)
     try:
