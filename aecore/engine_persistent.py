@@ -98,7 +98,8 @@ class RunGroup:
 
             return make_engine(device, params, optim, batch_size, slope, opt_state, step,
                                **options)
-        view = RunView(self, key, params, optim, batch_size, slope, opt_state, step)
+        view = RunView(self, key, params, optim, batch_size, slope, opt_state, step,
+                       options.get("lr_schedule"))
         with self._cond:
             self._views[key] = view
         return view
@@ -241,14 +242,16 @@ class RunView(Engine):
 
     device = "cuda"
 
-    def __init__(self, group, key, params, optim, batch_size, slope, opt_state, step):
+    def __init__(self, group, key, params, optim, batch_size, slope, opt_state, step,
+                 lr_schedule=None):
         self._group, self._key = group, key
         self._loss = 0.0
         self._snap = None  # device copies of the run's slots (snapshot)
         self.val = None  # the images of its first evaluation: the validation set
         self._val_sum = (-1, 0.0)  # (launch, the validation loss sum that launch computed)
         self._fresh = -1  # the group launch whose parameters _infer holds
-        super().__init__(params, optim, batch_size, slope, opt_state, step)
+        super().__init__(params, optim, batch_size, slope, opt_state, step,
+                         lr_schedule=lr_schedule)
         self._require_optimizer()
 
     def _put_state(self, params, state):
@@ -262,11 +265,10 @@ class RunView(Engine):
         self._fresh = self._group._launches
 
     def hparams(self, steps):
-        """(steps, 7) float32: the packed hyper-parameters of this run's next ``steps``."""
-        hp = self.optim.hyper_params()
-        if self.optim.name is Optimizer.ADAM:
-            return ko.pack_adam_steps(hp, self.step + 1, steps)
-        return np.tile(ko.pack(hp), (steps, 1))
+        """(steps, 7) float32: the packed hyper-parameters of this run's next ``steps``, as
+        CudaEngine packs them (the rate of each step from ``lr_schedule``)."""
+        return ko.pack_chunk(self.optim.hyper_params(), self.optim.name is Optimizer.ADAM,
+                             self.step + 1, steps, self.step_lrs(steps))
 
     def done(self, steps, loss, val_sum, launch):
         self.step += steps

@@ -29,10 +29,12 @@ WARMUP_BATCHES = 200  # timed batches per run for the estimate (after a few unti
 EVAL_SAMPLES = 2000  # validation images timed for the per-epoch evaluation cost
 
 def plan_study(hidden, optimizers, compare_hidden: int, out, epochs: int, device: str = "cpu",
-               limit=None) -> list[PlannedRun]:
+               limit=None, lr_schedule: str = "constant",
+               warmup_epochs: int = 0) -> list[PlannedRun]:
     """The study's runs, each with its TrainConfig and its run directory under ``out``. Only
-    hidden size, optimizer, epochs, device and limit are set; everything else, the learning
-    rate included, is TrainConfig's default (read now), as ``aecore train`` would use it."""
+    hidden size, optimizer, epochs, device, limit and the learning-rate schedule are set;
+    everything else, the learning rate included, is TrainConfig's default (read now), as
+    ``aecore train`` would use it."""
     default_opt = TrainConfig().optimizer
     wanted = [(h, default_opt) for h in hidden]
     if tuple(optimizers) != (default_opt,):
@@ -43,7 +45,8 @@ def plan_study(hidden, optimizers, compare_hidden: int, out, epochs: int, device
         if (h, opt) in seen:
             continue
         seen.add((h, opt))
-        c = TrainConfig(hidden=h, optimizer=opt, epochs=epochs, device=device, limit=limit)
+        c = TrainConfig(hidden=h, optimizer=opt, epochs=epochs, device=device, limit=limit,
+                        lr_schedule=lr_schedule, warmup_epochs=warmup_epochs)
         d = out / runs.run_name(h, opt)
         plan.append(PlannedRun(c, d, label=d.name))
     return plan
@@ -79,6 +82,11 @@ def inspect_run(p: PlannedRun) -> PlannedRun:
         if done > p.config.epochs:
             raise CheckpointError(f"{d} holds a complete run of {done} epochs, more than the "
                                   f"{p.config.epochs} asked; pass --epochs {done} or another --out")
+        sched = p.config.lr_schedule
+        if done < p.config.epochs and sched != "constant":  # runs.RunDir.resume_checkpoint
+            raise CheckpointError(f"{d} holds a complete run of {done} epochs whose {sched} "
+                                  f"learning-rate schedule cannot be extended to "
+                                  f"{p.config.epochs}; pass --epochs {done} or another --out")
         p.action = "skip" if done == p.config.epochs else "resume"
     elif has_ckpt:
         p.action = "resume"

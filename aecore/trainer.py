@@ -153,16 +153,18 @@ class _Run:
         self.t_saved = time.perf_counter()
 
 
-def _make_engine(config, params, opt_state, step, handles_for, fallback_cpu, factory=None):
-    """Build the engine (with ``factory``, make_engine's signature, when given: a run of a
-    persistent group) and copy the data to it; CUDA out-of-memory -> DeviceError (or, with
-    ``fallback_cpu``, a notice and the CPU engine)."""
+def _make_engine(config, params, opt_state, step, handles_for, fallback_cpu, schedule=None,
+                 factory=None):
+    """Build the engine (``schedule``: its LRSchedule; with ``factory``, make_engine's
+    signature, when given: a run of a persistent group) and copy the data to it; CUDA
+    out-of-memory -> DeviceError (or, with ``fallback_cpu``, a notice and the CPU engine)."""
     device = config.device
     while True:
         try:
             eng = (factory or devices.make_engine)(
                 device, params, config.optim(), config.batch_size, config.slope, opt_state, step,
-                cuda_path=cuda_path.resolve(config), cpu_split=config.cpu_split)
+                cuda_path=cuda_path.resolve(config), cpu_split=config.cpu_split,
+                lr_schedule=schedule)
             return eng, [eng.put(x) for x in handles_for]
         except AecoreError:
             raise
@@ -242,6 +244,7 @@ def _train(config, run_dir, data, resume, progress, overwrite, fallback_cpu, on_
     n = run.n
     if n < 1 or config.batch_size > n:
         raise ValueError(f"batch_size {config.batch_size} does not fit a training set of {n} images")
+    schedule = config.schedule(n)  # the rate of every step: a function of the step alone
 
     if ckpt is None:
         params, opt_state, step = init_params(config.hidden, config.seed, config.slope), None, 0
@@ -258,13 +261,15 @@ def _train(config, run_dir, data, resume, progress, overwrite, fallback_cpu, on_
         rng.bit_generator.state = st["rng_state"]
         epoch0, position, loss_sum = st["epoch"], st["position"], st["loss_sum"]
         seconds0, chunk = st["seconds"], st["chunk"]
-        run.metrics = list(st["metrics"])
+        # runs from before the schedules (no "lr" in their rows) trained at a constant rate
+        run.metrics = [{"lr": config.lr, **r} for r in st["metrics"]]
         run.wall_before = st["wall_time_s"]
         run.load_recons()
 
     eng, (h_train, h_val, h_test) = _make_engine(
         config, params, opt_state, step,
-        (run.train_images, data.val.images, data.test.images), fallback_cpu, engine_factory)
+        (run.train_images, data.val.images, data.test.images), fallback_cpu, schedule,
+        engine_factory)
     device = eng.device
     run.write_config(device, resumed_from=({"epoch": epoch0, "position": position} if ckpt else None))
     if ckpt is None:
@@ -317,7 +322,8 @@ def _train(config, run_dir, data, resume, progress, overwrite, fallback_cpu, on_
             if not math.isfinite(val_loss):
                 _diverged(run, device, epoch, "validation", val_loss)
             row = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
-                   "seconds": seconds, "samples_per_s": n / max(seconds, 1e-9)}
+                   "seconds": seconds, "samples_per_s": n / max(seconds, 1e-9),
+                   "lr": schedule.lr_at(epoch * schedule.steps_per_epoch - 1)}  # its last step's
             run.metrics.append(row)
             if epoch in saved_epochs:
                 run.recons[epoch] = np.asarray(eng.reconstruct(run.recon_orig), np.float32)

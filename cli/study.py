@@ -18,7 +18,7 @@ from .report import build as build_report
 from .train import (FASHION_TRAIN, HiddenList, _check, checkpoint_every_option,
                     chosen_cuda_path, cpu_split_option, cuda_path_option, data_dir_option,
                     device_option, echo_err, jobs_option, load_data, resolve_device,
-                    run_settings)
+                    run_settings, schedule_options)
 
 D = TrainConfig()  # the defaults, defined once in aecore.config
 DEFAULT_OPTIMIZERS = ("sgd", "momentum", "adam")
@@ -77,6 +77,7 @@ Examples:
 @click.option("--compare-hidden", type=click.IntRange(1, MAX_HIDDEN),
               default=DEFAULT_COMPARE_HIDDEN, show_default=True,
               help="Hidden size of the optimizer comparison.")
+@schedule_options
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("study"),
               show_default=True, help="Directory for the run directories and report/.")
 @data_dir_option
@@ -88,7 +89,8 @@ Examples:
 @jobs_option
 @click.pass_context
 def study(ctx, device, cuda_path, cuda_graphs, cpu_split, hidden, epochs, optimizers,
-          compare_hidden, out, data_dir, limit, yes, checkpoint_every, jobs):
+          compare_hidden, lr_schedule, warmup_epochs, out, data_dir, limit, yes,
+          checkpoint_every, jobs):
     from aecore import study as S
 
     cuda_path = chosen_cuda_path(ctx, cuda_path, cuda_graphs)
@@ -97,7 +99,8 @@ def study(ctx, device, cuda_path, cuda_graphs, cpu_split, hidden, epochs, optimi
     if limit is not None and limit > n_avail:
         raise click.BadParameter(f"{limit} is more than the {n_avail} training images left after "
                                  f"the {D.val_size} validation images", param_hint="'--limit'")
-    plan = S.plan_study(hidden, optimizers, compare_hidden, out, epochs, "cpu", limit)
+    plan = S.plan_study(hidden, optimizers, compare_hidden, out, epochs, "cpu", limit,
+                        lr_schedule, warmup_epochs)
     for p in plan:
         p.config = TrainConfig(**{**p.config.to_dict(), "cuda_path": cuda_path,
                                   "cpu_split": cpu_split})
