@@ -152,9 +152,12 @@ def test_the_persistent_path_refuses_what_its_kernel_does_not_train():
             "persistent"
     assert CP.path_problem(TrainConfig(cuda_path="persistent")) is None
     assert [k for k, _ in config_problems(TrainConfig(cuda_path="fast"))] == ["cuda_path"]
-    if hasattr(TrainConfig(), "activation"):  # once the field exists: through config_problems
-        bad = TrainConfig(cuda_path="persistent", activation="tanh")
-        assert [k for k, _ in config_problems(bad)] == ["cuda_path"]
+    for field, value in (("activation", "tanh"), ("lr_schedule", "cosine")):
+        if hasattr(TrainConfig(), field):  # the fields that exist: through config_problems
+            bad = TrainConfig(cuda_path="persistent", **{field: value})
+            assert [k for k, _ in config_problems(bad)] == ["cuda_path"], field
+            assert CP.resolve(bad) == "persistent" and CP.resolve(  # auto: never persistent
+                TrainConfig(**{field: value})) != "persistent"
 
 
 @pytest.mark.parametrize("command", ["train", "study", "bench"])
