@@ -16,9 +16,9 @@ from aecore.side_by_side import train_side_by_side
 
 from .report import build as build_report
 from .train import (FASHION_TRAIN, HiddenList, _check, checkpoint_every_option,
-                    cpu_split_option, cuda_graphs_option, data_dir_option, device_option,
-                    echo_err, jobs_option, load_data, resolve_device, run_settings,
-                    schedule_options)
+                    chosen_cuda_path, cpu_split_option, cuda_path_option, data_dir_option,
+                    device_option, echo_err, jobs_option, load_data, resolve_device,
+                    run_settings, schedule_options)
 
 D = TrainConfig()  # the defaults, defined once in aecore.config
 DEFAULT_OPTIMIZERS = ("sgd", "momentum", "adam")
@@ -51,8 +51,10 @@ are resumed from their checkpoints (and a diverged run is reported, not retried)
 a checkpoint and exits 130.
 
 --jobs N trains N runs at once, each in its own thread (on a GPU, on its own CUDA stream): at
-the paper's sizes one run leaves most of a GPU idle. Each run's results are the same as when
-it trains alone. Ctrl-C, or an error in one run, makes every run in progress save and stop.
+the paper's sizes one run leaves most of a GPU idle. --cuda-path persistent trains all the runs
+together, one launch of a persistent kernel per chunk (--jobs does not apply). Each run's
+results are the same as when it trains alone. Ctrl-C, or an error in one run, makes every run
+in progress save and stop.
 
 \b
 Examples:
@@ -63,7 +65,7 @@ Examples:
 
 @click.command(help=HELP)
 @device_option
-@cuda_graphs_option
+@cuda_path_option
 @cpu_split_option
 @click.option("--hidden", type=HiddenList(), default=",".join(map(str, HIDDEN_SIZES)),
               show_default=True, help="Hidden sizes h to train with the default optimizer.")
@@ -85,10 +87,13 @@ Examples:
               help="Start without asking (it asks only on a terminal).")
 @checkpoint_every_option
 @jobs_option
-def study(device, cuda_graphs, cpu_split, hidden, epochs, optimizers, compare_hidden,
-          lr_schedule, warmup_epochs, out, data_dir, limit, yes, checkpoint_every, jobs):
+@click.pass_context
+def study(ctx, device, cuda_path, cuda_graphs, cpu_split, hidden, epochs, optimizers,
+          compare_hidden, lr_schedule, warmup_epochs, out, data_dir, limit, yes,
+          checkpoint_every, jobs):
     from aecore import study as S
 
+    cuda_path = chosen_cuda_path(ctx, cuda_path, cuda_graphs)
     # Everything that can be checked without the data is checked before loading it.
     n_avail = FASHION_TRAIN - D.val_size
     if limit is not None and limit > n_avail:
@@ -97,6 +102,8 @@ def study(device, cuda_graphs, cpu_split, hidden, epochs, optimizers, compare_hi
     plan = S.plan_study(hidden, optimizers, compare_hidden, out, epochs, "cpu", limit,
                         lr_schedule, warmup_epochs)
     for p in plan:
+        p.config = TrainConfig(**{**p.config.to_dict(), "cuda_path": cuda_path,
+                                  "cpu_split": cpu_split})
         _check(p.config, limit or n_avail)
     try:
         runs.check_writable(out)
@@ -123,8 +130,7 @@ def study(device, cuda_graphs, cpu_split, hidden, epochs, optimizers, compare_hi
         if todo:
             dev = resolve_device(device)
             for p in plan:
-                p.config = TrainConfig(**{**p.config.to_dict(), "device": dev,
-                                          "cuda_graphs": cuda_graphs, "cpu_split": cpu_split})
+                p.config = TrainConfig(**{**p.config.to_dict(), "device": dev})
             data = load_data(data_dir, D.val_size)
             click.echo(f"timing a warm-up of each model on {dev} ...")
             try:
