@@ -9,6 +9,8 @@ from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
+from .kernels.activations_reference import ACTIVATIONS
+from .kernels.losses_reference import LOSSES
 from .optim import OPTIMIZERS, OptimConfig
 
 DEFAULT_RECON_EPOCHS = (1, 2, 5, 10, 20, 50, 100, 200)
@@ -39,6 +41,8 @@ class TrainConfig:
     limit: int | None = None  # train on the first `limit` training images only (quick tests)
     cuda_graphs: bool = True  # CUDA: record each chunk's launches once, replay them after
     cpu_split: bool = False  # CPU: each step split between two aecore threads (cpu_pair.py)
+    activation: str = "leaky_relu"  # hidden activation (kernels.activations_reference)
+    loss: str = "mse"  # trained loss on the Sigmoid output: mse | bce | l1
 
     def __post_init__(self):
         if self.lr is None and self.optimizer in DEFAULT_LR:
@@ -97,6 +101,13 @@ def config_problems(c: TrainConfig, n_train: int | None = None) -> list[tuple[st
     for name in ("cuda_graphs", "cpu_split"):
         if not isinstance(getattr(c, name), bool):
             bad(name, f"must be true or false, got {getattr(c, name)!r}")
+    if c.activation not in ACTIVATIONS:
+        bad("activation", f"unknown activation {c.activation!r}; choose one of "
+                          f"{', '.join(ACTIVATIONS)}")
+    if c.loss not in LOSSES:
+        bad("loss", f"unknown loss {c.loss!r}; choose one of {', '.join(LOSSES)}")
+    if c.cpu_split is True and (c.activation, c.loss) != ("leaky_relu", "mse"):
+        bad("cpu_split", "the split CPU step runs leaky_relu with mse only")
     if c.device not in ("cpu", "cuda"):
         bad("device", f"unknown device {c.device!r}; choose cpu or cuda")
     if not is_int(c.val_size) or c.val_size < 1:

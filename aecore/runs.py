@@ -61,7 +61,7 @@ METRICS_HEADER = ("epoch", "train_loss", "val_loss", "seconds", "samples_per_s")
 
 # Fields that a resumed run must share with the checkpoint (epochs and device may change).
 RESUME_FIXED = ("hidden", "batch_size", "lr", "optimizer", "momentum", "slope", "seed",
-                "val_size", "limit")
+                "val_size", "limit", "activation", "loss")
 
 
 def run_name(hidden: int, optimizer: str) -> str:
@@ -74,10 +74,14 @@ def run_name(hidden: int, optimizer: str) -> str:
 def write_metrics(path, rows: list[dict]) -> None:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(METRICS_HEADER)
+    # a run trained with a loss other than mse has one more column, its validation value
+    # (val_loss is always the MSE)
+    extra = [k for k in (rows[0] if rows else {}) if k.startswith("val_") and k != "val_loss"]
+    w.writerow(METRICS_HEADER + tuple(extra))
     for r in rows:
         w.writerow([int(r["epoch"]), repr(float(r["train_loss"])), repr(float(r["val_loss"])),
-                    f"{float(r['seconds']):.4f}", f"{float(r['samples_per_s']):.1f}"])
+                    f"{float(r['seconds']):.4f}", f"{float(r['samples_per_s']):.1f}"]
+                   + [repr(float(r[k])) for k in extra])
     atomic_write_text(path, buf.getvalue())
 
 
@@ -86,7 +90,8 @@ def read_metrics(path) -> list[dict]:
     path = Path(path)
     with open(path, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
-        if tuple(reader.fieldnames or ()) != METRICS_HEADER:
+        names = tuple(reader.fieldnames or ())
+        if names[:len(METRICS_HEADER)] != METRICS_HEADER or len(names) > len(METRICS_HEADER) + 1:
             raise CheckpointError(f"{path}: unexpected header {reader.fieldnames}")
         return [{k: (int(v) if k == "epoch" else float(v)) for k, v in r.items()} for r in reader]
 
@@ -416,8 +421,9 @@ class RunDir:
         arrays.update({f"epoch_{e}": a for e, a in by_epoch.items()})
         write_npz(self.file(RECONSTRUCTIONS), arrays)
 
-    def save_model(self, params, slope: float) -> None:
-        save_model(self.file(MODEL), params, slope)
+    def save_model(self, params, slope: float, activation: str = "leaky_relu",
+                   loss: str = "mse") -> None:
+        save_model(self.file(MODEL), params, slope, activation, loss)
 
     def save_checkpoint(self, params, opt_state, state: dict) -> None:
         save_checkpoint(self.file(CHECKPOINT), params, opt_state, state)

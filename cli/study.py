@@ -15,9 +15,9 @@ from aecore.optim import OPTIMIZERS
 from aecore.side_by_side import train_side_by_side
 
 from .report import build as build_report
-from .train import (FASHION_TRAIN, HiddenList, _check, checkpoint_every_option,
-                    cpu_split_option, cuda_graphs_option, data_dir_option, device_option,
-                    echo_err, jobs_option, load_data, resolve_device, run_settings)
+from .train import (FASHION_TRAIN, HiddenList, _check, activation_option,
+                    checkpoint_every_option, cpu_split_option, cuda_graphs_option,
+                    data_dir_option, device_option, echo_err, loss_option, jobs_option, load_data, resolve_device, run_settings)
 
 D = TrainConfig()  # the defaults, defined once in aecore.config
 DEFAULT_OPTIMIZERS = ("sgd", "momentum", "adam")
@@ -64,6 +64,8 @@ Examples:
 @device_option
 @cuda_graphs_option
 @cpu_split_option
+@activation_option
+@loss_option
 @click.option("--hidden", type=HiddenList(), default=",".join(map(str, HIDDEN_SIZES)),
               show_default=True, help="Hidden sizes h to train with the default optimizer.")
 @click.option("--epochs", type=click.IntRange(min=1), default=D.epochs, show_default=True,
@@ -83,7 +85,7 @@ Examples:
               help="Start without asking (it asks only on a terminal).")
 @checkpoint_every_option
 @jobs_option
-def study(device, cuda_graphs, cpu_split, hidden, epochs, optimizers, compare_hidden, out,
+def study(device, cuda_graphs, cpu_split, activation, loss, hidden, epochs, optimizers, compare_hidden, out,
           data_dir, limit, yes, checkpoint_every, jobs):
     from aecore import study as S
 
@@ -94,6 +96,7 @@ def study(device, cuda_graphs, cpu_split, hidden, epochs, optimizers, compare_hi
                                  f"the {D.val_size} validation images", param_hint="'--limit'")
     plan = S.plan_study(hidden, optimizers, compare_hidden, out, epochs, "cpu", limit)
     for p in plan:
+        p.config = TrainConfig(**{**p.config.to_dict(), "activation": activation, "loss": loss})
         _check(p.config, limit or n_avail)
     try:
         runs.check_writable(out)

@@ -14,6 +14,8 @@ from click.core import ParameterSource
 
 from aecore import runs, tables
 from aecore.config import DEFAULT_LR, MAX_HIDDEN, TrainConfig, config_problems
+from aecore.kernels.activations_reference import ACTIVATIONS
+from aecore.kernels.losses_reference import LOSSES
 from aecore.errors import AecoreError, CheckpointError, DivergenceError, TrainingInterrupted
 from aecore.optim import OPTIMIZERS
 from aecore.side_by_side import PlannedRun, train_side_by_side
@@ -24,7 +26,7 @@ FASHION_TRAIN = 60000  # images in the Fashion-MNIST training file (before the v
 OPTION_OF = {"hidden": "--hidden", "epochs": "--epochs", "batch_size": "--batch-size",
              "lr": "--lr", "optimizer": "--optimizer", "momentum": "--momentum",
              "slope": "--slope", "seed": "--seed", "val_size": "--val-size", "device": "--device",
-             "limit": "--limit"}
+             "limit": "--limit", "activation": "--activation", "loss": "--loss"}
 
 
 # --- shared helpers ---------------------------------------------------------------------------
@@ -73,6 +75,20 @@ def cpu_split_option(f):
                         "on one thread each (results differ from the default path in the last "
                         "bits, the same run to run). Measured slower than the default on a "
                         "2-core host (bench/RESULTS.md); try `aecore bench --cpu-split both`.")(f)
+
+
+def activation_option(f):
+    return click.option("--activation", type=click.Choice(ACTIVATIONS), default=D.activation,
+                        show_default=True,
+                        help="Hidden-layer activation (leaky_relu uses --slope; gelu is the tanh "
+                        "approximation).")(f)
+
+
+def loss_option(f):
+    return click.option("--loss", type=click.Choice(LOSSES), default=D.loss, show_default=True,
+                        help="Loss on the Sigmoid output: mse, bce (binary cross-entropy, from "
+                        "the logits) or l1. Validation and test MSE are reported whatever the "
+                        "loss.")(f)
 
 
 def data_dir_option(f):
@@ -188,6 +204,8 @@ Examples:
               help=f"Training images held out for validation (of the {FASHION_TRAIN}).")
 @click.option("--limit", type=click.IntRange(min=1), default=None,
               help="Train on only the first N training images (quick tests).")
+@activation_option
+@loss_option
 @device_option
 @cuda_graphs_option
 @cpu_split_option
@@ -202,7 +220,7 @@ Examples:
 @jobs_option
 @click.pass_context
 def train(ctx, hidden, epochs, batch_size, lr, optimizer, momentum, slope, seed, val_size, limit,
-          device, cuda_graphs, cpu_split, data_dir, out, resume, overwrite, checkpoint_every,
+          activation, loss, device, cuda_graphs, cpu_split, data_dir, out, resume, overwrite, checkpoint_every,
           jobs):
     if resume is not None:
         return _resume(ctx, resume, device, data_dir, epochs, checkpoint_every)
@@ -222,7 +240,8 @@ def train(ctx, hidden, epochs, batch_size, lr, optimizer, momentum, slope, seed,
     configs = [TrainConfig(hidden=h, epochs=epochs, batch_size=batch_size, lr=lr,
                            optimizer=optimizer, momentum=momentum, slope=slope, seed=seed,
                            val_size=val_size, device="cpu", limit=limit,
-                           cuda_graphs=cuda_graphs, cpu_split=cpu_split) for h in hidden]
+                           cuda_graphs=cuda_graphs, cpu_split=cpu_split,
+                           activation=activation, loss=loss) for h in hidden]
     for c in configs:
         _check(c, n_train)
     dirs = [out / runs.run_name(c.hidden, c.optimizer) for c in configs]
