@@ -17,7 +17,8 @@ from aecore.side_by_side import train_side_by_side
 from .report import build as build_report
 from .train import (FASHION_TRAIN, HiddenList, _check, activation_option,
                     checkpoint_every_option, cpu_split_option, cuda_graphs_option,
-                    data_dir_option, device_option, echo_err, loss_option, jobs_option, load_data, resolve_device, run_settings)
+                    data_dir_option, device_option, echo_err, jobs_option, load_data,
+                    loss_option, resolve_device, run_settings)
 
 D = TrainConfig()  # the defaults, defined once in aecore.config
 DEFAULT_OPTIMIZERS = ("sgd", "momentum", "adam")
