@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 from numba import cuda, float32, float64, int32
 
 from .config import (BK, BLOCK, D1, F1, F2, I1, NTHREADS, PAD, SPLIT, TM, TN, TX, TY,
                      U2, dcuda, device)
 from .gemm import kslice, mainloop, splitk_fixup, this_thread
-from .launch import (Kernel, f32_or_empty, grid, key, named, perm_or_empty, scale_of,
+from .launch import (Kernel, empty, f32_or_empty, grid, key, named, perm_or_empty, scale_of,
                      split_args)
 
 
@@ -104,17 +105,18 @@ def make_mse(prefetch=False):
 
 
 def loss_epilogue(name):
-    """``mse_epilogue`` for loss ``name``: dZ's tile <- the loss's gradient; returns this
-    thread's float64 shares of the loss sum and of the squared-error sum."""
+    """``mse_epilogue`` for loss ``name``, without Y (training and evaluation need none; a
+    Sigmoid for Y made bce's epilogue too long for the compiler to unroll, and its register
+    tile went to local memory): dZ's tile <- the loss's gradient; returns this thread's float64
+    shares of the loss sum and of the squared-error sum."""
     from ..losses_cuda import loss_point
 
     point = loss_point(name)
 
     @device
-    def epilogue_loss(acc, b, T, tperm, toff, tscale, dscale, dZ, Y, m0, n0, tx, ty):
+    def epilogue_loss(acc, b, T, tperm, toff, tscale, dscale, dZ, m0, n0, tx, ty):
         M = dZ.shape[0]
         N = dZ.shape[1]
-        write_y = Y.shape[0] > 0
         gather = tperm.shape[0] > 0
         part = float64(0.0)
         part_sq = float64(0.0)
@@ -125,13 +127,10 @@ def loss_epilogue(name):
                 for j in range(TN):
                     n = n0 + tx + TX * j
                     if n < N:
-                        z = acc[i, j] + b[n]
-                        e, sq, g = point(z, float32(T[src, n]) * tscale, dscale)
+                        e, sq, g = point(acc[i, j] + b[n], float32(T[src, n]) * tscale, dscale)
                         part += float64(e)
                         part_sq += float64(sq)
                         dZ[m, n] = g
-                        if write_y:
-                            Y[m, n] = sigmoid(z)
         return part, part_sq
 
     return epilogue_loss
@@ -156,7 +155,7 @@ def make_loss(name, prefetch=False):
         gemm(Hin, W, M, N, kb, ke, m0, n0, As, Bs, acc, tid, tx, ty)
         if not splitk_fixup(acc, ws, cnt, flag, tid):
             return
-        part, part_sq = epi(acc, b, T, tperm, toff, tscale, dscale, dZ, Y, m0, n0, tx, ty)
+        part, part_sq = epi(acc, b, T, tperm, toff, tscale, dscale, dZ, m0, n0, tx, ty)
         total = block_sum(red, part, tid)  # (valid in thread 0 only: it reads it before the
         total_sq = block_sum(red, part_sq, tid)  # second sum overwrites red[0])
         if tid == 0:
@@ -234,16 +233,19 @@ def linear_sigmoid_loss_grad(H, W, b, T, dZ, loss_sums, loss, Y=None, perm=None,
                              stream=0, splitk=None):
     """``linear_sigmoid_mse`` for loss ``loss`` (which it is for mse): dZ <- the mean loss's
     gradient (``losses_reference.grad_scale``); ``loss_sums`` (float64, 2 elements for a loss
-    other than mse) gets the loss sum added to element 0 and the squared-error sum to 1."""
+    other than mse) gets the loss sum added to element 0 and the squared-error sum to 1.
+    Y (y itself) only with mse."""
     if loss == "mse":
         return linear_sigmoid_mse(H, W, b, T, dZ, loss_sums, Y, perm, off, stream, splitk)
+    if Y is not None:
+        raise ValueError(f"the {loss} kernel does not write y (Y is for mse only)")
     from ..losses_reference import grad_scale
 
     M, N = dZ.shape
     S, ws, cnt, kchunk = split_args(splitk, M, N, W.shape[1])
     loss_kernel(loss)[key(T)][grid(M, N, S), BLOCK, stream](
         H, W, b, T, perm_or_empty(perm), off, scale_of(T), grad_scale(loss, M * N), dZ,
-        f32_or_empty(Y, 2), loss_sums, ws, cnt, kchunk)
+        empty(np.float32, 2), loss_sums, ws, cnt, kchunk)
 
 
 def linear_sigmoid(H, W, b, Y, stream=0, kernel=sigmoid_kernel):
