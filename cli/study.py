@@ -97,7 +97,8 @@ def study(device, cuda_graphs, cpu_split, activation, loss, hidden, epochs, opti
                                  f"the {D.val_size} validation images", param_hint="'--limit'")
     plan = S.plan_study(hidden, optimizers, compare_hidden, out, epochs, "cpu", limit)
     for p in plan:
-        p.config = TrainConfig(**{**p.config.to_dict(), "activation": activation, "loss": loss})
+        p.config = TrainConfig(**{**p.config.to_dict(), "activation": activation, "loss": loss,
+                                  "cpu_split": cpu_split})
         _check(p.config, limit or n_avail)
     try:
         runs.check_writable(out)

@@ -26,7 +26,8 @@ FASHION_TRAIN = 60000  # images in the Fashion-MNIST training file (before the v
 OPTION_OF = {"hidden": "--hidden", "epochs": "--epochs", "batch_size": "--batch-size",
              "lr": "--lr", "optimizer": "--optimizer", "momentum": "--momentum",
              "slope": "--slope", "seed": "--seed", "val_size": "--val-size", "device": "--device",
-             "limit": "--limit", "activation": "--activation", "loss": "--loss"}
+             "limit": "--limit", "activation": "--activation", "loss": "--loss",
+             "cpu_split": "--cpu-split"}
 
 
 # --- shared helpers ---------------------------------------------------------------------------
