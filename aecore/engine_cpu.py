@@ -186,7 +186,8 @@ class CpuEngine(Engine):
                         np.float32)
 
     def _forward(self, images, what):
-        """((loss sum, squared-error sum), H, Y) of ``images``: H (n, h) filled for _HIDDEN, Y (n, 784) for _OUTPUT."""
+        """((loss sum, squared-error sum), H, Y) of ``images``: H (n, h) filled for _HIDDEN,
+        Y (n, 784) for _OUTPUT."""
         images = self.put(images)
         n = images.shape[0]
         p = self.params

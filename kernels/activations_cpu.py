@@ -27,7 +27,8 @@ from numba import njit, types
 from numba.core.errors import TypingError
 from numba.extending import overload
 
-from .activations_reference import ACTIVATIONS, check_activation, face_selector, needs_preactivation
+from .activations_reference import (ACTIVATIONS, check_activation, face_selector,
+                                    needs_preactivation)
 from .cpu_math import _FAST, _exp_neg32, _sigmoid32_and_slope
 
 _0 = np.float32(0.0)

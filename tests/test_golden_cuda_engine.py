@@ -5,7 +5,8 @@ compile-time choices (issue 18): the default (leaky_relu, mse) must stay today's
 Saved per optimizer (adam, momentum): two chunks of training of a tiny model (24 pixels, hidden 5,
 batch 8, a short last batch: the simulator is slow), the chunk loss sums, the validation loss, the
 parameters, encodings and reconstructions.
-Rewrite on purpose only: ``NUMBA_ENABLE_CUDASIM=1 .venv/bin/python tests/test_golden_cuda_engine.py``.
+Rewrite on purpose only:
+``NUMBA_ENABLE_CUDASIM=1 .venv/bin/python tests/test_golden_cuda_engine.py``.
 """
 
 from __future__ import annotations

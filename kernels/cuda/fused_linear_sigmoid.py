@@ -189,8 +189,10 @@ def make_sigmoid(prefetch=False):
 
 def mse_variants(prefetch=False, loss="mse"):
     sig = "void({F2}, {F2}, {F1}, {t}, {I1}, int64, float32, float32, {F2}, {F2}, {D1}, {S})"
-    fn = (lambda: make_mse(prefetch)) if loss == "mse" else (lambda: make_loss(loss, prefetch))
-    return {d: (fn(), sig.format(F2=F2, F1=F1, I1=I1, D1=D1, S=SPLIT, t=t))
+    def make():
+        return make_mse(prefetch) if loss == "mse" else make_loss(loss, prefetch)
+
+    return {d: (make(), sig.format(F2=F2, F1=F1, I1=I1, D1=D1, S=SPLIT, t=t))
             for d, t in (("u8", U2), ("f32", F2))}
 
 
