@@ -59,11 +59,12 @@ LOCK = ".lock"  # held while a run trains; not one of the run's files
 
 METRICS_HEADER = ("epoch", "train_loss", "val_loss", "seconds", "samples_per_s", "lr")
 METRICS_HEADER_V1 = METRICS_HEADER[:5]  # runs from before the learning-rate schedules
+METRICS_EXTRA = ("val_", "test_")  # optional columns after the header (e.g. val_bce)
 
 # Fields that a resumed run must share with the checkpoint (epochs and device may change;
 # epochs not with a schedule other than constant: resume_checkpoint).
 RESUME_FIXED = ("hidden", "batch_size", "lr", "optimizer", "momentum", "slope", "seed",
-                "val_size", "limit", "lr_schedule", "warmup_epochs")
+                "val_size", "limit", "lr_schedule", "warmup_epochs", "activation", "loss")
 
 
 def run_name(hidden: int, optimizer: str) -> str:
@@ -76,11 +77,16 @@ def run_name(hidden: int, optimizer: str) -> str:
 def write_metrics(path, rows: list[dict]) -> None:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(METRICS_HEADER)
+    # a run trained with a loss other than mse has one more column, its validation value
+    # (val_loss is always the MSE)
+    extra = [k for k in (rows[0] if rows else {})
+             if k.startswith(METRICS_EXTRA) and k not in METRICS_HEADER]
+    w.writerow(METRICS_HEADER + tuple(extra))
     for r in rows:
         w.writerow([int(r["epoch"]), repr(float(r["train_loss"])), repr(float(r["val_loss"])),
                     f"{float(r['seconds']):.4f}", f"{float(r['samples_per_s']):.1f}",
-                    repr(float(r["lr"])) if r.get("lr") is not None else ""])
+                    repr(float(r["lr"])) if r.get("lr") is not None else ""]
+                   + [repr(float(r[k])) for k in extra])
     atomic_write_text(path, buf.getvalue())
 
 
@@ -89,7 +95,10 @@ def read_metrics(path) -> list[dict]:
     path = Path(path)
     with open(path, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
-        if tuple(reader.fieldnames or ()) not in (METRICS_HEADER, METRICS_HEADER_V1):
+        names = tuple(reader.fieldnames or ())
+        extra = names[len(METRICS_HEADER):]
+        if names != METRICS_HEADER_V1 and (names[:len(METRICS_HEADER)] != METRICS_HEADER
+                                           or not all(k.startswith(METRICS_EXTRA) for k in extra)):
             raise CheckpointError(f"{path}: unexpected header {reader.fieldnames}")
         # "lr" (the rate of the epoch's last step) is absent in older runs: no key
         return [{k: (int(v) if k == "epoch" else float(v)) for k, v in r.items() if v != ""}
@@ -429,8 +438,9 @@ class RunDir:
         arrays.update({f"epoch_{e}": a for e, a in by_epoch.items()})
         write_npz(self.file(RECONSTRUCTIONS), arrays)
 
-    def save_model(self, params, slope: float) -> None:
-        save_model(self.file(MODEL), params, slope)
+    def save_model(self, params, slope: float, activation: str = "leaky_relu",
+                   loss: str = "mse") -> None:
+        save_model(self.file(MODEL), params, slope, activation, loss)
 
     def save_checkpoint(self, params, opt_state, state: dict) -> None:
         save_checkpoint(self.file(CHECKPOINT), params, opt_state, state)
