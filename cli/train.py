@@ -400,8 +400,15 @@ def _fmt(v, spec):
     return "-" if v is None else format(v, spec)
 
 
+def _trained_loss(s) -> str:
+    """The loss a run trained (its summary holds test_<loss> besides test_loss unless mse)."""
+    return next((k[5:] for k in s if k.startswith("test_") and k != "test_loss"), "mse")
+
+
 def format_table(summaries) -> str:
-    head = ("hidden", "params", "epochs", "train MSE", "val MSE", "test MSE", "best ep",
+    trained = {_trained_loss(s) for s in summaries}
+    train_head = f"train {trained.pop().upper()}" if len(trained) == 1 else "train loss"
+    head = ("hidden", "params", "epochs", train_head, "val MSE", "test MSE", "best ep",
             "time", "samples/s", "status")
     rows = [(str(s["hidden"]), f"{s['params']:,}", f"{s['epochs_done']}/{s['epochs']}",
              _fmt(s.get("train_loss"), ".6f"), _fmt(s.get("val_loss"), ".6f"),

@@ -106,3 +106,14 @@ def test_eval_uses_the_runs_activation(tanh_bce_run, real_data_dir):
     summary = json.loads((tanh_bce_run / runs.SUMMARY).read_text())
     # eval prints the test MSE; with leaky_relu weights read as tanh it would differ
     assert f"{summary['test_loss']:.6f}"[:7] in r.output, r.output
+
+
+def test_the_summary_table_names_the_trained_loss():
+    """train_loss is the loss trained: the table's column says which, MSE for today's runs."""
+    from cli.train import format_table
+
+    base = {"hidden": 8, "params": 12, "epochs": 1, "epochs_done": 1, "status": "complete",
+            "train_loss": 0.5, "val_loss": 0.1, "test_loss": 0.1}
+    assert "train MSE" in format_table([base])
+    assert "train BCE" in format_table([{**base, "test_bce": 0.5}])
+    assert "train loss" in format_table([base, {**base, "test_l1": 0.2}])
