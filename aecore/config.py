@@ -39,6 +39,7 @@ class TrainConfig:
     limit: int | None = None  # train on the first `limit` training images only (quick tests)
     cuda_graphs: bool = True  # CUDA: record each chunk's launches once, replay them after
     cpu_split: bool = False  # CPU: each step split between two aecore threads (cpu_pair.py)
+    cpu_team: bool = False  # CPU: BLAS's jobs and the epilogues' halves on one team (cpu_team.py)
 
     def __post_init__(self):
         if self.lr is None and self.optimizer in DEFAULT_LR:
@@ -94,9 +95,11 @@ def config_problems(c: TrainConfig, n_train: int | None = None) -> list[tuple[st
         bad("momentum", f"must be in [0, 1), got {c.momentum!r}")
     if c.optimizer not in OPTIMIZERS:
         bad("optimizer", f"unknown optimizer {c.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
-    for name in ("cuda_graphs", "cpu_split"):
+    for name in ("cuda_graphs", "cpu_split", "cpu_team"):
         if not isinstance(getattr(c, name), bool):
             bad(name, f"must be true or false, got {getattr(c, name)!r}")
+    if c.cpu_split is True and c.cpu_team is True:
+        bad("cpu_team", "cannot be combined with cpu_split; choose one")
     if c.device not in ("cpu", "cuda"):
         bad("device", f"unknown device {c.device!r}; choose cpu or cuda")
     if not is_int(c.val_size) or c.val_size < 1:

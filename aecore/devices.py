@@ -105,19 +105,22 @@ def compile_problem_message(exc: BaseException) -> str:
 
 def make_engine(device: str, params, optim=None, batch_size: int | None = None,
                 slope: float = 0.01, opt_state=None, step: int = 0, *, graphs: bool = True,
-                cpu_split: bool = False):
+                cpu_split: bool = False, cpu_team: bool = False):
     """The ``aecore.engine.Engine`` for ``device`` ("cpu" or "cuda"), holding ``params``.
 
     ``optim`` (an ``aecore.optim.OptimConfig``) and ``batch_size`` for training; leave both
     out for an engine that only evaluates, reconstructs and encodes. ``graphs``: whether the
     CUDA engine may record and replay CUDA graphs (no effect on the CPU); ``cpu_split``: whether
-    the CPU engine splits each step between two threads of its own (no effect on CUDA). The engine modules
+    the CPU engine splits each step between two threads of its own; ``cpu_team``: whether it
+    runs BLAS's jobs and the epilogues' halves on one team of two threads (neither has an
+    effect on CUDA). The engine modules
     are imported here, the CUDA one only when asked for.
     """
     if device == "cpu":
         from .engine_cpu import CpuEngine
 
-        return CpuEngine(params, optim, batch_size, slope, opt_state, step, split=cpu_split)
+        return CpuEngine(params, optim, batch_size, slope, opt_state, step, split=cpu_split,
+                         team=cpu_team)
     if device == "cuda":
         from .engine_cuda import CudaEngine
 

@@ -103,7 +103,7 @@ def time_per_sample(config: TrainConfig, train_images, val_images, device: str,
     n = min(len(train_images), warm_batches * b)
     eng = devices.make_engine(device, init_params(config.hidden, config.seed, config.slope),
                               config.optim(), b, config.slope, graphs=config.cuda_graphs,
-                              cpu_split=config.cpu_split)
+                              cpu_split=config.cpu_split, cpu_team=config.cpu_team)
     x = eng.put(np.ascontiguousarray(train_images[:n]))
     perm = np.arange(n, dtype=np.int64)
     first = min(n, 4 * b)  # compile / first-call costs stay out of the timing

@@ -151,7 +151,7 @@ def _make_engine(config, params, opt_state, step, handles_for, fallback_cpu):
         try:
             eng = devices.make_engine(device, params, config.optim(), config.batch_size,
                                       config.slope, opt_state, step, graphs=config.cuda_graphs,
-                                      cpu_split=config.cpu_split)
+                                      cpu_split=config.cpu_split, cpu_team=config.cpu_team)
             return eng, [eng.put(x) for x in handles_for]
         except AecoreError:
             raise

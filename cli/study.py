@@ -16,7 +16,7 @@ from aecore.side_by_side import train_side_by_side
 
 from .report import build as build_report
 from .train import (FASHION_TRAIN, HiddenList, _check, checkpoint_every_option,
-                    cpu_split_option, cuda_graphs_option, data_dir_option, device_option,
+                    cpu_split_option, cpu_team_option, cuda_graphs_option, data_dir_option, device_option,
                     echo_err, jobs_option, load_data, resolve_device, run_settings)
 
 D = TrainConfig()  # the defaults, defined once in aecore.config
@@ -64,6 +64,7 @@ Examples:
 @device_option
 @cuda_graphs_option
 @cpu_split_option
+@cpu_team_option
 @click.option("--hidden", type=HiddenList(), default=",".join(map(str, HIDDEN_SIZES)),
               show_default=True, help="Hidden sizes h to train with the default optimizer.")
 @click.option("--epochs", type=click.IntRange(min=1), default=D.epochs, show_default=True,
@@ -83,7 +84,7 @@ Examples:
               help="Start without asking (it asks only on a terminal).")
 @checkpoint_every_option
 @jobs_option
-def study(device, cuda_graphs, cpu_split, hidden, epochs, optimizers, compare_hidden, out,
+def study(device, cuda_graphs, cpu_split, cpu_team, hidden, epochs, optimizers, compare_hidden, out,
           data_dir, limit, yes, checkpoint_every, jobs):
     from aecore import study as S
 
@@ -121,7 +122,8 @@ def study(device, cuda_graphs, cpu_split, hidden, epochs, optimizers, compare_hi
             dev = resolve_device(device)
             for p in plan:
                 p.config = TrainConfig(**{**p.config.to_dict(), "device": dev,
-                                          "cuda_graphs": cuda_graphs, "cpu_split": cpu_split})
+                                          "cuda_graphs": cuda_graphs, "cpu_split": cpu_split,
+                                          "cpu_team": cpu_team})
             data = load_data(data_dir, D.val_size)
             click.echo(f"timing a warm-up of each model on {dev} ...")
             try:

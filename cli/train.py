@@ -75,6 +75,15 @@ def cpu_split_option(f):
                         "2-core host (bench/RESULTS.md); try `aecore bench --cpu-split both`.")(f)
 
 
+def cpu_team_option(f):
+    return click.option("--cpu-team/--no-cpu-team", default=D.cpu_team, show_default=True,
+                        help="CPU: run OpenBLAS's two jobs of every product and the two halves "
+                        "of every epilogue on one team of two aecore threads (OpenBLAS 0.3.27+'s "
+                        "thread callback; the default path's results, bit for bit). Without the "
+                        "callback it warns and runs the default path; "
+                        "try `aecore bench --cpu-split off,team`.")(f)
+
+
 def data_dir_option(f):
     return click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
                         default=None, help="Directory with the Fashion-MNIST files (default: "
@@ -191,6 +200,7 @@ Examples:
 @device_option
 @cuda_graphs_option
 @cpu_split_option
+@cpu_team_option
 @data_dir_option
 @click.option("--out", type=click.Path(path_type=Path), default=Path("runs"), show_default=True,
               help="Directory that holds the run directories.")
@@ -202,7 +212,7 @@ Examples:
 @jobs_option
 @click.pass_context
 def train(ctx, hidden, epochs, batch_size, lr, optimizer, momentum, slope, seed, val_size, limit,
-          device, cuda_graphs, cpu_split, data_dir, out, resume, overwrite, checkpoint_every,
+          device, cuda_graphs, cpu_split, cpu_team, data_dir, out, resume, overwrite, checkpoint_every,
           jobs):
     if resume is not None:
         return _resume(ctx, resume, device, data_dir, epochs, checkpoint_every)
@@ -222,7 +232,8 @@ def train(ctx, hidden, epochs, batch_size, lr, optimizer, momentum, slope, seed,
     configs = [TrainConfig(hidden=h, epochs=epochs, batch_size=batch_size, lr=lr,
                            optimizer=optimizer, momentum=momentum, slope=slope, seed=seed,
                            val_size=val_size, device="cpu", limit=limit,
-                           cuda_graphs=cuda_graphs, cpu_split=cpu_split) for h in hidden]
+                           cuda_graphs=cuda_graphs, cpu_split=cpu_split, cpu_team=cpu_team)
+               for h in hidden]
     for c in configs:
         _check(c, n_train)
     dirs = [out / runs.run_name(c.hidden, c.optimizer) for c in configs]
@@ -286,7 +297,7 @@ def _resume(ctx, run_dir: Path, device, data_dir, epochs, checkpoint_every):
         changes["epochs"] = epochs
     if ctx.get_parameter_source("device") == ParameterSource.COMMANDLINE:
         changes["device"] = resolve_device(device)
-    for name in ("cuda_graphs", "cpu_split"):
+    for name in ("cuda_graphs", "cpu_split", "cpu_team"):
         if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE:
             changes[name] = ctx.params[name]
     config = TrainConfig(**{**config.to_dict(), **changes})
