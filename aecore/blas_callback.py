@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import ctypes
 import threading
+import time
 
 import llvmlite.binding as llvm
 import numpy as np
@@ -43,18 +44,23 @@ _LINE = 8
 SEQ, DONE, ABORT, CMD, ARG, DRIVER = 0, _LINE, 2 * _LINE, 3 * _LINE, 3 * _LINE + 1, 4 * _LINE
 LOCK, JOB_THREAD, OTHERS = 5 * _LINE, 5 * _LINE + 1, 5 * _LINE + 2  # other callers' lock,
 # _job_thread's address, how many calls _other_caller ran
-CTRL_SIZE = 6 * _LINE
-_OTHER_BASE = 2  # OpenBLAS thread numbers (buffers) of other callers' jobs: 2, 3, ...
+PARK, PARKED = 6 * _LINE, 7 * _LINE  # OpenBLAS's threads may go / how many are parked
+SLOT = 6 * _LINE + 1  # the team's first OpenBLAS thread number (see BlasTeam.run)
+CTRL_SIZE = 8 * _LINE
+# OpenBLAS thread numbers (each has its status slot and buffer): its own threads use 0 ..
+# blas_num_threads - 2; the team's two the next ones (SLOT), other callers' jobs (_other_caller)
+# the ones after; all below its MAX_THREADS
 CMD_EXIT, CMD_JOB = -1, -2  # any other command number is a phase (>= 0) for the step
 _SPINS = 200  # pause-spins (~3 us) before a waiting thread yields its core
 
 _libc = ctypes.CDLL(None)
-for _name in ("pthread_self", "pthread_create", "pthread_join"):
+for _name in ("pthread_self", "pthread_create", "pthread_join", "usleep"):
     llvm.add_symbol("aecore_" + _name, ctypes.cast(getattr(_libc, _name), ctypes.c_void_p).value)
 _pthread_self = types.ExternalFunction("aecore_pthread_self", types.int64())
 # pointers passed as int64 (the same registers in the C calling convention)
 _pthread_create = types.ExternalFunction("aecore_pthread_create", types.int32(*[types.int64] * 4))
 _pthread_join = types.ExternalFunction("aecore_pthread_join", types.int32(types.int64, types.int64))
+_usleep = types.ExternalFunction("aecore_usleep", types.int32(types.uint32))
 
 
 @intrinsic
@@ -87,6 +93,26 @@ def _swap(typingctx, arr, index, value):
         return builder.atomic_rmw("xchg", builder.gep(a.data, [args[1]]), args[2], "acq_rel")
 
     return types.int64(arr, types.intp, types.int64), codegen
+
+
+@intrinsic
+def _add(typingctx, arr, index, value):
+    """Atomically arr[index] += value."""
+    def codegen(context, builder, sig, args):
+        a = context.make_array(sig.args[0])(context, builder, args[0])
+        builder.atomic_rmw("add", builder.gep(a.data, [args[1]]), args[2], "acq_rel")
+        return context.get_dummy_value()
+
+    return types.void(arr, types.intp, types.int64), codegen
+
+
+@njit(cache=True, nogil=True)
+def _park(ctrl):
+    """An OpenBLAS thread's job while a team runs: sleep (100 us at a time) until released."""
+    _add(ctrl, PARKED, 1)
+    while _load_acquire(ctrl, PARK) == 0:
+        _usleep(np.uint32(100))
+    _add(ctrl, PARKED, -1)
 
 
 @njit(cache=True, nogil=True)
@@ -151,7 +177,7 @@ def run_job(ctrl, mxcsr):
     the worker's own at start: no flush-to-zero), as OpenBLAS's server thread would."""
     ftz = flush_denormals_on()
     restore(mxcsr)
-    _call_job(ctrl[ARG], np.int32(1), ctrl[ARG + 1], np.int32(ctrl[ARG + 2]))
+    _call_job(ctrl[ARG], np.int32(ctrl[SLOT] + 1), ctrl[ARG + 1], np.int32(ctrl[ARG + 2]))
     restore(ftz)
 
 
@@ -164,12 +190,13 @@ def done(ctrl, seq):
 def _run_jobs(ctrl, dojob, numjobs, elsize, jobdata, dojob_data):
     """The callback's body: OpenBLAS's ``numjobs`` jobs, on the team when the caller is its
     driver and there are two; otherwise ``_other_caller``."""
+    slot = np.int32(ctrl[SLOT])
     if numjobs == 1:
-        _call_job(dojob, np.int32(0), jobdata, dojob_data)
+        _call_job(dojob, slot, jobdata, dojob_data)
         return
     if numjobs == 2 and _load_acquire(ctrl, DRIVER) == _pthread_self():
         seq = post(ctrl, CMD_JOB, dojob, jobdata + elsize, dojob_data, 0)
-        _call_job(dojob, np.int32(0), jobdata, dojob_data)
+        _call_job(dojob, slot, jobdata, dojob_data)
         wait(ctrl, seq)  # False if the worker failed: the step loop stops at its next phase
         return
     _other_caller(ctrl, dojob, numjobs, elsize, jobdata, dojob_data)
@@ -180,8 +207,8 @@ def _other_caller(ctrl, dojob, numjobs, elsize, jobdata, dojob_data):
     """A multi-job call the team cannot take: another thread of the process calling scipy's
     BLAS while a team runs (or more than two jobs). Its jobs wait on each other, so they
     cannot run one after another: job 0 runs here and the others on threads started for the
-    call (slow, but correct), with OpenBLAS thread numbers from _OTHER_BASE so they use
-    other buffers than the team's; one such call at a time (ctrl[LOCK])."""
+    call (slow, but correct), with OpenBLAS thread numbers after the team's, so they use
+    other buffers; one such call at a time (ctrl[LOCK])."""
     spins = 0
     while _swap(ctrl, LOCK, 1) != 0:
         if spins < _SPINS:
@@ -189,16 +216,17 @@ def _other_caller(ctrl, dojob, numjobs, elsize, jobdata, dojob_data):
             _pause()
         else:
             _sched_yield()
+    base = ctrl[SLOT] + 2
     args = np.empty((numjobs, 4), np.int64)
     tids = np.zeros(numjobs, np.int64)
     for i in range(numjobs):
         args[i, 0] = dojob
-        args[i, 1] = _OTHER_BASE + i
+        args[i, 1] = base + i
         args[i, 2] = jobdata + i * elsize
         args[i, 3] = dojob_data
     for i in range(1, numjobs):
         _pthread_create(tids.ctypes.data + 8 * i, 0, ctrl[JOB_THREAD], args.ctypes.data + 32 * i)
-    _call_job(dojob, np.int32(_OTHER_BASE), jobdata, dojob_data)
+    _call_job(dojob, np.int32(base), jobdata, dojob_data)
     for i in range(1, numjobs):
         _pthread_join(tids[i], 0)
     ctrl[OTHERS] += 1
@@ -229,6 +257,11 @@ def _callback():
 
         _state["cb"] = cfunc(_SIG, nopython=True)(cb)
         _state["job_thread"] = cfunc(types.int64(types.int64), nopython=True)(_job_thread)
+
+        def park(arg):
+            _park(carray(_int64_ptr(addr), (CTRL_SIZE,)))
+
+        _state["park"] = cfunc(types.void(types.int64), nopython=True)(park)
     return _state["cb"]
 
 
@@ -247,6 +280,18 @@ def _scipy_openblas():
         return None, (f"scipy's OpenBLAS {lib.get('version')} has no "
                       "openblas_set_threads_callback_function (needs 0.3.27+)")
     return handle, lib
+
+
+def _max_threads(handle) -> int:
+    """OpenBLAS's MAX_THREADS (its per-thread arrays' length), from its config string."""
+    for name in ("openblas_get_config", "scipy_openblas_get_config"):
+        if hasattr(handle, name):
+            f = getattr(handle, name)
+            f.restype = ctypes.c_char_p
+            for word in f().decode(errors="replace").split():
+                if word.startswith("MAX_THREADS="):
+                    return int(word.split("=")[1])
+    return 4  # unknown: the team takes thread numbers 0 and 1, as OpenBLAS's callback does
 
 
 def unavailable_reason() -> str | None:
@@ -270,39 +315,37 @@ class BlasTeam:
         self._set.argtypes = [ctypes.c_void_p]
         self._set.restype = None
         self._cb = _callback()
+        self._max_threads = _max_threads(handle)
         self._blas = ThreadpoolController().select(filepath=lib["filepath"])
-        self._threads = lib.get("num_threads")
-        try:  # OpenBLAS internals, to stop its own threads for the run (see _stop_server)
-            self._shutdown = handle.blas_thread_shutdown_
-            self._init = handle.blas_thread_init
-            self._avail = ctypes.c_int.in_dll(handle, "blas_server_avail")
+        try:  # OpenBLAS internals, to park its own threads for the run (see _park_server)
+            self._pthread_jobs = handle.gotoblas_pthread
+            self._pthread_jobs.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p,
+                                           ctypes.c_int]
+            self._n_threads = ctypes.c_int.in_dll(handle, "blas_num_threads")
         except (AttributeError, ValueError):
-            self._shutdown = self._init = self._avail = None
+            self._pthread_jobs = self._n_threads = None
 
-    def _stop_server(self):
-        """Stop OpenBLAS's own server threads for the run; True if stopped.
+    def _park_server(self):
+        """Park OpenBLAS's own threads for the run (each in ``_park``, asleep); returns the
+        thread that waits for them, or None.
 
-        Why: after any multithreaded call, OpenBLAS's threads busy-wait (``nop`` loops, x86)
+        Why: after a multithreaded call, OpenBLAS's threads busy-wait (``nop`` loops on x86)
         for 2^28 cycles (~70 ms) before they sleep. On two cores that spinner takes a core
-        from the team (measured 3-4x slower steps right after a default-path run).
-        ``blas_thread_shutdown_`` joins them; ``blas_server_avail = 1`` keeps OpenBLAS from
-        starting them again while the callback runs its jobs; ``_start_server`` starts them
-        again after the run.
-        """
-        if self._shutdown is None or self._avail.value == 0:
-            return False
-        self._shutdown()
-        self._avail.value = 1
-        return True
-
-    def _start_server(self):
-        """OpenBLAS's threads again, started from this (Python) thread: a new thread inherits
-        its creator's MXCSR, and left to OpenBLAS's lazy start they would be created inside
-        the next training loop, with flush-to-zero on, and compute that loop's products with
-        other bits than threads started at load (seen: the default path's loss changed in the
-        last digits after a team run)."""
-        self._avail.value = 0
-        self._init()
+        from the team: steps were 3-4x slower right after a default-path run. OpenBLAS's
+        ``gotoblas_pthread`` runs a function on the caller and on each of its threads; here
+        ``_park``, which sleeps until ctrl[PARK] is set, from a helper thread, before the
+        callback is set (so it goes to OpenBLAS's own server)."""
+        if self._pthread_jobs is None:
+            return None
+        n = max(self._n_threads.value, 1)
+        th = threading.Thread(target=self._pthread_jobs, name="aecore-blas-park", daemon=True,
+                              args=(n, _state["park"].address, _CTRL.ctypes.data, 0))
+        th.start()
+        for _ in range(20000):  # <= ~1 s; then go on (slower, not wrong)
+            if _CTRL[PARKED] >= n:
+                break
+            time.sleep(50e-6)
+        return th
 
     def run(self, driver, worker, args):
         ctrl = _CTRL
@@ -318,7 +361,9 @@ class BlasTeam:
         with _LOCK, self._blas.limit(limits=2):
             ctrl[:] = 0
             ctrl[JOB_THREAD] = _state["job_thread"].address
-            stopped = self._stop_server()
+            ctrl[SLOT] = (min(max(self._n_threads.value - 1, 0), self._max_threads - 4)
+                          if self._n_threads else 0)
+            parked = self._park_server()
             self._set(self._cb.address)
             try:
                 th = threading.Thread(target=other, name="aecore-blas-team", daemon=True)
@@ -332,8 +377,11 @@ class BlasTeam:
                     th.join()
             finally:
                 self._set(None)
-                if stopped:
-                    self._start_server()
+                ctrl[PARK] = 1
+                if parked is not None:
+                    parked.join()
+                    while ctrl[PARKED] > 0:  # OpenBLAS's threads back in their own loop
+                        time.sleep(50e-6)
             if err:
                 raise err[0]
         return out
