@@ -47,7 +47,7 @@ class BenchRow:
     # engine creation + the first run, minus a timed run: compilation (or loading it from
     # numba's disk cache), first-touch allocation (a CUDA graph is recorded later, on the 2nd)
     first_run_extra_s: float | None = None
-    variant: str = ""  # CPU: "split" for CpuEngine(split=True), "" for the default path
+    variant: str = ""  # CPU: "split" / "team" for CpuEngine(split / team=True), "" the default
 
     @property
     def floor_ratio(self):
@@ -130,19 +130,20 @@ def _torch_fn(device, params, opt, batch, images, perm):
 
 
 def bench_one(device, hidden, batch, images, samples, repeats, with_torch=True,
-              cpu_splits=(False,), cuda_path="graphs") -> list[BenchRow]:
-    """One row per engine variant (CPU: each of ``cpu_splits``; CUDA: one, launched the
-    ``cuda_path`` way: persistent | graphs | eager), the variants and the floor timed in turn,
-    round after round; PyTorch after them."""
+              cpu_variants=("",), cuda_path="graphs") -> list[BenchRow]:
+    """One row per engine variant (CPU: each of ``cpu_variants``, "" the default path, "split",
+    "team"; CUDA: one, launched the ``cuda_path`` way: persistent | graphs | eager), the
+    variants and the floor timed in turn, round after round; PyTorch after them."""
     params = init_params(hidden, seed=0)
     opt = OptimConfig("sgd", lr=0.05)
     perm = np.random.default_rng(0).permutation(images.shape[0])[:samples].astype(np.int64)
-    splits = tuple(cpu_splits) if device == "cpu" else (False,)
+    variants = tuple(cpu_variants) if device == "cpu" else ("",)
     fns, firsts = [], []
-    for split in splits:
+    for var in variants:
         t0 = time.perf_counter()
-        fn = _engine_fn(make_engine(device, params, opt, batch, cpu_split=split,
-                                    cuda_path=cuda_path), images, perm)
+        eng = make_engine(device, params, opt, batch, cpu_split=var == "split",
+                          cpu_team=var == "team", cuda_path=cuda_path)
+        fn = _engine_fn(eng, images, perm)
         fn()  # the first run: compilation (or numba's disk cache), allocation
         fns.append(fn)
         firsts.append(time.perf_counter() - t0)
@@ -159,9 +160,8 @@ def bench_one(device, hidden, batch, images, samples, repeats, with_torch=True,
     return [BenchRow(device, hidden, batch, samples, t, samples / t,
                      step_flops(samples, hidden) / t / 1e9, t_floor, t_torch,
                      max(first - t, 0.0),
-                     "split" if split else (cuda_path if device == "cuda" and
-                                            cuda_path != "graphs" else ""))
-            for split, t, first in zip(splits, t_ae, firsts)]
+                     var or (cuda_path if device == "cuda" and cuda_path != "graphs" else ""))
+            for var, t, first in zip(variants, t_ae, firsts)]
 
 
 def format_table(rows) -> str:

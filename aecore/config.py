@@ -47,6 +47,7 @@ class TrainConfig:
     warmup_epochs: int = 0  # epochs of linear warm-up from lr / 100 (not with onecycle)
     activation: str = "leaky_relu"  # hidden activation (kernels.activations_reference)
     loss: str = "mse"  # trained loss on the Sigmoid output: mse | bce | l1
+    cpu_team: bool = False  # CPU: BLAS's jobs and the epilogues' halves on one team (cpu_team.py)
 
     def __post_init__(self):
         if self.lr is None and self.optimizer in DEFAULT_LR:
@@ -110,15 +111,19 @@ def config_problems(c: TrainConfig, n_train: int | None = None) -> list[tuple[st
         bad("momentum", f"must be in [0, 1), got {c.momentum!r}")
     if c.optimizer not in OPTIMIZERS:
         bad("optimizer", f"unknown optimizer {c.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
-    if not isinstance(c.cpu_split, bool):
-        bad("cpu_split", f"must be true or false, got {c.cpu_split!r}")
+    for name in ("cpu_split", "cpu_team"):
+        if not isinstance(getattr(c, name), bool):
+            bad(name, f"must be true or false, got {getattr(c, name)!r}")
+    if c.cpu_split is True and c.cpu_team is True:
+        bad("cpu_team", "cannot be combined with cpu_split; choose one")
     if c.activation not in ACTIVATIONS:
         bad("activation", f"unknown activation {c.activation!r}; choose one of "
                           f"{', '.join(ACTIVATIONS)}")
     if c.loss not in LOSSES:
         bad("loss", f"unknown loss {c.loss!r}; choose one of {', '.join(LOSSES)}")
-    if c.cpu_split is True and (c.activation, c.loss) != ("leaky_relu", "mse"):
-        bad("cpu_split", "the split CPU step runs leaky_relu with mse only")
+    for name in ("cpu_split", "cpu_team"):
+        if getattr(c, name) is True and (c.activation, c.loss) != ("leaky_relu", "mse"):
+            bad(name, f"the {name.split('_')[1]} CPU step runs leaky_relu with mse only")
     why = path_problem(c)
     if why:
         bad("cuda_path", why)

@@ -15,8 +15,11 @@ The epoch driver (``aecore.trainer``) calls ``train_steps`` in chunks so it can 
 and notice Ctrl-C; chunking does not change the result (the same batches in the same order).
 
 ``split=True`` runs the same step on two threads of aecore's own, each taking half of every
-product and of its epilogue, with BLAS on one thread (``aecore.cpu_pair``; leaky_relu and mse
-only).
+product and of its epilogue, with BLAS on one thread (``aecore.cpu_pair``). ``team=True`` runs
+OpenBLAS's own two jobs of every product and the two halves of every epilogue on one team of
+two aecore threads, through OpenBLAS's thread callback (``aecore.cpu_team``): the same bits as
+the default path. Where the callback is missing (older OpenBLAS, another BLAS) it warns once
+and runs the default path. Split and team run leaky_relu with mse only.
 
 The activation and the loss are compile-time choices: the loops take their numbers
 (``kernels.activations_cpu.code`` / ``kernels.losses_cpu.code``) as literals, so each pair is
@@ -24,6 +27,8 @@ its own cached specialisation and the default (leaky_relu, mse) is the code it w
 """
 
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 from numba import njit
@@ -115,17 +120,23 @@ class CpuEngine(Engine):
     device = "cpu"
 
     def __init__(self, params, optim=None, batch_size=None, slope=0.01, opt_state=None,
-                 step=0, *, split: bool = False, lr_schedule=None,
+                 step=0, *, split: bool = False, team: bool = False, lr_schedule=None,
                  activation: str = DEFAULT_ACTIVATION, loss: str = DEFAULT_LOSS):
         super().__init__(params, optim, batch_size, slope, opt_state, step,
                          lr_schedule=lr_schedule, activation=activation, loss=loss)
+        if split and team:
+            raise ValueError("choose one of split and team")
         self._act = activations_cpu.code(self.activation)
         self._loss_code = losses_cpu.code(self.loss)
         self._loss = self._sq = 0.0
         self.split = bool(split)
-        if self.split and (self.activation, self.loss) != (DEFAULT_ACTIVATION, DEFAULT_LOSS):
-            raise ValueError(f"the split CPU step runs {DEFAULT_ACTIVATION} with {DEFAULT_LOSS} "
-                             f"only, not {self.activation} with {self.loss}")
+        self.team = bool(team)
+        self.team_unavailable = None  # why the team path could not run (then the default ran)
+        if (self.split or self.team) and \
+                (self.activation, self.loss) != (DEFAULT_ACTIVATION, DEFAULT_LOSS):
+            raise ValueError(f"the {'split' if self.split else 'team'} CPU step runs "
+                             f"{DEFAULT_ACTIVATION} with {DEFAULT_LOSS} only, not "
+                             f"{self.activation} with {self.loss}")
         if optim is None:
             return
         B, hidden, image = self.batch_size, self.hidden, self.image_size
@@ -143,6 +154,18 @@ class CpuEngine(Engine):
             from .cpu_pair import PairRunner
 
             self._pair = PairRunner(B, hidden, image)
+        if self.team:
+            from .blas_callback import unavailable_reason
+
+            self.team_unavailable = unavailable_reason()
+            if self.team_unavailable is None:
+                from .cpu_team import TeamRunner
+
+                self._team = TeamRunner(B, hidden, image)
+            else:
+                self.team = False
+                warnings.warn(f"CPU team engine unavailable ({self.team_unavailable}); "
+                              "running the default path", RuntimeWarning, stacklevel=2)
 
     def _put_state(self, params, state):
         self.params, self.state = params, state
@@ -172,6 +195,9 @@ class CpuEngine(Engine):
         scratch = (self._H, self._dZ, self._dH, self._G1, self._G2, self._gb1, self._gb2)
         if self.split:
             loss, n = self._pair.run(args, scratch)
+            sq = loss
+        elif self.team:
+            loss, n = self._team.run((*args, self._Xb, *scratch))
             sq = loss
         else:
             loss, sq, n = _train_steps(*args, self._act, self._loss_code, self._Xb, self._H,

@@ -46,6 +46,24 @@ class DeviceList(click.ParamType):
         return devs
 
 
+CPU_VARIANTS = {"off": "", "on": "split", "team": "team"}  # --cpu-split -> BenchRow.variant
+
+
+def _variants(value):
+    """--cpu-split's names: its comma list, ``both`` = off,on."""
+    return ["off", "on"] if value == "both" else [v.strip() for v in value.split(",")]
+
+
+def _cpu_variants(ctx, param, value):
+    """--cpu-split, checked; returned as given (bench.json records it so)."""
+    names = _variants(value)
+    bad = [v for v in names if v not in CPU_VARIANTS]
+    if bad or not names or len(set(names)) != len(names):
+        raise click.BadParameter(f"{value!r}: give a comma list of distinct "
+                                 f"{', '.join(CPU_VARIANTS)} (or both)")
+    return value
+
+
 @click.command()
 @click.option("--device", "devices", type=DeviceList(), default="cpu", show_default=True,
               help="Device to measure: auto, cpu or cuda, or a comma list (cpu,cuda).")
@@ -59,11 +77,12 @@ class DeviceList(click.ParamType):
               help="Timed runs per measurement (the median is reported), after one warm-up.")
 @click.option("--torch/--no-torch", "with_torch", default=True, show_default=True,
               help="Also time PyTorch eager on each device (when torch is installed).")
-@click.option("--cpu-split", type=click.Choice(["off", "on", "both"]), default="off",
-              show_default=True,
-              help="CPU: time the engine with each step split between two threads of its own "
-                   "(BLAS on one thread each; CpuEngine(split=True)), the default path, or both "
-                   "(timed in turn, one row each).")
+@click.option("--cpu-split", default="off", show_default=True, callback=_cpu_variants,
+              help="CPU engine variants to time in turn, one row each, a comma list of: off "
+                   "(the default path), on (each step split between two threads of aecore's "
+                   "own, BLAS on one thread each; CpuEngine(split=True)), team (OpenBLAS's "
+                   "jobs and the epilogues' halves on one team of two threads; "
+                   "CpuEngine(team=True)); both = off,on.")
 @cuda_path_option
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None,
               help="Fashion-MNIST directory (else $AECORE_DATA, the cache, Debian's package).")
@@ -105,8 +124,7 @@ def bench(ctx, devices, hidden, batches, samples, repeats, with_torch, cpu_split
                            item_show_func=lambda j: j and f"{j[0]} h={j[1]} B={j[2]}") as bar:
         for d, h, b in bar:
             rows += B.bench_one(d, h, b, images, samples, repeats, with_torch,
-                                cpu_splits={"off": (False,), "on": (True,),
-                                            "both": (False, True)}[cpu_split],
+                                cpu_variants=[CPU_VARIANTS[v] for v in _variants(cpu_split)],
                                 cuda_path=cuda_path)
     click.echo(B.format_table(rows))
     peaks, frac = {}, None

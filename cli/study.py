@@ -17,8 +17,9 @@ from aecore.side_by_side import train_side_by_side
 from .report import build as build_report
 from .train import (FASHION_TRAIN, HiddenList, _check, activation_option,
                     checkpoint_every_option, chosen_cuda_path, cpu_split_option,
-                    cuda_path_option, data_dir_option, device_option, echo_err, jobs_option,
-                    load_data, loss_option, resolve_device, run_settings, schedule_options)
+                    cpu_team_option, cuda_path_option, data_dir_option, device_option,
+                    echo_err, jobs_option, load_data, loss_option, resolve_device,
+                    run_settings, schedule_options)
 
 D = TrainConfig()  # the defaults, defined once in aecore.config
 DEFAULT_OPTIMIZERS = ("sgd", "momentum", "adam")
@@ -69,6 +70,7 @@ Examples:
 @cpu_split_option
 @activation_option
 @loss_option
+@cpu_team_option
 @click.option("--hidden", type=HiddenList(), default=",".join(map(str, HIDDEN_SIZES)),
               show_default=True, help="Hidden sizes h to train with the default optimizer.")
 @click.option("--epochs", type=click.IntRange(min=1), default=D.epochs, show_default=True,
@@ -90,9 +92,9 @@ Examples:
 @checkpoint_every_option
 @jobs_option
 @click.pass_context
-def study(ctx, device, cuda_path, cuda_graphs, cpu_split, activation, loss, hidden, epochs,
-          optimizers, compare_hidden, lr_schedule, warmup_epochs, out, data_dir, limit, yes,
-          checkpoint_every, jobs):
+def study(ctx, device, cuda_path, cuda_graphs, cpu_split, cpu_team, activation, loss, hidden,
+          epochs, optimizers, compare_hidden, lr_schedule, warmup_epochs, out, data_dir, limit,
+          yes, checkpoint_every, jobs):
     from aecore import study as S
 
     cuda_path = chosen_cuda_path(ctx, cuda_path, cuda_graphs)
@@ -106,7 +108,7 @@ def study(ctx, device, cuda_path, cuda_graphs, cpu_split, activation, loss, hidd
     for p in plan:
         p.config = TrainConfig(**{**p.config.to_dict(), "cuda_path": cuda_path,
                                   "activation": activation, "loss": loss,
-                                  "cpu_split": cpu_split})
+                                  "cpu_split": cpu_split, "cpu_team": cpu_team})
         _check(p.config, limit or n_avail)
     try:
         runs.check_writable(out)

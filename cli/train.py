@@ -30,7 +30,8 @@ OPTION_OF = {"hidden": "--hidden", "epochs": "--epochs", "batch_size": "--batch-
              "slope": "--slope", "seed": "--seed", "val_size": "--val-size", "device": "--device",
              "limit": "--limit", "lr_schedule": "--lr-schedule",
              "warmup_epochs": "--warmup-epochs", "cuda_path": "--cuda-path",
-             "activation": "--activation", "loss": "--loss", "cpu_split": "--cpu-split"}
+             "activation": "--activation", "loss": "--loss", "cpu_split": "--cpu-split",
+             "cpu_team": "--cpu-team"}
 
 
 # --- shared helpers ---------------------------------------------------------------------------
@@ -124,6 +125,15 @@ def loss_option(f):
                         help="Loss on the Sigmoid output: mse, bce (binary cross-entropy, from "
                         "the logits) or l1. Validation and test MSE are reported whatever the "
                         "loss.")(f)
+
+
+def cpu_team_option(f):
+    return click.option("--cpu-team/--no-cpu-team", default=D.cpu_team, show_default=True,
+                        help="CPU: run OpenBLAS's two jobs of every product and the two halves "
+                        "of every epilogue on one team of two aecore threads (OpenBLAS 0.3.27+'s "
+                        "thread callback; the default path's results, bit for bit). Without the "
+                        "callback it warns and runs the default path; "
+                        "try `aecore bench --cpu-split off,team`.")(f)
 
 
 def data_dir_option(f):
@@ -251,6 +261,7 @@ Examples:
 @device_option
 @cuda_path_option
 @cpu_split_option
+@cpu_team_option
 @data_dir_option
 @click.option("--out", type=click.Path(path_type=Path), default=Path("runs"), show_default=True,
               help="Directory that holds the run directories.")
@@ -263,7 +274,7 @@ Examples:
 @click.pass_context
 def train(ctx, hidden, epochs, batch_size, lr, optimizer, momentum, slope, seed, val_size, limit,
           lr_schedule, warmup_epochs, activation, loss, device, cuda_path, cuda_graphs, cpu_split,
-          data_dir, out, resume, overwrite, checkpoint_every, jobs):
+          cpu_team, data_dir, out, resume, overwrite, checkpoint_every, jobs):
     cuda_path = chosen_cuda_path(ctx, cuda_path, cuda_graphs)
     if resume is not None:
         return _resume(ctx, resume, device, data_dir, epochs, checkpoint_every, cuda_path)
@@ -283,8 +294,9 @@ def train(ctx, hidden, epochs, batch_size, lr, optimizer, momentum, slope, seed,
     configs = [TrainConfig(hidden=h, epochs=epochs, batch_size=batch_size, lr=lr,
                            optimizer=optimizer, momentum=momentum, slope=slope, seed=seed,
                            val_size=val_size, device="cpu", limit=limit,
-                           cuda_path=cuda_path, cpu_split=cpu_split, lr_schedule=lr_schedule,
-                           warmup_epochs=warmup_epochs, activation=activation, loss=loss)
+                           cuda_path=cuda_path, cpu_split=cpu_split, cpu_team=cpu_team,
+                           lr_schedule=lr_schedule, warmup_epochs=warmup_epochs,
+                           activation=activation, loss=loss)
                  for h in hidden]
     for c in configs:
         _check(c, n_train)
@@ -349,8 +361,9 @@ def _resume(ctx, run_dir: Path, device, data_dir, epochs, checkpoint_every, cuda
         changes["epochs"] = epochs
     if ctx.get_parameter_source("device") == ParameterSource.COMMANDLINE:
         changes["device"] = resolve_device(device)
-    if ctx.get_parameter_source("cpu_split") == ParameterSource.COMMANDLINE:
-        changes["cpu_split"] = ctx.params["cpu_split"]
+    for name in ("cpu_split", "cpu_team"):
+        if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE:
+            changes[name] = ctx.params[name]
     if ParameterSource.COMMANDLINE in (ctx.get_parameter_source("cuda_path"),
                                        ctx.get_parameter_source("cuda_graphs")):
         changes["cuda_path"] = cuda_path

@@ -446,7 +446,7 @@ def test_bench_chart_linear_from_zero_with_values_and_ratios(tmp_path, monkeypat
     close(figs[-1])
 
 
-@pytest.mark.parametrize("flag,first", [("cpu-split", True)])
+@pytest.mark.parametrize("flag,first", [("cpu-split", True), ("cpu-team", True)])
 def test_engine_flags_are_recorded_in_config_json(tmp_path, real_data_dir, flag, first):
     """--cpu-split (--cuda-path: tests/test_engine_persistent.py): recorded in config.json,
     changed on --resume (the run
