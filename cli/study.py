@@ -15,7 +15,7 @@ from aecore.optim import OPTIMIZERS
 from aecore.side_by_side import train_side_by_side
 
 from .report import build as build_report
-from .train import (FASHION_TRAIN, HiddenList, _check, activation_option,
+from .train import (FASHION_TRAIN, HiddenList, _check, activation_option, check_team_jobs,
                     checkpoint_every_option, chosen_cuda_path, cpu_split_option,
                     cpu_team_option, cuda_path_option, data_dir_option, device_option,
                     echo_err, jobs_option, load_data, loss_option, resolve_device,
@@ -99,6 +99,7 @@ def study(ctx, device, cuda_path, cuda_graphs, cpu_split, cpu_team, activation, 
 
     cuda_path = chosen_cuda_path(ctx, cuda_path, cuda_graphs)
     # Everything that can be checked without the data is checked before loading it.
+    check_team_jobs(cpu_team, jobs)
     n_avail = FASHION_TRAIN - D.val_size
     if limit is not None and limit > n_avail:
         raise click.BadParameter(f"{limit} is more than the {n_avail} training images left after "

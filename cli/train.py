@@ -127,6 +127,13 @@ def loss_option(f):
                         "loss.")(f)
 
 
+def check_team_jobs(cpu_team: bool, jobs: int) -> None:
+    """One OpenBLAS callback per process: a team's runs cannot share it with other runs'."""
+    if cpu_team and jobs > 1:
+        raise click.BadParameter("--cpu-team trains one run at a time per process (OpenBLAS "
+                                 "has one thread callback); use --jobs 1", param_hint="'--jobs'")
+
+
 def cpu_team_option(f):
     return click.option("--cpu-team/--no-cpu-team", default=D.cpu_team, show_default=True,
                         help="CPU: run OpenBLAS's two jobs of every product and the two halves "
@@ -280,6 +287,7 @@ def train(ctx, hidden, epochs, batch_size, lr, optimizer, momentum, slope, seed,
         return _resume(ctx, resume, device, data_dir, epochs, checkpoint_every, cuda_path)
 
     # Everything that can be checked without the data is checked before loading it.
+    check_team_jobs(cpu_team, jobs)
     if val_size >= FASHION_TRAIN:
         raise click.BadParameter(f"{val_size} leaves no training images (the training file has "
                                  f"{FASHION_TRAIN})", param_hint="'--val-size'")

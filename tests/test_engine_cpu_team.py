@@ -156,3 +156,15 @@ def test_split_and_team_together_are_refused():
     with pytest.raises(ValueError, match="split and team"):
         make_engine("cpu", init_params(8, 1), OptimConfig("sgd"), 16, cpu_split=True,
                     cpu_team=True)
+
+
+@pytest.mark.parametrize("command", ["train", "study"])
+def test_cpu_team_with_several_jobs_is_a_usage_error(tmp_path, command):
+    """OpenBLAS has one thread callback per process: runs side by side cannot each hold it."""
+    from click.testing import CliRunner
+
+    from aecore.cli.main import main
+
+    r = CliRunner().invoke(main, [command, "--cpu-team", "--jobs", "2", "--out", str(tmp_path)])
+    assert r.exit_code == 2 and "--jobs 1" in r.output, r.output
+    assert list(tmp_path.iterdir()) == []
