@@ -39,6 +39,7 @@ class TrainConfig:
     limit: int | None = None  # train on the first `limit` training images only (quick tests)
     cuda_graphs: bool = True  # CUDA: record each chunk's launches once, replay them after
     cpu_split: bool = False  # CPU: each step split between two aecore threads (cpu_pair.py)
+    track_test: bool = False  # also evaluate the test split after every epoch (time to quality)
 
     def __post_init__(self):
         if self.lr is None and self.optimizer in DEFAULT_LR:
@@ -94,7 +95,7 @@ def config_problems(c: TrainConfig, n_train: int | None = None) -> list[tuple[st
         bad("momentum", f"must be in [0, 1), got {c.momentum!r}")
     if c.optimizer not in OPTIMIZERS:
         bad("optimizer", f"unknown optimizer {c.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
-    for name in ("cuda_graphs", "cpu_split"):
+    for name in ("cuda_graphs", "cpu_split", "track_test"):
         if not isinstance(getattr(c, name), bool):
             bad(name, f"must be true or false, got {getattr(c, name)!r}")
     if c.device not in ("cpu", "cuda"):

@@ -5,6 +5,7 @@ One directory per training run (``runs/h256-adam`` with the defaults: ``run_name
 
     config.json             the TrainConfig, aecore version, data source, device
     metrics.csv             epoch,train_loss,val_loss,seconds,samples_per_s  (one row per epoch)
+                            (+ test_loss with track_test)
     summary.json            final losses, best epoch, status (complete / interrupted / diverged)
     reconstructions.npz     originals (10, 784) uint8, labels, test indices, epoch_<e> (10, 784) f32
     model.safetensors       "0.weight" "0.bias" "2.weight" "2.bias" (float32, PyTorch's names)
@@ -58,10 +59,11 @@ RUN_FILES = (CONFIG, METRICS, SUMMARY, RECONSTRUCTIONS, MODEL, CHECKPOINT)
 LOCK = ".lock"  # held while a run trains; not one of the run's files
 
 METRICS_HEADER = ("epoch", "train_loss", "val_loss", "seconds", "samples_per_s")
+METRICS_OPTIONAL = ("test_loss",)  # columns after those, written when the rows hold them
 
 # Fields that a resumed run must share with the checkpoint (epochs and device may change).
 RESUME_FIXED = ("hidden", "batch_size", "lr", "optimizer", "momentum", "slope", "seed",
-                "val_size", "limit")
+                "val_size", "limit", "track_test")
 
 
 def run_name(hidden: int, optimizer: str) -> str:
@@ -74,10 +76,12 @@ def run_name(hidden: int, optimizer: str) -> str:
 def write_metrics(path, rows: list[dict]) -> None:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(METRICS_HEADER)
+    extra = [k for k in METRICS_OPTIONAL if any(k in r for r in rows)]
+    w.writerow(METRICS_HEADER + tuple(extra))
     for r in rows:
         w.writerow([int(r["epoch"]), repr(float(r["train_loss"])), repr(float(r["val_loss"])),
-                    f"{float(r['seconds']):.4f}", f"{float(r['samples_per_s']):.1f}"])
+                    f"{float(r['seconds']):.4f}", f"{float(r['samples_per_s']):.1f}"]
+                   + [repr(float(r[k])) for k in extra])
     atomic_write_text(path, buf.getvalue())
 
 
@@ -86,7 +90,9 @@ def read_metrics(path) -> list[dict]:
     path = Path(path)
     with open(path, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
-        if tuple(reader.fieldnames or ()) != METRICS_HEADER:
+        head = tuple(reader.fieldnames or ())
+        n = len(METRICS_HEADER)
+        if head[:n] != METRICS_HEADER or any(k not in METRICS_OPTIONAL for k in head[n:]):
             raise CheckpointError(f"{path}: unexpected header {reader.fieldnames}")
         return [{k: (int(v) if k == "epoch" else float(v)) for k, v in r.items()} for r in reader]
 

@@ -24,7 +24,7 @@ FASHION_TRAIN = 60000  # images in the Fashion-MNIST training file (before the v
 OPTION_OF = {"hidden": "--hidden", "epochs": "--epochs", "batch_size": "--batch-size",
              "lr": "--lr", "optimizer": "--optimizer", "momentum": "--momentum",
              "slope": "--slope", "seed": "--seed", "val_size": "--val-size", "device": "--device",
-             "limit": "--limit"}
+             "limit": "--limit", "track_test": "--track-test"}
 
 
 # --- shared helpers ---------------------------------------------------------------------------
@@ -89,6 +89,13 @@ def checkpoint_every_option(f):
                         "It is always saved at the end, on Ctrl-C and on divergence.")(f)
 
 
+def track_test_option(f):
+    return click.option("--track-test", is_flag=True, default=D.track_test,
+                        help="Also evaluate the test split after every epoch (metrics.csv gets "
+                        "test_loss; for time to quality in aecore report). Costs one more "
+                        "evaluation per epoch; not in the epoch's seconds.")(f)
+
+
 def jobs_option(f):
     return click.option("--jobs", "-j", type=click.IntRange(min=1), default=1, show_default=True,
                         help="Runs trained at the same time, each from its own thread (on a GPU "
@@ -98,7 +105,8 @@ def jobs_option(f):
 def run_settings(c: TrainConfig) -> str:
     """The line's part that says what a run trains with (the commands print it at its start)."""
     return (f"hidden {c.hidden}, {c.epochs} epochs, batch {c.batch_size}, {c.optimizer} "
-            f"lr {c.lr:g}, {c.device}" + (f", first {c.limit} images" if c.limit else ""))
+            f"lr {c.lr:g}, {c.device}" + (f", first {c.limit} images" if c.limit else "")
+            + (", test MSE every epoch" if c.track_test else ""))
 
 
 def echo_err(line: str) -> None:
@@ -200,10 +208,11 @@ Examples:
 @click.option("--overwrite", is_flag=True, help="Replace existing run directories' files.")
 @checkpoint_every_option
 @jobs_option
+@track_test_option
 @click.pass_context
 def train(ctx, hidden, epochs, batch_size, lr, optimizer, momentum, slope, seed, val_size, limit,
           device, cuda_graphs, cpu_split, data_dir, out, resume, overwrite, checkpoint_every,
-          jobs):
+          jobs, track_test):
     if resume is not None:
         return _resume(ctx, resume, device, data_dir, epochs, checkpoint_every)
 
@@ -222,7 +231,8 @@ def train(ctx, hidden, epochs, batch_size, lr, optimizer, momentum, slope, seed,
     configs = [TrainConfig(hidden=h, epochs=epochs, batch_size=batch_size, lr=lr,
                            optimizer=optimizer, momentum=momentum, slope=slope, seed=seed,
                            val_size=val_size, device="cpu", limit=limit,
-                           cuda_graphs=cuda_graphs, cpu_split=cpu_split) for h in hidden]
+                           cuda_graphs=cuda_graphs, cpu_split=cpu_split,
+                           track_test=track_test) for h in hidden]
     for c in configs:
         _check(c, n_train)
     dirs = [out / runs.run_name(c.hidden, c.optimizer) for c in configs]
