@@ -72,8 +72,11 @@ def build(run_dirs, out=None, echo=click.echo, reference_runs=()):
         echo(line)
     names = ", ".join(p.name for p in result["figures"])
     echo(f"wrote {result['report']} and {len(result['figures'])} figures in {Path(out)}: {names}")
+    by_why: dict[str, list[str]] = {}
     for name, why in result["skipped"]:
-        echo(f"not drawn: {name} ({why})")
+        by_why.setdefault(why, []).append(name)
+    for why, names in by_why.items():
+        echo(f"not drawn: {', '.join(names)} ({why})")
     return found, result
 
 
