@@ -347,8 +347,7 @@ def write_report(runs_: list[Run], out_dir, references: list[Run] | None = None)
             if p.exists():  # a figure from an earlier report that no longer applies
                 p.unlink()
             skipped.append((name, why_not_drawn(name)))
-    md = report_markdown(runs_, out, [p.name for p in made], skipped,
-                         runs_ if references is None else references)
+    md = report_markdown(runs_, out, [p.name for p in made], skipped, references)
     atomic_write_bytes(out / REPORT_MD, md.encode("utf-8"))
     return {"report": out / REPORT_MD, "figures": made, "skipped": skipped}
 

@@ -326,6 +326,10 @@ def test_time_to_quality_rows_and_report_section(tmp_path):
     assert "no run has a test MSE per epoch" in md
     md = rep.report_markdown([untracked], tmp_path / "report", [], [])
     assert "Time to quality" not in md  # nothing tracked, no references given: no section
+    rep.write_report([untracked], tmp_path / "r2")
+    assert "Time to quality" not in (tmp_path / "r2" / "report.md").read_text()
+    rep.write_report([fast], tmp_path / "r3", refs)
+    assert "| h128-fast" in (tmp_path / "r3" / "report.md").read_text()
 
 
 # --- the command line ------------------------------------------------------------------------------
