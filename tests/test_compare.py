@@ -25,7 +25,6 @@ from aecore.trainer import train
 
 D = TrainConfig()
 AVAILABLE = [k for k in C.KINDS if C.kind_available(C.KINDS[k])]
-TAG = {"optimizers": None, "activations": "act", "losses": "loss", "schedules": "sched"}
 
 
 def invoke(*args):
