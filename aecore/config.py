@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, fields
 import numpy as np
 
 from .optim import OPTIMIZERS, OptimConfig
+from .schedules import SCHEDULES, LRSchedule
 
 DEFAULT_RECON_EPOCHS = (1, 2, 5, 10, 20, 50, 100, 200)
 MAX_HIDDEN = 65536
@@ -39,6 +40,8 @@ class TrainConfig:
     limit: int | None = None  # train on the first `limit` training images only (quick tests)
     cuda_graphs: bool = True  # CUDA: record each chunk's launches once, replay them after
     cpu_split: bool = False  # CPU: each step split between two aecore threads (cpu_pair.py)
+    lr_schedule: str = "constant"  # constant | cosine | step | onecycle (aecore/schedules.py)
+    warmup_epochs: int = 0  # epochs of linear warm-up from lr / 100 (not with onecycle)
     track_test: bool = False  # also evaluate the test split after every epoch (time to quality)
 
     def __post_init__(self):
@@ -47,6 +50,12 @@ class TrainConfig:
 
     def optim(self) -> OptimConfig:
         return OptimConfig(name=self.optimizer, lr=self.lr, momentum=self.momentum)
+
+    def schedule(self, n_train: int) -> LRSchedule:
+        """The learning rate of every optimizer step, for a training set of ``n_train`` images
+        (steps per epoch: ceil(n_train / batch_size), the short last batch included)."""
+        return LRSchedule(self.lr_schedule, self.lr, self.epochs, -(-n_train // self.batch_size),
+                          self.warmup_epochs)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -106,4 +115,26 @@ def config_problems(c: TrainConfig, n_train: int | None = None) -> list[tuple[st
         bad("limit", f"must be an integer >= 1, got {c.limit!r}")
     if not is_int(c.seed) or c.seed < 0:
         bad("seed", f"must be an integer >= 0, got {c.seed!r}")
+    _schedule_problems(c, n_train, bad, is_int)
     return out
+
+
+def _schedule_problems(c: TrainConfig, n_train, bad, is_int) -> None:
+    """lr_schedule / warmup_epochs: what LRSchedule would refuse, as one-line messages."""
+    if c.lr_schedule not in SCHEDULES:
+        bad("lr_schedule", f"unknown learning-rate schedule {c.lr_schedule!r}; choose one of "
+                           f"{', '.join(SCHEDULES)}")
+        return
+    w = c.warmup_epochs
+    if not is_int(w) or w < 0:
+        bad("warmup_epochs", f"must be an integer >= 0, got {w!r}")
+    elif is_int(c.epochs) and c.epochs >= 1 and w >= c.epochs:
+        bad("warmup_epochs", f"{w} leaves no epoch after the warm-up: give fewer than "
+                             f"--epochs ({c.epochs})")
+    elif c.lr_schedule == "onecycle" and w:
+        bad("warmup_epochs", "must be 0 with the onecycle schedule, which has its own warm-up "
+                             "(the first 30% of the steps)")
+    elif c.lr_schedule == "onecycle" and n_train and is_int(c.epochs) and is_int(c.batch_size) \
+            and c.batch_size >= 1 and c.epochs * -(-n_train // c.batch_size) < 4:
+        bad("lr_schedule", "onecycle needs at least 4 optimizer steps in the whole run; "
+                           "train more epochs or use smaller batches")

@@ -147,8 +147,8 @@ def _gather_half(X, perm, s, e, Xb, t):
 
 
 @njit(cache=True, nogil=True)
-def pair_steps(t, flags, X, perm, start, stop, batch, W1, b1, W2, b2, slope, kind, hp, step, S1,
-               S2, Xb2, H, dZ, dH, G1, G2, gsum1, gsum2, gs1, gb1, gb2, out):
+def pair_steps(t, flags, X, perm, start, stop, batch, W1, b1, W2, b2, slope, kind, hp, lrs, step,
+               S1, S2, Xb2, H, dZ, dH, G1, G2, gsum1, gsum2, gs1, gb1, gb2, out):
     """Thread t's half of training on X[perm[start:stop]]; out[t] <- its loss sum. Both
     threads must call it with the same arguments (t = 0 and 1) at the same time. The other
     arguments are those of engine_cpu._train_steps, plus the double-buffered batch Xb2 and the
@@ -212,8 +212,9 @@ def pair_steps(t, flags, X, perm, start, stop, batch, W1, b1, W2, b2, slope, kin
                 gsum1[j] = gs1[0, j] + gs1[1, j]
         # 4. updates: W2 rows p, b2[p]; W1 pixel columns (SGD) or hidden rows, b1[q]
         tt = step + n_steps + 1
+        hp_t = K.with_lr(hp, lrs[n_steps])
         if kind == OPT_SGD:  # as kernels.cpu.sgd_weight_step, on this thread's part
-            lr = np.float32(hp.lr)
+            lr = np.float32(hp_t.lr)
             gemm(True, False, -lr, dz[:, p0:p1], h, 1.0, W2[p0:p1])
             gemm(True, False, -lr, dh, xb[:, p0:p1], 1.0, W1[:, p0:p1])
             K._bias_step(b2[p0:p1], gsum2[p0:p1], lr)
@@ -225,10 +226,10 @@ def pair_steps(t, flags, X, perm, start, stop, batch, W1, b1, W2, b2, slope, kin
                 gb2[j] = gsum2[j]
             for j in range(q0, q1):
                 gb1[j] = gsum1[j]
-            _update_rows(kind, hp, tt, W2, G2, S2[0], S2[2], p0, p1)
-            _update_rows(kind, hp, tt, b2, gb2, S2[1], S2[3], p0, p1)
-            _update_rows(kind, hp, tt, W1, G1, S1[0], S1[2], q0, q1)
-            _update_rows(kind, hp, tt, b1, gb1, S1[1], S1[3], q0, q1)
+            _update_rows(kind, hp_t, tt, W2, G2, S2[0], S2[2], p0, p1)
+            _update_rows(kind, hp_t, tt, b2, gb2, S2[1], S2[3], p0, p1)
+            _update_rows(kind, hp_t, tt, W1, G1, S1[0], S1[2], q0, q1)
+            _update_rows(kind, hp_t, tt, b1, gb1, S1[1], S1[3], q0, q1)
         if e < stop:  # the next batch's rows, into the other buffer (xb is still being read)
             _gather_half(X, perm, e, e2, Xb2[1 - cur], t)
         cur = 1 - cur

@@ -28,14 +28,20 @@ class Engine(abc.ABC):
     keeps no optimizer state and ``train_steps`` raises. ``step`` counts the optimizer steps
     taken so far (Adam's t); ``opt_state`` (a checkpoint's buffers, keyed
     ``f"{param}.{state_name}"``) starts the optimizer where it stopped, zeros where it has none.
+    ``lr_schedule`` (an ``aecore.schedules.LRSchedule`` of ``optim.lr``): the rate of each
+    optimizer step, by ``step``; None keeps ``optim.lr`` throughout.
     """
 
     device: str  # "cpu" or "cuda"
 
     def __init__(self, params, optim: OptimConfig | None = None, batch_size: int | None = None,
-                 slope: float = 0.01, opt_state=None, step: int = 0):
+                 slope: float = 0.01, opt_state=None, step: int = 0, *, lr_schedule=None):
         if optim is not None and (batch_size is None or int(batch_size) < 1):
             raise ValueError(f"a training engine needs a batch size >= 1, got {batch_size!r}")
+        if lr_schedule is not None and (optim is None or lr_schedule.lr != optim.lr):
+            raise ValueError(f"the learning-rate schedule's lr ({lr_schedule.lr}) must be the "
+                             f"optimizer's ({None if optim is None else optim.lr})")
+        self.lr_schedule = lr_schedule
         self.optim = optim
         self.batch_size = None if batch_size is None else int(batch_size)
         self.slope = float(slope)
@@ -97,6 +103,12 @@ class Engine(abc.ABC):
     @abc.abstractmethod
     def take_loss_sum(self) -> float:
         """Read (one device->host copy) and reset the accumulated training loss sum."""
+
+    def step_lrs(self, n_steps: int) -> np.ndarray:
+        """The float64 learning rates of the next ``n_steps`` optimizer steps (from ``step``)."""
+        if self.lr_schedule is None:
+            return np.full(n_steps, float(self.optim.lr))
+        return self.lr_schedule.lrs(self.step, n_steps)
 
     def _require_optimizer(self):
         if self.optim is None:

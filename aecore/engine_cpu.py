@@ -25,6 +25,7 @@ from numba import njit
 
 from .engine import EVAL_BATCH, Engine
 from .kernels import cpu as K
+from .kernels import optim as ko
 from .kernels.ftz import flush_denormals_on, restore
 from .model import B1, B2, W1, W2
 from .optim import Optimizer, buffers_of
@@ -33,11 +34,12 @@ _LOSS, _OUTPUT, _HIDDEN = 0, 1, 2  # what _forward computes
 
 
 @njit(cache=True, nogil=True)
-def _train_steps(X, perm, start, stop, batch, W1, b1, W2, b2, slope, kind, hp, step, S1, S2, Xb,
-                 H, dZ, dH, G1, G2, gb1, gb2):
+def _train_steps(X, perm, start, stop, batch, W1, b1, W2, b2, slope, kind, hp, lrs, step, S1, S2,
+                 Xb, H, dZ, dH, G1, G2, gb1, gb2):
     """Train on X[perm[start:stop]] in batches; returns (loss sum, optimizer steps taken).
 
-    kind, hp: the optimizer (kernels/optim.py); S1, S2: layer 1's and layer 2's optimizer
+    kind, hp: the optimizer (kernels/optim.py), whose lr is replaced by lrs[i] (float64) at the
+    chunk's i-th step (the learning-rate schedule); S1, S2: layer 1's and layer 2's optimizer
     buffers (VW, Vb, MW, Mb); G1, G2, gb1, gb2: gradient scratch (unused by SGD).
     """
     mxcsr = flush_denormals_on()  # subnormals -> 0 inside the loop, as on the GPU (kernels/ftz.py)
@@ -55,8 +57,9 @@ def _train_steps(X, perm, start, stop, batch, W1, b1, W2, b2, slope, kind, hp, s
         total += K.linear_sigmoid_mse(h, W2, b2, xb, dz, Xb[:0], db2)
         K.backward_hidden(dz, W2, h, dh, slope, db1)
         t = step + n_steps + 1
-        K.weight_step(kind, hp, t, dz, h, W2, b2, db2, S2[0], S2[1], S2[2], S2[3], G2, gb2)
-        K.weight_step(kind, hp, t, dh, xb, W1, b1, db1, S1[0], S1[1], S1[2], S1[3], G1, gb1)
+        hp_t = K.with_lr(hp, lrs[n_steps])
+        K.weight_step(kind, hp_t, t, dz, h, W2, b2, db2, S2[0], S2[1], S2[2], S2[3], G2, gb2)
+        K.weight_step(kind, hp_t, t, dh, xb, W1, b1, db1, S1[0], S1[1], S1[2], S1[3], G1, gb1)
         n_steps += 1
     restore(mxcsr)
     return total, n_steps
@@ -88,8 +91,9 @@ class CpuEngine(Engine):
     device = "cpu"
 
     def __init__(self, params, optim=None, batch_size=None, slope=0.01, opt_state=None,
-                 step=0, *, split: bool = False):
-        super().__init__(params, optim, batch_size, slope, opt_state, step)
+                 step=0, *, split: bool = False, lr_schedule=None):
+        super().__init__(params, optim, batch_size, slope, opt_state, step,
+                         lr_schedule=lr_schedule)
         self._loss = 0.0
         self.split = bool(split)
         if optim is None:
@@ -128,9 +132,12 @@ class CpuEngine(Engine):
         self._require_optimizer()
         o = self.optim
         p = self.params
-        args = (data, np.ascontiguousarray(perm, np.int64), int(start), int(stop),
-                self.batch_size, p[W1], p[B1], p[W2], p[B2], np.float32(self.slope),
-                o.name.kernel_code, o.hyper_params(), self.step, *self._S)
+        start, stop = int(start), int(stop)
+        lrs = self.step_lrs(len(range(start, stop, self.batch_size)))
+        hp = ko.HyperParams(*map(float, o.hyper_params()))  # one numba type, whatever was given
+        args = (data, np.ascontiguousarray(perm, np.int64), start, stop, self.batch_size,
+                p[W1], p[B1], p[W2], p[B2], np.float32(self.slope), o.name.kernel_code, hp, lrs,
+                self.step, *self._S)
         scratch = (self._H, self._dZ, self._dH, self._G1, self._G2, self._gb1, self._gb2)
         if self.split:
             loss, n = self._pair.run(args, scratch)

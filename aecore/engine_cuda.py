@@ -22,9 +22,10 @@ epoch (8 bytes per sample); every batch then reads its rows through it on the de
 sum accumulates in a float64 device scalar with atomics and is read when the trainer asks for
 it (once per chunk of ~8k samples: the only synchronisation).
 
-Adam's per-step hyper-parameters (bias corrections) are computed for a whole chunk on the host
-and copied in one transfer per chunk. Runs under Numba's CUDA simulator too (slowly), which is
-how CI exercises it.
+The per-step hyper-parameters of every optimizer (the learning rate of each step, from the
+schedule, and Adam's bias corrections) are computed for a whole chunk on the host and copied in
+one transfer per chunk (``kernels.optim.pack_chunk``). Runs under Numba's CUDA simulator too
+(slowly), which is how CI exercises it.
 
 CUDA graphs (real GPUs, when ``cuda.core``'s GraphBuilder is available and the engine was made
 with ``graphs=True``, the default; ``aecore train --no-cuda-graphs`` turns them off): the
@@ -33,8 +34,8 @@ chunk ``(start, stop)`` is seen its launches (5 per batch) are recorded once int
 through the same ``_enqueue`` code the eager path runs, and every later epoch replays that graph
 with one launch on the engine's stream. What changes between epochs lives in device buffers the
 graph points at and that are refilled in place (by copies ordered on the same stream) before
-each replay: the permutation and Adam's hyper-parameters. If recording fails the engine says so
-once and stays eager.
+each replay: the permutation and the per-step hyper-parameters. If recording fails the engine
+says so once and stays eager.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ class CudaEngine(Engine):
     device = "cuda"
 
     def __init__(self, params, optim=None, batch_size=None, slope=0.01, opt_state=None, step=0,
-                 *, graphs: bool = True):
+                 *, graphs: bool = True, lr_schedule=None):
         self._graphs = _graph_support(graphs)  # None (eager) or {} of recorded chunks
         try:
             self.stream, self._core_stream = _make_stream(self._graphs is not None)
@@ -71,7 +72,8 @@ class CudaEngine(Engine):
             self.stream, self._core_stream = _make_stream(False)
         self._splitk = kc.SplitK(stream=self.stream)  # split-K workspace, sized once
         self._eval = None  # evaluation buffers (H, Y, loss), made at the first evaluation
-        super().__init__(params, optim, batch_size, slope, opt_state, step)
+        super().__init__(params, optim, batch_size, slope, opt_state, step,
+                         lr_schedule=lr_schedule)
         if optim is not None:
             self._setup_training()
         self.stream.synchronize()
@@ -84,8 +86,7 @@ class CudaEngine(Engine):
         self._dH = cuda.device_array((B, h), np.float32)
         self._views = {B: (self._H, self._dZ, self._dH)}
         self._loss = cuda.to_device(np.zeros(1, np.float64), stream=s)
-        self._adam = self.optim.name is Optimizer.ADAM  # per-step hyper-parameters
-        self._hp = cuda.to_device(ko.pack(self.optim.hyper_params()), stream=s)  # the others'
+        self._adam = self.optim.name is Optimizer.ADAM
         self._opt_kind = self.optim.name.kernel_code
         self._perm_host = None
         self._perm_dev = None
@@ -148,8 +149,10 @@ class CudaEngine(Engine):
             self._perm_host = perm
         return self._perm_dev
 
-    def _adam_hparams(self, n_steps):
-        return ko.pack_adam_steps(self.optim.hyper_params(), self.step + 1, n_steps)
+    def _step_hparams(self, n_steps):
+        """(n_steps, 7) float32: the packed hyper-parameters of the chunk's steps."""
+        return ko.pack_chunk(self.optim.hyper_params(), self._adam, self.step + 1, n_steps,
+                             self.step_lrs(n_steps))
 
     # -- training -----------------------------------------------------------------------------
     def _enqueue(self, data, dperm, starts, stop, hps, stream):
@@ -166,7 +169,7 @@ class CudaEngine(Engine):
             kc.linear_sigmoid_mse(H, p[W2], p[B2], data, dZ, self._loss, perm=dperm, off=s,
                                   stream=stream, splitk=sk)
             kc.backward_hidden(dZ, p[W2], H, dH, self.slope, stream=stream, splitk=sk)
-            hp = hps[i] if self._adam else self._hp
+            hp = hps[i]
             upd2 = (dZ, H, p[W2], p[B2], *self._opt_state[W2], None, 0)
             upd1 = (dH, data, p[W1], p[B1], *self._opt_state[W1], dperm, s)
             kc.weight_step(self._opt_kind, hp, upd2, stream=stream)
@@ -177,7 +180,7 @@ class CudaEngine(Engine):
         start, stop = int(start), int(stop)
         dperm = self._device_perm(perm)
         starts = range(start, stop, self.batch_size)
-        hp_host = self._adam_hparams(len(starts)) if self._adam else None
+        hp_host = self._step_hparams(len(starts))
         key = (id(data), start, stop)
         if self._graphs is not None and key in self._seen:
             try:
@@ -189,7 +192,7 @@ class CudaEngine(Engine):
                 self._graphs = None
                 self.stream.synchronize()
         self._seen.add(key)
-        hps = None if hp_host is None else cuda.to_device(hp_host, stream=self.stream)
+        hps = cuda.to_device(hp_host, stream=self.stream)
         self._enqueue(data, dperm, starts, stop, hps, self.stream)
         self.step += len(starts)
 
@@ -199,7 +202,7 @@ class CudaEngine(Engine):
         are refilled by copies ordered after it on the same stream."""
         rec = self._graphs.get(key)
         if rec is None:
-            hps = None if hp_host is None else cuda.to_device(hp_host, stream=self.stream)
+            hps = cuda.to_device(hp_host, stream=self.stream)
             self.stream.synchronize()  # hps has landed before recording starts
             builder = self._core_stream.create_graph_builder()
             builder.begin_building("relaxed")  # other threads' engines go on meanwhile
@@ -208,8 +211,7 @@ class CudaEngine(Engine):
             # the record holds `data`, so its id (in the key) cannot be reused while it lives
             rec = self._graphs[key] = (builder.complete(), hps, data)
         graph, hps, _ = rec
-        if hp_host is not None:
-            hps.copy_to_device(hp_host, stream=self.stream)
+        hps.copy_to_device(hp_host, stream=self.stream)  # this chunk's steps' rates
         graph.launch(self._core_stream)
 
     def _read(self, arr):

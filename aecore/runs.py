@@ -58,12 +58,14 @@ RECONSTRUCTIONS = "reconstructions.npz"
 RUN_FILES = (CONFIG, METRICS, SUMMARY, RECONSTRUCTIONS, MODEL, CHECKPOINT)
 LOCK = ".lock"  # held while a run trains; not one of the run's files
 
-METRICS_HEADER = ("epoch", "train_loss", "val_loss", "seconds", "samples_per_s")
+METRICS_HEADER = ("epoch", "train_loss", "val_loss", "seconds", "samples_per_s", "lr")
+METRICS_HEADER_V1 = METRICS_HEADER[:5]  # runs from before the learning-rate schedules
 METRICS_OPTIONAL = ("test_loss",)  # columns after those, written when the rows hold them
 
-# Fields that a resumed run must share with the checkpoint (epochs and device may change).
+# Fields that a resumed run must share with the checkpoint (epochs and device may change;
+# epochs not with a schedule other than constant: resume_checkpoint).
 RESUME_FIXED = ("hidden", "batch_size", "lr", "optimizer", "momentum", "slope", "seed",
-                "val_size", "limit", "track_test")
+                "val_size", "limit", "lr_schedule", "warmup_epochs", "track_test")
 
 
 def run_name(hidden: int, optimizer: str) -> str:
@@ -80,7 +82,8 @@ def write_metrics(path, rows: list[dict]) -> None:
     w.writerow(METRICS_HEADER + tuple(extra))
     for r in rows:
         w.writerow([int(r["epoch"]), repr(float(r["train_loss"])), repr(float(r["val_loss"])),
-                    f"{float(r['seconds']):.4f}", f"{float(r['samples_per_s']):.1f}"]
+                    f"{float(r['seconds']):.4f}", f"{float(r['samples_per_s']):.1f}",
+                    repr(float(r["lr"])) if r.get("lr") is not None else ""]
                    + [repr(float(r[k])) for k in extra])
     atomic_write_text(path, buf.getvalue())
 
@@ -91,10 +94,12 @@ def read_metrics(path) -> list[dict]:
     with open(path, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
         head = tuple(reader.fieldnames or ())
-        n = len(METRICS_HEADER)
-        if head[:n] != METRICS_HEADER or any(k not in METRICS_OPTIONAL for k in head[n:]):
+        base = METRICS_HEADER if head[:len(METRICS_HEADER)] == METRICS_HEADER else METRICS_HEADER_V1
+        if head[:len(base)] != base or any(k not in METRICS_OPTIONAL for k in head[len(base):]):
             raise CheckpointError(f"{path}: unexpected header {reader.fieldnames}")
-        return [{k: (int(v) if k == "epoch" else float(v)) for k, v in r.items()} for r in reader]
+        # "lr" (the rate of the epoch's last step) is absent in older runs: no key
+        return [{k: (int(v) if k == "epoch" else float(v)) for k, v in r.items() if v != ""}
+                for r in reader]
 
 
 # --- the directory itself ------------------------------------------------------------------------
@@ -374,6 +379,14 @@ class RunDir:
         saved = _config_from(ckpt.state, self.path, "checkpoint has no usable config")
         self.check_same_settings(config, saved, "; cannot resume with a change")
         done = ckpt.state["epoch"]
+        if saved.lr_schedule != "constant" and config.epochs != saved.epochs:
+            raise CheckpointError(
+                f"{self.path}: its {saved.lr_schedule} learning-rate schedule spans "
+                f"{saved.epochs} epochs, and the rates it has trained with depend on that "
+                f"length, so --epochs cannot change on resume; train a new run instead")
+        if done >= config.epochs and saved.lr_schedule != "constant":
+            raise CheckpointError(f"{self.path}: the run has finished its {saved.epochs} "
+                                  f"epochs ({saved.lr_schedule} learning-rate schedule)")
         if done >= config.epochs:
             raise CheckpointError(f"{self.path}: the run already has {done} of {config.epochs} "
                                   "epochs; pass a larger --epochs to continue it")

@@ -88,6 +88,11 @@ def inspect_run(p: PlannedRun) -> PlannedRun:
         if done > p.config.epochs:
             raise CheckpointError(f"{d} holds a complete run of {done} epochs, more than the "
                                   f"{p.config.epochs} asked; pass --epochs {done} or another --out")
+        sched = p.config.lr_schedule
+        if done < p.config.epochs and sched != "constant":  # runs.RunDir.resume_checkpoint
+            raise CheckpointError(f"{d} holds a complete run of {done} epochs whose {sched} "
+                                  f"learning-rate schedule cannot be extended to "
+                                  f"{p.config.epochs}; pass --epochs {done} or another --out")
         p.action = "skip" if done == p.config.epochs else "resume"
     elif has_ckpt:
         p.action = "resume"

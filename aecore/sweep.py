@@ -27,7 +27,8 @@ from .config import DEFAULT_LR, MAX_HIDDEN, TrainConfig
 from .errors import AecoreError, CheckpointError, DivergenceError
 
 INSTALL_HINT = 'aecore sweep needs Ray Tune: pip install "aecore[sweep]" (or pip install "ray[tune]")'
-SWEPT = ("hidden", "lr", "optimizer", "batch_size", "seed")
+SWEPT = ("hidden", "lr", "optimizer", "batch_size", "seed", "lr_schedule")
+CHOICES = ("optimizer", "lr_schedule")  # named choices: comma lists only
 LOG_SCALE = ("hidden", "lr", "batch_size")  # sampled on a log scale; the seed uniformly
 EXPERIMENT = "tune"  # Tune's state: out/tune
 SPEC_FILE = "sweep.json"  # the sweep's definition, to refuse continuing with another one
@@ -80,20 +81,23 @@ def parse_axis(name: str, text: str) -> Axis:
     what is wrong."""
     text = str(text).strip()
     if ":" in text:
-        if name == "optimizer":
-            raise ValueError("optimizers are a comma list, not a range")
+        if name in CHOICES:
+            raise ValueError(f"{name.replace('_', ' ')}s are a comma list, not a range")
         lo, _, hi = text.partition(":")
         low, high = _number(name, lo.strip()), _number(name, hi.strip())
         if not low < high:
             raise ValueError(f"the range {text} must go from low to high")
         return Axis(name, low=low, high=high)
     parts = [p.strip() for p in text.split(",")]
-    if name == "optimizer":
+    if name in CHOICES:
         from .optim import OPTIMIZERS
+        from .schedules import SCHEDULES
 
+        choices = OPTIMIZERS if name == "optimizer" else SCHEDULES
         for p in parts:
-            if p not in OPTIMIZERS:
-                raise ValueError(f"unknown optimizer {p!r}; choose from {', '.join(OPTIMIZERS)}")
+            if p not in choices:
+                raise ValueError(f"unknown {name.replace('_', ' ')} {p!r}; choose from "
+                                 f"{', '.join(choices)}")
         values = tuple(parts)
     else:
         values = tuple(_number(name, p) for p in parts)
@@ -138,8 +142,10 @@ def trial_config(base: TrainConfig, params: dict) -> TrainConfig:
 
 
 def trial_name(c: TrainConfig) -> str:
-    """The trial's run directory name, from its config: ``h64-adam-lr0.001-b64-s0``."""
-    return f"h{c.hidden}-{c.optimizer}-lr{c.lr:.4g}-b{c.batch_size}-s{c.seed}"
+    """The trial's run directory name, from its config: ``h64-adam-lr0.001-b64-s0`` (then
+    ``-cosine`` etc. for a schedule other than constant)."""
+    sched = "" if c.lr_schedule == "constant" else f"-{c.lr_schedule}"
+    return f"h{c.hidden}-{c.optimizer}-lr{c.lr:.4g}-b{c.batch_size}-s{c.seed}{sched}"
 
 
 # --- one trial, in a Ray worker -------------------------------------------------------------------

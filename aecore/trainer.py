@@ -143,15 +143,15 @@ class _Run:
         self.t_saved = time.perf_counter()
 
 
-def _make_engine(config, params, opt_state, step, handles_for, fallback_cpu):
-    """Build the engine and copy the data to it; CUDA out-of-memory -> DeviceError (or, with
-    ``fallback_cpu``, a notice and the CPU engine)."""
+def _make_engine(config, params, opt_state, step, handles_for, fallback_cpu, schedule=None):
+    """Build the engine (``schedule``: its LRSchedule) and copy the data to it; CUDA
+    out-of-memory -> DeviceError (or, with ``fallback_cpu``, a notice and the CPU engine)."""
     device = config.device
     while True:
         try:
             eng = devices.make_engine(device, params, config.optim(), config.batch_size,
                                       config.slope, opt_state, step, graphs=config.cuda_graphs,
-                                      cpu_split=config.cpu_split)
+                                      cpu_split=config.cpu_split, lr_schedule=schedule)
             return eng, [eng.put(x) for x in handles_for]
         except AecoreError:
             raise
@@ -228,6 +228,7 @@ def _train(config, run_dir, data, resume, progress, overwrite, fallback_cpu, on_
     n = run.n
     if n < 1 or config.batch_size > n:
         raise ValueError(f"batch_size {config.batch_size} does not fit a training set of {n} images")
+    schedule = config.schedule(n)  # the rate of every step: a function of the step alone
 
     if ckpt is None:
         params, opt_state, step = init_params(config.hidden, config.seed, config.slope), None, 0
@@ -244,13 +245,14 @@ def _train(config, run_dir, data, resume, progress, overwrite, fallback_cpu, on_
         rng.bit_generator.state = st["rng_state"]
         epoch0, position, loss_sum = st["epoch"], st["position"], st["loss_sum"]
         seconds0, chunk = st["seconds"], st["chunk"]
-        run.metrics = list(st["metrics"])
+        # runs from before the schedules (no "lr" in their rows) trained at a constant rate
+        run.metrics = [{"lr": config.lr, **r} for r in st["metrics"]]
         run.wall_before = st["wall_time_s"]
         run.load_recons()
 
     eng, (h_train, h_val, h_test) = _make_engine(
         config, params, opt_state, step,
-        (run.train_images, data.val.images, data.test.images), fallback_cpu)
+        (run.train_images, data.val.images, data.test.images), fallback_cpu, schedule)
     device = eng.device
     run.write_config(device, resumed_from=({"epoch": epoch0, "position": position} if ckpt else None))
     if ckpt is None:
@@ -303,7 +305,8 @@ def _train(config, run_dir, data, resume, progress, overwrite, fallback_cpu, on_
             if not math.isfinite(val_loss):
                 _diverged(run, device, epoch, "validation", val_loss)
             row = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
-                   "seconds": seconds, "samples_per_s": n / max(seconds, 1e-9)}
+                   "seconds": seconds, "samples_per_s": n / max(seconds, 1e-9),
+                   "lr": schedule.lr_at(epoch * schedule.steps_per_epoch - 1)}  # its last step's
             if config.track_test:  # after the timing: the epoch's seconds are training only
                 row["test_loss"] = float(eng.evaluate(h_test))
             run.metrics.append(row)

@@ -20,7 +20,7 @@ from .report import build as build_report, reference_runs_option
 from .train import (FASHION_TRAIN, HiddenList, _check, checkpoint_every_option,
                     cpu_split_option, cuda_graphs_option, data_dir_option, device_option,
                     echo_err, jobs_option, load_data, resolve_device, run_settings,
-                    track_test_option)
+                    schedule_options, track_test_option)
 
 D = TrainConfig()  # the defaults, defined once in aecore.config
 DEFAULT_OPTIMIZERS = KINDS["optimizers"].variants
@@ -114,6 +114,7 @@ Examples:
 @click.option("--compare-hidden", type=click.IntRange(1, MAX_HIDDEN),
               default=DEFAULT_COMPARE_HIDDEN, show_default=True,
               help="Hidden size of the comparisons.")
+@schedule_options
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("study"),
               show_default=True, help="Directory for the run directories and report/.")
 @data_dir_option
@@ -127,8 +128,8 @@ Examples:
 @reference_runs_option
 @click.pass_context
 def study(ctx, device, cuda_graphs, cpu_split, hidden, epochs, optimizers, compare,
-          compare_hidden, out, data_dir, limit, yes, checkpoint_every, jobs, track_test,
-          reference_runs):
+          compare_hidden, lr_schedule, warmup_epochs, out, data_dir, limit, yes,
+          checkpoint_every, jobs, track_test, reference_runs):
     from aecore import study as S
 
     compare = comparisons(ctx, compare, optimizers)
@@ -139,6 +140,7 @@ def study(ctx, device, cuda_graphs, cpu_split, hidden, epochs, optimizers, compa
         raise click.BadParameter(f"{limit} is more than the {n_avail} training images left after "
                                  f"the {D.val_size} validation images", param_hint="'--limit'")
     plan = S.plan_study(hidden, compare, compare_hidden, out, epochs, "cpu", limit,
+                        lr_schedule=lr_schedule, warmup_epochs=warmup_epochs,
                         track_test=track_test)
     for p in plan:
         _check(p.config, limit or n_avail)

@@ -18,9 +18,10 @@ HELP = """Sweep hyperparameters of the 784 -> h -> 784 autoencoder on Ray Tune. 
 ordinary aecore training run (run directory OUT/<trial>, e.g. OUT/h64-adam-lr0.001-b64-s0,
 readable by aecore report) trained in a Ray worker, reporting its validation loss every epoch.
 
---hidden, --lr, --optimizer, --batch-size and --seed take a comma list (a grid: every
-combination is a trial) or, except --optimizer, a range LO:HI drawn --samples times (the
-learning rate, hidden and batch size on a log scale). --scheduler asha stops bad trials early.
+--hidden, --lr, --optimizer, --batch-size, --seed and --lr-schedule take a comma list (a grid:
+every combination is a trial) or, except --optimizer and --lr-schedule, a range LO:HI drawn
+--samples times (the learning rate, hidden and batch size on a log scale). --scheduler asha
+stops bad trials early.
 Without --address, Ray runs on this machine; with it, the sweep joins a running Ray cluster
 (OUT must then be a directory every node can write, e.g. NFS).
 
@@ -61,6 +62,8 @@ def _axis_option(flag, name, help_):
 @_axis_option("--optimizer", "optimizer", f"Optimizers (a comma list).  [default: {D.optimizer}]")
 @_axis_option("--batch-size", "batch_size", f"Batch sizes.  [default: {D.batch_size}]")
 @_axis_option("--seed", "seed", f"Seeds.  [default: {D.seed}]")
+@_axis_option("--lr-schedule", "lr_schedule", "Learning-rate schedules (a comma list of "
+              f"constant, cosine, step, onecycle; no warm-up).  [default: {D.lr_schedule}]")
 @click.option("--samples", type=click.IntRange(min=1), default=1, show_default=True,
               help="Trials drawn per grid point from the LO:HI ranges (random search).")
 @click.option("--search-seed", type=click.IntRange(min=0), default=0, show_default=True,
@@ -89,9 +92,9 @@ def _axis_option(flag, name, help_):
 @data_dir_option
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("sweep"),
               show_default=True, help="Directory for the trials' run directories and results.")
-def sweep(hidden, lr, optimizer, batch_size, seed, samples, search_seed, scheduler, epochs, limit,
-          device, address, num_cpus, cpus_per_trial, gpus_per_trial, checkpoint_every, data_dir,
-          out):
+def sweep(hidden, lr, optimizer, batch_size, seed, lr_schedule, samples, search_seed, scheduler,
+          epochs, limit, device, address, num_cpus, cpus_per_trial, gpus_per_trial,
+          checkpoint_every, data_dir, out):
     from aecore import sweep as S
 
     if not S.ray_available():
@@ -103,7 +106,7 @@ def sweep(hidden, lr, optimizer, batch_size, seed, samples, search_seed, schedul
     if device == "cuda" and gpus_per_trial <= 0:
         raise click.BadParameter("--device cuda needs --gpus-per-trial > 0 (Ray hides the GPUs "
                                  "from trials that reserve none)", param_hint="'--device'")
-    axes = [a for a in (hidden, lr, optimizer, batch_size, seed) if a is not None]
+    axes = [a for a in (hidden, lr, optimizer, batch_size, seed, lr_schedule) if a is not None]
     if samples > 1 and not any(a.is_range for a in axes):
         raise click.BadParameter("repeats identical trials: give a range LO:HI to draw from "
                                  "(e.g. --lr 1e-4:1e-2)", param_hint="'--samples'")

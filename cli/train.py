@@ -16,6 +16,7 @@ from aecore import runs, tables
 from aecore.config import DEFAULT_LR, MAX_HIDDEN, TrainConfig, config_problems
 from aecore.errors import AecoreError, CheckpointError, DivergenceError, TrainingInterrupted
 from aecore.optim import OPTIMIZERS
+from aecore.schedules import SCHEDULES
 from aecore.side_by_side import PlannedRun, train_side_by_side
 from aecore.trainer import CHECKPOINT_EVERY
 
@@ -24,7 +25,8 @@ FASHION_TRAIN = 60000  # images in the Fashion-MNIST training file (before the v
 OPTION_OF = {"hidden": "--hidden", "epochs": "--epochs", "batch_size": "--batch-size",
              "lr": "--lr", "optimizer": "--optimizer", "momentum": "--momentum",
              "slope": "--slope", "seed": "--seed", "val_size": "--val-size", "device": "--device",
-             "limit": "--limit", "track_test": "--track-test"}
+             "limit": "--limit", "lr_schedule": "--lr-schedule",
+             "warmup_epochs": "--warmup-epochs", "track_test": "--track-test"}
 
 
 # --- shared helpers ---------------------------------------------------------------------------
@@ -75,6 +77,18 @@ def cpu_split_option(f):
                         "2-core host (bench/RESULTS.md); try `aecore bench --cpu-split both`.")(f)
 
 
+def schedule_options(f):
+    """--lr-schedule and --warmup-epochs (aecore.schedules: as torch.optim.lr_scheduler)."""
+    f = click.option("--warmup-epochs", type=click.IntRange(min=0), default=D.warmup_epochs,
+                     show_default=True, help="Epochs of linear warm-up from lr/100 to --lr "
+                     "(LinearLR) before the schedule; fewer than --epochs; not with onecycle.")(f)
+    return click.option("--lr-schedule", type=click.Choice(SCHEDULES), default=D.lr_schedule,
+                        show_default=True, help="Learning rate per step, as torch.optim."
+                        "lr_scheduler stepped every batch: constant; cosine (CosineAnnealingLR "
+                        "to 0 at the end); step (StepLR: /10 after each third of the steps); "
+                        "onecycle (OneCycleLR, max_lr = --lr).")(f)
+
+
 def data_dir_option(f):
     return click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
                         default=None, help="Directory with the Fashion-MNIST files (default: "
@@ -104,8 +118,11 @@ def jobs_option(f):
 
 def run_settings(c: TrainConfig) -> str:
     """The line's part that says what a run trains with (the commands print it at its start)."""
+    sched = "" if c.lr_schedule == "constant" else f" {c.lr_schedule}"
+    warm = f" ({c.warmup_epochs} warm-up)" if c.warmup_epochs else ""
     return (f"hidden {c.hidden}, {c.epochs} epochs, batch {c.batch_size}, {c.optimizer} "
-            f"lr {c.lr:g}, {c.device}" + (f", first {c.limit} images" if c.limit else "")
+            f"lr {c.lr:g}{sched}{warm}, {c.device}"
+            + (f", first {c.limit} images" if c.limit else "")
             + (", test MSE every epoch" if c.track_test else ""))
 
 
@@ -156,8 +173,8 @@ def _finite(ctx, param, value):
 
 HELP = """Train the 784 -> h -> 784 autoencoder (LeakyReLU hidden layer, Sigmoid output, MSE loss)
 on Fashion-MNIST, writing one run directory per hidden size under --out (named like
-h256-adam): config.json, metrics.csv (per-epoch train/val MSE, seconds, samples/s),
-summary.json, reconstructions.npz, model.safetensors (PyTorch state_dict names) and
+h256-adam): config.json, metrics.csv (per-epoch train/val MSE, seconds, samples/s, learning
+rate), summary.json, reconstructions.npz, model.safetensors (PyTorch state_dict names) and
 checkpoint.safetensors.
 
 Losses are mean squared errors per pixel (pixels scaled to [0, 1]). Ctrl-C or SIGTERM saves a
@@ -170,6 +187,7 @@ Examples:
   aecore train --hidden 64,128,256,512 --epochs 200
   aecore train --device cuda --hidden 64,128,256,512 --jobs 4
   aecore train --hidden 256 --epochs 1 --limit 2000      quick check
+  aecore train --hidden 256 --epochs 60 --lr 3e-3 --lr-schedule cosine --warmup-epochs 2
   aecore train --resume runs/h256-adam
 """
 
@@ -196,6 +214,7 @@ Examples:
               help=f"Training images held out for validation (of the {FASHION_TRAIN}).")
 @click.option("--limit", type=click.IntRange(min=1), default=None,
               help="Train on only the first N training images (quick tests).")
+@schedule_options
 @device_option
 @cuda_graphs_option
 @cpu_split_option
@@ -204,15 +223,15 @@ Examples:
               help="Directory that holds the run directories.")
 @click.option("--resume", type=click.Path(path_type=Path), default=None, metavar="RUN_DIR",
               help="Continue the interrupted run in RUN_DIR (its settings are reused; --epochs "
-                   "may be raised).")
+                   "may be raised, except with an --lr-schedule other than constant).")
 @click.option("--overwrite", is_flag=True, help="Replace existing run directories' files.")
 @checkpoint_every_option
 @jobs_option
 @track_test_option
 @click.pass_context
 def train(ctx, hidden, epochs, batch_size, lr, optimizer, momentum, slope, seed, val_size, limit,
-          device, cuda_graphs, cpu_split, data_dir, out, resume, overwrite, checkpoint_every,
-          jobs, track_test):
+          lr_schedule, warmup_epochs, device, cuda_graphs, cpu_split, data_dir, out, resume,
+          overwrite, checkpoint_every, jobs, track_test):
     if resume is not None:
         return _resume(ctx, resume, device, data_dir, epochs, checkpoint_every)
 
@@ -231,8 +250,8 @@ def train(ctx, hidden, epochs, batch_size, lr, optimizer, momentum, slope, seed,
     configs = [TrainConfig(hidden=h, epochs=epochs, batch_size=batch_size, lr=lr,
                            optimizer=optimizer, momentum=momentum, slope=slope, seed=seed,
                            val_size=val_size, device="cpu", limit=limit,
-                           cuda_graphs=cuda_graphs, cpu_split=cpu_split,
-                           track_test=track_test) for h in hidden]
+                           cuda_graphs=cuda_graphs, cpu_split=cpu_split, lr_schedule=lr_schedule,
+                           warmup_epochs=warmup_epochs, track_test=track_test) for h in hidden]
     for c in configs:
         _check(c, n_train)
     dirs = [out / runs.run_name(c.hidden, c.optimizer) for c in configs]
@@ -355,5 +374,5 @@ def format_table(summaries) -> str:
     return tables.format_table(head, rows)
 
 
-__all__ = ["train", "resolve_device", "device_option", "data_dir_option", "load_data",
-           "format_table", "AecoreError"]
+__all__ = ["train", "resolve_device", "device_option", "schedule_options", "data_dir_option",
+           "load_data", "format_table", "AecoreError"]

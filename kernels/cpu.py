@@ -26,7 +26,7 @@ from numba.extending import intrinsic, overload
 
 from . import PIXEL_SCALE
 from .blas import gemm
-from .optim import OPT_ADAM, OPT_NESTEROV, OPT_SGD
+from .optim import OPT_ADAM, OPT_NESTEROV, OPT_SGD, HyperParams
 
 _PIXEL_SCALE_F32 = np.float32(PIXEL_SCALE)  # a float32 constant: uint8 * it stays float32
 _LOG2E = 1.4426950408889634
@@ -421,6 +421,12 @@ def optimizer_update(kind, hp, t, W, G, V, M):
         adam_update(W, G, M, V, np.float32(hp.lr), t, hp.beta1, hp.beta2, hp.eps)
     else:
         sgd_update(W, G, np.float32(hp.lr), np.float32(hp.momentum), kind == OPT_NESTEROV, V)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def with_lr(hp, lr):
+    """``hp`` (HyperParams) with the learning rate ``lr``: one step of a schedule."""
+    return HyperParams(lr, hp.momentum, hp.beta1, hp.beta2, hp.eps)
 
 
 # No fast-math: gb's float32 copy of gsum and SGD's bias step round as written.

@@ -66,6 +66,12 @@ def assert_usage_error(result, option):
     (["--momentum", "1.0"], "--momentum"),
     (["--slope", "nan"], "--slope"),
     (["--seed", "-1"], "--seed"),
+    (["--lr-schedule", "linear"], "--lr-schedule"),
+    (["--warmup-epochs", "-1"], "--warmup-epochs"),
+    (["--warmup-epochs", "3", "--epochs", "3"], "--warmup-epochs"),
+    (["--lr-schedule", "onecycle", "--warmup-epochs", "1", "--epochs", "5"], "--warmup-epochs"),
+    (["--lr-schedule", "onecycle", "--epochs", "1", "--limit", "3", "--batch-size", "1"],
+     "--lr-schedule"),  # 3 steps: OneCycleLR needs 4
 ])
 def test_train_usage_errors(tmp_path, args, option):
     # A data dir that does not exist: every check must happen before the data is looked at.
@@ -80,6 +86,30 @@ def test_resume_rejects_other_settings(tmp_path):
     assert_usage_error(r, "--hidden")
     r = invoke("train", "--resume", tmp_path / "missing")
     assert_usage_error(r, "--resume")
+    for flag, value in (("--lr-schedule", "cosine"), ("--warmup-epochs", "1")):
+        assert_usage_error(invoke("train", "--resume", tmp_path, flag, value), flag)
+
+
+def test_train_records_the_schedule_and_each_epochs_rate(tmp_path, real_data_dir):
+    from aecore.config import TrainConfig
+
+    out = tmp_path / "runs"
+    r = invoke("train", "--device", "cpu", "--hidden", "8", "--epochs", "3", "--limit", "256",
+               "--batch-size", "64", "--lr-schedule", "cosine", "--warmup-epochs", "1",
+               "--out", out, "--data-dir", real_data_dir)
+    assert r.exit_code == 0, r.output
+    run = out / "h8-adam"
+    cfg = json.loads((run / runs.CONFIG).read_text())["config"]
+    assert (cfg["lr_schedule"], cfg["warmup_epochs"]) == ("cosine", 1)
+    sched = TrainConfig.from_dict(cfg).schedule(256)  # 4 steps per epoch
+    rates = [row["lr"] for row in runs.read_metrics(run / runs.METRICS)]
+    assert rates == [sched.lr_at(4 * e - 1) for e in (1, 2, 3)]
+    # the last steps of the warm-up (3 of 4 steps up from lr/100) and of the cosine (7 of 8)
+    assert rates[0] == pytest.approx(1e-3 * (0.01 + 0.99 * 3 / 4), rel=1e-12)
+    assert rates[2] == pytest.approx(1e-3 * (1 + np.cos(np.pi * 7 / 8)) / 2, rel=1e-12)
+    r = invoke("train", "--resume", run, "--epochs", "4", "--data-dir", real_data_dir)
+    assert r.exit_code == 1 and "--epochs cannot change on resume" in r.output
+    assert "Traceback" not in r.output and len(r.output.strip().splitlines()) == 1
 
 
 def test_unwritable_out_reported_before_training(tmp_path):

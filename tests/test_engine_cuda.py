@@ -113,14 +113,20 @@ def test_cuda_inference_matches_cpu(real_data):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(SIM, reason="CUDA graphs need a real GPU (the simulator has no graphs)")
-@pytest.mark.parametrize("opt", ["sgd", "adam"])
-def test_graph_replay_equals_eager(real_data, opt):
-    """3 epochs in 3 chunks each: epoch 1 eager, epoch 2 records, epoch 3 replays. Same weights."""
+@pytest.mark.parametrize("opt,schedule", [("sgd", None), ("adam", None), ("momentum", "cosine"),
+                                          ("adam", "onecycle")])
+def test_graph_replay_equals_eager(real_data, opt, schedule):
+    """3 epochs in 3 chunks each: epoch 1 eager, epoch 2 records, epoch 3 replays. Same weights.
+    With a schedule, each replay must refill the chunk's per-step rates (they change)."""
+    from aecore.schedules import LRSchedule
+
     images = real_data.train.images[:2000]
-    optim = OptimConfig(opt, lr=20.0 if opt == "sgd" else 1e-3)
+    optim = OptimConfig(opt, lr={"sgd": 20.0, "momentum": 3.0}.get(opt, 1e-3))
+    sched = schedule and LRSchedule(schedule, optim.lr, 3, 32)  # 2000 / 64: 32 steps an epoch
     out = {}
     for graphs in ("0", "1"):
-        eng = make_engine("cuda", init_params(64, 1), optim, 64, graphs=graphs == "1")
+        eng = make_engine("cuda", init_params(64, 1), optim, 64, graphs=graphs == "1",
+                          lr_schedule=sched)
         assert eng.uses_graphs == (graphs == "1")
         data = eng.put(images)
         rng = np.random.default_rng(0)

@@ -91,6 +91,29 @@ def test_interrupt_and_resume_is_bitwise_exact(tmp_path, tiny_data, optimizer, n
     assert_same_run(ref, run)
 
 
+@pytest.mark.parametrize("optimizer,schedule,warmup,n_chunks", [
+    ("sgd", "cosine", 0, 9), ("adam", "cosine", 1, 8), ("momentum", "step", 0, 13),
+    ("adam", "step", 1, 4), ("nesterov", "onecycle", 0, 7), ("adam", "onecycle", 0, 10),
+    ("sgd", "constant", 1, 5)])
+def test_interrupt_and_resume_continues_the_schedule_exactly(tmp_path, tiny_data, optimizer,
+                                                             schedule, warmup, n_chunks):
+    c = cfg(optimizer=optimizer, lr=0.01 if optimizer == "adam" else 0.3, lr_schedule=schedule,
+            warmup_epochs=warmup)
+    ref, run = tmp_path / "ref", tmp_path / "run"
+    train(c, ref, tiny_data, progress=False, chunk_samples=CHUNK)
+    with pytest.raises(TrainingInterrupted):
+        train(c, run, tiny_data, progress=False, chunk_samples=CHUNK,
+              on_chunk=interrupt_after(n_chunks))
+    train(c, run, tiny_data, resume=True, progress=False)
+    assert_same_run(ref, run)
+    rates = [r["lr"] for r in runs.read_metrics(run / runs.METRICS)]
+    sched = c.schedule(384)
+    assert rates == [r["lr"] for r in runs.read_metrics(ref / runs.METRICS)]
+    assert rates == [sched.lr_at(24 * e - 1) for e in (1, 2, 3)]  # 24 steps per epoch
+    if schedule != "constant":
+        assert len(set(rates)) == 3
+
+
 def test_sigterm_at_epoch_boundary_then_resume_twice(tmp_path, tiny_data):
     c = cfg(epochs=4)
     ref = tmp_path / "ref"
@@ -118,6 +141,43 @@ def test_resume_can_extend_epochs(tmp_path, tiny_data):
     train(cfg(epochs=3), run, tiny_data, resume=True, progress=False)
     ma, mb = load_file(ref / runs.MODEL), load_file(run / runs.MODEL)
     assert all(np.array_equal(ma[k], mb[k]) for k in PARAM_NAMES)
+
+
+def test_resume_cannot_extend_a_schedule_but_a_constant_rate_with_warm_up(tmp_path, tiny_data):
+    run = tmp_path / "run"
+    train(cfg(epochs=2, lr_schedule="cosine"), run, tiny_data, progress=False)
+    with pytest.raises(CheckpointError, match=r"cosine learning-rate schedule spans 2 epochs.*"
+                       "--epochs cannot change on resume") as ei:
+        train(cfg(epochs=3, lr_schedule="cosine"), run, tiny_data, resume=True, progress=False)
+    assert "\n" not in str(ei.value)
+    with pytest.raises(CheckpointError, match="finished its 2 epochs"):
+        train(cfg(epochs=2, lr_schedule="cosine"), run, tiny_data, resume=True, progress=False)
+    with pytest.raises(CheckpointError, match="lr_schedule='cosine', not 'step'"):
+        train(cfg(epochs=2, lr_schedule="step"), run, tiny_data, resume=True, progress=False)
+    # a constant rate after a warm-up does not depend on the run's length: extending it is
+    # the same as having asked for more epochs at the start
+    ref, run = tmp_path / "ref", tmp_path / "warm"
+    train(cfg(epochs=3, warmup_epochs=1), ref, tiny_data, progress=False)
+    train(cfg(epochs=2, warmup_epochs=1), run, tiny_data, progress=False)
+    with pytest.raises(CheckpointError, match="warmup_epochs=1, not 0"):
+        train(cfg(epochs=3), run, tiny_data, resume=True, progress=False)
+    train(cfg(epochs=3, warmup_epochs=1), run, tiny_data, resume=True, progress=False)
+    assert_same_run(ref, run)
+
+
+def test_a_run_from_before_the_schedules_resumes_at_its_constant_rate(tmp_path, tiny_data):
+    ref, run = tmp_path / "ref", tmp_path / "run"
+    train(cfg(epochs=3), ref, tiny_data, progress=False)
+    train(cfg(epochs=2), run, tiny_data, progress=False)
+    ck = load_checkpoint(run / runs.CHECKPOINT)  # as the code before the schedules wrote it
+    old = {k: v for k, v in ck.state["config"].items() if k not in ("lr_schedule", "warmup_epochs")}
+    rows = [{k: v for k, v in r.items() if k != "lr"} for r in ck.state["metrics"]]
+    runs.RunDir(run).save_checkpoint(ck.params, ck.opt_state,
+                                     {**ck.state, "config": old, "metrics": rows})
+    runs.write_metrics(run / runs.METRICS, rows)
+    train(cfg(epochs=3), run, tiny_data, resume=True, progress=False)
+    assert_same_run(ref, run)
+    assert [r["lr"] for r in runs.read_metrics(run / runs.METRICS)] == [0.3] * 3
 
 
 def test_resume_refuses_mismatches(tmp_path, tiny_data):

@@ -169,6 +169,9 @@ def test_report_errors_are_one_line_usage_errors(two_runs, tmp_path):
     (["--compare-hidden", "0"], "--compare-hidden"),
     (["--device", "tpu"], "--device"),
     (["--optimizers", ""], "--optimizers"),
+    (["--lr-schedule", "linear"], "--lr-schedule"),
+    (["--warmup-epochs", "2", "--epochs", "2"], "--warmup-epochs"),
+    (["--lr-schedule", "onecycle", "--warmup-epochs", "1"], "--warmup-epochs"),
 ])
 def test_study_usage_errors(tmp_path, args, option):
     r = invoke("study", "--out", tmp_path / "st", "--data-dir", tmp_path / "no-data", "--yes",
@@ -293,3 +296,19 @@ def test_estimate_arithmetic(tmp_path):
                    plan[2].dir: pytest.approx(10 * compute + (1 + 10 * compute / 2) * 0.5 + 50 * 1e-4)}
     assert S.fmt_duration(14 * 60) == "14 min" and S.fmt_duration(5) == "5 s"
     assert S.fmt_duration(3 * 3600) == "3.0 h"
+
+
+def test_study_refuses_to_extend_a_scheduled_run_before_training(tmp_path, tiny_data):
+    from aecore import study as S
+    from aecore.errors import CheckpointError
+    from aecore.trainer import train
+
+    plan = S.plan_study((8,), (OPT,), 8, tmp_path, epochs=2, lr_schedule="cosine")
+    c = TrainConfig(**{**plan[0].config.to_dict(), "batch_size": 64, "val_size": 96})
+    plan[0].config = c
+    train(c, plan[0].dir, tiny_data, progress=False)
+    assert S.inspect_run(plan[0]).action == "skip"
+    plan[0].config = TrainConfig(**{**c.to_dict(), "epochs": 3})
+    with pytest.raises(CheckpointError, match="cosine learning-rate schedule cannot be extended "
+                                              "to 3; pass --epochs 2"):
+        S.inspect_run(plan[0])

@@ -84,6 +84,12 @@ def test_axes_parse_lists_and_ranges():
             parse_axis(name, text)
     c = trial_config(TrainConfig(epochs=2), {"hidden": 64, "optimizer": "sgd"})
     assert (c.lr, trial_name(c)) == (20.0, "h64-sgd-lr20-b64-s0")  # the optimizer's default lr
+    assert parse_axis("lr_schedule", "constant,onecycle").values == ("constant", "onecycle")
+    for text in ("cosine:step", "linear"):
+        with pytest.raises(ValueError, match="comma list|unknown lr schedule 'linear'"):
+            parse_axis("lr_schedule", text)
+    c = trial_config(TrainConfig(epochs=2), {"hidden": 64, "lr_schedule": "cosine"})
+    assert (c.lr_schedule, trial_name(c)) == ("cosine", "h64-adam-lr0.001-b64-s0-cosine")
 
 
 @needs_ray

@@ -21,11 +21,15 @@ pytestmark = pytest.mark.torch
 HIDDEN, BATCH, N, EPOCHS = 32, 64, 1000, 2  # 1000 = 15 full batches + a short one of 40
 
 
-def torch_run(params, optim: OptimConfig, images, perms, slope=0.01):
+def torch_run(params, optim: OptimConfig, images, perms, slope=0.01, schedule=None, val=None):
+    """Per-epoch mean training losses and the final weights; ``schedule`` (an LRSchedule):
+    its torch_scheduler stepped after every optimizer step; ``val`` images: the validation
+    loss after each epoch is returned too."""
     torch.manual_seed(0)
     torch.set_num_threads(1)
-    model = torch.nn.Sequential(torch.nn.Linear(784, HIDDEN), torch.nn.LeakyReLU(slope),
-                                torch.nn.Linear(HIDDEN, 784), torch.nn.Sigmoid())
+    hidden = params[W1].shape[0]
+    model = torch.nn.Sequential(torch.nn.Linear(784, hidden), torch.nn.LeakyReLU(slope),
+                                torch.nn.Linear(hidden, 784), torch.nn.Sigmoid())
     model.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in params.items()})
     if optim.name == "adam":
         opt = torch.optim.Adam(model.parameters(), lr=optim.lr, betas=(optim.beta1, optim.beta2),
@@ -34,8 +38,9 @@ def torch_run(params, optim: OptimConfig, images, perms, slope=0.01):
         opt = torch.optim.SGD(model.parameters(), lr=optim.lr,
                               momentum=0.0 if optim.name == "sgd" else optim.momentum,
                               nesterov=optim.name == "nesterov")
+    sched = None if schedule is None else schedule.torch_scheduler(opt)
     x_all = torch.from_numpy(images.astype(np.float32) / 255)
-    losses = []
+    losses, val_losses = [], []
     for perm in perms:
         total = 0.0
         for s in range(0, len(perm), BATCH):
@@ -44,9 +49,16 @@ def torch_run(params, optim: OptimConfig, images, perms, slope=0.01):
             opt.zero_grad()
             loss.backward()
             opt.step()
+            if sched is not None:
+                sched.step()
             total += loss.item() * xb.shape[0] * 784
         losses.append(total / (len(perm) * 784))
-    return losses, {k: v.detach().numpy() for k, v in model.state_dict().items()}
+        if val is not None:
+            with torch.no_grad():
+                xv = torch.from_numpy(val.astype(np.float32) / 255)
+                val_losses.append(torch.nn.functional.mse_loss(model(xv), xv).item())
+    weights = {k: v.detach().numpy() for k, v in model.state_dict().items()}
+    return (losses, weights) if val is None else (losses, val_losses, weights)
 
 
 def aecore_run(params, optim, images, perms):
@@ -76,3 +88,34 @@ def test_same_losses_and_weights_as_pytorch(real_data, optim):
     for k in (W1, B1, W2, B2):
         err = np.linalg.norm(p_ours[k] - p_theirs[k]) / np.linalg.norm(p_theirs[k])
         assert err < 1e-4, (k, err)
+
+
+@pytest.mark.parametrize("optim", [OptimConfig("sgd", lr=20.0), OptimConfig("adam", lr=1e-2)],
+                         ids=lambda o: o.name)
+@pytest.mark.parametrize("name,warmup", [("constant", 1), ("cosine", 0), ("cosine", 1),
+                                         ("step", 0), ("step", 1), ("onecycle", 0)])
+def test_schedules_same_losses_as_torch_lr_scheduler(tiny_data, optim, name, warmup):
+    """Every schedule, with and without warm-up: per-epoch training and validation losses of
+    the CPU engine with ``lr_schedule`` against torch stepping ``torch_scheduler`` per batch."""
+    from aecore.schedules import LRSchedule
+
+    images, val = tiny_data.train.images, tiny_data.val.images  # 384: 6 batches per epoch
+    epochs, n = 3, len(images)
+    rng = np.random.default_rng(7)
+    perms = [rng.permutation(n).astype(np.int64) for _ in range(epochs)]
+    params = init_params(HIDDEN, seed=3)
+    schedule = LRSchedule(name, optim.lr, epochs, -(-n // BATCH), warmup)
+    eng = make_engine("cpu", params, optim, BATCH, lr_schedule=schedule)
+    data, vdata = eng.put(images), eng.put(val)
+    ours, ours_val = [], []
+    for perm in perms:
+        eng.train_steps(data, perm, 0, n)
+        ours.append(eng.take_loss_sum() / (n * 784))
+        ours_val.append(eng.evaluate(vdata))
+    theirs, theirs_val, _ = torch_run(params, optim, images, perms, schedule=schedule, val=val)
+    print(name, warmup, optim.name, "aecore", ours, ours_val, "torch", theirs, theirs_val)
+    for e in range(epochs):
+        for a, b in ((ours[e], theirs[e]), (ours_val[e], theirs_val[e])):
+            assert abs(a - b) <= 2e-5 * b, f"epoch {e + 1}: aecore {a!r} torch {b!r}"
+    const, const_val, _ = torch_run(params, optim, images, perms, val=val)
+    assert abs(const_val[-1] - ours_val[-1]) > 1e-4 * const_val[-1]  # the schedule mattered

@@ -30,7 +30,7 @@ def test_run_directory_contents(tmp_path, tiny_data):
     assert sorted(p.name for p in d.iterdir()) == sorted(runs.RUN_FILES)
 
     lines = (d / runs.METRICS).read_text().splitlines()
-    assert lines[0] == "epoch,train_loss,val_loss,seconds,samples_per_s"
+    assert lines[0] == "epoch,train_loss,val_loss,seconds,samples_per_s,lr"
     rows = runs.read_metrics(d / runs.METRICS)
     assert [r["epoch"] for r in rows] == [1, 2, 3]
     assert all(np.isfinite([r["train_loss"], r["val_loss"], r["seconds"]]).all() for r in rows)
@@ -228,3 +228,31 @@ def test_unwritable_output_reported_before_training(tmp_path, tiny_data):
     with pytest.raises(CheckpointError, match="not a directory"):
         train(CFG, blocker, tiny_data, progress=False)
     assert blocker.read_text() == "x"
+
+
+def test_schedule_settings_are_checked_and_old_runs_load_as_constant(tmp_path):
+    def problems(**kw):
+        return [(k, m) for k, m in config_problems(TrainConfig(**kw), 384)]
+
+    assert problems(lr_schedule="cosine", warmup_epochs=3, epochs=4) == []
+    assert problems(lr_schedule="linear") == [
+        ("lr_schedule", "unknown learning-rate schedule 'linear'; choose one of constant, "
+                        "cosine, step, onecycle")]
+    assert [k for k, _ in problems(warmup_epochs=-1)] == ["warmup_epochs"]
+    assert [k for k, _ in problems(warmup_epochs=2.5)] == ["warmup_epochs"]
+    assert "fewer than --epochs (3)" in problems(warmup_epochs=3, epochs=3)[0][1]
+    assert "own warm-up" in problems(lr_schedule="onecycle", warmup_epochs=1, epochs=3)[0][1]
+    assert problems(lr_schedule="onecycle", epochs=1, batch_size=128) == [
+        ("lr_schedule", "onecycle needs at least 4 optimizer steps in the whole run; "
+                        "train more epochs or use smaller batches")]  # 3 steps of 384 images
+    # a config.json / checkpoint from before the schedules: the constant rate, no warm-up
+    old = {k: v for k, v in TrainConfig().to_dict().items()
+           if k not in ("lr_schedule", "warmup_epochs")}
+    c = TrainConfig.from_dict(old)
+    assert (c.lr_schedule, c.warmup_epochs) == ("constant", 0)
+    assert c.schedule(100).lrs(0, 2).tolist() == [c.lr, c.lr]
+    # and its metrics.csv, without the lr column, still reads
+    (tmp_path / "m.csv").write_text("epoch,train_loss,val_loss,seconds,samples_per_s\n"
+                                    "1,0.5,0.25,1.0000,10.0\n")
+    assert runs.read_metrics(tmp_path / "m.csv") == [
+        {"epoch": 1, "train_loss": 0.5, "val_loss": 0.25, "seconds": 1.0, "samples_per_s": 10.0}]
