@@ -113,16 +113,17 @@ class Run:
         return str(self._get("loss", "mse"))
 
     def mse(self, key):
-        """``key`` (train_loss, val_loss, test_loss, best_val_loss) as an MSE: the value itself
-        for a run that trained MSE, else the MSE recorded beside its loss (``*_mse``), else
-        None: runs with other losses are compared on MSE or not at all."""
-        return self.s(key) if self.loss == "mse" else self.s(key.replace("_loss", "_mse"))
+        """``key`` (train_loss, val_loss, test_loss, best_val_loss) as an MSE, or None. The
+        trainer records val_loss and test_loss as the MSE whatever loss a run trains (the
+        trained loss goes beside them, as val_<loss> / test_<loss>), so runs compare on MSE;
+        train_loss is the trained loss, an MSE for mse runs only."""
+        return None if key == "train_loss" and self.loss != "mse" else self.s(key)
 
     def mse_series(self, split: str) -> list | None:
         """The per-epoch MSE of ``split`` (train, val, test) from metrics.csv, as ``mse``;
         None when the rows do not hold it (test: runs trained without track_test)."""
-        key = f"{split}_loss" if self.loss == "mse" else f"{split}_mse"
-        if not self.metrics or key not in self.metrics[0]:
+        key = f"{split}_loss"
+        if not self.metrics or key not in self.metrics[0] or self.mse(key) is None:
             return None
         return [m.get(key) for m in self.metrics]
 

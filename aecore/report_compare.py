@@ -4,8 +4,8 @@
 table of its variants at each hidden size; ``time_to_quality_section`` the epochs and seconds
 each run with a per-epoch test MSE needs to reach the test MSE of constant-rate Adam's full run
 at its hidden size (``aecore.time_to_quality``). Every number is the run files' own, 6
-significant digits (``fmt_num``); a run with another loss than MSE is compared on the MSE
-recorded beside it, or shown without numbers when it has none.
+significant digits (``fmt_num``); runs with another loss than MSE compare on the validation and
+test MSE they record beside it.
 """
 
 from __future__ import annotations
@@ -58,8 +58,8 @@ def comparison_sections(runs_, figures: list[str]) -> list[str]:
             lines += ["## Comparisons", "",
                       "Each comparison varies one choice (the model's activation, the loss it "
                       "trains, the optimizer, the learning-rate schedule) at one hidden size, "
-                      "everything else at the defaults; all are compared on the MSE (a run "
-                      "trained with another loss on the MSE recorded beside it). *vs default*: test MSE over that of the "
+                      "everything else at the defaults; all are compared on the validation and "
+                      "test MSE, which every run records whatever loss it trains. *vs default*: test MSE over that of the "
                       "default run (every choice at its default).", ""]
         lines += [f"### {kind.capitalize()}", ""]
         for name, _, caption in COMPARE_FIGURES[kind]:
@@ -69,10 +69,6 @@ def comparison_sections(runs_, figures: list[str]) -> list[str]:
             lines += [f"At h={h}:", "",
                       markdown_table(COMPARE_COLUMNS, compare_rows(rs, kind),
                                      left={"run", "variant", "epochs", "status"}), ""]
-            no_mse = [r for r in rs if r.mse_series("val") is None and r.metrics]
-            if no_mse:
-                lines += ["Not compared (no MSE recorded beside the loss they trained): "
-                          + ", ".join(f"`{r.name}` ({r.loss})" for r in no_mse) + ".", ""]
     return lines
 
 

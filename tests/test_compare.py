@@ -249,17 +249,19 @@ def test_comparison_figures_bars_from_zero_with_values(tmp_path, figures_drawn):
 
 
 def test_another_loss_is_compared_on_mse(tmp_path):
+    # as the trainer records a bce run: val_loss / test_loss the MSE, val_bce beside them,
+    # train_loss the trained loss (no train MSE)
     mse = fake_run(tmp_path, "h128-adam", [0.03, 0.02], 0.021)
-    bce = fake_run(tmp_path, "h128-loss-bce", [0.30, 0.25], 0.24, loss="bce")
-    for m, v in zip(bce.metrics, [0.031, 0.019]):
-        m["val_mse"] = v
+    bce = fake_run(tmp_path, "h128-loss-bce", [0.031, 0.019], 0.0195, loss="bce")
+    for m, v in zip(bce.metrics, [0.30, 0.25]):
+        m["val_bce"], m["train_loss"] = v, v * 1.1
     assert mse.mse("test_loss") == 0.021 and mse.mse_series("val") == [0.03, 0.02]
-    assert bce.mse_series("val") == [0.031, 0.019]
-    assert bce.mse("test_loss") is None  # its loss is not an MSE, and no MSE recorded
-    bce.summary["test_mse"] = 0.0195
-    assert bce.mse("test_loss") == 0.0195
+    assert mse.mse_series("train") == pytest.approx([0.027, 0.018])
+    assert bce.mse_series("val") == [0.031, 0.019] and bce.mse("test_loss") == 0.0195
+    assert bce.mse("train_loss") is None and bce.mse_series("train") is None
     row = rep.table_rows([bce])[0]
     assert row["test MSE"] == fmt_num(0.0195) and row["val MSE"] == fmt_num(0.019)
+    assert row["train MSE"] == "-"
 
 
 @needs("activations")

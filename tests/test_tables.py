@@ -107,7 +107,7 @@ REPORT_MD = (
     "\n"
     "## Comparisons\n"
     "\n"
-    "Each comparison varies one choice (the model's activation, the loss it trains, the optimizer, the learning-rate schedule) at one hidden size, everything else at the defaults; all are compared on the MSE (a run trained with another loss on the MSE recorded beside it). *vs default*: test MSE over that of the default run (every choice at its default).\n"
+    "Each comparison varies one choice (the model's activation, the loss it trains, the optimizer, the learning-rate schedule) at one hidden size, everything else at the defaults; all are compared on the validation and test MSE, which every run records whatever loss it trains. *vs default*: test MSE over that of the default run (every choice at its default).\n"
     "\n"
     "### Optimizers\n"
     "\n"
