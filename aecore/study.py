@@ -29,7 +29,8 @@ from .trainer import CHECKPOINT_EVERY
 
 WARMUP_BATCHES = 200  # timed batches per run for the estimate (after a few untimed ones)
 EVAL_SAMPLES = 2000  # validation images timed for the per-epoch evaluation cost
-COST_FIELDS = ("hidden", "optimizer", "batch_size", "activation", "loss")  # what the timing depends on
+COST_FIELDS = ("hidden", "optimizer", "batch_size", "activation", "loss")  # the timing's key
+
 
 def plan_study(hidden, compare, compare_hidden: int, out, epochs: int, device: str = "cpu",
                limit=None, **settings) -> list[PlannedRun]:
@@ -151,8 +152,8 @@ def estimate(plan: list[PlannedRun], data, device: str, warm_batches: int = WARM
              scratch_dir=None, timer=time_per_sample,
              checkpoint_every: float = CHECKPOINT_EVERY) -> dict[Path, float]:
     """Seconds each run still needs: its epochs left x (training set x time per sample +
-    validation set (and with track_test the test set) x evaluation time per sample), the saves of its files (one per
-    ``checkpoint_every`` seconds, at most one per epoch, and the last), plus one test
+    validation set, and with track_test the test set, x evaluation time per sample), the saves
+    of its files (one per ``checkpoint_every`` seconds, at most one per epoch, and the last), plus one test
     evaluation."""
     out, cache = {}, {}
     for p in plan:
