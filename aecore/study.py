@@ -153,8 +153,8 @@ def estimate(plan: list[PlannedRun], data, device: str, warm_batches: int = WARM
              checkpoint_every: float = CHECKPOINT_EVERY) -> dict[Path, float]:
     """Seconds each run still needs: its epochs left x (training set x time per sample +
     validation set, and with track_test the test set, x evaluation time per sample), the saves
-    of its files (one per ``checkpoint_every`` seconds, at most one per epoch, and the last), plus one test
-    evaluation."""
+    of its files (one per ``checkpoint_every`` seconds, at most one per epoch, and the last),
+    plus one test evaluation."""
     out, cache = {}, {}
     for p in plan:
         if p.epochs_left <= 0:
