@@ -130,9 +130,10 @@ def _torch_fn(device, params, opt, batch, images, perm):
 
 
 def bench_one(device, hidden, batch, images, samples, repeats, with_torch=True,
-              cpu_splits=(False,), cuda_graphs=True) -> list[BenchRow]:
-    """One row per engine variant (CPU: each of ``cpu_splits``; CUDA: one), the variants and
-    the floor timed in turn, round after round; PyTorch after them."""
+              cpu_splits=(False,), cuda_path="graphs") -> list[BenchRow]:
+    """One row per engine variant (CPU: each of ``cpu_splits``; CUDA: one, launched the
+    ``cuda_path`` way: persistent | graphs | eager), the variants and the floor timed in turn,
+    round after round; PyTorch after them."""
     params = init_params(hidden, seed=0)
     opt = OptimConfig("sgd", lr=0.05)
     perm = np.random.default_rng(0).permutation(images.shape[0])[:samples].astype(np.int64)
@@ -140,7 +141,8 @@ def bench_one(device, hidden, batch, images, samples, repeats, with_torch=True,
     fns, firsts = [], []
     for split in splits:
         t0 = time.perf_counter()
-        fn = _engine_fn(make_engine(device, params, opt, batch, cpu_split=split, graphs=cuda_graphs), images, perm)
+        fn = _engine_fn(make_engine(device, params, opt, batch, cpu_split=split,
+                                    cuda_path=cuda_path), images, perm)
         fn()  # the first run: compilation (or numba's disk cache), allocation
         fns.append(fn)
         firsts.append(time.perf_counter() - t0)
@@ -156,7 +158,9 @@ def bench_one(device, hidden, batch, images, samples, repeats, with_torch=True,
     t_torch, = _median_times([torch_fn], repeats, [1])
     return [BenchRow(device, hidden, batch, samples, t, samples / t,
                      step_flops(samples, hidden) / t / 1e9, t_floor, t_torch,
-                     max(first - t, 0.0), "split" if split else "")
+                     max(first - t, 0.0),
+                     "split" if split else (cuda_path if device == "cuda" and
+                                            cuda_path != "graphs" else ""))
             for split, t, first in zip(splits, t_ae, firsts)]
 
 

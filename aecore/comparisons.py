@@ -45,7 +45,7 @@ KINDS = {k.name: k for k in (
     Kind("schedules", "lr_schedule", SCHEDULES, SCHEDULES, "sched", "learning-rate schedule"),
 )}
 # Fields that do not change what a run computes: runs differing only in these still compare.
-NOT_COMPARED = ("device", "cuda_graphs", "cpu_split", "recon_epochs", "track_test")
+NOT_COMPARED = ("device", "cuda_graphs", "cuda_path", "cpu_split", "recon_epochs", "track_test")
 
 
 def defaults() -> dict:

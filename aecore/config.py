@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
+from .cuda_path import path_problem
 from .optim import OPTIMIZERS, OptimConfig
 from .schedules import SCHEDULES, LRSchedule
 
@@ -38,7 +39,7 @@ class TrainConfig:
     device: str = "cpu"  # cpu | cuda (the CLI resolves "auto")
     recon_epochs: tuple = DEFAULT_RECON_EPOCHS  # epochs whose reconstructions are saved
     limit: int | None = None  # train on the first `limit` training images only (quick tests)
-    cuda_graphs: bool = True  # CUDA: record each chunk's launches once, replay them after
+    cuda_path: str = "auto"  # CUDA: auto | persistent | graphs | eager (aecore/cuda_path.py)
     cpu_split: bool = False  # CPU: each step split between two aecore threads (cpu_pair.py)
     lr_schedule: str = "constant"  # constant | cosine | step | onecycle (aecore/schedules.py)
     warmup_epochs: int = 0  # epochs of linear warm-up from lr / 100 (not with onecycle)
@@ -66,6 +67,8 @@ class TrainConfig:
     def from_dict(cls, d: dict) -> "TrainConfig":
         known = {f.name for f in fields(cls)}
         kw = {k: v for k, v in d.items() if k in known}
+        if "cuda_graphs" in d and "cuda_path" not in d:  # runs saved before cuda_path
+            kw["cuda_path"] = "graphs" if d["cuda_graphs"] else "eager"
         if "recon_epochs" in kw:
             kw["recon_epochs"] = tuple(kw["recon_epochs"])
         return cls(**kw)
@@ -104,9 +107,13 @@ def config_problems(c: TrainConfig, n_train: int | None = None) -> list[tuple[st
         bad("momentum", f"must be in [0, 1), got {c.momentum!r}")
     if c.optimizer not in OPTIMIZERS:
         bad("optimizer", f"unknown optimizer {c.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
-    for name in ("cuda_graphs", "cpu_split", "track_test"):
-        if not isinstance(getattr(c, name), bool):
-            bad(name, f"must be true or false, got {getattr(c, name)!r}")
+    if not isinstance(c.cpu_split, bool):
+        bad("cpu_split", f"must be true or false, got {c.cpu_split!r}")
+    why = path_problem(c)
+    if why:
+        bad("cuda_path", why)
+    if not isinstance(c.track_test, bool):
+        bad("track_test", f"must be true or false, got {c.track_test!r}")
     if c.device not in ("cpu", "cuda"):
         bad("device", f"unknown device {c.device!r}; choose cpu or cuda")
     if not is_int(c.val_size) or c.val_size < 1:

@@ -105,24 +105,32 @@ def compile_problem_message(exc: BaseException) -> str:
 
 def make_engine(device: str, params, optim=None, batch_size: int | None = None,
                 slope: float = 0.01, opt_state=None, step: int = 0, *, graphs: bool = True,
-                cpu_split: bool = False, lr_schedule=None):
+                cpu_split: bool = False, lr_schedule=None, cuda_path: str | None = None):
     """The ``aecore.engine.Engine`` for ``device`` ("cpu" or "cuda"), holding ``params``.
 
     ``optim`` (an ``aecore.optim.OptimConfig``) and ``batch_size`` for training; leave both
     out for an engine that only evaluates, reconstructs and encodes. ``graphs``: whether the
     CUDA engine may record and replay CUDA graphs (no effect on the CPU); ``cpu_split``: whether
     the CPU engine splits each step between two threads of its own (no effect on CUDA).
-    ``lr_schedule``: an ``aecore.schedules.LRSchedule`` of ``optim.lr`` (None: constant). The
-    engine modules are imported here, the CUDA one only when asked for.
+    ``lr_schedule``: an ``aecore.schedules.LRSchedule`` of ``optim.lr`` (None: constant).
+    ``cuda_path`` (persistent | graphs | eager, aecore/cuda_path.py; replaces ``graphs`` when
+    given): "persistent" trains with the persistent kernel, this run alone in its launch (a
+    constant rate only). The engine modules are imported here, the CUDA ones only when asked for.
     """
     if device == "cpu":
         from .engine_cpu import CpuEngine
 
         return CpuEngine(params, optim, batch_size, slope, opt_state, step, split=cpu_split,
                          lr_schedule=lr_schedule)
+    if device == "cuda" and cuda_path == "persistent" and optim is not None:
+        from .engine_persistent import RunGroup
+
+        return RunGroup.alone().make_engine(device, params, optim, batch_size, slope, opt_state,
+                                            step, lr_schedule=lr_schedule)
     if device == "cuda":
         from .engine_cuda import CudaEngine
 
+        graphs = graphs if cuda_path is None else cuda_path != "eager"
         return CudaEngine(params, optim, batch_size, slope, opt_state, step, graphs=graphs,
                           lr_schedule=lr_schedule)
     raise ValueError(f"unknown device {device!r}; choose cpu or cuda")

@@ -28,7 +28,7 @@ one transfer per chunk (``kernels.optim.pack_chunk``). Runs under Numba's CUDA s
 (slowly), which is how CI exercises it.
 
 CUDA graphs (real GPUs, when ``cuda.core``'s GraphBuilder is available and the engine was made
-with ``graphs=True``, the default; ``aecore train --no-cuda-graphs`` turns them off): the
+with ``graphs=True``, the default; ``aecore train --cuda-path eager`` turns them off): the
 trainer calls ``train_steps`` with the same chunk boundaries every epoch, so the second time a
 chunk ``(start, stop)`` is seen its launches (5 per batch) are recorded once into a graph,
 through the same ``_enqueue`` code the eager path runs, and every later epoch replays that graph

@@ -59,8 +59,8 @@ def comparison_sections(runs_, figures: list[str]) -> list[str]:
                       "Each comparison varies one choice (the model's activation, the loss it "
                       "trains, the optimizer, the learning-rate schedule) at one hidden size, "
                       "everything else at the defaults; all are compared on the validation and "
-                      "test MSE, which every run records whatever loss it trains. *vs default*: test MSE over that of the "
-                      "default run (every choice at its default).", ""]
+                      "test MSE, which every run records whatever loss it trains. *vs default*: "
+                      "test MSE over that of the default run (every choice at its default).", ""]
         lines += [f"### {kind.capitalize()}", ""]
         for name, _, caption in COMPARE_FIGURES[kind]:
             if name in figures:

@@ -4,7 +4,10 @@ or ``--resume``) and ``aecore study``.
 
 On a GPU each run's engine has its own CUDA stream, so the runs' kernels share the GPU: at the
 paper's sizes one run's kernels leave most of it idle (a step of a few small launches,
-latency-bound). Each run's results are those of training it alone.
+latency-bound). With ``cuda_path`` "persistent" the runs that can share a launch (same batch
+size, data and chunks) are a group trained by one persistent kernel launch per chunk
+(aecore/engine_persistent.py); every run then trains in its own thread, whatever ``jobs``. Each
+run's results are those of training it alone.
 """
 
 from __future__ import annotations
@@ -15,9 +18,11 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import cuda_path, runs
 from .config import TrainConfig
 from .errors import DivergenceError, TrainingInterrupted
 from .stop import StopSignals
+from .trainer import CHUNK_SAMPLES
 from .trainer import train as train_run
 
 
@@ -47,7 +52,7 @@ class Outcome:
 
 
 def train_runs(todo: list[PlannedRun], train_one, jobs: int = 1,
-               signals: StopSignals | None = None) -> list[Outcome]:
+               signals: StopSignals | None = None, not_started=None) -> list[Outcome]:
     """Run ``train_one(run, signals)`` for each of ``todo``, ``jobs`` at a time, and return one
     Outcome per run, in order.
 
@@ -55,15 +60,17 @@ def train_runs(todo: list[PlannedRun], train_one, jobs: int = 1,
     the duration) is shared by all runs. A diverged run is reported and the others go on.
     Ctrl-C / SIGTERM, or a run failing with any other error, stops them all: every run in
     progress saves a checkpoint and stops after its current chunk (``status`` interrupted), the
-    runs not begun are not started, and training the same plan again resumes them all. With
-    ``jobs`` > 1 the runs train in worker threads while the main thread waits, so the signals
-    still reach it."""
+    runs not begun are not started (``not_started(run)`` is called for each), and training the
+    same plan again resumes them all. With ``jobs`` > 1 the runs train in worker threads while
+    the main thread waits, so the signals still reach it."""
     if signals is None:
         with StopSignals() as installed:
-            return train_runs(todo, train_one, jobs, installed)
+            return train_runs(todo, train_one, jobs, installed, not_started)
 
     def one(p: PlannedRun) -> Outcome:
         if signals.received is not None:
+            if not_started is not None:
+                not_started(p)
             return Outcome(p, "not started")
         try:
             return Outcome(p, "complete", summary=train_one(p, signals))
@@ -85,6 +92,34 @@ def train_runs(todo: list[PlannedRun], train_one, jobs: int = 1,
         return [f.result() for f in futures]
 
 
+def persistent_groups(todo: list[PlannedRun], chunk_samples: int) -> dict:
+    """{run dir: RunGroup} of the runs on the persistent CUDA path, grouped by what must be
+    equal to share a launch (engine_persistent.group_key); a resumed run by its checkpoint's
+    position and chunk. Empty when no run takes that path."""
+    on = [p for p in todo if p.config.device == "cuda" and cuda_path.resolve(p.config) ==
+          "persistent"]
+    if not on:
+        return {}
+    from .engine_persistent import RunGroup, group_key
+
+    keys = {}
+    for p in on:
+        c = p.config
+        position, chunk = 0, max(1, chunk_samples // c.batch_size) * c.batch_size
+        if p.action == "resume":
+            try:
+                st = runs.RunDir(p.dir).checkpoint().state
+                position, chunk = st["position"], st["chunk"]
+            except Exception:  # noqa: BLE001 -- the trainer reports a bad checkpoint itself
+                position = chunk = -1
+        keys.setdefault(group_key(c, position, chunk), []).append(p.dir)
+    out = {}
+    for dirs in keys.values():
+        group = RunGroup(dirs)
+        out.update({d: group for d in dirs})
+    return out
+
+
 def _stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
@@ -98,6 +133,9 @@ def train_side_by_side(todo: list[PlannedRun], data, jobs: int = 1, on_start=Non
 
     A run that failed is re-raised once every other run has saved and stopped; otherwise the
     outcomes are returned (complete, diverged, interrupted, not started)."""
+    groups = persistent_groups(todo, options.get("chunk_samples", CHUNK_SAMPLES))
+    if groups:  # a group's members train together: one thread each
+        jobs = len(todo)
     jobs = max(1, min(jobs, len(todo)))
     if jobs > 1 and todo[0].config.device == "cpu":
         echo(f"notice: --jobs {jobs} on the CPU: the runs compete for the cores that each run's "
@@ -105,12 +143,23 @@ def train_side_by_side(todo: list[PlannedRun], data, jobs: int = 1, on_start=Non
     started = itertools.count(1)  # next() is atomic under the GIL: one number per run
 
     def train_one(p: PlannedRun, signals: StopSignals) -> dict:
-        if on_start is not None:
-            on_start(p, next(started))
-        return train_run(p.config, p.dir, data, resume=p.action == "resume", signals=signals,
-                         label=p.label, progress_bar=jobs == 1, **options)
+        group = groups.get(p.dir)
+        extra = {} if group is None else {"engine_factory": group.engine_factory(p.dir)}
+        try:
+            if on_start is not None:
+                on_start(p, next(started))
+            return train_run(p.config, p.dir, data, resume=p.action == "resume",
+                             signals=signals if group is None else group.signals_for(signals),
+                             label=p.label, progress_bar=jobs == 1, **extra, **options)
+        finally:
+            if group is not None:
+                group.leave(p.dir)
 
-    outcomes = train_runs(todo, train_one, jobs)  # one Ctrl-C handler for all of them
+    def leave(p: PlannedRun):  # a group's member that will not train: the others go on
+        if p.dir in groups:
+            groups[p.dir].leave(p.dir)
+
+    outcomes = train_runs(todo, train_one, jobs, not_started=leave)  # one Ctrl-C handler
     failed = [o for o in outcomes if o.status == "failed"]
     if failed and len(outcomes) > 1:  # a single run's error says it all
         stopped = [o.run.dir.name for o in outcomes if o.status in ("interrupted", "not started")]

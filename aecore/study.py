@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from . import comparisons as C
-from . import devices, runs
+from . import cuda_path, devices, runs
 from .config import TrainConfig
 from .errors import CheckpointError
 from .model import init_params
@@ -117,8 +117,8 @@ def time_per_sample(config: TrainConfig, train_images, val_images, device: str,
     b = config.batch_size
     n = min(len(train_images), warm_batches * b)
     eng = devices.make_engine(device, init_params(config.hidden, config.seed, config.slope),
-                              config.optim(), b, config.slope, graphs=config.cuda_graphs,
-                              cpu_split=config.cpu_split)
+                              config.optim(), b, config.slope, cpu_split=config.cpu_split,
+                              cuda_path=cuda_path.resolve(config))
     x = eng.put(np.ascontiguousarray(train_images[:n]))
     perm = np.arange(n, dtype=np.int64)
     first = min(n, 4 * b)  # compile / first-call costs stay out of the timing

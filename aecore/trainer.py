@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from . import IMAGE_SIZE
-from . import devices, runs
+from . import cuda_path, devices, runs
 from .config import TrainConfig, config_problems
 from .errors import (AecoreError, CheckpointError, DeviceError, DivergenceError, RunWriteError,
                      TrainingInterrupted)
@@ -81,6 +81,7 @@ class _Run:
         self.recons: dict[int, np.ndarray] = {}  # epoch -> reconstructions
         self.recons_dirty = False
         self.kept = self.kept_model = None
+        self.snapshot = None  # an engine's on-device copy of the kept state (see keep)
         self.t_saved = time.perf_counter()
         self.metrics: list[dict] = []
         self.progress = Progress(progress, config.epochs, self.n,
@@ -124,15 +125,24 @@ class _Run:
 
     def keep(self, engine, epoch_done, rng_state, chunk):
         """Copy the state after ``epoch_done`` whole epochs to host memory: the next save writes
-        it (its weights are also the model file's), and a divergence falls back to it."""
+        it (its weights are also the model file's), and a divergence falls back to it. An
+        engine with ``snapshot()`` keeps it on the device; it reaches the host at the save."""
+        state = self.state(engine, epoch_done, 0, rng_state, 0.0, 0.0, chunk)
+        if hasattr(engine, "snapshot"):
+            self.kept, self.kept_model = (None, None, state), None
+            self.snapshot = engine.snapshot()
+            return
         params = engine.get_params()
-        self.kept = (params, engine.get_opt_state(),
-                     self.state(engine, epoch_done, 0, rng_state, 0.0, 0.0, chunk))
+        self.kept = (params, engine.get_opt_state(), state)
         self.kept_model = params
 
     def save(self, checkpoint=None):
         """Write the run's files from the kept state; ``checkpoint`` (params, opt_state, state)
         replaces the kept checkpoint (an interrupt mid-epoch). Metrics are the kept epochs'."""
+        if self.snapshot is not None:  # the kept state, still on the device
+            params, opt_state = self.snapshot()
+            self.kept, self.kept_model = (params, opt_state, self.kept[2]), params
+            self.snapshot = None
         params, opt_state, state = checkpoint or self.kept
         if self.recons_dirty:
             self.write_recons()
@@ -143,15 +153,18 @@ class _Run:
         self.t_saved = time.perf_counter()
 
 
-def _make_engine(config, params, opt_state, step, handles_for, fallback_cpu, schedule=None):
-    """Build the engine (``schedule``: its LRSchedule) and copy the data to it; CUDA
+def _make_engine(config, params, opt_state, step, handles_for, fallback_cpu, schedule=None,
+                 factory=None):
+    """Build the engine (``schedule``: its LRSchedule; with ``factory``, make_engine's
+    signature, when given: a run of a persistent group) and copy the data to it; CUDA
     out-of-memory -> DeviceError (or, with ``fallback_cpu``, a notice and the CPU engine)."""
     device = config.device
     while True:
         try:
-            eng = devices.make_engine(device, params, config.optim(), config.batch_size,
-                                      config.slope, opt_state, step, graphs=config.cuda_graphs,
-                                      cpu_split=config.cpu_split, lr_schedule=schedule)
+            eng = (factory or devices.make_engine)(
+                device, params, config.optim(), config.batch_size, config.slope, opt_state, step,
+                cuda_path=cuda_path.resolve(config), cpu_split=config.cpu_split,
+                lr_schedule=schedule)
             return eng, [eng.put(x) for x in handles_for]
         except AecoreError:
             raise
@@ -171,7 +184,7 @@ def train(config: TrainConfig, run_dir, data, resume: bool = False, progress: bo
           overwrite: bool = False, fallback_cpu: bool = False, on_chunk=None,
           chunk_samples: int = CHUNK_SAMPLES, checkpoint_every: float = CHECKPOINT_EVERY,
           signals: StopSignals | None = None, label: str | None = None,
-          progress_bar: bool = True, on_epoch=None) -> dict:
+          progress_bar: bool = True, on_epoch=None, engine_factory=None) -> dict:
     """Train (or, with ``resume``, continue) the run in ``run_dir``; returns the summary dict.
 
     ``data``: an object with ``.train/.val/.test`` splits (``.images`` uint8 (n, 784),
@@ -183,6 +196,8 @@ def train(config: TrainConfig, run_dir, data, resume: bool = False, progress: bo
     ``signals``: a StopSignals installed by the caller (runs in threads share the main
     thread's); by default the run installs its own for its duration. ``label`` starts its
     progress lines (default ``h<hidden>``); ``progress_bar`` False keeps only the epoch lines.
+    ``engine_factory``: builds the engine instead of ``devices.make_engine`` (a run trained in
+    a persistent group: aecore/engine_persistent.py).
     Raises DivergenceError on a NaN/inf loss, TrainingInterrupted on SIGINT/SIGTERM (after writing a resumable checkpoint).
 
     The run owns ``run_dir`` throughout (``runs.lock_run_dir``): another run into it, in any
@@ -197,7 +212,7 @@ def train(config: TrainConfig, run_dir, data, resume: bool = False, progress: bo
         try:
             return _train(config, run_dir, data, resume, progress, overwrite, fallback_cpu,
                           on_chunk, chunk_samples, checkpoint_every, signals, label, progress_bar,
-                          on_epoch)
+                          on_epoch, engine_factory)
         except RunWriteError as e:
             raise RunWriteError(f"{e}; training stopped. {_resume_note(run_dir)}", e.path,
                                 e.errno) from None
@@ -215,7 +230,8 @@ def _resume_note(run_dir: Path) -> str:
 
 
 def _train(config, run_dir, data, resume, progress, overwrite, fallback_cpu, on_chunk,
-           chunk_samples, checkpoint_every, signals, label, progress_bar, on_epoch) -> dict:
+           chunk_samples, checkpoint_every, signals, label, progress_bar, on_epoch,
+           engine_factory) -> dict:
     ckpt = None
     if resume:
         ckpt = runs.RunDir(run_dir).resume_checkpoint(config)
@@ -252,7 +268,8 @@ def _train(config, run_dir, data, resume, progress, overwrite, fallback_cpu, on_
 
     eng, (h_train, h_val, h_test) = _make_engine(
         config, params, opt_state, step,
-        (run.train_images, data.val.images, data.test.images), fallback_cpu, schedule)
+        (run.train_images, data.val.images, data.test.images), fallback_cpu, schedule,
+        engine_factory)
     device = eng.device
     run.write_config(device, resumed_from=({"epoch": epoch0, "position": position} if ckpt else None))
     if ckpt is None:

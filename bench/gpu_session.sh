@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # What a session with a lent GPU measures, in one command, stage by stage:
-#   bash bench/gpu_session.sh OUT_DIR [STAGE...]      (default: every stage but variants, ~8 minutes)
+#   bash bench/gpu_session.sh OUT_DIR [STAGE...]      (default: every stage but variants)
+# Issue 13 (the persistent path; ~5 min expected, 9.3 min at every stage's limit; the plan in
+# bench/RESULTS.md):
+#   bash bench/gpu_session.sh gpu-results gridsync persistent persistent_tests study tests
 # The first run after the GEMM-core rewrite (issue 12; the plan in bench/RESULTS.md, ~6 min):
 #   KERNEL_TILES=64 BENCH_DEVICES=cuda EAGER_BATCH=none \
 #       bash bench/gpu_session.sh gpu-results tests kernels dev bench
@@ -17,8 +20,10 @@
 #            against production (register prefetch in the main loops; the two weight updates
 #            in one launch)
 #   bench    `aecore bench --device cpu,cuda` (the README's table; BENCH_DEVICES=cuda for the GPU
-#            rows alone) and the CUDA rows again with graphs off (--no-cuda-graphs; batches
-#            EAGER_BATCH, "none" to skip): their ratio is the graphs' effect
+#            rows alone) and the CUDA rows again with graphs off (--cuda-path eager; batches
+#            EAGER_BATCH, "none" to skip): their ratio is the graphs' effect; and the CUDA rows
+#            of the persistent kernel, one run alone in its launch (--cuda-path persistent;
+#            batch 64; PERSISTENT_BENCH=none to skip)
 #   variants `aecore bench --device cuda --batch 64` once per kernel variant, PyTorch timed in
 #            the same process (so each row's x torch is a same-run ratio). BENCH_VARIANTS: a
 #            space-separated list, each a comma-separated list of settings (fixed at import,
@@ -32,17 +37,22 @@
 #            the cooperative grid, grid 1 vs full grid and each run vs CudaEngine alone (bitwise),
 #            then us per step per run at batch 64 (4 runs h 64-512 in one launch, each alone,
 #            and the CUDA-graph path); ~45 s, most of it compiling
-#   study    the 4-size x 200-epoch study (Adam, the defaults) on the GPU, timed, once per
-#            number of runs trained at once in STUDY_JOBS (default "4": all four side by side;
-#            "4 1" also times them one after another); set AECORE_CUDA_TILE for it to use
-#            another tile
+#   persistent_tests  the persistent path's tests on the GPU: the kernel vs CudaEngine
+#            (tests/test_cuda_persistent.py; its PTX test is deselected: it needs no GPU and ran
+#            on the CPU) and the runs of a group trained through the trainer vs each alone,
+#            Ctrl-C and resume (tests/test_engine_persistent.py)
+#   study    the 4-size x STUDY_EPOCHS (200) study (Adam, the defaults) on the GPU, end to end
+#            (compilation, estimate, training, report), once per CUDA path in STUDY_PATHS
+#            (default "persistent": all four runs in one launch per chunk; the graphs path took
+#            102 s on 2026-11-27; "persistent graphs" times both), the graphs / eager paths
+#            with STUDY_JOBS runs at once (default 4); set AECORE_CUDA_TILE for another tile
 # Assumes aecore is installed (`pip install -e ".[test,cuda13]"`, torch for the PyTorch rows)
 # and the data where aecore finds it (AECORE_DATA).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${1:-gpu-results}"
 shift || true
-STAGES="${*:-tests gridsync persistent kernels dev bench pybench study}"  # + variants by name
+STAGES="${*:-tests gridsync persistent persistent_tests study kernels dev bench pybench}"
 PY="${PYTHON:-python3}"
 mkdir -p "$OUT"
 export NUMBA_ENABLE_CUDASIM=0 MPLBACKEND=Agg PYTHONUNBUFFERED=1
@@ -93,9 +103,14 @@ for stage in $STAGES; do
         run_stage bench 130 aecore bench --device "${BENCH_DEVICES:-cpu,cuda}" \
             --hidden 64,128,256,512 --batch 64,256 --repeats 3 --out "$OUT"
         if [ "${EAGER_BATCH:-64,256}" != none ]; then
-            run_stage bench_eager 50 aecore bench --device cuda --no-cuda-graphs \
+            run_stage bench_eager 50 aecore bench --device cuda --cuda-path eager \
                 --hidden 64,128,256,512 --batch "${EAGER_BATCH:-64,256}" --repeats 3 \
                 --no-torch --out "$OUT/eager"
+        fi
+        if [ "${PERSISTENT_BENCH:-64}" != none ]; then
+            run_stage bench_persistent 60 aecore bench --device cuda --cuda-path persistent \
+                --hidden 64,128,256,512 --batch "${PERSISTENT_BENCH:-64}" --repeats 3 \
+                --no-torch --out "$OUT/persistent_bench"
         fi ;;
     variants)
         for v in ${BENCH_VARIANTS:-AECORE_CUDA_TILE=32}; do
@@ -114,14 +129,21 @@ for stage in $STAGES; do
         # shellcheck disable=SC2086
         run_stage persistent 75 "$PY" bench/persistent.py --images 8192 \
             --json "$OUT/persistent.json" ${PERSISTENT_ARGS:-} ;;
+    persistent_tests)
+        run_stage persistent_tests 150 "$PY" -m pytest -q -p no:cacheprovider -k "not ptx" \
+            tests/test_cuda_persistent.py tests/test_engine_persistent.py ;;
     pybench)
         AECORE_BENCH_RATIOS="$OUT/ratios.json" run_stage pybench 200 "$PY" -m pytest bench \
             -k cuda --benchmark-only --benchmark-json="$OUT/cuda_bench.json" -q \
             -p no:cacheprovider ;;
     study)
-        for j in ${STUDY_JOBS:-4}; do
-            run_stage "study_jobs$j" 150 aecore study --device cuda --optimizers adam --yes \
-                --jobs "$j" --out "$OUT/study_jobs$j"
+        for p in ${STUDY_PATHS:-persistent}; do
+            for j in ${STUDY_JOBS:-4}; do
+                run_stage "study_${p}_jobs$j" 150 aecore study --device cuda --optimizers adam \
+                    --yes --cuda-path "$p" --jobs "$j" --epochs "${STUDY_EPOCHS:-200}" \
+                    --out "$OUT/study_${p}_jobs$j"
+                [ "$p" = persistent ] && break  # --jobs does not apply: one launch for all
+            done
         done ;;
     *) echo "unknown stage $stage" >&2 ;;
     esac

@@ -10,8 +10,9 @@ import sys
 import click
 
 from aecore import HIDDEN_SIZES
+from aecore.cuda_path import AUTO_PATH
 
-from .train import DEVICES
+from .train import DEVICES, cuda_path_option
 
 
 def _int_list(ctx, param, value):
@@ -63,15 +64,14 @@ class DeviceList(click.ParamType):
               help="CPU: time the engine with each step split between two threads of its own "
                    "(BLAS on one thread each; CpuEngine(split=True)), the default path, or both "
                    "(timed in turn, one row each).")
-@click.option("--cuda-graphs/--no-cuda-graphs", default=True, show_default=True,
-              help="CUDA: record each chunk's launches as a CUDA graph and replay it (off: "
-                   "eager launches; the ratio of the two is the graphs' effect).")
+@cuda_path_option
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None,
               help="Fashion-MNIST directory (else $AECORE_DATA, the cache, Debian's package).")
 @click.option("--out", type=click.Path(file_okay=False, writable=True), default="bench-results",
               show_default=True, help="Directory for bench.json and bench.png.")
-def bench(devices, hidden, batches, samples, repeats, with_torch, cpu_split, cuda_graphs,
-          data_dir, out):
+@click.pass_context
+def bench(ctx, devices, hidden, batches, samples, repeats, with_torch, cpu_split, cuda_path,
+          cuda_graphs, data_dir, out):
     """Measure training throughput: aecore vs PyTorch vs the GEMM floor, per device.
 
     Times plain-SGD training of SAMPLES images for every (device, hidden, batch), in this one
@@ -83,7 +83,10 @@ def bench(devices, hidden, batches, samples, repeats, with_torch, cpu_split, cud
     from aecore import blas_info
     from aecore.data import load_fashion_mnist
 
-    from .train import resolve_device
+    from .train import chosen_cuda_path, resolve_device
+
+    cuda_path = chosen_cuda_path(ctx, cuda_path, cuda_graphs)
+    cuda_path = AUTO_PATH if cuda_path == "auto" else cuda_path
 
     devices = list(dict.fromkeys(resolve_device(d) for d in devices))  # auto -> cpu or cuda
     os.makedirs(out, exist_ok=True)
@@ -104,7 +107,7 @@ def bench(devices, hidden, batches, samples, repeats, with_torch, cpu_split, cud
             rows += B.bench_one(d, h, b, images, samples, repeats, with_torch,
                                 cpu_splits={"off": (False,), "on": (True,),
                                             "both": (False, True)}[cpu_split],
-                                cuda_graphs=cuda_graphs)
+                                cuda_path=cuda_path)
     click.echo(B.format_table(rows))
     peaks, frac = {}, None
     if "cpu" in devices:
@@ -115,7 +118,7 @@ def bench(devices, hidden, batches, samples, repeats, with_torch, cpu_split, cud
     meta = {"date": datetime.datetime.now().isoformat(timespec="seconds"),
             "machine": f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} cpus",
             "samples": samples, "repeats": repeats, "cpu_split": cpu_split,
-            "cuda_graphs": cuda_graphs,
+            "cuda_path": cuda_path,
             "blas": blas,  # threadpoolctl: library, version, kernel, threads, and BLAS_ENV
             "fma_peak_gflops": {str(t): g for t, g in peaks.items()},
             "best_cpu_fraction_of_peak": frac,

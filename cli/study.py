@@ -18,9 +18,9 @@ from aecore.side_by_side import train_side_by_side
 
 from .report import build as build_report, reference_runs_option
 from .train import (FASHION_TRAIN, HiddenList, _check, checkpoint_every_option,
-                    cpu_split_option, cuda_graphs_option, data_dir_option, device_option,
-                    echo_err, jobs_option, load_data, resolve_device, run_settings,
-                    schedule_options, track_test_option)
+                    chosen_cuda_path, cpu_split_option, cuda_path_option, data_dir_option,
+                    device_option, echo_err, jobs_option, load_data, resolve_device,
+                    run_settings, schedule_options, track_test_option)
 
 D = TrainConfig()  # the defaults, defined once in aecore.config
 DEFAULT_OPTIMIZERS = KINDS["optimizers"].variants
@@ -76,16 +76,19 @@ into OUT/report, with each comparison's validation curves, test-MSE bars and tab
 
 Before training it times a short warm-up of each model on the chosen device and prints how long
 the study should take. Runs go to OUT/h<H>-<optimizer> (a compared variant: OUT/h<H>-act-gelu,
--loss-bce, -sched-cosine), exactly as aecore train writes them. --track-test records the test MSE after
-every epoch, for the report's time to quality (--reference-runs: the runs giving the target).
+-loss-bce, -sched-cosine), exactly as aecore train writes them. --track-test records the test
+MSE after every epoch, for the report's time to quality (--reference-runs: the runs giving the
+target).
 
 Rerunning the same command continues the study: complete runs are skipped, interrupted ones
 are resumed from their checkpoints (and a diverged run is reported, not retried). Ctrl-C saves
 a checkpoint and exits 130.
 
 --jobs N trains N runs at once, each in its own thread (on a GPU, on its own CUDA stream): at
-the paper's sizes one run leaves most of a GPU idle. Each run's results are the same as when
-it trains alone. Ctrl-C, or an error in one run, makes every run in progress save and stop.
+the paper's sizes one run leaves most of a GPU idle. --cuda-path persistent trains all the runs
+together, one launch of a persistent kernel per chunk (--jobs does not apply). Each run's
+results are the same as when it trains alone. Ctrl-C, or an error in one run, makes every run
+in progress save and stop.
 
 \b
 Examples:
@@ -98,7 +101,7 @@ Examples:
 
 @click.command(help=HELP)
 @device_option
-@cuda_graphs_option
+@cuda_path_option
 @cpu_split_option
 @click.option("--hidden", type=HiddenList(), default=",".join(map(str, HIDDEN_SIZES)),
               show_default=True, help="Hidden sizes h to train with the default optimizer.")
@@ -127,11 +130,12 @@ Examples:
 @track_test_option
 @reference_runs_option
 @click.pass_context
-def study(ctx, device, cuda_graphs, cpu_split, hidden, epochs, optimizers, compare,
+def study(ctx, device, cuda_path, cuda_graphs, cpu_split, hidden, epochs, optimizers, compare,
           compare_hidden, lr_schedule, warmup_epochs, out, data_dir, limit, yes,
           checkpoint_every, jobs, track_test, reference_runs):
     from aecore import study as S
 
+    cuda_path = chosen_cuda_path(ctx, cuda_path, cuda_graphs)
     compare = comparisons(ctx, compare, optimizers)
 
     # Everything that can be checked without the data is checked before loading it.
@@ -143,6 +147,8 @@ def study(ctx, device, cuda_graphs, cpu_split, hidden, epochs, optimizers, compa
                         lr_schedule=lr_schedule, warmup_epochs=warmup_epochs,
                         track_test=track_test)
     for p in plan:
+        p.config = TrainConfig(**{**p.config.to_dict(), "cuda_path": cuda_path,
+                                  "cpu_split": cpu_split})
         _check(p.config, limit or n_avail)
     try:
         runs.check_writable(out)
@@ -172,8 +178,7 @@ def study(ctx, device, cuda_graphs, cpu_split, hidden, epochs, optimizers, compa
         if todo:
             dev = resolve_device(device)
             for p in plan:
-                p.config = TrainConfig(**{**p.config.to_dict(), "device": dev,
-                                          "cuda_graphs": cuda_graphs, "cpu_split": cpu_split})
+                p.config = TrainConfig(**{**p.config.to_dict(), "device": dev})
             data = load_data(data_dir, D.val_size)
             click.echo(f"timing a warm-up of each model on {dev} ...")
             try:

@@ -14,6 +14,7 @@ from click.core import ParameterSource
 
 from aecore import runs, tables
 from aecore.config import DEFAULT_LR, MAX_HIDDEN, TrainConfig, config_problems
+from aecore.cuda_path import AUTO_PATH, CUDA_PATHS
 from aecore.errors import AecoreError, CheckpointError, DivergenceError, TrainingInterrupted
 from aecore.optim import OPTIMIZERS
 from aecore.schedules import SCHEDULES
@@ -26,7 +27,8 @@ OPTION_OF = {"hidden": "--hidden", "epochs": "--epochs", "batch_size": "--batch-
              "lr": "--lr", "optimizer": "--optimizer", "momentum": "--momentum",
              "slope": "--slope", "seed": "--seed", "val_size": "--val-size", "device": "--device",
              "limit": "--limit", "lr_schedule": "--lr-schedule",
-             "warmup_epochs": "--warmup-epochs", "track_test": "--track-test"}
+             "warmup_epochs": "--warmup-epochs", "cuda_path": "--cuda-path",
+             "track_test": "--track-test"}
 
 
 # --- shared helpers ---------------------------------------------------------------------------
@@ -63,10 +65,29 @@ def device_option(f):
                         help="cpu, cuda, or auto (CUDA if a GPU is usable, else the CPU).")(f)
 
 
-def cuda_graphs_option(f):
-    return click.option("--cuda-graphs/--no-cuda-graphs", default=D.cuda_graphs, show_default=True,
-                        help="CUDA: record each chunk's kernel launches into a CUDA graph once "
-                        "and replay it in later epochs (same results).")(f)
+def cuda_path_option(f):
+    """--cuda-path, and the older --cuda-graphs / --no-cuda-graphs (hidden; the same as
+    --cuda-path graphs / eager): the command resolves them with ``chosen_cuda_path``."""
+    f = click.option("--cuda-graphs/--no-cuda-graphs", "cuda_graphs", default=None, hidden=True,
+                     help="The same as --cuda-path graphs / eager.")(f)
+    return click.option("--cuda-path", type=click.Choice(CUDA_PATHS), default=D.cuda_path,
+                        show_default=True,
+                        help="CUDA: how steps are launched (same results): persistent (one "
+                        "launch of a persistent kernel per chunk for every run that can share "
+                        "it: the runs of a --hidden list or a study), graphs (each chunk's "
+                        "launches recorded once into a CUDA graph, replayed after), eager (five "
+                        f"launches a step); auto: {AUTO_PATH} (the fastest measured so far).")(f)
+
+
+def chosen_cuda_path(ctx, cuda_path: str, cuda_graphs) -> str:
+    """--cuda-path, or what --[no-]cuda-graphs says; both, disagreeing: a usage error."""
+    if cuda_graphs is None:
+        return cuda_path
+    legacy = "graphs" if cuda_graphs else "eager"
+    if ctx.get_parameter_source("cuda_path") == ParameterSource.COMMANDLINE and cuda_path != legacy:
+        raise click.UsageError(f"--{'' if cuda_graphs else 'no-'}cuda-graphs contradicts "
+                               f"--cuda-path {cuda_path}; give only --cuda-path")
+    return legacy
 
 
 def cpu_split_option(f):
@@ -179,13 +200,15 @@ checkpoint.safetensors.
 
 Losses are mean squared errors per pixel (pixels scaled to [0, 1]). Ctrl-C or SIGTERM saves a
 checkpoint and exits 130; continue with --resume RUN_DIR. With several hidden sizes, --jobs N
-trains N of them at once (on a GPU, side by side on their own CUDA streams).
+trains N of them at once (on a GPU, side by side on their own CUDA streams);
+--cuda-path persistent trains them together, one kernel launch per chunk for all of them.
 
 \b
 Examples:
   aecore train --device cpu --hidden 256
   aecore train --hidden 64,128,256,512 --epochs 200
   aecore train --device cuda --hidden 64,128,256,512 --jobs 4
+  aecore train --device cuda --hidden 64,128,256,512 --cuda-path persistent
   aecore train --hidden 256 --epochs 1 --limit 2000      quick check
   aecore train --hidden 256 --epochs 60 --lr 3e-3 --lr-schedule cosine --warmup-epochs 2
   aecore train --resume runs/h256-adam
@@ -216,7 +239,7 @@ Examples:
               help="Train on only the first N training images (quick tests).")
 @schedule_options
 @device_option
-@cuda_graphs_option
+@cuda_path_option
 @cpu_split_option
 @data_dir_option
 @click.option("--out", type=click.Path(path_type=Path), default=Path("runs"), show_default=True,
@@ -230,10 +253,11 @@ Examples:
 @track_test_option
 @click.pass_context
 def train(ctx, hidden, epochs, batch_size, lr, optimizer, momentum, slope, seed, val_size, limit,
-          lr_schedule, warmup_epochs, device, cuda_graphs, cpu_split, data_dir, out, resume,
-          overwrite, checkpoint_every, jobs, track_test):
+          lr_schedule, warmup_epochs, device, cuda_path, cuda_graphs, cpu_split, data_dir, out,
+          resume, overwrite, checkpoint_every, jobs, track_test):
+    cuda_path = chosen_cuda_path(ctx, cuda_path, cuda_graphs)
     if resume is not None:
-        return _resume(ctx, resume, device, data_dir, epochs, checkpoint_every)
+        return _resume(ctx, resume, device, data_dir, epochs, checkpoint_every, cuda_path)
 
     # Everything that can be checked without the data is checked before loading it.
     if val_size >= FASHION_TRAIN:
@@ -250,7 +274,7 @@ def train(ctx, hidden, epochs, batch_size, lr, optimizer, momentum, slope, seed,
     configs = [TrainConfig(hidden=h, epochs=epochs, batch_size=batch_size, lr=lr,
                            optimizer=optimizer, momentum=momentum, slope=slope, seed=seed,
                            val_size=val_size, device="cpu", limit=limit,
-                           cuda_graphs=cuda_graphs, cpu_split=cpu_split, lr_schedule=lr_schedule,
+                           cuda_path=cuda_path, cpu_split=cpu_split, lr_schedule=lr_schedule,
                            warmup_epochs=warmup_epochs, track_test=track_test) for h in hidden]
     for c in configs:
         _check(c, n_train)
@@ -286,7 +310,7 @@ def _check_outputs(out: Path, dirs, overwrite):
                 f"pass --overwrite to replace, --resume {taken[0]} to continue, or another --out")
 
 
-def _resume(ctx, run_dir: Path, device, data_dir, epochs, checkpoint_every):
+def _resume(ctx, run_dir: Path, device, data_dir, epochs, checkpoint_every, cuda_path):
     fixed = [OPTION_OF[n] for n in (*runs.RESUME_FIXED, "hidden") if n in OPTION_OF
              and ctx.get_parameter_source(n) == ParameterSource.COMMANDLINE]
     for name in ("out", "overwrite", "jobs"):
@@ -295,7 +319,7 @@ def _resume(ctx, run_dir: Path, device, data_dir, epochs, checkpoint_every):
     if fixed:
         raise click.UsageError(f"{', '.join(sorted(set(fixed)))} cannot be combined with --resume: "
                                "a resumed run keeps its settings (only --epochs, --device, "
-                               "--[no-]cuda-graphs and --data-dir may be given)")
+                               "--cuda-path, --[no-]cpu-split and --data-dir may be given)")
     if not run_dir.is_dir():
         raise click.BadParameter(f"{run_dir} is not a directory", param_hint="'--resume'")
     rd = runs.RunDir(run_dir)
@@ -315,10 +339,13 @@ def _resume(ctx, run_dir: Path, device, data_dir, epochs, checkpoint_every):
         changes["epochs"] = epochs
     if ctx.get_parameter_source("device") == ParameterSource.COMMANDLINE:
         changes["device"] = resolve_device(device)
-    for name in ("cuda_graphs", "cpu_split"):
-        if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE:
-            changes[name] = ctx.params[name]
+    if ctx.get_parameter_source("cpu_split") == ParameterSource.COMMANDLINE:
+        changes["cpu_split"] = ctx.params["cpu_split"]
+    if ParameterSource.COMMANDLINE in (ctx.get_parameter_source("cuda_path"),
+                                       ctx.get_parameter_source("cuda_graphs")):
+        changes["cuda_path"] = cuda_path
     config = TrainConfig(**{**config.to_dict(), **changes})
+    _check(config, None)
     rd.resume_checkpoint(config)  # the trainer's checks, before the data is loaded
     data = load_data(data_dir or rd.data_dir(), config.val_size)
     _run_all([config], [run_dir], data, False, fallback_cpu=(device == "auto"), resume=True,

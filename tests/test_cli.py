@@ -295,17 +295,17 @@ def test_bench_prints_the_table_and_writes_json(tmp_path, real_data_dir):
     assert (tmp_path / "bench.png").stat().st_size > 0
 
 
-def test_bench_no_cuda_graphs_reaches_the_engine(tmp_path, monkeypatch):
-    """`aecore bench --no-cuda-graphs` (the GPU script's eager rows) builds engines with
-    graphs=False and records it in bench.json (a CPU run: the real engine, its arguments seen)."""
+def test_bench_cuda_path_reaches_the_engine(tmp_path, monkeypatch):
+    """`aecore bench --cuda-path eager` (the GPU script's eager rows) builds engines with
+    cuda_path="eager" (a CPU run: the real engine, its arguments seen)."""
     from aecore import bench as B
 
     seen, real = [], B.make_engine
     monkeypatch.setattr(B, "make_engine", lambda *a, **k: seen.append(k) or real(*a, **k))
     images = np.random.default_rng(0).integers(0, 256, (64, 784), dtype=np.uint8)
-    rows = B.bench_one("cpu", 8, 16, images, 32, 1, with_torch=False, cuda_graphs=False)
-    assert rows and seen and all(k["graphs"] is False for k in seen)
-    assert "--no-cuda-graphs" in invoke("bench", "--help").output
+    rows = B.bench_one("cpu", 8, 16, images, 32, 1, with_torch=False, cuda_path="eager")
+    assert rows and seen and all(k["cuda_path"] == "eager" for k in seen)
+    assert "--cuda-path" in invoke("bench", "--help").output
 
 
 # --- rough edges of a first try (issue 15) -----------------------------------------------------
@@ -446,9 +446,10 @@ def test_bench_chart_linear_from_zero_with_values_and_ratios(tmp_path, monkeypat
     close(figs[-1])
 
 
-@pytest.mark.parametrize("flag,first", [("cuda-graphs", False), ("cpu-split", True)])
+@pytest.mark.parametrize("flag,first", [("cpu-split", True)])
 def test_engine_flags_are_recorded_in_config_json(tmp_path, real_data_dir, flag, first):
-    """--no-cuda-graphs / --cpu-split: recorded in config.json, changed on --resume (the run
+    """--cpu-split (--cuda-path: tests/test_engine_persistent.py): recorded in config.json,
+    changed on --resume (the run
     trains either way)."""
     key = flag.replace("-", "_")
     out = tmp_path / "runs"

@@ -150,12 +150,12 @@ from aecore.kernels import cuda as kc
 from aecore.kernels.cuda import persistent as P
 from aecore.kernels.cuda.ptx import ptxas_registers
 out = {}
-for key, (f, sig) in P.VARIANTS.items():
-    if key != "u8":  # the engine's dataset; f32 is the same code (~20 s per compile)
-        continue
-    for cc in ((8, 0), (9, 0)):
+for name, (f, sig), ccs in (("u8", P.VARIANTS["u8"], ((8, 0), (9, 0))),
+                            ("validate-u8", P.VALIDATION_VARIANTS["u8"], ((9, 0),))):
+    # u8: the engine's dataset; f32 is the same code (~20 s per compile)
+    for cc in ccs:
         ptx = kc.compile_ptx(f, sig, cc)
-        out[f"{key}@sm_{cc[0]}{cc[1]}"] = dict(
+        out[f"{name}@sm_{cc[0]}{cc[1]}"] = dict(
             grid_sync="cudaCGSynchronize" in ptx, local=".local" in ptx,
             entries=ptx.count(".entry "), ptxas=ptxas_registers(ptx, cc))
 json.dump(out, sys.stdout)
@@ -169,12 +169,36 @@ def test_persistent_kernel_compiles_to_ptx_with_grid_sync_and_no_spills():
     assert r.returncode == 0, r.stderr[-3000:]
     facts = json.loads(r.stdout)
     print(json.dumps(facts, indent=1))
-    assert len(facts) == 2
+    assert len(facts) == 3
     for name, f in facts.items():
         assert f["entries"] == 1 and f["grid_sync"], (name, f)
         assert not f["local"], f"{name} has a local-memory depot: {f}"
     # ptxas (where installed): sm_90 (H100 / H200) keeps everything in registers; sm_80 spills
     # a few bytes at its 255-register cap (bench/RESULTS.md)
-    sm90 = facts["u8@sm_90"]["ptxas"]
-    if sm90 is not None:
-        assert sm90["registers"] and sm90["spill_stores"] == 0, sm90
+    for name in ("u8@sm_90", "validate-u8@sm_90"):
+        sm90 = facts[name]["ptxas"]
+        if sm90 is not None:
+            assert sm90["registers"] and sm90["spill_stores"] == 0, (name, sm90)
+
+
+def test_validation_in_the_launch_equals_todays_evaluation(monkeypatch):
+    """The launch's validation phase (F1, F2 over the validation rows after the chunk's last
+    step) gives each run the loss sum today's evaluation gives the trained run: the same
+    batches (20 then a short 10 here), split-K plans and order of the tile sums."""
+    import aecore.engine_cuda as ec
+
+    runs, splits = [RUN_A_ADAM, RUN_B], 2
+    images, perm = _data()
+    val = np.random.default_rng(7).integers(0, 256, (30, N_PIX), dtype=np.uint8)
+    pr = P.PersistentRuns([_spec(r) for r in runs], BATCH, splitk=_splitk(splits))
+    hps = np.stack([_hps(r[1], 2) for r in runs])
+    pr.train_chunk(cuda.to_device(images), cuda.to_device(np.stack([perm] * 2)), 0, N_IMG, hps,
+                   val=(cuda.to_device(val), 20))
+    got = pr.take_loss_sums("vloss")
+    monkeypatch.setattr(ec, "EVAL_BATCH", 20)
+    for r, run in enumerate(runs):
+        eng = CudaEngine(_alone(run)[0], None)
+        eng._splitk = _splitk(splits)
+        want = eng.loss_sum(val)  # on a GPU: float64 atomics, added in arrival order
+        assert got[r] == want if kc.SIMULATOR else abs(got[r] - want) <= 1e-12 * want
+    assert np.array_equal(pr.take_loss_sums("vloss"), np.zeros(2))

@@ -17,7 +17,8 @@ Layout (as karpathy/llm.c's ``llmc/``: one GEMM core, one module per fused op):
   each kernel with its launcher;
 * ``ptx``: PTX without a GPU, the K-step instruction counts, ptxas registers;
 * ``persistent``: one cooperative launch that trains several runs a chunk of steps (the same
-  main loops and epilogues; not in ``KERNELS`` nor used by the engine yet: issue #13).
+  main loops and epilogues; ``--cuda-path persistent``, aecore/engine_persistent.py; not in
+  ``KERNELS``: its PTX is tested on its own, tests/test_cuda_persistent.py).
 
 Variants kept only to be measured (register prefetch, the paired weight updates) live in
 ``dev/cuda/`` with their reference checks and timing harness.

@@ -1,9 +1,8 @@
 """A persistent cooperative kernel that trains several runs for a chunk of steps in one launch.
 
-NOT YET WIRED INTO THE ENGINE (aecore/engine_cuda.py still launches five kernels per step, or
-replays them as a CUDA graph): ``PersistentRuns`` is the kernel's launcher, tested in the
-simulator against today's kernels (tests/test_cuda_persistent.py); choosing it from the engine
-(persistent / graphs / eager) is the next step of issue #13 (bench/RESULTS.md has the plan).
+``PersistentRuns`` is the kernel's launcher, tested in the simulator against today's kernels
+(tests/test_cuda_persistent.py); aecore/engine_persistent.py drives it for the trainer
+(``--cuda-path persistent``).
 
 Work decomposition of one training step (batch rows ``s .. s+nb`` of every run, n pixels, run r
 with h_r hidden units). Each phase is one grid-stride loop over its work items, all runs' items
@@ -17,6 +16,13 @@ concatenated (run after run), and ends in a grid-wide barrier (``cuda.cg.this_gr
            (+ block 0 folds F2's per-tile loss sums into the run's loss, in tile order)
     F4     (x, y) of W2 (n x h), then of W1       dZ^T H, nb /     optimizer update  weight_step x2
            (h x n), no split                      dH^T X[perm], nb (+ bias colsums)
+
+The validation pass (``k_persistent_validate``, launched by ``train_chunk(val=...)`` right
+after the steps; X the validation images, perm the identity): per batch of EB rows (today's
+evaluation batches), F1 and F2 (dZ into scratch, unused) over every run with the split-K plans
+of those shapes, then block 0 adds the per-tile losses to ``vloss[r]`` in tile order: today's
+evaluation's loss sum. A kernel of its own: inside the training kernel it took ptxas to 255
+registers with spills on sm_90 (168 and none without).
 
 F4 holds both weight steps: they are independent (the W2 step reads dZ and H, the W1 step dH and
 X; F3 has read W2 before F4 starts), so a step is four barriers. Within a run the items are
@@ -51,73 +57,15 @@ import numpy as np
 from numba import cuda, float32, float64, int32
 
 from .config import (BK, BLOCK, BM, BN, C1, F1, F2, NTHREADS, PAD, SIMULATOR, TM,
-                     TN, TX, U2, device)
+                     TN, TX, U2)
 from .fused_backward_hidden import epilogue as leaky_grad_epilogue
 from .fused_linear_leaky_relu import epilogue as leaky_epilogue
 from .fused_linear_sigmoid import block_sum, mse_epilogue
 from .fused_weight_step import make_tile
 from .gemm import mainloop, splitk_fixup_at
 from .launch import Kernel, SplitK, named, scale_of
-
-SPAN = TM * TN * NTHREADS  # split-K workspace floats per (tile, slice)
-F3 = "float32[:, :, ::1]"
-
-
-@device
-def cdiv(a, b):
-    return (a + b - 1) // b
-
-
-@device
-def phase_dims(p, h, nb, n):
-    """(M, N) of phase product p: 0 H, 1 dZ, 2 dH, 3 the W2 step, 4 the W1 step."""
-    if p == 0 or p == 2:
-        return nb, h
-    if p == 1:
-        return nb, n
-    if p == 3:
-        return n, h
-    return h, n
-
-
-@device
-def run_items(p, r, runs, plans, short, nb, n):
-    """(items, tiles along x, tiles along y, slices, K per slice) of run r in phase product p."""
-    M, N = phase_dims(p, runs[r, 0], nb, n)
-    gx = cdiv(N, BN)
-    gy = cdiv(M, BM)
-    S = 1
-    kchunk = 0
-    if p < 3:
-        S = plans[r, short, p, 0]
-        kchunk = plans[r, short, p, 1]
-    return gx * gy * S, gx, gy, S, kchunk
-
-
-@device
-def phase_items(p, runs, plans, short, nb, n):
-    total = 0
-    for r in range(runs.shape[0]):
-        total += run_items(p, r, runs, plans, short, nb, n)[0]
-    return total
-
-
-@device
-def locate(it, p, runs, plans, short, nb, n):
-    """Item ``it`` of phase product p: (run, x, y, z, gx, gy, S, kchunk, workspace base,
-    counter / tile base), the bases summing the earlier runs' partials and tiles."""
-    wbase = 0
-    cbase = 0
-    r = 0
-    while True:
-        items, gx, gy, S, kchunk = run_items(p, r, runs, plans, short, nb, n)
-        if it < items:
-            break
-        it -= items
-        wbase += items * SPAN
-        cbase += gx * gy
-        r += 1
-    return r, it // (gy * S), (it // S) % gy, it % S, gx, gy, S, kchunk, wbase, cbase
+from .persistent_phases import (F3, SPAN, VALIDATION_VARIANTS, locate, phase_items,  # noqa: F401
+                                run_items, validation)  # VALIDATION_VARIANTS: for its PTX test
 
 
 def make():
@@ -217,7 +165,6 @@ def make():
 
     return named(k, "k_persistent_train")
 
-
 def signature(x):
     return (f"void({x}, int64[:, ::1], float32, {F3}, {F2}, {F3}, {F2}, " + ", ".join([F2] * 8)
             + f", {F3}, int64[:, ::1], int64[:, :, :, ::1], {F1}, {F3}, {F3}, {F3}, float64[::1], "
@@ -226,7 +173,7 @@ def signature(x):
 
 _k = make()
 VARIANTS = {"u8": (_k, signature(U2)), "f32": (_k, signature(F2))}
-kernel = Kernel(VARIANTS, register=False)  # not in KERNELS: not used by the engine yet
+kernel = Kernel(VARIANTS, register=False)  # not in KERNELS: its PTX test is its own
 
 
 class RunSpec(NamedTuple):
@@ -282,24 +229,36 @@ class PersistentRuns:
                           .copy()), to(_padded(b2, np.shape))]
         self.state = [to(_padded([r.state[j] for r in self.runs],
                                  lambda a: (0,) if a is None else a.shape)) for j in range(8)]
-        R, hmax, B = len(self.runs), max(self.h), self.B
+        R, B = len(self.runs), self.B
         self.table = to(np.array([[h, r.kind] for h, r in zip(self.h, self.runs)], np.int64))
         self.slopes = to(np.array([r.slope for r in self.runs], np.float32))
-        self.scratch = [cuda.device_array((R, B, c), np.float32, stream=stream)
-                        for c in (hmax, self.n, hmax)]  # H, dZ, dH
         self.loss = to(np.zeros(R, np.float64))
-        self.parts = cuda.device_array(R * _cdiv(B, BM) * _cdiv(self.n, BN), np.float64,
-                                       stream=stream)
-        self.cnt = to(np.zeros(3 * R * _cdiv(B, BM) * _cdiv(max(self.n, hmax), BN), np.int32))
+        self.vloss = to(np.zeros(R, np.float64))
+        self._rows = 0
+        self._scratch(B)
         self.ws = cuda.device_array(1, np.float32, stream=stream)
+        self._vidx = cuda.device_array((0, 0), np.int64, stream=stream)
 
-    def plans(self, nb_last):
-        """(R, 2, 3, 2) int64: (S, K per slice) of F1-F3 per run, full batch then ``nb_last``,
-        and the workspace floats the largest phase needs."""
+    def _scratch(self, rows):
+        """H, dZ, dH, the F2 tile losses and the split-K counters for batches of ``rows``
+        (the training batch, or a validation batch when larger)."""
+        if rows <= self._rows:
+            return
+        R, hmax, n, s = len(self.runs), max(self.h), self.n, self.stream
+        self.scratch = [cuda.device_array((R, rows, c), np.float32, stream=s)
+                        for c in (hmax, n, hmax)]
+        self.parts = cuda.device_array(R * _cdiv(rows, BM) * _cdiv(n, BN), np.float64, stream=s)
+        self.cnt = cuda.to_device(
+            np.zeros(3 * R * _cdiv(rows, BM) * _cdiv(max(n, hmax), BN), np.int32), stream=s)
+        self._rows = rows
+
+    def plans(self, nb_last, nb_full=None):
+        """(R, 2, 3, 2) int64: (S, K per slice) of F1-F3 per run, full batch (B, or
+        ``nb_full``) then ``nb_last``, and the workspace floats the largest phase needs."""
         out = np.ones((len(self.runs), 2, 3, 2), np.int64)
         need = [0] * 6
         for r, h in enumerate(self.h):
-            for q, nb in enumerate((self.B, nb_last)):
+            for q, nb in enumerate((nb_full or self.B, nb_last)):
                 for p, (M, N, K) in enumerate(((nb, h, self.n), (nb, self.n, h),
                                                (nb, h, self.n))):
                     S, kchunk = self.splitk.plan(M, N, K)
@@ -307,49 +266,91 @@ class PersistentRuns:
                     need[3 * q + p] += _cdiv(M, BM) * _cdiv(N, BN) * S * SPAN
         return out, max(need)
 
+    def validation_rows(self, nval):
+        """(R, nval) int64 on the device: 0 .. nval - 1 per run (the validation pass reads its
+        rows through the gathering F1)."""
+        shape = (len(self.runs), nval)
+        if self._vidx.shape != shape:
+            rows = np.broadcast_to(np.arange(nval, dtype=np.int64), shape)
+            self._vidx = cuda.to_device(np.ascontiguousarray(rows), stream=self.stream)
+        return self._vidx
+
     def grid(self, compiled):
         if SIMULATOR:
             return 1
         most = compiled.overloads[compiled.signatures[0]].max_cooperative_grid_blocks(NTHREADS)
         return most if self.blocks is None else min(int(self.blocks), most)
 
-    def train_chunk(self, X, perms, start, stop, hps, compiled=None):
+    def train_chunk(self, X, perms, start, stop, hps, compiled=None, val=None):
         """Train every run on its samples ``perms[r, start:stop]`` of ``X`` (device, (N, n)
         uint8 or float32) in batches of B (the last may be short); ``perms`` a device (R, N)
         int64 array; ``hps`` (R, steps, 7) float32 host: each run's packed hyper-parameters per
         step (kernels/optim.py). Adds each run's loss sums to ``loss``; does not synchronise.
-        ``compiled``: another compilation of the kernel for X's dtype (bench: a register cap)."""
+        ``compiled``: another compilation of the kernel for X's dtype (bench: a register cap).
+        ``val`` (images like X, eval batch): then the launch ends with each run's validation
+        loss sum over those images, in batches as today's evaluation takes them, added to
+        ``vloss`` (``take_val_sums``)."""
         start, stop = int(start), int(stop)
         steps = _cdiv(stop - start, self.B)
         hps = np.ascontiguousarray(hps, np.float32)
         if hps.shape != (len(self.runs), steps, 7):
             raise ValueError(f"hps has shape {hps.shape}, expected {(len(self.runs), steps, 7)}")
-        plans, need = self.plans((stop - start) % self.B or self.B)
-        if need > self.ws.shape[0]:
-            self.ws = cuda.device_array(need, np.float32, stream=self.stream)
         s = self.stream
-        k = compiled or kernel["u8" if np.dtype(X.dtype) == np.uint8 else "f32"]
+        plans = self._plans((stop - start) % self.B or self.B)
+        k = compiled or kernel[_variant(X)]
         k[self.grid(k), BLOCK, s](
             X, perms, scale_of(X), *self.params, *self.state, cuda.to_device(hps, stream=s),
-            self.table, cuda.to_device(plans, stream=s), self.slopes, *self.scratch, self.loss,
-            self.parts, self.ws, self.cnt, start, stop, self.B)
+            self.table, plans, self.slopes, *self.scratch, self.loss, self.parts, self.ws,
+            self.cnt, start, stop, self.B)
+        if val is not None:
+            Xv, eb = val
+            nval = int(Xv.shape[0])
+            eb = max(1, min(int(eb), nval))
+            self._scratch(eb)
+            plans = self._plans(nval % eb or eb, eb)
+            H, dZ, _ = self.scratch
+            v = validation[_variant(Xv)]
+            v[self.grid(v), BLOCK, s](
+                Xv, self.validation_rows(nval), scale_of(Xv), *self.params, self.table, plans,
+                self.slopes, H, dZ, self.vloss, self.parts, self.ws, self.cnt, nval, eb)
 
-    def take_loss_sums(self):
-        """Each run's loss sum since the last call (host float64 (R,)); resets them."""
-        out = self.loss.copy_to_host(stream=self.stream)
-        self.loss.copy_to_device(np.zeros(len(self.runs), np.float64), stream=self.stream)
+    def _plans(self, nb_last, nb_full=None):
+        """``plans`` on the device, the workspace grown to what they need."""
+        plans, need = self.plans(nb_last, nb_full)
+        if need > self.ws.shape[0]:
+            self.ws = cuda.device_array(need, np.float32, stream=self.stream)
+        return cuda.to_device(plans, stream=self.stream)
+
+    def take_loss_sums(self, which="loss"):
+        """Each run's training loss sum (``which`` "vloss": validation) since the last call
+        (host float64 (R,)); resets them."""
+        sums = getattr(self, which)
+        out = sums.copy_to_host(stream=self.stream)
+        sums.copy_to_device(np.zeros(len(self.runs), np.float64), stream=self.stream)
         return out
 
-    def run(self, r):
-        """Host copies of run r's (params, state) in RunSpec's layout."""
+    def rows(self, r):
+        """Run r's padded slots (device views, contiguous): W1, b1, W2, b2, then the 8 state
+        buffers (width 0 where no run keeps one)."""
+        return [a[r] for a in self.params + self.state]
+
+    def run(self, r, rows=None):
+        """Host copies of run r's (params, state) in RunSpec's layout, from ``rows`` (default:
+        ``rows(r)``; or device copies of them taken earlier)."""
         h, n = self.h[r], self.n
-        w1, b1, w2, b2 = (a[r].copy_to_host(stream=self.stream) for a in self.params)
+        host = [a.copy_to_host(stream=self.stream) for a in (rows or self.rows(r))]
+        if self.stream:
+            self.stream.synchronize()
+        w1, b1, w2, b2 = host[:4]
         params = (w1[:h], b1[:h], w2[:, :h].copy(), b2)
         sizes = (h * n, h, h * n, h, n * h, n, n * h, n)
-        state = tuple(None if self.runs[r].state[j] is None
-                      else self.state[j][r].copy_to_host(stream=self.stream)[:sizes[j]]
+        state = tuple(None if self.runs[r].state[j] is None else host[4 + j][:sizes[j]]
                       for j in range(8))
         return params, state
+
+
+def _variant(X):
+    return "u8" if np.dtype(X.dtype) == np.uint8 else "f32"
 
 
 def _cdiv(a, b):
