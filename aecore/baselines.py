@@ -70,14 +70,17 @@ class TorchEngine:
     """The same model and optimizer in PyTorch eager mode (``device`` "cpu" or "cuda")."""
 
     def __init__(self, params, optim: OptimConfig, batch_size: int, slope: float = 0.01,
-                 device: str = "cpu"):
+                 device: str = "cpu", activation: str = "leaky_relu", loss: str = "mse"):
         import torch
+
+        from .kernels.activations_reference import torch_activation
+        from .kernels.losses_reference import torch_loss
 
         self.torch = torch
         self.device = device
         h = params[W1].shape[0]
         self.model = torch.nn.Sequential(
-            torch.nn.Linear(params[W1].shape[1], h), torch.nn.LeakyReLU(slope),
+            torch.nn.Linear(params[W1].shape[1], h), torch_activation(activation, slope),
             torch.nn.Linear(h, params[W2].shape[0]), torch.nn.Sigmoid(),
         ).to(device)
         self.model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in params.items()})
@@ -89,6 +92,7 @@ class TorchEngine:
             self.opt = torch.optim.SGD(ps, lr=optim.lr, momentum=mu,
                                        nesterov=optim.name is Optimizer.NESTEROV)
         self.batch_size = batch_size
+        self.loss_fn = torch_loss(loss)
         self.loss = torch.zeros((), dtype=torch.float64, device=device)
 
     def put(self, images):
@@ -97,11 +101,10 @@ class TorchEngine:
     def train_steps(self, data, perm, start, stop):
         torch = self.torch
         idx = torch.from_numpy(np.asarray(perm[start:stop], np.int64)).to(self.device)
-        mse = torch.nn.functional.mse_loss
         for s in range(0, stop - start, self.batch_size):
             X = data[idx[s:s + self.batch_size]].float() / 255.0
             self.opt.zero_grad(set_to_none=True)
-            loss = mse(self.model(X), X)
+            loss = self.loss_fn(self.model(X), X)
             loss.backward()
             self.opt.step()
             self.loss += loss.detach().double() * X.numel()

@@ -52,15 +52,17 @@ def _f32(a) -> np.ndarray:
     return np.ascontiguousarray(a, dtype=np.float32)
 
 
-def model_bytes(params: dict, slope: float = 0.01) -> bytes:
+def model_bytes(params: dict, slope: float = 0.01, activation: str = "leaky_relu",
+                loss: str = "mse") -> bytes:
     hidden = int(params[W1].shape[0])
     meta = {"format": MODEL_FORMAT, "hidden": str(hidden), "slope": repr(float(slope)),
-            "aecore_version": __version__}
+            "activation": activation, "loss": loss, "aecore_version": __version__}
     return st_save({k: _f32(params[k]) for k in PARAM_NAMES}, metadata=meta)
 
 
-def save_model(path, params: dict, slope: float = 0.01) -> None:
-    atomic_write_bytes(path, model_bytes(params, slope))
+def save_model(path, params: dict, slope: float = 0.01, activation: str = "leaky_relu",
+               loss: str = "mse") -> None:
+    atomic_write_bytes(path, model_bytes(params, slope, activation, loss))
 
 
 def save_checkpoint(path, params: dict, opt_state: dict, state: dict) -> None:
@@ -167,19 +169,37 @@ def load_weights(path) -> Checkpoint:
     return Checkpoint(params, {}, {}, meta, p)
 
 
-def slope_of(ckpt: Checkpoint, default: float = 0.01) -> float:
-    """The LeakyReLU slope a weights file was trained with, when it says."""
+def _recorded(ckpt: Checkpoint, key: str, default, cast):
+    """The run setting ``key`` a weights file records (its metadata, or its checkpoint's
+    config), ``default`` where it does not say (files saved before the setting existed)."""
     try:
-        if "slope" in ckpt.meta:
-            return float(ckpt.meta["slope"])
-        if ckpt.state.get("config", {}).get("slope") is not None:
-            return float(ckpt.state["config"]["slope"])
+        if key in ckpt.meta:
+            return cast(ckpt.meta[key])
+        if ckpt.state.get("config", {}).get(key) is not None:
+            return cast(ckpt.state["config"][key])
         if ckpt.meta.get("format") == CHECKPOINT_FORMAT:
-            return float(json.loads(ckpt.meta["state"])["config"]["slope"])
+            return cast(json.loads(ckpt.meta["state"])["config"][key])
     except (ValueError, KeyError, TypeError):
         pass
     return default
 
 
+def slope_of(ckpt: Checkpoint, default: float = 0.01) -> float:
+    """The LeakyReLU slope a weights file was trained with, when it says."""
+    return _recorded(ckpt, "slope", default, float)
+
+
+def activation_of(ckpt: Checkpoint) -> str:
+    """The hidden activation a weights file was trained with (leaky_relu before it was a
+    choice); ``torch_activation(activation_of(c), slope_of(c))`` is its torch module."""
+    return _recorded(ckpt, "activation", "leaky_relu", str)
+
+
+def loss_of(ckpt: Checkpoint) -> str:
+    """The loss a weights file was trained with (mse before it was a choice)."""
+    return _recorded(ckpt, "loss", "mse", str)
+
+
 __all__ = ["Checkpoint", "save_model", "save_checkpoint", "load_checkpoint", "load_weights",
-           "check_params", "resolve_weights_path", "slope_of", "B1", "B2", "W1", "W2"]
+           "check_params", "resolve_weights_path", "slope_of",
+           "activation_of", "loss_of", "B1", "B2", "W1", "W2"]

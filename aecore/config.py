@@ -10,6 +10,8 @@ from dataclasses import asdict, dataclass, fields
 import numpy as np
 
 from .cuda_path import path_problem
+from .kernels.activations_reference import ACTIVATIONS
+from .kernels.losses_reference import LOSSES
 from .optim import OPTIMIZERS, OptimConfig
 from .schedules import SCHEDULES, LRSchedule
 
@@ -43,6 +45,8 @@ class TrainConfig:
     cpu_split: bool = False  # CPU: each step split between two aecore threads (cpu_pair.py)
     lr_schedule: str = "constant"  # constant | cosine | step | onecycle (aecore/schedules.py)
     warmup_epochs: int = 0  # epochs of linear warm-up from lr / 100 (not with onecycle)
+    activation: str = "leaky_relu"  # hidden activation (kernels.activations_reference)
+    loss: str = "mse"  # trained loss on the Sigmoid output: mse | bce | l1
     track_test: bool = False  # also evaluate the test split after every epoch (time to quality)
 
     def __post_init__(self):
@@ -109,6 +113,13 @@ def config_problems(c: TrainConfig, n_train: int | None = None) -> list[tuple[st
         bad("optimizer", f"unknown optimizer {c.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
     if not isinstance(c.cpu_split, bool):
         bad("cpu_split", f"must be true or false, got {c.cpu_split!r}")
+    if c.activation not in ACTIVATIONS:
+        bad("activation", f"unknown activation {c.activation!r}; choose one of "
+                          f"{', '.join(ACTIVATIONS)}")
+    if c.loss not in LOSSES:
+        bad("loss", f"unknown loss {c.loss!r}; choose one of {', '.join(LOSSES)}")
+    if c.cpu_split is True and (c.activation, c.loss) != ("leaky_relu", "mse"):
+        bad("cpu_split", "the split CPU step runs leaky_relu with mse only")
     why = path_problem(c)
     if why:
         bad("cuda_path", why)

@@ -105,7 +105,8 @@ def compile_problem_message(exc: BaseException) -> str:
 
 def make_engine(device: str, params, optim=None, batch_size: int | None = None,
                 slope: float = 0.01, opt_state=None, step: int = 0, *, graphs: bool = True,
-                cpu_split: bool = False, lr_schedule=None, cuda_path: str | None = None):
+                cpu_split: bool = False, lr_schedule=None, cuda_path: str | None = None,
+                activation: str = "leaky_relu", loss: str = "mse"):
     """The ``aecore.engine.Engine`` for ``device`` ("cpu" or "cuda"), holding ``params``.
 
     ``optim`` (an ``aecore.optim.OptimConfig``) and ``batch_size`` for training; leave both
@@ -115,16 +116,21 @@ def make_engine(device: str, params, optim=None, batch_size: int | None = None,
     ``lr_schedule``: an ``aecore.schedules.LRSchedule`` of ``optim.lr`` (None: constant).
     ``cuda_path`` (persistent | graphs | eager, aecore/cuda_path.py; replaces ``graphs`` when
     given): "persistent" trains with the persistent kernel, this run alone in its launch (a
-    constant rate only). The engine modules are imported here, the CUDA ones only when asked for.
+    constant rate, leaky_relu and mse only). ``activation`` / ``loss``: the hidden activation
+    and the loss (compile-time). The engine modules are imported here, the CUDA ones only when
+    asked for.
     """
     if device == "cpu":
         from .engine_cpu import CpuEngine
 
         return CpuEngine(params, optim, batch_size, slope, opt_state, step, split=cpu_split,
-                         lr_schedule=lr_schedule)
+                         lr_schedule=lr_schedule, activation=activation, loss=loss)
     if device == "cuda" and cuda_path == "persistent" and optim is not None:
         from .engine_persistent import RunGroup
 
+        if (activation, loss) != ("leaky_relu", "mse"):
+            raise ValueError(f"the persistent CUDA path trains leaky_relu with mse only, not "
+                             f"{activation} with {loss}")
         return RunGroup.alone().make_engine(device, params, optim, batch_size, slope, opt_state,
                                             step, lr_schedule=lr_schedule)
     if device == "cuda":
@@ -132,7 +138,7 @@ def make_engine(device: str, params, optim=None, batch_size: int | None = None,
 
         graphs = graphs if cuda_path is None else cuda_path != "eager"
         return CudaEngine(params, optim, batch_size, slope, opt_state, step, graphs=graphs,
-                          lr_schedule=lr_schedule)
+                          lr_schedule=lr_schedule, activation=activation, loss=loss)
     raise ValueError(f"unknown device {device!r}; choose cpu or cuda")
 
 

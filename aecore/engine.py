@@ -5,8 +5,11 @@ An *engine* owns the model's parameters and optimizer state in its device's memo
 once, as uint8. The trainer (``aecore.trainer``) drives it; it never sees device arrays.
 ``aecore.devices.make_engine`` builds one by device name.
 
-Units: a *loss sum* is the sum of squared errors over the pixels of the samples it covers;
-the mean squared error is ``loss_sum / (n_samples * 784)``.
+Units: a *loss sum* is the sum of the trained loss (``loss``: mse, bce or l1, per pixel, on the
+Sigmoid output) over the pixels of the samples it covers; the mean loss is
+``loss_sum / (n_samples * 784)``. Every loss sum comes with the sum of squared errors too
+(``*_sums`` methods), so runs trained with different losses compare on MSE; for mse the two
+are the same number.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ import abc
 
 import numpy as np
 
+from .kernels.activations_reference import DEFAULT_ACTIVATION, check_activation
+from .kernels.losses_reference import DEFAULT_LOSS, check_loss
 from .model import PARAM_NAMES, W1, param_shapes
 from .optim import OptimConfig, init_state
 
@@ -30,12 +35,18 @@ class Engine(abc.ABC):
     ``f"{param}.{state_name}"``) starts the optimizer where it stopped, zeros where it has none.
     ``lr_schedule`` (an ``aecore.schedules.LRSchedule`` of ``optim.lr``): the rate of each
     optimizer step, by ``step``; None keeps ``optim.lr`` throughout.
+    ``activation`` (the hidden layer's, ``kernels.activations_reference.ACTIVATIONS``; ``slope``
+    is leaky_relu's) and ``loss`` (``kernels.losses_reference.LOSSES``) are compile-time choices
+    of the engine's kernels.
     """
 
     device: str  # "cpu" or "cuda"
 
     def __init__(self, params, optim: OptimConfig | None = None, batch_size: int | None = None,
-                 slope: float = 0.01, opt_state=None, step: int = 0, *, lr_schedule=None):
+                 slope: float = 0.01, opt_state=None, step: int = 0, *, lr_schedule=None,
+                 activation: str = DEFAULT_ACTIVATION, loss: str = DEFAULT_LOSS):
+        self.activation = check_activation(activation)
+        self.loss = check_loss(loss)
         if optim is not None and (batch_size is None or int(batch_size) < 1):
             raise ValueError(f"a training engine needs a batch size >= 1, got {batch_size!r}")
         if lr_schedule is not None and (optim is None or lr_schedule.lr != optim.lr):
@@ -101,8 +112,13 @@ class Engine(abc.ABC):
         its update) to the device-side accumulator; does not synchronise."""
 
     @abc.abstractmethod
+    def take_loss_sums(self) -> tuple[float, float]:
+        """Read (one device->host copy) and reset the accumulated training sums: (loss sum,
+        squared-error sum)."""
+
     def take_loss_sum(self) -> float:
-        """Read (one device->host copy) and reset the accumulated training loss sum."""
+        """Read and reset the accumulated training loss sum (of the trained loss)."""
+        return self.take_loss_sums()[0]
 
     def step_lrs(self, n_steps: int) -> np.ndarray:
         """The float64 learning rates of the next ``n_steps`` optimizer steps (from ``step``)."""
@@ -117,8 +133,13 @@ class Engine(abc.ABC):
 
     # -- inference ------------------------------------------------------------------------------
     @abc.abstractmethod
+    def loss_sums(self, data) -> tuple[float, float]:
+        """(loss sum, squared-error sum) over all of ``data`` (a ``put`` handle or uint8
+        images), no update."""
+
     def loss_sum(self, data) -> float:
-        """Reconstruction loss sum over all of ``data`` (a ``put`` handle or uint8 images)."""
+        """Reconstruction loss sum (of the trained loss) over all of ``data``."""
+        return self.loss_sums(data)[0]
 
     @abc.abstractmethod
     def reconstruct(self, images: np.ndarray) -> np.ndarray:
@@ -130,7 +151,12 @@ class Engine(abc.ABC):
 
     def evaluate(self, data) -> float:
         """Mean squared reconstruction error over all of ``data`` (no update); NaN if empty."""
+        return self.evaluate_losses(data)[1]
+
+    def evaluate_losses(self, data) -> tuple[float, float]:
+        """(mean trained loss, mean squared error) over all of ``data``; NaNs if empty."""
         n = data.shape[0]
         if n == 0:
-            return float("nan")
-        return self.loss_sum(data) / (n * self.image_size)
+            return float("nan"), float("nan")
+        loss, sq = self.loss_sums(data)
+        return loss / (n * self.image_size), sq / (n * self.image_size)

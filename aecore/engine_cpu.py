@@ -5,9 +5,9 @@ each an sgemm with its epilogue; nothing else touches memory at full size:
 
     Xb     <- X[perm[s:e]] / 255                  gather_rows (the uint8 dataset stays uint8;
                                                   prefetch_rows loads the next batch's rows)
-    H      <- leaky(Xb W1^T + b1)                 linear_leaky_relu
-    dZ     <- mse'(sigmoid(H W2^T + b2)), loss    linear_sigmoid_mse  (+ db2 column sums)
-    dH     <- (dZ W2) * leaky'(H)                 backward_hidden     (+ db1; W2 before its step)
+    H      <- f(Xb W1^T + b1)                     linear_activation   (f: the hidden activation)
+    dZ     <- loss'(H W2^T + b2), loss            linear_sigmoid_loss_grad  (+ db2 column sums)
+    dH     <- (dZ W2) * f'(H)                     backward_activation (+ db1; W2 before its step)
     W2, b2 <- step(dZ^T H, db2)                   weight_step  (SGD: in the sgemm, alpha = -lr)
     W1, b1 <- step(dH^T Xb, db1)                  weight_step
 
@@ -15,7 +15,12 @@ The epoch driver (``aecore.trainer``) calls ``train_steps`` in chunks so it can 
 and notice Ctrl-C; chunking does not change the result (the same batches in the same order).
 
 ``split=True`` runs the same step on two threads of aecore's own, each taking half of every
-product and of its epilogue, with BLAS on one thread (``aecore.cpu_pair``).
+product and of its epilogue, with BLAS on one thread (``aecore.cpu_pair``; leaky_relu and mse
+only).
+
+The activation and the loss are compile-time choices: the loops take their numbers
+(``kernels.activations_cpu.code`` / ``kernels.losses_cpu.code``) as literals, so each pair is
+its own cached specialisation and the default (leaky_relu, mse) is the code it was before.
 """
 
 from __future__ import annotations
@@ -24,8 +29,13 @@ import numpy as np
 from numba import njit
 
 from .engine import EVAL_BATCH, Engine
+from numba import literally
+
+from .kernels import activations_cpu, losses_cpu
 from .kernels import cpu as K
 from .kernels import optim as ko
+from .kernels.activations_reference import DEFAULT_ACTIVATION, needs_preactivation
+from .kernels.losses_reference import DEFAULT_LOSS
 from .kernels.ftz import flush_denormals_on, restore
 from .model import B1, B2, W1, W2
 from .optim import Optimizer, buffers_of
@@ -35,41 +45,53 @@ _LOSS, _OUTPUT, _HIDDEN = 0, 1, 2  # what _forward computes
 
 @njit(cache=True, nogil=True)
 def _train_steps(X, perm, start, stop, batch, W1, b1, W2, b2, slope, kind, hp, lrs, step, S1, S2,
-                 Xb, H, dZ, dH, G1, G2, gb1, gb2):
-    """Train on X[perm[start:stop]] in batches; returns (loss sum, optimizer steps taken).
+                 act, loss, Xb, H, Zp, dZ, dH, G1, G2, gb1, gb2):
+    """Train on X[perm[start:stop]] in batches; returns (loss sum, squared-error sum,
+    optimizer steps taken).
 
     kind, hp: the optimizer (kernels/optim.py), whose lr is replaced by lrs[i] (float64) at the
     chunk's i-th step (the learning-rate schedule); S1, S2: layer 1's and layer 2's optimizer
-    buffers (VW, Vb, MW, Mb); G1, G2, gb1, gb2: gradient scratch (unused by SGD).
+    buffers (VW, Vb, MW, Mb); act, loss: the activation's and loss's numbers (literals); Zp:
+    the pre-activations where the activation keeps them (else unused); G1, G2, gb1, gb2:
+    gradient scratch (unused by SGD).
     """
+    act = literally(act)
+    loss = literally(loss)
     mxcsr = flush_denormals_on()  # subnormals -> 0 inside the loop, as on the GPU (kernels/ftz.py)
     total = 0.0
+    total_sq = 0.0
     n_steps = 0
     db1 = np.zeros(b1.shape[0], np.float64)
     db2 = np.zeros(b2.shape[0], np.float64)
     for s in range(start, stop, batch):
         e = min(s + batch, stop)
         nb = e - s
-        xb, h, dz, dh = Xb[:nb], H[:nb], dZ[:nb], dH[:nb]
+        xb, h, zp, dz, dh = Xb[:nb], H[:nb], Zp[:nb], dZ[:nb], dH[:nb]
         K.gather_rows(X, perm[s:e], xb)
         K.prefetch_rows(X, perm[e:min(e + batch, stop)])
-        K.linear_leaky_relu(xb, W1, b1, h, slope)
-        total += K.linear_sigmoid_mse(h, W2, b2, xb, dz, Xb[:0], db2)
-        K.backward_hidden(dz, W2, h, dh, slope, db1)
+        K.linear_activation(xb, W1, b1, h, slope, act, zp)
+        part, part_sq = K.linear_sigmoid_loss_grad(h, W2, b2, xb, dz, Xb[:0], db2, loss)
+        total += part
+        total_sq += part_sq
+        K.backward_activation(dz, W2, h, zp, dh, slope, act, db1)
         t = step + n_steps + 1
         hp_t = K.with_lr(hp, lrs[n_steps])
         K.weight_step(kind, hp_t, t, dz, h, W2, b2, db2, S2[0], S2[1], S2[2], S2[3], G2, gb2)
         K.weight_step(kind, hp_t, t, dh, xb, W1, b1, db1, S1[0], S1[1], S1[2], S1[3], G1, gb1)
         n_steps += 1
     restore(mxcsr)
-    return total, n_steps
+    return total, total_sq, n_steps
 
 
 @njit(cache=True, nogil=True)
-def _forward(X, W1, b1, W2, b2, slope, Xb, H, Z, Y, what):
-    """Batched forward over all of X: ``what`` _LOSS -> returns the loss sum; _OUTPUT -> the
-    sigmoid outputs into Y (n rows); _HIDDEN -> the hidden activations into H (n rows)."""
+def _forward(X, W1, b1, W2, b2, slope, Xb, H, Zp, Z, Y, what, act, loss):
+    """Batched forward over all of X: ``what`` _LOSS -> returns (loss sum, squared-error sum);
+    _OUTPUT -> the sigmoid outputs into Y (n rows); _HIDDEN -> the hidden activations into H
+    (n rows). Zp, Z: scratch for the pre-activations (where kept) and the output's logits."""
+    act = literally(act)
+    loss = literally(loss)
     total = 0.0
+    total_sq = 0.0
     batch = Xb.shape[0]
     for s in range(0, X.shape[0], batch):
         e = min(s + batch, X.shape[0])
@@ -77,12 +99,14 @@ def _forward(X, W1, b1, W2, b2, slope, Xb, H, Z, Y, what):
         xb = Xb[:nb]
         K.to_float(X[s:e], xb)
         h = H[s:e] if what == _HIDDEN else H[:nb]
-        K.linear_leaky_relu(xb, W1, b1, h, slope)
+        K.linear_activation(xb, W1, b1, h, slope, act, Zp[:nb])
         if what == _OUTPUT:
             K.linear_sigmoid(h, W2, b2, Y[s:e])
         elif what == _LOSS:
-            total += K.linear_sigmoid_loss(h, W2, b2, xb, Z[:nb])
-    return total
+            part, part_sq = K.linear_sigmoid_eval(h, W2, b2, xb, Z[:nb], loss)
+            total += part
+            total_sq += part_sq
+    return total, total_sq
 
 
 class CpuEngine(Engine):
@@ -91,16 +115,23 @@ class CpuEngine(Engine):
     device = "cpu"
 
     def __init__(self, params, optim=None, batch_size=None, slope=0.01, opt_state=None,
-                 step=0, *, split: bool = False, lr_schedule=None):
+                 step=0, *, split: bool = False, lr_schedule=None,
+                 activation: str = DEFAULT_ACTIVATION, loss: str = DEFAULT_LOSS):
         super().__init__(params, optim, batch_size, slope, opt_state, step,
-                         lr_schedule=lr_schedule)
-        self._loss = 0.0
+                         lr_schedule=lr_schedule, activation=activation, loss=loss)
+        self._act = activations_cpu.code(self.activation)
+        self._loss_code = losses_cpu.code(self.loss)
+        self._loss = self._sq = 0.0
         self.split = bool(split)
+        if self.split and (self.activation, self.loss) != (DEFAULT_ACTIVATION, DEFAULT_LOSS):
+            raise ValueError(f"the split CPU step runs {DEFAULT_ACTIVATION} with {DEFAULT_LOSS} "
+                             f"only, not {self.activation} with {self.loss}")
         if optim is None:
             return
         B, hidden, image = self.batch_size, self.hidden, self.image_size
         self._Xb = np.empty((B, image), np.float32)
         self._H = np.empty((B, hidden), np.float32)
+        self._Zp = self._preactivations(B)
         self._dZ = np.empty((B, image), np.float32)
         self._dH = np.empty((B, hidden), np.float32)
         fused = optim.name is Optimizer.SGD  # the update happens in the sgemm: no G
@@ -141,17 +172,28 @@ class CpuEngine(Engine):
         scratch = (self._H, self._dZ, self._dH, self._G1, self._G2, self._gb1, self._gb2)
         if self.split:
             loss, n = self._pair.run(args, scratch)
+            sq = loss
         else:
-            loss, n = _train_steps(*args, self._Xb, *scratch)
+            loss, sq, n = _train_steps(*args, self._act, self._loss_code, self._Xb, self._H,
+                                       self._Zp, *scratch[1:])
         self._loss += loss
+        self._sq += sq
         self.step += n
 
-    def take_loss_sum(self) -> float:
-        loss, self._loss = self._loss, 0.0
-        return float(loss)
+    def take_loss_sums(self):
+        sums = (float(self._loss), float(self._sq))
+        self._loss = self._sq = 0.0
+        return sums
+
+    def _preactivations(self, rows):
+        """The pre-activation buffer: (rows, h) where the activation's backward reads Z, else
+        empty (never touched)."""
+        return np.empty((rows if needs_preactivation(self.activation) else 0, self.hidden),
+                        np.float32)
 
     def _forward(self, images, what):
-        """(loss sum, H, Y) of ``images``: H (n, h) filled for _HIDDEN, Y (n, 784) for _OUTPUT."""
+        """((loss sum, squared-error sum), H, Y) of ``images``: H (n, h) filled for _HIDDEN,
+        Y (n, 784) for _OUTPUT."""
         images = self.put(images)
         n = images.shape[0]
         p = self.params
@@ -160,11 +202,11 @@ class CpuEngine(Engine):
         H = np.empty((n if what == _HIDDEN else B, self.hidden), np.float32)
         Z = np.empty((B, self.image_size), np.float32)
         Y = np.empty((n if what == _OUTPUT else 0, self.image_size), np.float32)
-        total = _forward(images, p[W1], p[B1], p[W2], p[B2], np.float32(self.slope), Xb, H, Z, Y,
-                         what)
+        total = _forward(images, p[W1], p[B1], p[W2], p[B2], np.float32(self.slope), Xb, H,
+                         self._preactivations(B), Z, Y, what, self._act, self._loss_code)
         return total, H, Y
 
-    def loss_sum(self, data) -> float:
+    def loss_sums(self, data):
         return self._forward(data, _LOSS)[0]
 
     def reconstruct(self, images):

@@ -4,9 +4,12 @@ Per batch (B rows, h hidden units, 784 pixels) five kernel launches from ``aecor
 no host<->device copy and no synchronisation (1.-3. split their reduction between blocks when
 the output has too few tiles to fill the GPU: ``kernels.cuda.SplitK``):
 
-    1. H  <- leaky(X[perm[s:e]] W1^T + b1)          linear_leaky_relu   (gathers + scales uint8)
-    2. dZ <- mse'(sigmoid(H W2^T + b2)), loss += .. linear_sigmoid_mse  (targets gathered too)
-    3. dH <- (dZ W2) * leaky'(H)                    backward_hidden     (reads W2 before 4.)
+    1. H  <- f(X[perm[s:e]] W1^T + b1)              linear_activation   (gathers + scales uint8)
+    2. dZ <- loss'(H W2^T + b2), loss += ..         linear_sigmoid_loss_grad (targets gathered)
+    3. dH <- (dZ W2) * f'(H)                        backward_activation (reads W2 before 4.)
+
+(f the hidden activation, ``loss`` the trained loss: kernels compiled per choice; leaky_relu
+and mse are the kernels linear_leaky_relu, linear_sigmoid_mse, backward_hidden.)
     4. W2, b2 <- update(dZ^T H, sum(dZ))            weight_step         (gradient never stored)
     5. W1, b1 <- update(dH^T X[perm[s:e]], sum(dH)) weight_step
 
@@ -46,6 +49,8 @@ import numpy as np
 from numba import cuda
 
 from .engine import EVAL_BATCH, Engine
+from .kernels.activations_reference import DEFAULT_ACTIVATION, needs_preactivation
+from .kernels.losses_reference import DEFAULT_LOSS
 from .kernels import cuda as kc
 from .kernels import optim as ko
 from .model import B1, B2, W1, W2
@@ -60,7 +65,8 @@ class CudaEngine(Engine):
     device = "cuda"
 
     def __init__(self, params, optim=None, batch_size=None, slope=0.01, opt_state=None, step=0,
-                 *, graphs: bool = True, lr_schedule=None):
+                 *, graphs: bool = True, lr_schedule=None, activation: str = DEFAULT_ACTIVATION,
+                 loss: str = DEFAULT_LOSS):
         self._graphs = _graph_support(graphs)  # None (eager) or {} of recorded chunks
         try:
             self.stream, self._core_stream = _make_stream(self._graphs is not None)
@@ -73,7 +79,8 @@ class CudaEngine(Engine):
         self._splitk = kc.SplitK(stream=self.stream)  # split-K workspace, sized once
         self._eval = None  # evaluation buffers (H, Y, loss), made at the first evaluation
         super().__init__(params, optim, batch_size, slope, opt_state, step,
-                         lr_schedule=lr_schedule)
+                         lr_schedule=lr_schedule, activation=activation, loss=loss)
+        self._sums = 1 if self.loss == DEFAULT_LOSS else 2  # (loss[, squared error]) on device
         if optim is not None:
             self._setup_training()
         self.stream.synchronize()
@@ -84,8 +91,9 @@ class CudaEngine(Engine):
         self._H = cuda.device_array((B, h), np.float32)
         self._dZ = cuda.device_array((B, n), np.float32)
         self._dH = cuda.device_array((B, h), np.float32)
-        self._views = {B: (self._H, self._dZ, self._dH)}
-        self._loss = cuda.to_device(np.zeros(1, np.float64), stream=s)
+        self._Zp = self._preactivations(B)
+        self._views = {B: (self._H, self._dZ, self._dH, self._Zp)}
+        self._loss = cuda.to_device(np.zeros(self._sums, np.float64), stream=s)
         self._adam = self.optim.name is Optimizer.ADAM
         self._opt_kind = self.optim.name.kernel_code
         self._perm_host = None
@@ -132,7 +140,8 @@ class CudaEngine(Engine):
     def _batch_views(self, nb):
         v = self._views.get(nb)
         if v is None:  # the short last batch: views of the full buffers, made once
-            v = self._views[nb] = (self._H[:nb], self._dZ[:nb], self._dH[:nb])
+            v = self._views[nb] = (self._H[:nb], self._dZ[:nb], self._dH[:nb],
+                                   None if self._Zp is None else self._Zp[:nb])
         return v
 
     def _device_perm(self, perm):
@@ -163,12 +172,13 @@ class CudaEngine(Engine):
         sk = self._splitk
         for i, s in enumerate(starts):
             nb = min(B, stop - s)
-            H, dZ, dH = self._batch_views(nb)
-            kc.linear_leaky_relu(data, p[W1], p[B1], H, self.slope, perm=dperm, off=s,
-                                 stream=stream, splitk=sk)
-            kc.linear_sigmoid_mse(H, p[W2], p[B2], data, dZ, self._loss, perm=dperm, off=s,
-                                  stream=stream, splitk=sk)
-            kc.backward_hidden(dZ, p[W2], H, dH, self.slope, stream=stream, splitk=sk)
+            H, dZ, dH, Zp = self._batch_views(nb)
+            kc.linear_activation(data, p[W1], p[B1], H, self.slope, self.activation, Zp,
+                                 perm=dperm, off=s, stream=stream, splitk=sk)
+            kc.linear_sigmoid_loss_grad(H, p[W2], p[B2], data, dZ, self._loss, self.loss,
+                                        perm=dperm, off=s, stream=stream, splitk=sk)
+            kc.backward_activation(dZ, p[W2], H, dH, self.slope, self.activation, Zp,
+                                   stream=stream, splitk=sk)
             hp = hps[i]
             upd2 = (dZ, H, p[W2], p[B2], *self._opt_state[W2], None, 0)
             upd1 = (dH, data, p[W1], p[B1], *self._opt_state[W1], dperm, s)
@@ -220,23 +230,31 @@ class CudaEngine(Engine):
         self.stream.synchronize()
         return out
 
-    def take_loss_sum(self) -> float:
-        value = float(self._read(self._loss)[0])
+    def take_loss_sums(self):
+        sums = self._read(self._loss)
         kc.zero_(self._loss, stream=self.stream)  # ordered before the next chunk's launches
-        return value
+        return float(sums[0]), float(sums[-1])
+
+    def _preactivations(self, rows):
+        """The pre-activation buffer (rows, h) where the activation's backward reads Z, else
+        None."""
+        if not needs_preactivation(self.activation):
+            return None
+        return cuda.device_array((rows, self.hidden), np.float32, stream=self.stream)
 
     # -- inference ----------------------------------------------------------------------------
     def _on_device(self, images):
         return self.put(images) if isinstance(images, np.ndarray) else images  # host or device
 
     def _eval_buffers(self):
-        """(H, Y, loss) scratch of one evaluation batch, made once: the per-epoch validation
-        allocates nothing after the first."""
+        """(H, Y, loss sums, Zp) scratch of one evaluation batch, made once: the per-epoch
+        validation allocates nothing after the first."""
         if self._eval is None:
             st = self.stream
             self._eval = (cuda.device_array((EVAL_BATCH, self.hidden), np.float32, stream=st),
                           cuda.device_array((EVAL_BATCH, self.image_size), np.float32, stream=st),
-                          cuda.device_array(1, np.float64, stream=st))
+                          cuda.device_array(self._sums, np.float64, stream=st),
+                          self._preactivations(EVAL_BATCH))
         return self._eval
 
     def _hidden_batches(self, X, H, all_rows=False):
@@ -246,22 +264,25 @@ class CudaEngine(Engine):
         n = X.shape[0]
         B = min(EVAL_BATCH, max(n, 1))
         p = self.params
+        Zp = self._eval_buffers()[3]
         for s in range(0, n, B):
             nb = min(B, n - s)
             h = H[s:s + nb] if all_rows else H[:nb]
-            kc.linear_leaky_relu(X, p[W1], p[B1], h, self.slope, off=s, stream=self.stream,
+            kc.linear_activation(X, p[W1], p[B1], h, self.slope, self.activation,
+                                 None if Zp is None else Zp[:nb], off=s, stream=self.stream,
                                  splitk=self._splitk)
             yield s, nb, h
 
-    def loss_sum(self, data) -> float:
+    def loss_sums(self, data):
         X = self._on_device(data)
-        H, Y, loss = self._eval_buffers()
+        H, Y, loss, _ = self._eval_buffers()
         kc.zero_(loss, stream=self.stream)
         p = self.params
         for s, nb, h in self._hidden_batches(X, H):
-            kc.linear_sigmoid_mse(h, p[W2], p[B2], X, Y[:nb], loss, off=s, stream=self.stream,
-                                  splitk=self._splitk)
-        return float(self._read(loss)[0])
+            kc.linear_sigmoid_loss_grad(h, p[W2], p[B2], X, Y[:nb], loss, self.loss, off=s,
+                                        stream=self.stream, splitk=self._splitk)
+        sums = self._read(loss)
+        return float(sums[0]), float(sums[-1])
 
     def reconstruct(self, images):
         X = self._on_device(images)

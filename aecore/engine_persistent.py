@@ -322,9 +322,9 @@ class RunView(Engine):
     def train_steps(self, data, perm, start, stop):
         self._group.train(self._key, data, perm, start, stop)
 
-    def take_loss_sum(self) -> float:
+    def take_loss_sums(self):
         out, self._loss = self._loss, 0.0
-        return out
+        return out, out  # mse only: the trained loss is the squared error
 
     # -- inference: the inference engine, its parameters refreshed from the group's slots -------
     def _inference(self):
@@ -344,18 +344,19 @@ class RunView(Engine):
                 self._fresh = g._launches
         return self._infer
 
-    def loss_sum(self, data) -> float:
+    def loss_sums(self, data):
         """The validation set's, after the epoch's last launch: computed in that launch. The
-        first evaluation (and any other images): on the inference engine."""
+        first evaluation (and any other images): on the inference engine. (mse only: the
+        trained loss is the squared error.)"""
         with self._group._cond:
             if data is self.val and self._val_sum[0] == self._group._launches:
-                return self._val_sum[1]
+                return self._val_sum[1], self._val_sum[1]
         infer = self._inference()
         with _SIMULATED:
             out = infer.loss_sum(data)
         if self.val is None:
             self.val = data
-        return out
+        return out, out
 
     def reconstruct(self, images):
         infer = self._inference()

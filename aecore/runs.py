@@ -60,12 +60,13 @@ LOCK = ".lock"  # held while a run trains; not one of the run's files
 
 METRICS_HEADER = ("epoch", "train_loss", "val_loss", "seconds", "samples_per_s", "lr")
 METRICS_HEADER_V1 = METRICS_HEADER[:5]  # runs from before the learning-rate schedules
-METRICS_OPTIONAL = ("test_loss",)  # columns after those, written when the rows hold them
+METRICS_EXTRA = ("val_", "test_")  # optional columns after the header (e.g. val_bce)
 
 # Fields that a resumed run must share with the checkpoint (epochs and device may change;
 # epochs not with a schedule other than constant: resume_checkpoint).
 RESUME_FIXED = ("hidden", "batch_size", "lr", "optimizer", "momentum", "slope", "seed",
-                "val_size", "limit", "lr_schedule", "warmup_epochs", "track_test")
+                "val_size", "limit", "lr_schedule", "warmup_epochs", "activation", "loss",
+                "track_test")
 
 
 def run_name(hidden: int, optimizer: str) -> str:
@@ -78,7 +79,10 @@ def run_name(hidden: int, optimizer: str) -> str:
 def write_metrics(path, rows: list[dict]) -> None:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    extra = [k for k in METRICS_OPTIONAL if any(k in r for r in rows)]
+    # a run trained with a loss other than mse has one more column, its validation value
+    # (val_loss is always the MSE)
+    extra = [k for k in (rows[0] if rows else {})
+             if k.startswith(METRICS_EXTRA) and k not in METRICS_HEADER]
     w.writerow(METRICS_HEADER + tuple(extra))
     for r in rows:
         w.writerow([int(r["epoch"]), repr(float(r["train_loss"])), repr(float(r["val_loss"])),
@@ -93,9 +97,10 @@ def read_metrics(path) -> list[dict]:
     path = Path(path)
     with open(path, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
-        head = tuple(reader.fieldnames or ())
-        base = METRICS_HEADER if head[:len(METRICS_HEADER)] == METRICS_HEADER else METRICS_HEADER_V1
-        if head[:len(base)] != base or any(k not in METRICS_OPTIONAL for k in head[len(base):]):
+        names = tuple(reader.fieldnames or ())
+        extra = names[len(METRICS_HEADER):]
+        if names != METRICS_HEADER_V1 and (names[:len(METRICS_HEADER)] != METRICS_HEADER
+                                           or not all(k.startswith(METRICS_EXTRA) for k in extra)):
             raise CheckpointError(f"{path}: unexpected header {reader.fieldnames}")
         # "lr" (the rate of the epoch's last step) is absent in older runs: no key
         return [{k: (int(v) if k == "epoch" else float(v)) for k, v in r.items() if v != ""}
@@ -435,8 +440,9 @@ class RunDir:
         arrays.update({f"epoch_{e}": a for e, a in by_epoch.items()})
         write_npz(self.file(RECONSTRUCTIONS), arrays)
 
-    def save_model(self, params, slope: float) -> None:
-        save_model(self.file(MODEL), params, slope)
+    def save_model(self, params, slope: float, activation: str = "leaky_relu",
+                   loss: str = "mse") -> None:
+        save_model(self.file(MODEL), params, slope, activation, loss)
 
     def save_checkpoint(self, params, opt_state, state: dict) -> None:
         save_checkpoint(self.file(CHECKPOINT), params, opt_state, state)

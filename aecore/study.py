@@ -118,7 +118,8 @@ def time_per_sample(config: TrainConfig, train_images, val_images, device: str,
     n = min(len(train_images), warm_batches * b)
     eng = devices.make_engine(device, init_params(config.hidden, config.seed, config.slope),
                               config.optim(), b, config.slope, cpu_split=config.cpu_split,
-                              cuda_path=cuda_path.resolve(config))
+                              cuda_path=cuda_path.resolve(config), activation=config.activation,
+                              loss=config.loss)
     x = eng.put(np.ascontiguousarray(train_images[:n]))
     perm = np.arange(n, dtype=np.int64)
     first = min(n, 4 * b)  # compile / first-call costs stay out of the timing
@@ -142,7 +143,7 @@ def time_per_sample(config: TrainConfig, train_images, val_images, device: str,
             t0 = time.perf_counter()
             params = eng.get_params()
             scratch = runs.RunDir(tmp)
-            scratch.save_model(params, config.slope)
+            scratch.save_model(params, config.slope, config.activation, config.loss)
             scratch.save_checkpoint(params, eng.get_opt_state(), {"estimate": True})
             t_files = time.perf_counter() - t0
     return t_train, t_eval, t_files

@@ -148,7 +148,8 @@ class _Run:
             self.write_recons()
         self.rd.write_metrics(self.kept[2]["metrics"])
         if self.kept_model is not None:
-            self.rd.save_model(self.kept_model, self.config.slope)
+            self.rd.save_model(self.kept_model, self.config.slope, self.config.activation,
+                               self.config.loss)
         self.rd.save_checkpoint(params, opt_state, state)
         self.t_saved = time.perf_counter()
 
@@ -164,7 +165,7 @@ def _make_engine(config, params, opt_state, step, handles_for, fallback_cpu, sch
             eng = (factory or devices.make_engine)(
                 device, params, config.optim(), config.batch_size, config.slope, opt_state, step,
                 cuda_path=cuda_path.resolve(config), cpu_split=config.cpu_split,
-                lr_schedule=schedule)
+                lr_schedule=schedule, activation=config.activation, loss=config.loss)
             return eng, [eng.put(x) for x in handles_for]
         except AecoreError:
             raise
@@ -318,10 +319,13 @@ def _train(config, run_dir, data, resume, progress, overwrite, fallback_cpu, on_
                         f"samples; checkpoint saved in {run_dir}", run_dir, epoch, pos)
             seconds = seconds0 + time.perf_counter() - t0
             train_loss = loss_sum / (n * IMAGE_SIZE)
-            val_loss = float(eng.evaluate(h_val))
+            # val_loss is always the MSE (runs with different losses compare on it); the
+            # trained loss too, as val_<loss>, when it is not mse. train_loss: the trained loss.
+            val_trained, val_loss = eng.evaluate_losses(h_val)
             if not math.isfinite(val_loss):
                 _diverged(run, device, epoch, "validation", val_loss)
             row = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
+                   **_trained(config, "val", val_trained),
                    "seconds": seconds, "samples_per_s": n / max(seconds, 1e-9),
                    "lr": schedule.lr_at(epoch * schedule.steps_per_epoch - 1)}  # its last step's
             if config.track_test:  # after the timing: the epoch's seconds are training only
@@ -348,8 +352,13 @@ def _train(config, run_dir, data, resume, progress, overwrite, fallback_cpu, on_
                     f"interrupted by {sig.received} after epoch {epoch}; checkpoint saved in "
                     f"{run_dir}", run_dir, epoch + 1, 0)
 
-    test_loss = float(eng.evaluate(h_test))
-    return run.summary("complete", device, test_loss)
+    test_trained, test_loss = eng.evaluate_losses(h_test)
+    return run.summary("complete", device, test_loss, _trained(config, "test", test_trained))
+
+
+def _trained(config, where, value) -> dict:
+    """{f"{where}_{loss}": value} for a run that trains a loss other than mse, else {}."""
+    return {} if config.loss == "mse" else {f"{where}_{config.loss}": float(value)}
 
 
 def _diverged(run, device, epoch, where, value, pos=None, stop=None):

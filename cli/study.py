@@ -17,10 +17,11 @@ from aecore.optim import OPTIMIZERS
 from aecore.side_by_side import train_side_by_side
 
 from .report import build as build_report, reference_runs_option
-from .train import (FASHION_TRAIN, HiddenList, _check, checkpoint_every_option,
-                    chosen_cuda_path, cpu_split_option, cuda_path_option, data_dir_option,
-                    device_option, echo_err, jobs_option, load_data, resolve_device,
-                    run_settings, schedule_options, track_test_option)
+from .train import (FASHION_TRAIN, HiddenList, _check, activation_option,
+                    checkpoint_every_option, chosen_cuda_path, cpu_split_option,
+                    cuda_path_option, data_dir_option, device_option, echo_err, jobs_option,
+                    load_data, loss_option, resolve_device, run_settings, schedule_options,
+                    track_test_option)
 
 D = TrainConfig()  # the defaults, defined once in aecore.config
 DEFAULT_OPTIMIZERS = KINDS["optimizers"].variants
@@ -103,6 +104,8 @@ Examples:
 @device_option
 @cuda_path_option
 @cpu_split_option
+@activation_option
+@loss_option
 @click.option("--hidden", type=HiddenList(), default=",".join(map(str, HIDDEN_SIZES)),
               show_default=True, help="Hidden sizes h to train with the default optimizer.")
 @click.option("--epochs", type=click.IntRange(min=1), default=D.epochs, show_default=True,
@@ -130,9 +133,9 @@ Examples:
 @track_test_option
 @reference_runs_option
 @click.pass_context
-def study(ctx, device, cuda_path, cuda_graphs, cpu_split, hidden, epochs, optimizers, compare,
-          compare_hidden, lr_schedule, warmup_epochs, out, data_dir, limit, yes,
-          checkpoint_every, jobs, track_test, reference_runs):
+def study(ctx, device, cuda_path, cuda_graphs, cpu_split, activation, loss, hidden, epochs,
+          optimizers, compare, compare_hidden, lr_schedule, warmup_epochs, out, data_dir, limit,
+          yes, checkpoint_every, jobs, track_test, reference_runs):
     from aecore import study as S
 
     cuda_path = chosen_cuda_path(ctx, cuda_path, cuda_graphs)
@@ -143,9 +146,10 @@ def study(ctx, device, cuda_path, cuda_graphs, cpu_split, hidden, epochs, optimi
     if limit is not None and limit > n_avail:
         raise click.BadParameter(f"{limit} is more than the {n_avail} training images left after "
                                  f"the {D.val_size} validation images", param_hint="'--limit'")
+    # --activation / --loss / --lr-schedule set every run; a compared kind's variants override
     plan = S.plan_study(hidden, compare, compare_hidden, out, epochs, "cpu", limit,
-                        lr_schedule=lr_schedule, warmup_epochs=warmup_epochs,
-                        track_test=track_test)
+                        activation=activation, loss=loss, lr_schedule=lr_schedule,
+                        warmup_epochs=warmup_epochs, track_test=track_test)
     for p in plan:
         p.config = TrainConfig(**{**p.config.to_dict(), "cuda_path": cuda_path,
                                   "cpu_split": cpu_split})

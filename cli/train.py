@@ -15,6 +15,8 @@ from click.core import ParameterSource
 from aecore import runs, tables
 from aecore.config import DEFAULT_LR, MAX_HIDDEN, TrainConfig, config_problems
 from aecore.cuda_path import AUTO_PATH, CUDA_PATHS
+from aecore.kernels.activations_reference import ACTIVATIONS
+from aecore.kernels.losses_reference import LOSSES
 from aecore.errors import AecoreError, CheckpointError, DivergenceError, TrainingInterrupted
 from aecore.optim import OPTIMIZERS
 from aecore.schedules import SCHEDULES
@@ -28,6 +30,7 @@ OPTION_OF = {"hidden": "--hidden", "epochs": "--epochs", "batch_size": "--batch-
              "slope": "--slope", "seed": "--seed", "val_size": "--val-size", "device": "--device",
              "limit": "--limit", "lr_schedule": "--lr-schedule",
              "warmup_epochs": "--warmup-epochs", "cuda_path": "--cuda-path",
+             "activation": "--activation", "loss": "--loss", "cpu_split": "--cpu-split",
              "track_test": "--track-test"}
 
 
@@ -108,6 +111,20 @@ def schedule_options(f):
                         "lr_scheduler stepped every batch: constant; cosine (CosineAnnealingLR "
                         "to 0 at the end); step (StepLR: /10 after each third of the steps); "
                         "onecycle (OneCycleLR, max_lr = --lr).")(f)
+
+
+def activation_option(f):
+    return click.option("--activation", type=click.Choice(ACTIVATIONS), default=D.activation,
+                        show_default=True,
+                        help="Hidden-layer activation (leaky_relu uses --slope; gelu is the tanh "
+                        "approximation).")(f)
+
+
+def loss_option(f):
+    return click.option("--loss", type=click.Choice(LOSSES), default=D.loss, show_default=True,
+                        help="Loss on the Sigmoid output: mse, bce (binary cross-entropy, from "
+                        "the logits) or l1. Validation and test MSE are reported whatever the "
+                        "loss.")(f)
 
 
 def data_dir_option(f):
@@ -238,6 +255,8 @@ Examples:
 @click.option("--limit", type=click.IntRange(min=1), default=None,
               help="Train on only the first N training images (quick tests).")
 @schedule_options
+@activation_option
+@loss_option
 @device_option
 @cuda_path_option
 @cpu_split_option
@@ -253,8 +272,8 @@ Examples:
 @track_test_option
 @click.pass_context
 def train(ctx, hidden, epochs, batch_size, lr, optimizer, momentum, slope, seed, val_size, limit,
-          lr_schedule, warmup_epochs, device, cuda_path, cuda_graphs, cpu_split, data_dir, out,
-          resume, overwrite, checkpoint_every, jobs, track_test):
+          lr_schedule, warmup_epochs, activation, loss, device, cuda_path, cuda_graphs, cpu_split,
+          data_dir, out, resume, overwrite, checkpoint_every, jobs, track_test):
     cuda_path = chosen_cuda_path(ctx, cuda_path, cuda_graphs)
     if resume is not None:
         return _resume(ctx, resume, device, data_dir, epochs, checkpoint_every, cuda_path)
@@ -275,7 +294,9 @@ def train(ctx, hidden, epochs, batch_size, lr, optimizer, momentum, slope, seed,
                            optimizer=optimizer, momentum=momentum, slope=slope, seed=seed,
                            val_size=val_size, device="cpu", limit=limit,
                            cuda_path=cuda_path, cpu_split=cpu_split, lr_schedule=lr_schedule,
-                           warmup_epochs=warmup_epochs, track_test=track_test) for h in hidden]
+                           warmup_epochs=warmup_epochs, activation=activation, loss=loss,
+                           track_test=track_test)
+                 for h in hidden]
     for c in configs:
         _check(c, n_train)
     dirs = [out / runs.run_name(c.hidden, c.optimizer) for c in configs]
@@ -390,8 +411,15 @@ def _fmt(v, spec):
     return "-" if v is None else format(v, spec)
 
 
+def _trained_loss(s) -> str:
+    """The loss a run trained (its summary holds test_<loss> besides test_loss unless mse)."""
+    return next((k[5:] for k in s if k.startswith("test_") and k != "test_loss"), "mse")
+
+
 def format_table(summaries) -> str:
-    head = ("hidden", "params", "epochs", "train MSE", "val MSE", "test MSE", "best ep",
+    trained = {_trained_loss(s) for s in summaries}
+    train_head = f"train {trained.pop().upper()}" if len(trained) == 1 else "train loss"
+    head = ("hidden", "params", "epochs", train_head, "val MSE", "test MSE", "best ep",
             "time", "samples/s", "status")
     rows = [(str(s["hidden"]), f"{s['params']:,}", f"{s['epochs_done']}/{s['epochs']}",
              _fmt(s.get("train_loss"), ".6f"), _fmt(s.get("val_loss"), ".6f"),

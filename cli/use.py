@@ -16,7 +16,7 @@ import click
 import numpy as np
 
 from aecore import __version__, atomic, blas_info, runs
-from aecore.checkpoint import load_weights, slope_of
+from aecore.checkpoint import activation_of, load_weights, loss_of, slope_of
 from aecore.config import TrainConfig
 from aecore.devices import make_engine
 from aecore.errors import CheckpointError, RunWriteError
@@ -45,7 +45,9 @@ class _Model:
         self.data = load_data(data_dir, self.val_size)
         part = getattr(self.data, split)
         self.images, self.labels = part.images, part.labels
-        self.engine = make_engine(self.device, self.weights.params, slope=self.slope)
+        self.activation, self.loss = activation_of(self.weights), loss_of(self.weights)
+        self.engine = make_engine(self.device, self.weights.params, slope=self.slope,
+                                  activation=self.activation, loss=self.loss)
 
 
 def _note_if_incomplete(run_dir: Path) -> None:

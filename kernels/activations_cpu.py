@@ -23,10 +23,13 @@ tests/test_activations.py checks the compiled types and that the loops vectorize
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from numba import njit, types
+from numba.core.errors import TypingError
+from numba.extending import overload
 
-from .activations_reference import face_selector
-from .cpu import _FAST, _exp_neg32, _sigmoid32_and_slope
+from .activations_reference import (ACTIVATIONS, check_activation, face_selector,
+                                    needs_preactivation)
+from .cpu_math import _FAST, _exp_neg32, _sigmoid32_and_slope
 
 _0 = np.float32(0.0)
 _1 = np.float32(1.0)
@@ -122,3 +125,52 @@ def gelu_backward(g, h, z, slope):
 
 
 activation = face_selector(globals())
+
+
+# --- compile-time selection by number: what the fused kernels call --------------------------
+# The kernels take the activation as an integer argument that numba sees as a literal
+# (``numba.literally`` at the entry points), so every (activation, loss) is its own cached
+# specialisation and these resolve to one activation's code while compiling: no run-time branch.
+def code(name: str) -> int:
+    """The number the kernels take for activation ``name``."""
+    return ACTIVATIONS.index(check_activation(name))
+
+
+def _literal_name(act) -> str:
+    if not isinstance(act, types.IntegerLiteral):
+        raise TypingError("the activation must be a compile-time literal (numba.literally)")
+    return ACTIVATIONS[act.literal_value]
+
+
+def forward(act, z, slope):
+    """f(z) of activation number ``act`` (@njit only)."""
+    raise NotImplementedError("only callable from @njit code")
+
+
+def backward(act, g, h, z, slope):
+    """g f'(z) of activation number ``act`` from h = f(z) (and z where it keeps Z; @njit only)."""
+    raise NotImplementedError("only callable from @njit code")
+
+
+def keeps_preactivation(act):
+    """True (a compile-time constant) when activation ``act``'s backward reads Z (@njit only)."""
+    raise NotImplementedError("only callable from @njit code")
+
+
+@overload(forward, inline="always")
+def _forward(act, z, slope):
+    fwd = activation(_literal_name(act))[0]
+    return lambda act, z, slope: fwd(z, slope)
+
+
+@overload(backward, inline="always")
+def _backward(act, g, h, z, slope):
+    bwd = activation(_literal_name(act))[1]
+    return lambda act, g, h, z, slope: bwd(g, h, z, slope)
+
+
+@overload(keeps_preactivation, inline="always")
+def _keeps_preactivation(act):
+    if needs_preactivation(_literal_name(act)):
+        return lambda act: True
+    return lambda act: False

@@ -10,9 +10,9 @@ CUTLASS / Triton, here on the CPU.
 Shapes (PyTorch ``nn.Linear`` layout): X (B, K), W (N, K), b (N,), outputs (B, N).
 All floating arrays are float32 and C-contiguous; X / T may also be uint8 pixels (scaled 1/255).
 
-Why a hand-written ``exp``: numba lowers ``math.exp`` to a scalar libm call, which does not
-vectorize. ``_exp_neg`` is a Cody-Waite range reduction plus a polynomial, with 2^n built from
-the exponent bits: plain arithmetic, so LLVM vectorizes it (AVX2 / AVX-512).
+The scalar helpers (exponentials, Sigmoid, pixel scaling, compile options) are in ``cpu_math``;
+the kernels with an activation or a loss epilogue (1-4) in ``cpu_hidden`` / ``cpu_output``,
+compiled per (activation, loss); all re-exported here.
 """
 
 from __future__ import annotations
@@ -22,95 +22,20 @@ import math
 import numpy as np
 from llvmlite import ir
 from numba import njit, types
-from numba.extending import intrinsic, overload
+from numba.extending import intrinsic
 
-from . import PIXEL_SCALE
 from .blas import gemm
+from .cpu_math import (_FAST, _FLT_MIN, _as_float32, _exp_neg, _exp_neg32,  # noqa: F401
+                       _sigmoid, _sigmoid32_and_slope, to_float, unit)
 from .optim import OPT_ADAM, OPT_NESTEROV, OPT_SGD, HyperParams
-
-_PIXEL_SCALE_F32 = np.float32(PIXEL_SCALE)  # a float32 constant: uint8 * it stays float32
-_LOG2E = 1.4426950408889634
-_LN2 = 0.6931471805599453
-
-# Fast-math without 'nnan'/'ninf': a NaN must stay a NaN (that is how divergence is caught).
-# 'reassoc' lets the reductions vectorize; it is harmless in _exp_neg, whose range reduction
-# runs in float64 where x - n*ln2 stays exact to ~1e-16 in any order.
-# error_model="numpy": no ZeroDivisionError check on every float division (it stops the
-# Sigmoid epilogue from vectorizing).
-_FAST = dict(cache=True, fastmath={"contract", "reassoc", "nsz", "arcp", "afn"}, nogil=True,
-             error_model="numpy")
-_FLT_MIN = np.float32(1.1754944e-38)  # smallest normal float32
-
-
-@njit(inline="always", **_FAST)
-def _exp_neg(x):
-    """exp(x) for float64 x <= 0 (x is clamped at -700; relative error ~1e-9; NaN stays NaN)."""
-    x = -700.0 if x < -700.0 else x
-    n = math.floor(x * _LOG2E + 0.5)
-    r = x - n * _LN2
-    p = 1.0 + r * (1.0 + r * (0.5 + r * (1.0 / 6 + r * (1.0 / 24 + r * (
-        1.0 / 120 + r * (1.0 / 720 + r * (1.0 / 5040)))))))
-    bits = np.int64((np.int64(n) + 1023) << 52)
-    return p * bits.view(np.float64)
-
-
-@njit(inline="always", **_FAST)
-def _sigmoid(z):
-    """Safe logistic: exp is only ever taken of -|z|."""
-    e = _exp_neg(-abs(z))
-    return (1.0 if z >= 0.0 else e) / (1.0 + e)
-
-
-_F32_LOG2E = np.float32(1.4426950408889634)
-_F32_LN2_HI = np.float32(0.693145751953125)  # ln 2 split for Cody-Waite: hi has 12 bits,
-_F32_LN2_LO = np.float32(1.428606765330187e-06)  # so n * hi is exact for |n| < 2^12
-
-
-@njit(inline="always", **_FAST)
-def _exp_neg32(x):
-    """exp(x) in float32 for x <= 0 (clamped at -87, where exp is ~1.6e-38; relative error
-    ~2e-7; NaN stays NaN). 16 lanes per AVX-512 instruction instead of float64's 8."""
-    x = np.float32(-87.0) if x < np.float32(-87.0) else x
-    # np.floor, not math.floor: numba's math.floor returns an int64, which turns the rest into
-    # float64 (bench/RESULTS.md)
-    n = np.floor(x * _F32_LOG2E + np.float32(0.5))
-    r = (x - n * _F32_LN2_HI) - n * _F32_LN2_LO
-    p = np.float32(1.0) + r * (np.float32(1.0) + r * (np.float32(0.5) + r * (
-        np.float32(1.0 / 6) + r * (np.float32(1.0 / 24) + r * (
-            np.float32(1.0 / 120) + r * np.float32(1.0 / 720))))))
-    bits = np.int32((np.int32(n) + 127) << 23)
-    return p * bits.view(np.float32)
-
-
-@njit(inline="always", **_FAST)
-def _sigmoid32_and_slope(z):
-    """(y, y (1 - y)) for y = sigmoid(z), safe and accurate in float32: with e = exp(-|z|) and
-    r = 1 / (1 + e), y is r or e r, and y (1 - y) = e r^2 on both sides. (1 - y computed from a
-    float32 y is 0 for z > ~17, where the true slope is still ~e.)"""
-    e = _exp_neg32(-abs(z))
-    r = np.float32(1.0) / (np.float32(1.0) + e)
-    er = e * r
-    return (r if z >= np.float32(0.0) else er), er * r
-
-
-def unit(v):
-    """A pixel as a float in [0, 1]: integers (uint8) are scaled by 1/255, floats pass through."""
-    raise NotImplementedError("only callable from @njit code")
-
-
-@overload(unit, inline="always")
-def _unit(v):
-    if isinstance(v, types.Integer):
-        return lambda v: np.float32(v) * _PIXEL_SCALE_F32
-    return lambda v: v
-
-
-@njit(**_FAST)
-def to_float(X, out):
-    """out <- X as float32 (uint8 pixels scaled by 1/255; float32 copied)."""
-    for i in range(X.shape[0]):
-        for j in range(X.shape[1]):
-            out[i, j] = unit(X[i, j])
+# kernels 1-4 (the products with an activation or a loss epilogue), re-exported
+from .cpu_hidden import (LEAKY_RELU, activation_grad_, backward_activation,  # noqa: F401
+                         backward_hidden, bias_activation_, bias_leaky_relu_, leaky_relu_grad_,
+                         linear_activation, linear_leaky_relu)
+from .cpu_output import (MSE, bias_sigmoid_, bias_sigmoid_eval_, bias_sigmoid_loss,  # noqa: F401
+                         bias_sigmoid_loss_, bias_sigmoid_mse_, linear_sigmoid,
+                         linear_sigmoid_eval, linear_sigmoid_loss, linear_sigmoid_loss_grad,
+                         linear_sigmoid_mse)
 
 
 @njit(**_FAST)
@@ -153,162 +78,6 @@ def prefetch_rows(X, idx):
         for k in range(0, n, 64):
             _prefetch(flat, base + k)
         _prefetch(flat, base + n - 1)
-
-
-def _as_float32(X):
-    """X as float32: float32 arrays as they are, uint8 pixels as a scaled copy (@njit only)."""
-    raise NotImplementedError("only callable from @njit code")
-
-
-@overload(_as_float32)
-def _as_float32_impl(X):
-    if X.dtype == types.float32:
-        return lambda X: X
-
-    def convert(X):
-        out = np.empty(X.shape, np.float32)
-        to_float(X, out)
-        return out
-    return convert
-
-
-# --- kernel 1: matmul + bias + LeakyReLU ------------------------------------------------------
-@njit(**_FAST)
-def bias_leaky_relu_(Z, b, slope):
-    """Epilogue of kernel 1, in place: Z <- leaky_relu(Z + b)."""
-    for i in range(Z.shape[0]):
-        for j in range(Z.shape[1]):
-            z = Z[i, j] + b[j]
-            Z[i, j] = z if z > 0 else z * slope
-
-
-@njit(**_FAST)
-def linear_leaky_relu(X, W, b, H, slope=0.01):
-    """H <- leaky_relu(X W^T + b). X (B, K) float32 or uint8; W (N, K); b (N,); H (B, N)."""
-    gemm(False, True, 1.0, _as_float32(X), W, 0.0, H)
-    bias_leaky_relu_(H, b, np.float32(slope))
-
-
-# --- kernel 2 (+3): matmul + bias + Sigmoid (+ MSE gradient) ----------------------------------
-@njit(**_FAST)
-def bias_sigmoid_(Z, b):
-    """Epilogue of kernel 2, in place: Z <- sigmoid(Z + b)."""
-    for i in range(Z.shape[0]):
-        for j in range(Z.shape[1]):
-            Z[i, j] = _sigmoid(np.float64(Z[i, j] + b[j]))
-
-
-@njit(**_FAST)
-def bias_sigmoid_mse_(Z, b, T, scale, Y, colsum):
-    """Epilogue of kernels 2+3, in place: Z <- dZ = scale*(y-t)*y*(1-y), y = sigmoid(Z + b).
-
-    T: (B, N) uint8 pixels or float32 targets. Writes y to Y when Y has rows (pass a (0, N)
-    array to skip). When ``colsum`` (float64, (N,)) has elements, dZ's column sums (the bias
-    gradient) are added to it. Returns sum((y - t)^2) in float64.
-
-    The inner loop has no branches, so it vectorizes; the optional outputs are extra passes
-    over the row just written, which is still in L1.
-    """
-    write_y = Y.shape[0] > 0
-    sum_cols = colsum.shape[0] > 0
-    s32 = np.float32(scale)
-    total = 0.0
-    for i in range(Z.shape[0]):
-        z = Z[i]
-        t = T[i]
-        if write_y:
-            yrow = Y[i]
-            for j in range(z.shape[0]):
-                yrow[j] = _sigmoid32_and_slope(z[j] + b[j])[0]
-        rowf = np.float32(0.0)
-        for j in range(z.shape[0]):
-            y, slope = _sigmoid32_and_slope(z[j] + b[j])
-            d = y - unit(t[j])
-            rowf += d * d
-            g = s32 * d * slope
-            # flush what would be a float32 subnormal to 0, as the CUDA kernels do (-ftz): a
-            # trained model's background pixels have y ~ 1e-18, so g ~ 1e-40, and subnormal
-            # operands take a slow path in the two sgemms that read dZ
-            z[j] = g if abs(g) >= _FLT_MIN else np.float32(0.0)
-        row = np.float64(rowf)
-        if sum_cols:
-            for j in range(z.shape[0]):
-                colsum[j] += z[j]
-        total += row
-    return total
-
-
-@njit(**_FAST)
-def bias_sigmoid_loss(Z, b, T):
-    """sum((sigmoid(Z + b) - T)^2) in float64, without writing anything (evaluation)."""
-    total = 0.0
-    for i in range(Z.shape[0]):
-        row = 0.0
-        for j in range(Z.shape[1]):
-            d = _sigmoid(np.float64(Z[i, j] + b[j])) - np.float64(unit(T[i, j]))
-            row += d * d
-        total += row
-    return total
-
-
-@njit(**_FAST)
-def linear_sigmoid(H, W, b, Y):
-    """Y <- sigmoid(H W^T + b). H (B, K); W (N, K); b (N,); Y (B, N)."""
-    gemm(False, True, 1.0, _as_float32(H), W, 0.0, Y)
-    bias_sigmoid_(Y, b)
-
-
-@njit(**_FAST)
-def linear_sigmoid_mse(H, W, b, T, dZ, Y=None, colsum=None):
-    """Kernels 2+3 fused: dZ <- 2/(B*N) (y - T) y (1 - y), y = sigmoid(H W^T + b).
-
-    Returns the batch's loss sum, sum((y - T)^2), in float64. Y (B, N) receives y if given;
-    otherwise y is never written to memory. ``colsum`` ((N,) float64), if given, receives dZ's
-    column sums (the bias gradient) from the same pass.
-    """
-    gemm(False, True, 1.0, _as_float32(H), W, 0.0, dZ)
-    scale = 2.0 / (dZ.shape[0] * dZ.shape[1])
-    # (numba resolves each `is None` when it compiles: no branch at run time)
-    y = np.empty((0, dZ.shape[1]), np.float32) if Y is None else Y
-    sums = np.empty(0, np.float64) if colsum is None else colsum
-    sums[:] = 0.0
-    return bias_sigmoid_mse_(dZ, b, T, scale, y, sums)
-
-
-@njit(**_FAST)
-def linear_sigmoid_loss(H, W, b, T, Z):
-    """sum((sigmoid(H W^T + b) - T)^2) in float64 (evaluation: no gradient); Z (B, N) is
-    scratch for the product."""
-    gemm(False, True, 1.0, H, W, 0.0, Z)
-    return bias_sigmoid_loss(Z, b, T)
-
-
-# --- kernel 4: the backward products ----------------------------------------------------------
-@njit(**_FAST)
-def leaky_relu_grad_(dH, H, slope, colsum):
-    """Epilogue of the dH product, in place: dH <- dH * leaky_relu'(H), read off H's sign.
-
-    When ``colsum`` (float64, (K,)) has elements, dH's column sums are added to it.
-    """
-    sum_cols = colsum.shape[0] > 0
-    for i in range(dH.shape[0]):
-        g = dH[i]
-        h = H[i]
-        for j in range(g.shape[0]):
-            g[j] = g[j] if h[j] > 0 else g[j] * slope
-        if sum_cols:
-            for j in range(g.shape[0]):
-                colsum[j] += g[j]
-
-
-@njit(**_FAST)
-def backward_hidden(dZ, W2, H, dH, slope=0.01, colsum=None):
-    """dH <- (dZ W2) * leaky_relu'(H). dZ (B, N); W2 (N, K); H, dH (B, K). ``colsum`` ((K,)
-    float64), if given, receives dH's column sums (the bias gradient) from the same pass."""
-    gemm(False, False, 1.0, dZ, W2, 0.0, dH)
-    sums = np.empty(0, np.float64) if colsum is None else colsum
-    sums[:] = 0.0
-    leaky_relu_grad_(dH, H, np.float32(slope), sums)
 
 
 @njit(**_FAST)

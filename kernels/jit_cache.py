@@ -37,7 +37,8 @@ _AECORE = _KERNELS.parent / "aecore" if (_KERNELS.parent / "aecore").is_dir() el
 # Every file with @njit(cache=True) code or code such functions compile in
 # (tests/test_kernels_cpu.py checks that no file with cache=True is missing).
 SOURCES = tuple(p.resolve() for p in (
-    _KERNELS / "blas.py", _KERNELS / "cpu.py", _KERNELS / "ftz.py", _KERNELS / "optim.py",
+    _KERNELS / "blas.py", _KERNELS / "cpu.py", _KERNELS / "cpu_math.py", _KERNELS / "cpu_hidden.py",
+    _KERNELS / "cpu_output.py", _KERNELS / "ftz.py", _KERNELS / "optim.py",
     _KERNELS / "activations_cpu.py", _KERNELS / "losses_cpu.py",
     _AECORE / "engine_cpu.py", _AECORE / "cpu_pair.py", _AECORE / "baselines.py",
 ))

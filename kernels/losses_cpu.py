@@ -22,10 +22,14 @@ accumulator the float32 row sum vectorized differently and the loss sum changed 
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+import math
 
-from .cpu import _FAST, _exp_neg32, _sigmoid32_and_slope
-from .losses_reference import face_selector
+from numba import njit, types
+from numba.core.errors import TypingError
+from numba.extending import overload
+
+from .cpu_math import _FAST, _exp_neg, _exp_neg32, _sigmoid, _sigmoid32_and_slope, unit
+from .losses_reference import GRAD_FACTOR, LOSSES, check_loss, face_selector, needs_squared_error
 
 _0 = np.float32(0.0)
 _1 = np.float32(1.0)
@@ -74,3 +78,86 @@ def l1(z, t, scale):
 
 
 loss_point = face_selector(globals())
+
+
+# --- compile-time selection by number: what the fused kernels call --------------------------
+# As activations_cpu's: the kernels take the loss as a literal integer argument.
+def code(name: str) -> int:
+    """The number the kernels take for loss ``name``."""
+    return LOSSES.index(check_loss(name))
+
+
+def _literal_name(loss) -> str:
+    if not isinstance(loss, types.IntegerLiteral):
+        raise TypingError("the loss must be a compile-time literal (numba.literally)")
+    return LOSSES[loss.literal_value]
+
+
+def point(loss, z, t, scale):
+    """``(loss, (y - t)^2, dZ)`` in float32 of loss number ``loss`` (@njit only)."""
+    raise NotImplementedError("only callable from @njit code")
+
+
+def sums_squared_error(loss):
+    """True (a compile-time constant) when loss ``loss`` is not the squared error, so the
+    epilogue keeps a second sum (@njit only)."""
+    raise NotImplementedError("only callable from @njit code")
+
+
+def grad_factor(loss):
+    """The mean loss's gradient factor (2 for mse, 1 otherwise; @njit only)."""
+    raise NotImplementedError("only callable from @njit code")
+
+
+def eval_terms(loss, z, t):
+    """``(loss, (y - t)^2)`` in float64 for the logit z and pixel t (evaluation; @njit only)."""
+    raise NotImplementedError("only callable from @njit code")
+
+
+@overload(point, inline="always")
+def _point(loss, z, t, scale):
+    fn = loss_point(_literal_name(loss))
+    return lambda loss, z, t, scale: fn(z, t, scale)
+
+
+@overload(sums_squared_error, inline="always")
+def _sums_squared_error(loss):
+    if needs_squared_error(_literal_name(loss)):
+        return lambda loss: True
+    return lambda loss: False
+
+
+@overload(grad_factor, inline="always")
+def _grad_factor(loss):
+    factor = float(GRAD_FACTOR[_literal_name(loss)])
+    return lambda loss: factor
+
+
+@njit(inline="always", **_FAST)
+def _mse64(z, t):
+    d = _sigmoid(np.float64(z)) - np.float64(unit(t))  # today's evaluation, as written
+    return d * d, d * d
+
+
+@njit(inline="always", **_FAST)
+def _bce64(z, t):
+    z = np.float64(z)
+    tt = np.float64(unit(t))
+    e = _exp_neg(-abs(z))
+    d = (1.0 if z >= 0.0 else e) / (1.0 + e) - tt
+    return ((1.0 - tt) * z if z > 0.0 else -tt * z) + math.log1p(e), d * d
+
+
+@njit(inline="always", **_FAST)
+def _l164(z, t):
+    d = _sigmoid(np.float64(z)) - np.float64(unit(t))
+    return abs(d), d * d
+
+
+_EVAL = {"mse": _mse64, "bce": _bce64, "l1": _l164}
+
+
+@overload(eval_terms, inline="always")
+def _eval_terms(loss, z, t):
+    fn = _EVAL[_literal_name(loss)]
+    return lambda loss, z, t: fn(z, t)

@@ -14,7 +14,9 @@ Layout (as karpathy/llm.c's ``llmc/``: one GEMM core, one module per fused op):
 * ``launch``: the kernel registry, grids, the split-K plan (``SplitK``), placeholders;
 * ``fused_linear_leaky_relu``, ``fused_linear_sigmoid`` (+ MSE, + the loss reset),
   ``fused_backward_hidden``, ``fused_weight_step`` (gradients and the fused optimizer updates):
-  each kernel with its launcher;
+  each kernel with its launcher; the other hidden activations and losses are kernels of the
+  same modules made on first use per choice (``linear_activation``, ``backward_activation``,
+  ``linear_sigmoid_loss_grad``; ``activation_loss_kernels()`` lists them for the PTX test);
 * ``ptx``: PTX without a GPU, the K-step instruction counts, ptxas registers;
 * ``persistent``: one cooperative launch that trains several runs a chunk of steps (the same
   main loops and epilogues; ``--cuda-path persistent``, aecore/engine_persistent.py; not in
@@ -31,11 +33,12 @@ compiles each for sm_80 and sm_90.
 
 from __future__ import annotations
 
-from .fused_backward_hidden import backward_hidden
+from .fused_backward_hidden import backward_activation, backward_hidden
 from .config import BK, BM, BN, NTHREADS, PIXEL_SCALE, SIMULATOR, TILE, TM, TN
 from .launch import MIN_SLICE_STEPS, Kernel, SplitK, compile_all, empty
-from .fused_linear_leaky_relu import linear_leaky_relu
-from .fused_linear_sigmoid import linear_sigmoid, linear_sigmoid_mse, zero_, zero_kernel
+from .fused_linear_leaky_relu import linear_activation, linear_leaky_relu
+from .fused_linear_sigmoid import (linear_sigmoid, linear_sigmoid_loss_grad, linear_sigmoid_mse,
+                                   zero_, zero_kernel)
 from .ptx import compile_ptx
 from .fused_weight_step import (OPT_ADAM, OPT_MOMENTUM, OPT_NESTEROV, OPT_NONE, OPT_SGD,
                           adam_hparams, adam_hparams_steps, adam_weight_step, hparams,
@@ -44,13 +47,29 @@ from .fused_weight_step import (OPT_ADAM, OPT_MOMENTUM, OPT_NESTEROV, OPT_NONE, 
 
 # Every production (pyfunc, signature): the PTX test compiles each for sm_80 and sm_90.
 KERNELS = [v for k in Kernel.registry for v in k.variants.values()]
+
+
+def activation_loss_kernels():
+    """(pyfunc, signature) of every kernel of a non-default activation or loss (made now)."""
+    from ..activations_reference import ACTIVATIONS
+    from ..losses_reference import LOSSES
+    from .fused_backward_hidden import activation_kernel as backward_kernel
+    from .fused_linear_leaky_relu import activation_kernel as forward_kernel
+    from .fused_linear_sigmoid import loss_kernel
+
+    made = [f(a) for a in ACTIVATIONS[1:] for f in (forward_kernel, backward_kernel)]
+    made += [loss_kernel(name) for name in LOSSES[1:]]
+    return [v for k in made for v in k.variants.values()]
+
+
 GEMM_KERNELS = tuple(sorted({f.__name__ for f, _ in KERNELS} - {"k_zero_f64"}))
 
 __all__ = [
     "BK", "BM", "BN", "GEMM_KERNELS", "KERNELS", "MIN_SLICE_STEPS", "NTHREADS", "OPT_ADAM",
     "OPT_MOMENTUM", "OPT_NESTEROV", "OPT_NONE", "OPT_SGD", "PIXEL_SCALE", "SIMULATOR", "TILE",
-    "TM", "TN", "SplitK", "adam_hparams", "adam_hparams_steps", "adam_weight_step",
-    "backward_hidden", "compile_all", "compile_ptx", "empty", "hparams", "launch_weight_step",
-    "linear_leaky_relu", "linear_sigmoid", "linear_sigmoid_mse", "momentum_weight_step",
+    "TM", "TN", "SplitK", "activation_loss_kernels", "adam_hparams", "adam_hparams_steps",
+    "adam_weight_step", "backward_activation", "backward_hidden", "compile_all", "compile_ptx",
+    "empty", "hparams", "launch_weight_step", "linear_activation", "linear_leaky_relu",
+    "linear_sigmoid", "linear_sigmoid_loss_grad", "linear_sigmoid_mse", "momentum_weight_step",
     "sgd_weight_step", "weight_grad", "weight_step", "zero_", "zero_kernel",
 ]

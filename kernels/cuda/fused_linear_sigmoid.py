@@ -1,16 +1,19 @@
 """Kernels 2 (+3): y = sigmoid(H W^T + b), with the MSE gradient and loss in the epilogue
-(training and evaluation) or alone (reconstructions); and the loss accumulator's reset."""
+(training and evaluation) or alone (reconstructions); and the loss accumulator's reset. The
+other losses (bce, l1): ``linear_sigmoid_loss_grad``, one kernel per loss made on first use
+(mse is always the kernel here, unchanged), which also sums the squared error into loss[1]."""
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 from numba import cuda, float32, float64, int32
 
 from .config import (BK, BLOCK, D1, F1, F2, I1, NTHREADS, PAD, SPLIT, TM, TN, TX, TY,
                      U2, dcuda, device)
 from .gemm import kslice, mainloop, splitk_fixup, this_thread
-from .launch import (Kernel, f32_or_empty, grid, key, named, perm_or_empty, scale_of,
+from .launch import (Kernel, empty, f32_or_empty, grid, key, named, perm_or_empty, scale_of,
                      split_args)
 
 
@@ -101,6 +104,67 @@ def make_mse(prefetch=False):
     return named(k, "k_linear_sigmoid_mse" + "_prefetch" * prefetch)
 
 
+def loss_epilogue(name):
+    """``mse_epilogue`` for loss ``name``, without Y (training and evaluation need none; a
+    Sigmoid for Y made bce's epilogue too long for the compiler to unroll, and its register
+    tile went to local memory): dZ's tile <- the loss's gradient; returns this thread's float64
+    shares of the loss sum and of the squared-error sum."""
+    from ..losses_cuda import loss_point
+
+    point = loss_point(name)
+
+    @device
+    def epilogue_loss(acc, b, T, tperm, toff, tscale, dscale, dZ, m0, n0, tx, ty):
+        M = dZ.shape[0]
+        N = dZ.shape[1]
+        gather = tperm.shape[0] > 0
+        part = float64(0.0)
+        part_sq = float64(0.0)
+        for i in range(TM):
+            m = m0 + ty + TY * i
+            if m < M:
+                src = tperm[toff + m] if gather else toff + m
+                for j in range(TN):
+                    n = n0 + tx + TX * j
+                    if n < N:
+                        e, sq, g = point(acc[i, j] + b[n], float32(T[src, n]) * tscale, dscale)
+                        part += float64(e)
+                        part_sq += float64(sq)
+                        dZ[m, n] = g
+        return part, part_sq
+
+    return epilogue_loss
+
+
+def make_loss(name, prefetch=False):
+    """``make_mse``'s kernel for loss ``name`` (not mse): loss[0] += the loss sum, loss[1] +=
+    the squared-error sum."""
+    gemm = mainloop("nt", False, prefetch, indexed=False)
+    epi = loss_epilogue(name)
+
+    def k(Hin, W, b, T, tperm, toff, tscale, dscale, dZ, Y, loss, ws, cnt, kchunk):
+        As = cuda.shared.array((BK, PAD), float32)
+        Bs = cuda.shared.array((BK, PAD), float32)
+        red = cuda.shared.array(NTHREADS, float64)
+        flag = cuda.shared.array(1, int32)
+        acc = cuda.local.array((TM, TN), float32)
+        tx, ty, tid, m0, n0 = this_thread()
+        M = dZ.shape[0]
+        N = dZ.shape[1]
+        kb, ke = kslice(W.shape[1], kchunk)
+        gemm(Hin, W, M, N, kb, ke, m0, n0, As, Bs, acc, tid, tx, ty)
+        if not splitk_fixup(acc, ws, cnt, flag, tid):
+            return
+        part, part_sq = epi(acc, b, T, tperm, toff, tscale, dscale, dZ, m0, n0, tx, ty)
+        total = block_sum(red, part, tid)  # (valid in thread 0 only: it reads it before the
+        total_sq = block_sum(red, part_sq, tid)  # second sum overwrites red[0])
+        if tid == 0:
+            cuda.atomic.add(loss, 0, total)
+            cuda.atomic.add(loss, 1, total_sq)
+
+    return named(k, f"k_linear_sigmoid_{name}" + "_prefetch" * prefetch)
+
+
 def make_sigmoid(prefetch=False):
     gemm = mainloop("nt", False, prefetch, indexed=False)
 
@@ -123,9 +187,12 @@ def make_sigmoid(prefetch=False):
     return named(k, "k_linear_sigmoid" + "_prefetch" * prefetch)
 
 
-def mse_variants(prefetch=False):
+def mse_variants(prefetch=False, loss="mse"):
     sig = "void({F2}, {F2}, {F1}, {t}, {I1}, int64, float32, float32, {F2}, {F2}, {D1}, {S})"
-    return {d: (make_mse(prefetch), sig.format(F2=F2, F1=F1, I1=I1, D1=D1, S=SPLIT, t=t))
+    def make():
+        return make_mse(prefetch) if loss == "mse" else make_loss(loss, prefetch)
+
+    return {d: (make(), sig.format(F2=F2, F1=F1, I1=I1, D1=D1, S=SPLIT, t=t))
             for d, t in (("u8", U2), ("f32", F2))}
 
 
@@ -135,6 +202,16 @@ def sigmoid_variants(prefetch=False):
 
 mse_kernel = Kernel(mse_variants())
 sigmoid_kernel = Kernel(sigmoid_variants())
+_BY_LOSS = {"mse": mse_kernel}
+
+
+def loss_kernel(name):
+    """The Kernel of loss ``name`` (made once; not in the registry, so ``KERNELS`` stays the
+    default model's: tests/test_cuda_activation_loss.py compiles these)."""
+    k = _BY_LOSS.get(name)
+    if k is None:
+        k = _BY_LOSS[name] = Kernel(mse_variants(loss=name), register=False)
+    return k
 
 
 def linear_sigmoid_mse(H, W, b, T, dZ, loss, Y=None, perm=None, off=0, stream=0, splitk=None,
@@ -152,6 +229,25 @@ def linear_sigmoid_mse(H, W, b, T, dZ, loss, Y=None, perm=None, off=0, stream=0,
     kernel[key(T)][grid(M, N, S), BLOCK, stream](
         H, W, b, T, perm_or_empty(perm), off, scale_of(T), 2.0 / (M * N), dZ, f32_or_empty(Y, 2),
         loss, ws, cnt, kchunk)
+
+
+def linear_sigmoid_loss_grad(H, W, b, T, dZ, loss_sums, loss, Y=None, perm=None, off=0,
+                             stream=0, splitk=None):
+    """``linear_sigmoid_mse`` for loss ``loss`` (which it is for mse): dZ <- the mean loss's
+    gradient (``losses_reference.grad_scale``); ``loss_sums`` (float64, 2 elements for a loss
+    other than mse) gets the loss sum added to element 0 and the squared-error sum to 1.
+    Y (y itself) only with mse."""
+    if loss == "mse":
+        return linear_sigmoid_mse(H, W, b, T, dZ, loss_sums, Y, perm, off, stream, splitk)
+    if Y is not None:
+        raise ValueError(f"the {loss} kernel does not write y (Y is for mse only)")
+    from ..losses_reference import grad_scale
+
+    M, N = dZ.shape
+    S, ws, cnt, kchunk = split_args(splitk, M, N, W.shape[1])
+    loss_kernel(loss)[key(T)][grid(M, N, S), BLOCK, stream](
+        H, W, b, T, perm_or_empty(perm), off, scale_of(T), grad_scale(loss, M * N), dZ,
+        empty(np.float32, 2), loss_sums, ws, cnt, kchunk)
 
 
 def linear_sigmoid(H, W, b, Y, stream=0, kernel=sigmoid_kernel):
