@@ -48,6 +48,7 @@ class TrainConfig:
     activation: str = "leaky_relu"  # hidden activation (kernels.activations_reference)
     loss: str = "mse"  # trained loss on the Sigmoid output: mse | bce | l1
     cpu_team: bool = False  # CPU: BLAS's jobs and the epilogues' halves on one team (cpu_team.py)
+    track_test: bool = False  # also evaluate the test split after every epoch (time to quality)
 
     def __post_init__(self):
         if self.lr is None and self.optimizer in DEFAULT_LR:
@@ -127,6 +128,8 @@ def config_problems(c: TrainConfig, n_train: int | None = None) -> list[tuple[st
     why = path_problem(c)
     if why:
         bad("cuda_path", why)
+    if not isinstance(c.track_test, bool):
+        bad("track_test", f"must be true or false, got {c.track_test!r}")
     if c.device not in ("cpu", "cuda"):
         bad("device", f"unknown device {c.device!r}; choose cpu or cuda")
     if not is_int(c.val_size) or c.val_size < 1:

@@ -7,22 +7,29 @@
     fig7_test_loss.png         test MSE per run (bars, values written on them)
     fig_optimizers.png         validation MSE per epoch, one line per optimizer (only when
                                several optimizers were run at the same hidden size)
+    fig_optimizers_test.png    their test MSE (bars, as fig7)
+    fig_<kind>.png, fig_<kind>_test.png   the same for activations, losses, schedules
 
 Each ``fig_*(runs, path)`` writes its PNG atomically and returns True, or returns False when the
 runs hold nothing to draw (``why_not_drawn`` says why, for report.md). ``FIGURES`` lists them
-in report order with their captions; ``pyplot()`` is how every aecore plot gets matplotlib.
+in report order with their captions, ``COMPARE_FIGURES`` the comparisons' per kind (runs at
+one hidden size differing in that kind's choice alone, ``aecore.comparisons``). Losses are
+MSE whatever a run trained (``Run.mse``). ``pyplot()`` is how every aecore plot gets
+matplotlib.
 """
 
 from __future__ import annotations
 
 import io
 import math
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .atomic import atomic_write_bytes
+from .comparisons import KINDS, comparison_groups, variant_label
 from .idx import CLASS_NAMES
 from .tables import fmt_num
 
@@ -134,7 +141,7 @@ def fig_classes(runs_: list[Run], path: Path) -> bool:
 
 
 def fig_loss(runs_: list[Run], path: Path) -> bool:
-    with_rows = [r for r in runs_ if r.metrics]
+    with_rows = [r for r in runs_ if r.mse_series("train") or r.mse_series("val")]
     if not with_rows:
         return False
     plt = pyplot()
@@ -145,8 +152,11 @@ def fig_loss(runs_: list[Run], path: Path) -> bool:
     for r in with_rows:
         ep = [m["epoch"] for m in r.metrics]
         lab = r.label + ("" if r.complete else f" ({r.status})")
-        ax.plot(ep, [m["train_loss"] for m in r.metrics], "-", color=col[id(r)], lw=1.6, label=lab)
-        ax.plot(ep, [m["val_loss"] for m in r.metrics], "--", color=col[id(r)], lw=1.6)
+        for split, ls in (("train", "-"), ("val", "--")):
+            y = r.mse_series(split)
+            if y:
+                ax.plot(ep, y, ls, color=col[id(r)], lw=1.6, label=lab if split == "train" or
+                        not r.mse_series("train") else None)
     _loss_axes(ax, "MSE per pixel (log scale)", "Training (solid) and validation (dashed) loss")
     models = ax.legend(title="model", loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=9,
                        borderaxespad=0)
@@ -203,66 +213,95 @@ def fig_reconstructions(runs_: list[Run], path: Path) -> bool:
     return True
 
 
+def _bars(ax, values, labels, colors, notes):
+    """Fig 7's bars: one per value on a linear axis from zero, each value written on its bar;
+    a None value gets its ``notes`` entry written in its place instead."""
+    have = [v for v in values if v is not None]
+    top = max(have)
+    for i, (v, c, note) in enumerate(zip(values, colors, notes)):
+        if v is None:
+            ax.text(i, 0.02 * top, note, ha="center", va="bottom", fontsize=8, color="0.35",
+                    rotation=90)
+            continue
+        ax.bar(i, v, color=c, width=0.7)
+        ax.text(i, v, fmt_num(v), ha="center", va="bottom", fontsize=8)
+    ax.set_xticks(np.arange(len(values)), labels, fontsize=9)
+    ax.set_ylim(0, top * 1.15)
+    ax.grid(True, axis="y", alpha=0.3)
+
+
 def fig_test_loss(runs_: list[Run], path: Path) -> bool:
-    if not runs_:
+    vals = [r.mse("test_loss") for r in runs_]
+    if not any(v is not None for v in vals):
         return False
     plt = pyplot()
     col = _colors(runs_)
-    vals = [r.s("test_loss") for r in runs_]
-    have = [v for v in vals if v is not None]
-    if not have:
-        return False
     fig, ax = plt.subplots(figsize=(max(5.5, 1.15 * len(runs_) + 2), 4.5), layout="constrained")
-    x = np.arange(len(runs_))
-    top = max(have)
-    for i, (r, v) in enumerate(zip(runs_, vals)):
-        if v is None:
-            ax.text(i, 0.02 * top, f"no test MSE\n({r.status})", ha="center", va="bottom",
-                    fontsize=8, color="0.35", rotation=90)
-            continue
-        ax.bar(i, v, color=col[id(r)], width=0.7)
-        ax.text(i, v, fmt_num(v), ha="center", va="bottom", fontsize=8)
-    ax.set_xticks(x, [r.label.replace(" ", "\n") for r in runs_], fontsize=9)
-    ax.set_ylim(0, top * 1.15)
+    _bars(ax, vals, [r.label.replace(" ", "\n") for r in runs_], [col[id(r)] for r in runs_],
+          [f"no test MSE\n({r.status})" for r in runs_])
     opts = {r.optimizer for r in runs_}
     ax.set_xlabel("model (hidden units h, optimizer)" if len(opts) > 1
                   else f"model (hidden units h; optimizer {next(iter(opts))})")
     ax.set_ylabel("test MSE per pixel")
     ax.set_title("Test-set reconstruction error")
-    ax.grid(True, axis="y", alpha=0.3)
     _save(fig, path)
     return True
 
 
-def optimizer_groups(runs_: list[Run]) -> dict[int, list[Run]]:
-    """Hidden sizes at which more than one optimizer was run -> those runs."""
-    by_h: dict[int, list[Run]] = {}
-    for r in runs_:
-        if r.metrics:
-            by_h.setdefault(r.hidden, []).append(r)
-    return {h: rs for h, rs in sorted(by_h.items()) if len({r.optimizer for r in rs}) > 1}
+def _panels(groups: dict, width: float, height: float = 4.6):
+    plt = pyplot()
+    fig, axes = plt.subplots(1, len(groups), figsize=(width * len(groups), height),
+                             squeeze=False, layout="constrained")
+    return fig, axes[0]
 
 
-def fig_optimizers(runs_: list[Run], path: Path) -> bool:
-    groups = optimizer_groups(runs_)
+def fig_compare_curves(runs_: list[Run], path: Path, kind: str) -> bool:
+    """Fig 5's style for one comparison: validation MSE per epoch, one line per variant, a
+    panel per hidden size where ``kind`` was compared. Runs without a recorded MSE are left
+    out (report.md says so)."""
+    groups = {h: [r for r in rs if r.mse_series("val")]
+              for h, rs in comparison_groups(runs_, kind).items()}
+    groups = {h: rs for h, rs in groups.items() if rs}
     if not groups:
         return False
-    plt = pyplot()
-    cmap = plt.get_cmap("tab10")
-    opts = list(dict.fromkeys(r.optimizer for rs in groups.values() for r in rs))
-    fig, axes = plt.subplots(1, len(groups), figsize=(6.5 * len(groups), 4.6), squeeze=False,
-                             layout="constrained")
-    for ax, (h, rs) in zip(axes[0], groups.items()):
-        for r in rs:
-            lr = f", lr {fmt_num(r.lr)}" if r.lr is not None else ""
+    cmap = pyplot().get_cmap("tab10")
+    k = KINDS[kind]
+    fig, axes = _panels(groups, 6.5)
+    for ax, (h, rs) in zip(axes, groups.items()):
+        for i, r in enumerate(rs):
             st = "" if r.complete else f" ({r.status})"
-            ax.plot([m["epoch"] for m in r.metrics], [m["val_loss"] for m in r.metrics],
-                    color=cmap(opts.index(r.optimizer) % 10), lw=1.6,
-                    label=f"{r.optimizer}{lr}{st}")
-        _loss_axes(ax, "validation MSE per pixel (log scale)", f"Optimizers at h={h}")
-        ax.legend(title="optimizer", loc="best", fontsize=9)
+            ax.plot([m["epoch"] for m in r.metrics], r.mse_series("val"), color=cmap(i % 10),
+                    lw=1.6, label=variant_label(r, kind) + st)
+        _loss_axes(ax, "validation MSE per pixel (log scale)", f"{k.name.capitalize()} at h={h}")
+        ax.legend(title=k.noun, loc="best", fontsize=9)
     _save(fig, path)
     return True
+
+
+def fig_compare_test(runs_: list[Run], path: Path, kind: str) -> bool:
+    """Fig 7's style for one comparison: the test MSE of each variant, a panel per hidden
+    size."""
+    groups = {h: rs for h, rs in comparison_groups(runs_, kind).items()
+              if any(r.mse("test_loss") is not None for r in rs)}
+    if not groups:
+        return False
+    cmap = pyplot().get_cmap("tab10")
+    fig, axes = _panels(groups, max(5.0, 1.1 * max(map(len, groups.values())) + 1.5), 4.5)
+    for ax, (h, rs) in zip(axes, groups.items()):
+        _bars(ax, [r.mse("test_loss") for r in rs],
+              [variant_label(r, kind).replace(", ", "\n") for r in rs],
+              [cmap(i % 10) for i in range(len(rs))],
+              [f"no test MSE\n({r.status if not r.complete else r.loss})" for r in rs])
+        ax.set_xlabel(KINDS[kind].noun)
+        ax.set_ylabel("test MSE per pixel")
+        ax.set_title(f"{kind.capitalize()} at h={h}: test MSE")
+    _save(fig, path)
+    return True
+
+
+def compare_figure_names(kind: str) -> tuple[str, str]:
+    """The curves' and the bars' file names of a comparison."""
+    return (FIG_OPT if kind == "optimizers" else f"fig_{kind}.png"), f"fig_{kind}_test.png"
 
 
 FIGURES = (
@@ -271,14 +310,22 @@ FIGURES = (
     (FIG_RECON, fig_reconstructions,
      "Figure 6: test images and their reconstructions at the saved epochs."),
     (FIG_TEST, fig_test_loss, "Figure 7: test MSE per model."),
-    (FIG_OPT, fig_optimizers, "Optimizers: validation MSE per epoch at one hidden size."),
 )
+# per comparison kind: (curves, bars), drawn only where the runs hold that comparison
+COMPARE_FIGURES = {kind: (
+    (compare_figure_names(kind)[0], partial(fig_compare_curves, kind=kind),
+     f"{kind.capitalize()}: validation MSE per epoch, one line per {k.noun} (as Figure 5)."),
+    (compare_figure_names(kind)[1], partial(fig_compare_test, kind=kind),
+     f"{kind.capitalize()}: test MSE per {k.noun} (as Figure 7)."),
+) for kind, k in KINDS.items()}
 
 
 def why_not_drawn(name: str) -> str:
     """Why ``fig_*`` drew nothing (it returned False), for report.md."""
+    for kind, figs in COMPARE_FIGURES.items():
+        if name in (f[0] for f in figs):
+            return f"no hidden size was run with more than one {KINDS[kind].noun}"
     return {FIG_CLASSES: "no run has reconstructions.npz",
             FIG_LOSS: "no run has finished an epoch",
             FIG_RECON: "no run has saved reconstructions",
-            FIG_TEST: "no run has a test MSE (none is complete)",
-            FIG_OPT: "no hidden size was run with more than one optimizer"}[name]
+            FIG_TEST: "no run has a test MSE (none is complete)"}[name]

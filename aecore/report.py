@@ -23,10 +23,14 @@ from . import runs as R
 from .atomic import atomic_write_bytes, check_writable
 from .optim import OPTIMIZERS
 from .errors import CheckpointError
-from .figures import FIG_OPT, FIGURES, why_not_drawn
+from .comparisons import variant_of
+from .figures import COMPARE_FIGURES, FIGURES, why_not_drawn
+from . import time_to_quality as T
+from .report_compare import comparison_sections, time_to_quality_section
 from .tables import fmt_num, markdown_table
 
 REPORT_MD = "report.md"
+CHOICE_FIELDS = ("activation", "loss", "lr_schedule", "warmup_epochs")  # listed under "Runs"
 
 TABLE_COLUMNS = ("run", "hidden", "params", "optimizer", "lr", "epochs", "train MSE", "val MSE",
                  "test MSE", "best epoch", "best val MSE", "wall time (s)", "device", "samples/s",
@@ -103,13 +107,33 @@ class Run:
     def device(self):
         return (self.summary or {}).get("device") or self.info.get("device")
 
+    @property
+    def loss(self) -> str:
+        """The loss it trained (runs made before there was a choice: mse)."""
+        return str(self._get("loss", "mse"))
+
+    def mse(self, key):
+        """``key`` (train_loss, val_loss, test_loss, best_val_loss) as an MSE, or None. The
+        trainer records val_loss and test_loss as the MSE whatever loss a run trains (the
+        trained loss goes beside them, as val_<loss> / test_<loss>), so runs compare on MSE;
+        train_loss is the trained loss, an MSE for mse runs only."""
+        return None if key == "train_loss" and self.loss != "mse" else self.s(key)
+
+    def mse_series(self, split: str) -> list | None:
+        """The per-epoch MSE of ``split`` (train, val, test) from metrics.csv, as ``mse``;
+        None when the rows do not hold it (test: runs trained without track_test)."""
+        key = f"{split}_loss"
+        if not self.metrics or key not in self.metrics[0] or self.mse(key) is None:
+            return None
+        return [m.get(key) for m in self.metrics]
+
     def s(self, key):
         """A value from summary.json, else (for the losses) from the last metrics row."""
         if self.summary is not None and key in self.summary:
             return self.summary[key]
         if not self.metrics:
             return None
-        if key in ("train_loss", "val_loss"):
+        if key in self.metrics[-1] and key not in ("epoch", "seconds", "samples_per_s"):
             return self.metrics[-1][key]
         best = min(self.metrics, key=lambda r: r["val_loss"])
         return {"best_epoch": best["epoch"], "best_val_loss": best["val_loss"]}.get(key)
@@ -228,11 +252,11 @@ def table_rows(runs_: list[Run]) -> list[dict]:
             "optimizer": r.optimizer,
             "lr": fmt_num(r.lr),
             "epochs": f"{r.epochs_done}/{epochs if epochs is not None else '?'}",
-            "train MSE": fmt_num(r.s("train_loss")),
-            "val MSE": fmt_num(r.s("val_loss")),
-            "test MSE": fmt_num(r.s("test_loss")),
+            "train MSE": fmt_num(r.mse("train_loss")),
+            "val MSE": fmt_num(r.mse("val_loss")),
+            "test MSE": fmt_num(r.mse("test_loss")),
             "best epoch": "-" if r.s("best_epoch") is None else str(int(r.s("best_epoch"))),
-            "best val MSE": fmt_num(r.s("best_val_loss")),
+            "best val MSE": fmt_num(r.mse("best_val_loss")),
             "wall time (s)": fmt_num(r.s("wall_time_s")),
             "device": str(r.device or "-"),
             "samples/s": fmt_num(r.median_samples_per_s),
@@ -252,16 +276,19 @@ def format_table(runs_: list[Run]) -> str:
 
 def mse_trend(runs_: list[Run]) -> list[dict]:
     """Per optimizer with complete runs at two or more hidden sizes: the (hidden, test MSE)
-    points in order of h and whether the test MSE strictly decreases as h grows."""
+    points in order of h and whether the test MSE strictly decreases as h grows. Only the
+    runs of the default model count (a comparison's other activations, losses or schedules
+    are not the paper's model)."""
+    runs_ = [r for r in runs_ if (variant_of(r.config) or ("other",))[0] in (None, "optimizers")]
     out = []
     for opt in dict.fromkeys(r.optimizer for r in runs_):
-        pts = sorted((r.hidden, float(r.s("test_loss"))) for r in runs_
-                     if r.optimizer == opt and r.complete and r.s("test_loss") is not None)
+        pts = sorted((r.hidden, float(r.mse("test_loss"))) for r in runs_
+                     if r.optimizer == opt and r.complete and r.mse("test_loss") is not None)
         hs = [h for h, _ in pts]
         if len(set(hs)) < 2:
             continue
         excluded = [r for r in runs_ if r.optimizer == opt and not (r.complete and
-                                                                   r.s("test_loss") is not None)]
+                                                                   r.mse("test_loss") is not None)]
         if len(set(hs)) != len(hs):
             out.append({"optimizer": opt, "points": pts, "decreasing": None,
                         "excluded": excluded, "why": "several runs share a hidden size"})
@@ -302,8 +329,9 @@ def trend_statement(runs_: list[Run]) -> list[str]:
 
 # --- the report -----------------------------------------------------------------------------------
 
-def write_report(runs_: list[Run], out_dir) -> dict:
-    """Draw the figures and write report.md into ``out_dir`` (created). Returns
+def write_report(runs_: list[Run], out_dir, references: list[Run] | None = None) -> dict:
+    """Draw the figures and write report.md into ``out_dir`` (created); ``references``: the
+    runs that may set the time-to-quality targets (default: ``runs_``). Returns
     ``{"report": path, "figures": [paths], "skipped": [(file, why)]}``."""
     out = Path(out_dir)
     check_writable(out)
@@ -312,7 +340,7 @@ def write_report(runs_: list[Run], out_dir) -> dict:
     except OSError as e:
         raise CheckpointError(f"{out}: cannot create the report directory ({e.strerror})") from None
     made, skipped = [], []
-    for name, fn, _ in FIGURES:
+    for name, fn, _ in (*FIGURES, *(f for figs in COMPARE_FIGURES.values() for f in figs)):
         p = out / name
         if fn(runs_, p):
             made.append(p)
@@ -320,12 +348,13 @@ def write_report(runs_: list[Run], out_dir) -> dict:
             if p.exists():  # a figure from an earlier report that no longer applies
                 p.unlink()
             skipped.append((name, why_not_drawn(name)))
-    md = report_markdown(runs_, out, [p.name for p in made], skipped)
+    md = report_markdown(runs_, out, [p.name for p in made], skipped, references)
     atomic_write_bytes(out / REPORT_MD, md.encode("utf-8"))
     return {"report": out / REPORT_MD, "figures": made, "skipped": skipped}
 
 
-def report_markdown(runs_: list[Run], out: Path, figures: list[str], skipped) -> str:
+def report_markdown(runs_: list[Run], out: Path, figures: list[str], skipped,
+                    references: list[Run] | None = None) -> str:
     from . import __version__
 
     lines = ["# Fashion-MNIST autoencoder study", "",
@@ -351,11 +380,13 @@ def report_markdown(runs_: list[Run], out: Path, figures: list[str], skipped) ->
     for name, _, caption in FIGURES:
         if name in figures:
             lines += [f"![{caption}]({name})", "", f"*{caption}*", ""]
-    for name, why in skipped:
-        if name != FIG_OPT:
-            lines.append(f"- {name} not drawn: {why}.")
-    if any(n != FIG_OPT for n, _ in skipped):
+    main_skipped = [(n, why) for n, why in skipped if n in {f[0] for f in FIGURES}]
+    lines += [f"- {name} not drawn: {why}." for name, why in main_skipped]
+    if main_skipped:
         lines.append("")
+    lines += comparison_sections(runs_, figures)
+    if references is not None or any(T.tracked(r) for r in runs_):
+        lines += time_to_quality_section(runs_, runs_ if references is None else references)
     lines += ["## Runs", ""]
     for r in runs_:
         c = r.config
@@ -365,6 +396,8 @@ def report_markdown(runs_: list[Run], out: Path, figures: list[str], skipped) ->
                      f"{c.get('seed', '-')}, slope {c.get('slope', '-')}, val size "
                      f"{c.get('val_size', '-')}"
                      + (f", first {c['limit']} training images" if c.get("limit") else "")
+                     + "".join(f", {k.replace('_', ' ')} {c[k]}" for k in CHOICE_FIELDS if k in c)
+                     + (", test MSE every epoch" if c.get("track_test") else "")
                      + f", device {r.device or '-'}")
     lines += ["", f"Generated by aecore {__version__} `aecore report` from the run directories' "
               "own files.", ""]

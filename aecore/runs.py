@@ -5,6 +5,7 @@ One directory per training run (``runs/h256-adam`` with the defaults: ``run_name
 
     config.json             the TrainConfig, aecore version, data source, device
     metrics.csv             epoch,train_loss,val_loss,seconds,samples_per_s  (one row per epoch)
+                            (+ test_loss with track_test)
     summary.json            final losses, best epoch, status (complete / interrupted / diverged)
     reconstructions.npz     originals (10, 784) uint8, labels, test indices, epoch_<e> (10, 784) f32
     model.safetensors       "0.weight" "0.bias" "2.weight" "2.bias" (float32, PyTorch's names)
@@ -64,7 +65,8 @@ METRICS_EXTRA = ("val_", "test_")  # optional columns after the header (e.g. val
 # Fields that a resumed run must share with the checkpoint (epochs and device may change;
 # epochs not with a schedule other than constant: resume_checkpoint).
 RESUME_FIXED = ("hidden", "batch_size", "lr", "optimizer", "momentum", "slope", "seed",
-                "val_size", "limit", "lr_schedule", "warmup_epochs", "activation", "loss")
+                "val_size", "limit", "lr_schedule", "warmup_epochs", "activation", "loss",
+                "track_test")
 
 
 def run_name(hidden: int, optimizer: str) -> str:

@@ -1,8 +1,9 @@
-"""The study: the paper's hidden sizes with the default settings, an optimizer comparison at one
-hidden size, then the report. Used by ``aecore study``.
+"""The study: the paper's hidden sizes with the default settings, comparisons of optimizers,
+activations, losses or learning-rate schedules at one hidden size, then the report. Used by
+``aecore study``.
 
-``plan_study`` lists the runs (one per hidden size with TrainConfig's default optimizer, plus
-one per other optimizer at ``compare_hidden``; the default optimizer's run at that size is
+``plan_study`` lists the runs (one per hidden size with TrainConfig's defaults, plus one per
+compared variant at ``compare_hidden``, ``aecore.comparisons``; the default run at that size is
 shared). ``inspect_run`` decides, from a run directory's own files, whether a run is to be
 trained, resumed (interrupted, or complete with fewer epochs than asked) or skipped (complete;
 diverged). ``estimate`` times a short warm-up of each run's model on the chosen device through
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import comparisons as C
 from . import cuda_path, devices, runs
 from .config import TrainConfig
 from .errors import CheckpointError
@@ -27,27 +29,32 @@ from .trainer import CHECKPOINT_EVERY
 
 WARMUP_BATCHES = 200  # timed batches per run for the estimate (after a few untimed ones)
 EVAL_SAMPLES = 2000  # validation images timed for the per-epoch evaluation cost
+COST_FIELDS = ("hidden", "optimizer", "batch_size", "activation", "loss")  # the timing's key
 
-def plan_study(hidden, optimizers, compare_hidden: int, out, epochs: int, device: str = "cpu",
-               limit=None, lr_schedule: str = "constant",
-               warmup_epochs: int = 0) -> list[PlannedRun]:
-    """The study's runs, each with its TrainConfig and its run directory under ``out``. Only
-    hidden size, optimizer, epochs, device, limit and the learning-rate schedule are set;
-    everything else, the learning rate included, is TrainConfig's default (read now), as
-    ``aecore train`` would use it."""
-    default_opt = TrainConfig().optimizer
-    wanted = [(h, default_opt) for h in hidden]
-    if tuple(optimizers) != (default_opt,):
-        wanted += [(compare_hidden, o) for o in optimizers]
+
+def plan_study(hidden, compare, compare_hidden: int, out, epochs: int, device: str = "cpu",
+               limit=None, **settings) -> list[PlannedRun]:
+    """The study's runs, each with its TrainConfig and its run directory under ``out``: one per
+    hidden size with TrainConfig's defaults, then per compared kind one per variant at
+    ``compare_hidden`` (``compare``: {kind: variants}, see ``aecore.comparisons``; a sequence
+    of optimizer names means {"optimizers": names}). A run the plan holds already (the default
+    run at ``compare_hidden`` is every comparison's default variant) is planned once. Only
+    hidden size, the compared field, epochs, device, limit and ``settings`` (e.g. track_test)
+    are set; everything else, the learning rate included, is TrainConfig's default (read now),
+    as ``aecore train`` would use it. Names: ``comparisons.config_run_name``."""
+    common = dict(epochs=epochs, device=device, limit=limit, **settings)
+    wanted = [TrainConfig(hidden=h, **common) for h in hidden]
+    for kind, variants in C.as_comparisons(compare).items():
+        if tuple(variants) == (C.defaults()[C.KINDS[kind].field],):
+            continue  # the default alone: nothing to compare
+        wanted += C.variant_configs(kind, variants, hidden=compare_hidden, **common)
     out = Path(out)
     plan, seen = [], set()
-    for h, opt in wanted:
-        if (h, opt) in seen:
+    for c in wanted:
+        if c in seen:
             continue
-        seen.add((h, opt))
-        c = TrainConfig(hidden=h, optimizer=opt, epochs=epochs, device=device, limit=limit,
-                        lr_schedule=lr_schedule, warmup_epochs=warmup_epochs)
-        d = out / runs.run_name(h, opt)
+        seen.add(c)
+        d = out / C.config_run_name(c)
         plan.append(PlannedRun(c, d, label=d.name))
     return plan
 
@@ -146,21 +153,22 @@ def estimate(plan: list[PlannedRun], data, device: str, warm_batches: int = WARM
              scratch_dir=None, timer=time_per_sample,
              checkpoint_every: float = CHECKPOINT_EVERY) -> dict[Path, float]:
     """Seconds each run still needs: its epochs left x (training set x time per sample +
-    validation set x evaluation time per sample), the saves of its files (one per
-    ``checkpoint_every`` seconds, at most one per epoch, and the last), plus one test
-    evaluation."""
+    validation set, and with track_test the test set, x evaluation time per sample), the saves
+    of its files (one per ``checkpoint_every`` seconds, at most one per epoch, and the last),
+    plus one test evaluation."""
     out, cache = {}, {}
     for p in plan:
         if p.epochs_left <= 0:
             continue
         c = p.config
         train = data.train.images if c.limit is None else data.train.images[: c.limit]
-        key = (c.hidden, c.optimizer, c.batch_size)
+        key = tuple(getattr(c, f, None) for f in COST_FIELDS)
         if key not in cache:
             cache[key] = timer(c, train, data.val.images, device, warm_batches, scratch_dir)
         t_tr, t_ev, t_files = cache[key]
         n_val, n_test = len(data.val.images), len(data.test.images)
-        compute = p.epochs_left * (len(train) * t_tr + n_val * t_ev)
+        evaluated = n_val + (n_test if c.track_test else 0)
+        compute = p.epochs_left * (len(train) * t_tr + evaluated * t_ev)
         saves = min(p.epochs_left, 1 + compute / checkpoint_every) if checkpoint_every > 0 \
             else p.epochs_left
         out[p.dir] = compute + saves * t_files + n_test * t_ev

@@ -12,7 +12,7 @@ have passed since the last save (0: after every epoch), after the last epoch, on
 (then with the exact mid-epoch position) and on divergence (then the last good epoch's state).
 Not saving after every epoch keeps the fsync'ed writes out of short (GPU) epochs; a hard crash
 (power, SIGKILL) loses at most ``checkpoint_every`` seconds of training.
-The test loss is computed once, at the end.
+The test loss is computed once, at the end (with ``track_test``, also after every epoch).
 
 Resume is exact: on the CPU an interrupted-then-resumed run ends with the same weights, bit
 for bit, as an uninterrupted run with the same configuration.
@@ -329,6 +329,8 @@ def _train(config, run_dir, data, resume, progress, overwrite, fallback_cpu, on_
                    **_trained(config, "val", val_trained),
                    "seconds": seconds, "samples_per_s": n / max(seconds, 1e-9),
                    "lr": schedule.lr_at(epoch * schedule.steps_per_epoch - 1)}  # its last step's
+            if config.track_test:  # after the timing: the epoch's seconds are training only
+                row["test_loss"] = float(eng.evaluate(h_test))
             run.metrics.append(row)
             if epoch in saved_epochs:
                 run.recons[epoch] = np.asarray(eng.reconstruct(run.recon_orig), np.float32)

@@ -23,7 +23,12 @@ Writes into --out (default: report/ in the run directories' common parent):
   fig6_reconstructions.png  test images and their reconstructions at the saved epochs
   fig7_test_loss.png        test MSE per model
   fig_optimizers.png        validation MSE per optimizer (when several were run at one h)
-  report.md                 the results table, the figures, and whether test MSE falls with h
+  fig_<kind>.png            the same per activation, loss, schedule (fig_activations.png ...)
+  fig_<kind>_test.png       test MSE per optimizer / activation / loss / schedule
+  report.md                 the results table, the figures, whether test MSE falls with h,
+                            each comparison's table, and the time to quality: the epochs and
+                            seconds runs trained with --track-test need to reach the test MSE
+                            of constant-rate Adam at their h (from --reference-runs)
 
 \b
 Examples:
@@ -32,29 +37,46 @@ Examples:
 """
 
 
-def build(run_dirs, out=None, echo=click.echo):
-    """Load ``run_dirs`` and write the report; a path that is not a run directory is a usage
-    error naming it. Returns (runs, result of aecore.report.write_report)."""
+def reference_runs_option(f):
+    return click.option("--reference-runs", type=click.Path(path_type=Path), multiple=True,
+                        metavar="DIR", help="Runs that set the time-to-quality targets (the test "
+                        "MSE of constant-rate Adam at each h, e.g. a 200-epoch study's directory); "
+                        "repeatable [default: the reported runs].")(f)
+
+
+def build(run_dirs, out=None, echo=click.echo, reference_runs=()):
+    """Load ``run_dirs`` (and ``reference_runs``, for the time-to-quality targets) and write
+    the report; a path that is not a run directory is a usage error naming it. Returns (runs,
+    result of aecore.report.write_report)."""
     from aecore import report as rep
 
     try:
         found = rep.find_runs(run_dirs)
     except rep.NotARunDirError as e:
         raise click.BadParameter(str(e), param_hint="'RUN_DIR...'") from None
+    references = None
+    if reference_runs:
+        try:
+            references = rep.find_runs(reference_runs)
+        except rep.NotARunDirError as e:
+            raise click.BadParameter(str(e), param_hint="'--reference-runs'") from None
     if out is None:
         out = rep.common_parent([r.path for r in found]) / "report"
     try:
         atomic.check_writable(out)
     except CheckpointError as e:
         raise click.BadParameter(str(e), param_hint="'--out'") from None
-    result = rep.write_report(found, out)
+    result = rep.write_report(found, out, references)
     echo(rep.format_table(found))
     for line in rep.trend_statement(found):
         echo(line)
     names = ", ".join(p.name for p in result["figures"])
     echo(f"wrote {result['report']} and {len(result['figures'])} figures in {Path(out)}: {names}")
+    by_why: dict[str, list[str]] = {}
     for name, why in result["skipped"]:
-        echo(f"not drawn: {name} ({why})")
+        by_why.setdefault(why, []).append(name)
+    for why, names in by_why.items():
+        echo(f"not drawn: {', '.join(names)} ({why})")
     return found, result
 
 
@@ -63,5 +85,6 @@ def build(run_dirs, out=None, echo=click.echo):
                 type=click.Path(path_type=Path))
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Directory for report.md and the figures [default: <common parent>/report].")
-def report(run_dirs, out):
-    build(run_dirs, out)
+@reference_runs_option
+def report(run_dirs, out, reference_runs):
+    build(run_dirs, out, reference_runs=reference_runs)

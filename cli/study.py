@@ -7,23 +7,47 @@ import time
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
 from aecore import HIDDEN_SIZES, runs
+from aecore.comparisons import KINDS, variant_of
 from aecore.config import MAX_HIDDEN, TrainConfig
 from aecore.errors import CheckpointError, DivergenceError, TrainingInterrupted
 from aecore.optim import OPTIMIZERS
 from aecore.side_by_side import train_side_by_side
 
-from .report import build as build_report
+from .report import build as build_report, reference_runs_option
 from .train import (FASHION_TRAIN, HiddenList, _check, activation_option, check_team_jobs,
                     checkpoint_every_option, chosen_cuda_path, cpu_split_option,
                     cpu_team_option, cuda_path_option, data_dir_option, device_option,
                     echo_err, jobs_option, load_data, loss_option, resolve_device,
-                    run_settings, schedule_options)
+                    run_settings, schedule_options, track_test_option)
 
 D = TrainConfig()  # the defaults, defined once in aecore.config
-DEFAULT_OPTIMIZERS = ("sgd", "momentum", "adam")
+DEFAULT_OPTIMIZERS = KINDS["optimizers"].variants
 DEFAULT_COMPARE_HIDDEN = 128
+
+
+def _compare(ctx, param, value):
+    from aecore.comparisons import parse_compare
+
+    try:
+        return parse_compare(value)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
+
+
+def comparisons(ctx, compare: dict, optimizers: tuple) -> dict:
+    """What the study compares: --compare's kinds; --optimizers (today's option) is the
+    optimizer comparison, run by default when --compare is not given, and with --compare only
+    when given on the command line (--compare optimizers=... says the same)."""
+    given = ctx.get_parameter_source("optimizers") == ParameterSource.COMMANDLINE
+    if "optimizers" in compare and given:
+        raise click.UsageError("give the optimizers to compare either with --optimizers or with "
+                               "--compare optimizers=..., not both")
+    if compare and not given:
+        return compare
+    return {"optimizers": optimizers, **compare}
 
 
 def _optimizers(ctx, param, value):
@@ -40,12 +64,22 @@ def _optimizers(ctx, param, value):
 
 HELP = f"""Run the whole study: train the 784 -> h -> 784 autoencoder at each --hidden size with
 the default settings of aecore train (now: {D.optimizer}, lr {D.lr:g}, batch {D.batch_size}), plus
-one run per other --optimizers at --compare-hidden, each with aecore train's default learning
-rate for that optimizer (the {D.optimizer} run at that size is shared, not trained twice); then
-write the report (aecore report) into OUT/report.
+the comparisons at --compare-hidden: one run per variant, everything else at the defaults (the
+default run at that size is shared, not trained twice); then write the report (aecore report)
+into OUT/report, with each comparison's validation curves, test-MSE bars and table.
+
+\b
+--compare optimizers    sgd, momentum, adam (each with its default learning rate; the
+                        default, or --optimizers A,B)
+--compare activations   {", ".join(KINDS["activations"].variants)}
+--compare losses        {", ".join(KINDS["losses"].variants)} (compared on the test MSE)
+--compare schedules     {", ".join(KINDS["schedules"].variants)}
 
 Before training it times a short warm-up of each model on the chosen device and prints how long
-the study should take. Runs go to OUT/h<H>-<optimizer>, exactly as aecore train writes them.
+the study should take. Runs go to OUT/h<H>-<optimizer> (a compared variant: OUT/h<H>-act-gelu,
+-loss-bce, -sched-cosine), exactly as aecore train writes them. --track-test records the test
+MSE after every epoch, for the report's time to quality (--reference-runs: the runs giving the
+target).
 
 Rerunning the same command continues the study: complete runs are skipped, interrupted ones
 are resumed from their checkpoints (and a diverged run is reported, not retried). Ctrl-C saves
@@ -61,6 +95,8 @@ in progress save and stop.
 Examples:
   aecore study --device cuda --jobs 4
   aecore study --device cpu --hidden 64,128 --epochs 20 --limit 10000
+  aecore study --hidden 128 --compare activations,schedules
+  aecore study --hidden 128 --compare activations --compare losses=mse,bce
 """
 
 
@@ -78,9 +114,13 @@ Examples:
 @click.option("--optimizers", default=",".join(DEFAULT_OPTIMIZERS), callback=_optimizers,
               show_default=True, help=f"Optimizers to compare at --compare-hidden "
               f"({', '.join(OPTIMIZERS)}).")
+@click.option("--compare", multiple=True, callback=_compare, metavar="KIND[,KIND...]",
+              help="Compare at --compare-hidden: optimizers, activations, losses, schedules "
+              "(a comma list, or the option again); KIND=A,B for some of its choices only, e.g. "
+              "losses=mse,bce. Without it: the optimizer comparison (--optimizers).")
 @click.option("--compare-hidden", type=click.IntRange(1, MAX_HIDDEN),
               default=DEFAULT_COMPARE_HIDDEN, show_default=True,
-              help="Hidden size of the optimizer comparison.")
+              help="Hidden size of the comparisons.")
 @schedule_options
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("study"),
               show_default=True, help="Directory for the run directories and report/.")
@@ -91,24 +131,29 @@ Examples:
               help="Start without asking (it asks only on a terminal).")
 @checkpoint_every_option
 @jobs_option
+@track_test_option
+@reference_runs_option
 @click.pass_context
 def study(ctx, device, cuda_path, cuda_graphs, cpu_split, cpu_team, activation, loss, hidden,
-          epochs, optimizers, compare_hidden, lr_schedule, warmup_epochs, out, data_dir, limit,
-          yes, checkpoint_every, jobs):
+          epochs, optimizers, compare, compare_hidden, lr_schedule, warmup_epochs, out, data_dir,
+          limit, yes, checkpoint_every, jobs, track_test, reference_runs):
     from aecore import study as S
 
     cuda_path = chosen_cuda_path(ctx, cuda_path, cuda_graphs)
+    compare = comparisons(ctx, compare, optimizers)
+
     # Everything that can be checked without the data is checked before loading it.
     check_team_jobs(cpu_team, jobs)
     n_avail = FASHION_TRAIN - D.val_size
     if limit is not None and limit > n_avail:
         raise click.BadParameter(f"{limit} is more than the {n_avail} training images left after "
                                  f"the {D.val_size} validation images", param_hint="'--limit'")
-    plan = S.plan_study(hidden, optimizers, compare_hidden, out, epochs, "cpu", limit,
-                        lr_schedule, warmup_epochs)
+    # --activation / --loss / --lr-schedule set every run; a compared kind's variants override
+    plan = S.plan_study(hidden, compare, compare_hidden, out, epochs, "cpu", limit,
+                        activation=activation, loss=loss, lr_schedule=lr_schedule,
+                        warmup_epochs=warmup_epochs, track_test=track_test)
     for p in plan:
         p.config = TrainConfig(**{**p.config.to_dict(), "cuda_path": cuda_path,
-                                  "activation": activation, "loss": loss,
                                   "cpu_split": cpu_split, "cpu_team": cpu_team})
         _check(p.config, limit or n_avail)
     try:
@@ -128,7 +173,10 @@ def study(ctx, device, cuda_path, cuda_graphs, cpu_split, cpu_team, activation, 
         what = {"train": "to train",
                 "resume": f"to resume ({p.status}, {p.epochs_done}/{c.epochs} epochs done)",
                 "skip": f"{p.status}, skipped"}[p.action]
-        click.echo(f"  {p.dir.name:<16} hidden {c.hidden:<5} {c.optimizer} lr {c.lr:g}: {what}")
+        v = variant_of(c.to_dict())
+        var = f", {KINDS[v[0]].field} {v[1]}" if v and v[0] and v[0] != "optimizers" else ""
+        click.echo(f"  {p.dir.name:<18} hidden {c.hidden:<5} {c.optimizer} lr {c.lr:g}{var}: "
+                   f"{what}")
 
     started = time.perf_counter()
     diverged = False
@@ -181,6 +229,6 @@ def study(ctx, device, cuda_path, cuda_graphs, cpu_split, cpu_team, activation, 
         click.echo("\ninterrupted; run the same aecore study command again to continue", err=True)
         sys.exit(TrainingInterrupted.exit_code)
 
-    build_report([p.dir for p in plan], out / "report")
+    build_report([p.dir for p in plan], out / "report", reference_runs=reference_runs)
     if diverged:
         sys.exit(DivergenceError.exit_code)

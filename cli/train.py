@@ -31,7 +31,7 @@ OPTION_OF = {"hidden": "--hidden", "epochs": "--epochs", "batch_size": "--batch-
              "limit": "--limit", "lr_schedule": "--lr-schedule",
              "warmup_epochs": "--warmup-epochs", "cuda_path": "--cuda-path",
              "activation": "--activation", "loss": "--loss", "cpu_split": "--cpu-split",
-             "cpu_team": "--cpu-team"}
+             "cpu_team": "--cpu-team", "track_test": "--track-test"}
 
 
 # --- shared helpers ---------------------------------------------------------------------------
@@ -157,6 +157,13 @@ def checkpoint_every_option(f):
                         "It is always saved at the end, on Ctrl-C and on divergence.")(f)
 
 
+def track_test_option(f):
+    return click.option("--track-test", is_flag=True, default=D.track_test,
+                        help="Also evaluate the test split after every epoch (metrics.csv gets "
+                        "test_loss; for time to quality in aecore report). Costs one more "
+                        "evaluation per epoch; not in the epoch's seconds.")(f)
+
+
 def jobs_option(f):
     return click.option("--jobs", "-j", type=click.IntRange(min=1), default=1, show_default=True,
                         help="Runs trained at the same time, each from its own thread (on a GPU "
@@ -169,7 +176,8 @@ def run_settings(c: TrainConfig) -> str:
     warm = f" ({c.warmup_epochs} warm-up)" if c.warmup_epochs else ""
     return (f"hidden {c.hidden}, {c.epochs} epochs, batch {c.batch_size}, {c.optimizer} "
             f"lr {c.lr:g}{sched}{warm}, {c.device}"
-            + (f", first {c.limit} images" if c.limit else ""))
+            + (f", first {c.limit} images" if c.limit else "")
+            + (", test MSE every epoch" if c.track_test else ""))
 
 
 def echo_err(line: str) -> None:
@@ -278,10 +286,11 @@ Examples:
 @click.option("--overwrite", is_flag=True, help="Replace existing run directories' files.")
 @checkpoint_every_option
 @jobs_option
+@track_test_option
 @click.pass_context
 def train(ctx, hidden, epochs, batch_size, lr, optimizer, momentum, slope, seed, val_size, limit,
           lr_schedule, warmup_epochs, activation, loss, device, cuda_path, cuda_graphs, cpu_split,
-          cpu_team, data_dir, out, resume, overwrite, checkpoint_every, jobs):
+          cpu_team, data_dir, out, resume, overwrite, checkpoint_every, jobs, track_test):
     cuda_path = chosen_cuda_path(ctx, cuda_path, cuda_graphs)
     if resume is not None:
         return _resume(ctx, resume, device, data_dir, epochs, checkpoint_every, cuda_path)
@@ -304,7 +313,7 @@ def train(ctx, hidden, epochs, batch_size, lr, optimizer, momentum, slope, seed,
                            val_size=val_size, device="cpu", limit=limit,
                            cuda_path=cuda_path, cpu_split=cpu_split, cpu_team=cpu_team,
                            lr_schedule=lr_schedule, warmup_epochs=warmup_epochs,
-                           activation=activation, loss=loss)
+                           activation=activation, loss=loss, track_test=track_test)
                  for h in hidden]
     for c in configs:
         _check(c, n_train)
