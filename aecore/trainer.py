@@ -294,16 +294,17 @@ def _train(config, run_dir, data, resume, progress, overwrite, fallback_cpu, on_
                 stop = min(pos + chunk, n)
                 try:
                     eng.train_steps(h_train, perm, pos, stop)
-                    part = eng.take_loss_sum()
+                    parts = eng.take_loss_parts()  # a pipelined engine's come a chunk late
                 except AecoreError:
                     raise
                 except Exception as e:
                     if _is_oom(e):
                         raise DeviceError(f"{device} out of memory in epoch {epoch}") from None
                     raise
-                if not math.isfinite(part):
-                    _diverged(run, device, epoch, "training", part, pos, stop)
-                loss_sum += part
+                for part in parts:
+                    if not math.isfinite(part):
+                        _diverged(run, device, epoch, "training", part, pos, stop)
+                    loss_sum += part
                 pos = stop
                 elapsed = seconds0 + time.perf_counter() - t0
                 run.progress.chunk(epoch, pos, loss_sum / (pos * IMAGE_SIZE),
