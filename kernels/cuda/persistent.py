@@ -247,6 +247,7 @@ class PersistentRuns:
         self._scratch(B)
         self.ws = cuda.device_array(1, np.float32, stream=stream)
         self._vidx = cuda.device_array((0, 0), np.int64, stream=stream)
+        self._uploads = {}  # name -> device array (_upload)
 
     def _scratch(self, rows):
         """H, dZ, dH, the F2 tile losses and the split-K counters for batches of ``rows``
@@ -313,7 +314,7 @@ class PersistentRuns:
         slot = self._open_slot(carry)
         k = compiled or kernel[_variant(X)]
         k[self.grid(k), BLOCK, s](
-            X, perms, scale_of(X), *self.params, *self.state, cuda.to_device(hps, stream=s),
+            X, perms, scale_of(X), *self.params, *self.state, self._upload("hps", hps),
             self.table, plans, self.slopes, *self.scratch, self.loss[slot], self.parts, self.ws,
             self.cnt, start, stop, self.B)
         self.loss[slot].copy_to_host(self._pinned[slot], stream=s)  # after the launch
@@ -324,19 +325,30 @@ class PersistentRuns:
             nval = int(Xv.shape[0])
             eb = max(1, min(int(eb), nval))
             self._scratch(eb)
-            plans = self._plans(nval % eb or eb, eb)
+            plans = self._plans(nval % eb or eb, eb, "vplans")
             H, dZ, _ = self.scratch
             v = validation[_variant(Xv)]
             v[self.grid(v), BLOCK, s](
                 Xv, self.validation_rows(nval), scale_of(Xv), *self.params, self.table, plans,
                 self.slopes, H, dZ, self.vloss, self.parts, self.ws, self.cnt, nval, eb)
 
-    def _plans(self, nb_last, nb_full=None):
+    def _plans(self, nb_last, nb_full=None, name="plans"):
         """``plans`` on the device, the workspace grown to what they need."""
         plans, need = self.plans(nb_last, nb_full)
         if need > self.ws.shape[0]:
             self.ws = cuda.device_array(need, np.float32, stream=self.stream)
-        return cuda.to_device(plans, stream=self.stream)
+        return self._upload(name, plans)
+
+    def _upload(self, name, host):
+        """``host`` copied (stream order) into the device array kept for ``name``, reused while
+        the shape holds: no allocation per chunk (numba's deferred frees synchronise the
+        device), so a chunk is queued without waiting for the one before."""
+        dev = self._uploads.get(name)
+        if dev is None or dev.shape != host.shape:
+            dev = self._uploads[name] = cuda.device_array(host.shape, host.dtype,
+                                                          stream=self.stream)
+        dev.copy_to_device(host, stream=self.stream)  # pageable: staged before it returns
+        return dev
 
     def _open_slot(self, carry):
         """The loss slot of the next chunk, set (on the stream) to the sums it continues."""
