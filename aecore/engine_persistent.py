@@ -122,6 +122,8 @@ class RunGroup:
 
     def leave(self, key):
         with self._cond:
+            if self._failure is None:
+                self._drain()  # the members that stay get the pending losses now
             self._expected.discard(key)
             self._views.pop(key, None)
             self._arrived.pop(key, None)
