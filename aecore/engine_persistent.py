@@ -5,7 +5,9 @@ chunk for all of them.
 A ``RunGroup`` owns one ``PersistentRuns`` for its runs. Each run keeps its own trainer
 (``aecore.trainer.train``, in its own thread: ``aecore.side_by_side``) and drives a ``RunView``,
 an Engine whose ``train_steps`` is a rendezvous: the last member to ask for the chunk launches it
-for every member and reads every run's loss slot (the only synchronisation of a chunk); a member
+for every member, then reads every run's loss of the chunk before (a double-buffered slot: the
+only synchronisation of a chunk waits for the previous launch, with this one queued; the chunk
+ending an epoch is read at once, the pending one on a stop or a leave); a member
 that ends (done, diverged, stopped, failed) leaves, and the next launch rebuilds the group
 without it. Members must ask for the same chunks (``group_key``: batch size, data, chunk grid and
 the position a resumed run starts from).
