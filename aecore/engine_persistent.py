@@ -122,6 +122,12 @@ class RunGroup:
                 self._flag = (self._launches, self._signals.received)
             return self._flag[1]
 
+    def stopping(self):
+        """Whether the stop flag, as read after the last launch, is set; not reading it
+        (``stop_flag`` reads it once per launch, for every member)."""
+        with self._cond:
+            return self._flag[0] == self._launches and self._flag[1] is not None
+
     def leave(self, key):
         with self._cond:
             if self._failure is None:
@@ -355,9 +361,10 @@ class RunView(Engine):
 
     def take_loss_parts(self):
         """The loss sums of the chunks read since the last take, one per chunk: the group
-        reads a chunk's once the next is queued, the last of an epoch's at once. A stop
-        drains the pending one first, so a checkpoint's loss sum is exact."""
-        if self._group.stop_flag():
+        reads a chunk's once the next is queued, the last of an epoch's at once. Once the
+        trainer has seen the group's stop flag, the pending one too (the trainer takes again
+        before it saves), so a checkpoint's loss sum is exact."""
+        if self._group.stopping():
             self._group.drain()
         out, self._losses = self._losses, []
         return out
