@@ -120,6 +120,12 @@ class Engine(abc.ABC):
         """Read and reset the accumulated training loss sum (of the trained loss)."""
         return self.take_loss_sums()[0]
 
+    def take_loss_parts(self) -> list[float]:
+        """The training loss sums not taken yet, one per chunk in order (the trainer adds them
+        one by one): here the one sum since the last take; an engine that reads a chunk's loss
+        late (RunView) may give none or two."""
+        return [self.take_loss_sum()]
+
     def step_lrs(self, n_steps: int) -> np.ndarray:
         """The float64 learning rates of the next ``n_steps`` optimizer steps (from ``step``)."""
         if self.lr_schedule is None:

@@ -5,7 +5,9 @@ chunk for all of them.
 A ``RunGroup`` owns one ``PersistentRuns`` for its runs. Each run keeps its own trainer
 (``aecore.trainer.train``, in its own thread: ``aecore.side_by_side``) and drives a ``RunView``,
 an Engine whose ``train_steps`` is a rendezvous: the last member to ask for the chunk launches it
-for every member and reads every run's loss slot (the only synchronisation of a chunk); a member
+for every member, then reads every run's loss of the chunk before (a double-buffered slot: the
+only synchronisation of a chunk waits for the previous launch, with this one queued; the chunk
+ending an epoch is read at once, the pending one on a stop or a leave); a member
 that ends (done, diverged, stopped, failed) leaves, and the next launch rebuilds the group
 without it. Members must ask for the same chunks (``group_key``: batch size, data, chunk grid and
 the position a resumed run starts from).
@@ -76,6 +78,7 @@ class RunGroup:
         self._pr = None
         self._perms = (None, None)  # (host perms in _order, their device stack)
         self._launches = 0
+        self._pending = None  # (chunk, keys): the launch whose losses are not read yet
         self._failure = None
         self._data = {}  # (shape, crc32) -> device array
         self._signals = None
@@ -113,12 +116,22 @@ class RunGroup:
 
     def stop_flag(self):
         with self._cond:
+            if self._signals is None:  # no trainer's signals (engine level)
+                return None
             if self._flag[0] != self._launches:
                 self._flag = (self._launches, self._signals.received)
             return self._flag[1]
 
+    def stopping(self):
+        """Whether the stop flag, as read after the last launch, is set; not reading it
+        (``stop_flag`` reads it once per launch, for every member)."""
+        with self._cond:
+            return self._flag[0] == self._launches and self._flag[1] is not None
+
     def leave(self, key):
         with self._cond:
+            if self._failure is None:
+                self._drain()  # the members that stay get the pending losses now
             self._expected.discard(key)
             self._views.pop(key, None)
             self._arrived.pop(key, None)
@@ -171,17 +184,38 @@ class RunGroup:
             hps = np.stack([self._views[k].hparams(steps) for k in keys])
             val = self._validation(keys, stop)
             with _SIMULATED:
-                self._pr.train_chunk(data, perms, start, stop, hps, val=val)
-            losses = self._pr.take_loss_sums()  # waits for the launch
+                self._pr.train_chunk(data, perms, start, stop, hps, val=val, carry=False)
+            # the previous chunk's losses, while this one runs; this one's at an epoch's end
+            self._drain()
+            self._pending = (self._pr.chunks - 1, keys)
             vsums = self._pr.take_loss_sums("vloss") if val else [None] * len(keys)
+            if stop == len(self._arrived[keys[0]][1]):
+                self._drain()
             for r, k in enumerate(keys):
-                self._views[k].done(steps, float(losses[r]), vsums[r], self._launches + 1)
+                self._views[k].done(steps, vsums[r], self._launches + 1)
         except BaseException as e:  # noqa: BLE001 -- every member's trainer raises it
             self._failure = e
         finally:
             self._arrived.clear()
             self._launches += 1
             self._cond.notify_all()
+
+    def drain(self):
+        """Read the pending launch's losses into its members' views (a stop, a leave)."""
+        with self._cond:
+            self._drain()
+
+    def _drain(self):
+        """(Under the lock.) Wait for the pending launch (its event only) and add each
+        member's loss of it to its view: the last launch's losses, read late."""
+        if self._pending is None:
+            return
+        chunk, keys = self._pending
+        self._pending = None
+        losses = self._pr.read_loss(chunk)
+        for r, k in enumerate(keys):
+            if k in self._views:
+                self._views[k].add_loss(float(losses[r]))
 
     def _validation(self, keys, stop):
         """(images, batch) of the launch's validation phase: at an epoch's end, when every
@@ -195,6 +229,7 @@ class RunGroup:
     def _rebuild(self, keys):
         """A PersistentRuns for ``keys``: the state of members trained so far from the old one
         (device -> host -> device: once per change of the group), the others' from their view."""
+        self._drain()  # the old PersistentRuns' last losses
         specs = []
         for k in keys:
             v = self._views[k]
@@ -245,7 +280,7 @@ class RunView(Engine):
     def __init__(self, group, key, params, optim, batch_size, slope, opt_state, step,
                  lr_schedule=None):
         self._group, self._key = group, key
-        self._loss = 0.0
+        self._losses = []  # the chunks' loss sums read and not taken yet, in chunk order
         self._snap = None  # device copies of the run's slots (snapshot)
         self.val = None  # the images of its first evaluation: the validation set
         self._val_sum = (-1, 0.0)  # (launch, the validation loss sum that launch computed)
@@ -270,9 +305,8 @@ class RunView(Engine):
         return ko.pack_chunk(self.optim.hyper_params(), self.optim.name is Optimizer.ADAM,
                              self.step + 1, steps, self.step_lrs(steps))
 
-    def done(self, steps, loss, val_sum, launch):
+    def done(self, steps, val_sum, launch):
         self.step += steps
-        self._loss += loss
         if val_sum is not None:
             self._val_sum = (launch, float(val_sum))
 
@@ -322,8 +356,23 @@ class RunView(Engine):
     def train_steps(self, data, perm, start, stop):
         self._group.train(self._key, data, perm, start, stop)
 
+    def add_loss(self, loss):
+        self._losses.append(loss)
+
+    def take_loss_parts(self):
+        """The loss sums of the chunks read since the last take, one per chunk: the group
+        reads a chunk's once the next is queued, the last of an epoch's at once. Once the
+        trainer has seen the group's stop flag, the pending one too (the trainer takes again
+        before it saves), so a checkpoint's loss sum is exact."""
+        if self._group.stopping():
+            self._group.drain()
+        out, self._losses = self._losses, []
+        return out
+
     def take_loss_sums(self):
-        out, self._loss = self._loss, 0.0
+        out = 0.0
+        for part in self.take_loss_parts():
+            out += part
         return out, out  # mse only: the trained loss is the squared error
 
     # -- inference: the inference engine, its parameters refreshed from the group's slots -------

@@ -295,16 +295,14 @@ def _train(config, run_dir, data, resume, progress, overwrite, fallback_cpu, on_
                 stop = min(pos + chunk, n)
                 try:
                     eng.train_steps(h_train, perm, pos, stop)
-                    part = eng.take_loss_sum()
+                    parts = eng.take_loss_parts()  # a pipelined engine's come a chunk late
                 except AecoreError:
                     raise
                 except Exception as e:
                     if _is_oom(e):
                         raise DeviceError(f"{device} out of memory in epoch {epoch}") from None
                     raise
-                if not math.isfinite(part):
-                    _diverged(run, device, epoch, "training", part, pos, stop)
-                loss_sum += part
+                loss_sum = _add_losses(run, device, epoch, parts, loss_sum, pos, stop)
                 pos = stop
                 elapsed = seconds0 + time.perf_counter() - t0
                 run.progress.chunk(epoch, pos, loss_sum / (pos * IMAGE_SIZE),
@@ -312,6 +310,8 @@ def _train(config, run_dir, data, resume, progress, overwrite, fallback_cpu, on_
                 if on_chunk is not None:
                     on_chunk(epoch, pos)
                 if sig.received and pos < n:
+                    loss_sum = _add_losses(run, device, epoch, eng.take_loss_parts(), loss_sum,
+                                           stop - chunk, stop)  # a late engine's last
                     run.save((eng.get_params(), eng.get_opt_state(),
                               run.state(eng, epoch - 1, pos, rng_state, loss_sum, elapsed, chunk)))
                     run.summary("interrupted", device)
@@ -355,6 +355,16 @@ def _train(config, run_dir, data, resume, progress, overwrite, fallback_cpu, on_
 
     test_trained, test_loss = eng.evaluate_losses(h_test)
     return run.summary("complete", device, test_loss, _trained(config, "test", test_trained))
+
+
+def _add_losses(run, device, epoch, parts, loss_sum, pos, stop):
+    """``loss_sum`` plus the chunks' training loss sums ``parts``, one by one; a NaN or inf
+    one diverges (samples ``pos``-``stop``)."""
+    for part in parts:
+        if not math.isfinite(part):
+            _diverged(run, device, epoch, "training", part, pos, stop)
+        loss_sum += part
+    return loss_sum
 
 
 def _trained(config, where, value) -> dict:

@@ -202,3 +202,49 @@ def test_validation_in_the_launch_equals_todays_evaluation(monkeypatch):
         want = eng.loss_sum(val)  # on a GPU: float64 atomics, added in arrival order
         assert got[r] == want if kc.SIMULATOR else abs(got[r] - want) <= 1e-12 * want
     assert np.array_equal(pr.take_loss_sums("vloss"), np.zeros(2))
+
+
+def test_chunk_losses_double_buffered_and_read_a_launch_late():
+    """Chunk c's loss sums land in slot c % 2 and are read (read_loss, pinned copy + event)
+    after chunk c + 1 is queued: each chunk's sums bitwise those read at once (carry, one
+    take per chunk: today's reads); the reads keep chunk order, and a chunk is not queued over
+    an unread slot. A RunView hands the trainer each chunk's sum one launch late, the epoch's
+    last at once (both, in order), so the trainer's epoch sum is today's. h = 8, batch 8, three
+    one-step chunks of a 24-image epoch."""
+    from aecore.engine_persistent import RunGroup
+
+    run, images = (8, SGD, 4, 1), _data()[0]
+    perm = np.random.default_rng(3).permutation(24).astype(np.int64)
+    X, perms, hps = cuda.to_device(images), cuda.to_device(perm[None]), _hps(SGD, 1)[None]
+    cuts = [(0, 8), (8, 16), (16, 24)]
+    ref = P.PersistentRuns([_spec(run)], 8)
+    once = []
+    for a, b in cuts:
+        ref.train_chunk(X, perms, a, b, hps)
+        once.append(ref.take_loss_sums()[0])
+    assert len(set(once)) == 3 and all(v > 0 for v in once)
+
+    pr = P.PersistentRuns([_spec(run)], 8)
+    pr.train_chunk(X, perms, *cuts[0], hps, carry=False)
+    pr.train_chunk(X, perms, *cuts[1], hps, carry=False)
+    assert pr.loss.copy_to_host()[:, 0].tolist() == once[:2]  # slots 0 and 1
+    with pytest.raises(RuntimeError, match="not the next"):
+        pr.read_loss(1)
+    with pytest.raises(RuntimeError, match="chunk 0's loss is not read"):
+        pr.train_chunk(X, perms, *cuts[2], hps, carry=False)
+    assert pr.read_loss(0)[0] == once[0]
+    pr.train_chunk(X, perms, *cuts[2], hps, carry=False)  # into slot 0, chunk 1 unread
+    assert pr.loss.copy_to_host()[:, 0].tolist() == [once[2], once[1]]
+    assert [pr.read_loss(1)[0], pr.read_loss(2)[0]] == once[1:]
+    assert pr.take_loss_sums()[0] == 0.0
+
+    h, optim, seed, _ = run
+    view = RunGroup.alone().make_engine("cuda", init_params(h, seed, image_size=N_PIX), optim, 8)
+    data = view.put(images)
+    parts = []
+    for a, b in cuts:
+        view.train_steps(data, perm, a, b)
+        parts.append(view.take_loss_parts())
+    assert parts == [[], once[:1], once[1:]]
+    for got, want in zip(view.get_params().values(), ref.run(0)[0]):
+        np.testing.assert_array_equal(got, want)

@@ -232,12 +232,22 @@ class PersistentRuns:
         R, B = len(self.runs), self.B
         self.table = to(np.array([[h, r.kind] for h, r in zip(self.h, self.runs)], np.int64))
         self.slopes = to(np.array([r.slope for r in self.runs], np.float32))
-        self.loss = to(np.zeros(R, np.float64))
+        # Chunk c adds its loss sums into slot c % 2, read back through pinned memory after an
+        # event (read_loss): a reader may queue chunk c + 1 before it waits for chunk c.
+        self.loss = to(np.zeros((2, R), np.float64))
+        self._pinned = [cuda.pinned_array(R, np.float64) for _ in range(2)]
+        self._ready = [cuda.event(**({} if SIMULATOR else {"timing": False}))  # the sim's:
+                       for _ in range(2)]  # no arguments
+        self._first = [0, 0]  # per slot: the first chunk its sum holds
+        self._zeros = to(np.zeros(R, np.float64))
+        self.chunks = 0  # launches of train_chunk so far
+        self._unread = 0  # the first chunk whose loss is not read yet
         self.vloss = to(np.zeros(R, np.float64))
         self._rows = 0
         self._scratch(B)
         self.ws = cuda.device_array(1, np.float32, stream=stream)
         self._vidx = cuda.device_array((0, 0), np.int64, stream=stream)
+        self._uploads = {}  # name -> device array (_upload)
 
     def _scratch(self, rows):
         """H, dZ, dH, the F2 tile losses and the split-K counters for batches of ``rows``
@@ -281,11 +291,15 @@ class PersistentRuns:
         most = compiled.overloads[compiled.signatures[0]].max_cooperative_grid_blocks(NTHREADS)
         return most if self.blocks is None else min(int(self.blocks), most)
 
-    def train_chunk(self, X, perms, start, stop, hps, compiled=None, val=None):
+    def train_chunk(self, X, perms, start, stop, hps, compiled=None, val=None, carry=True):
         """Train every run on its samples ``perms[r, start:stop]`` of ``X`` (device, (N, n)
         uint8 or float32) in batches of B (the last may be short); ``perms`` a device (R, N)
         int64 array; ``hps`` (R, steps, 7) float32 host: each run's packed hyper-parameters per
-        step (kernels/optim.py). Adds each run's loss sums to ``loss``; does not synchronise.
+        step (kernels/optim.py). Does not synchronise: the chunk's loss sums go to slot
+        ``chunks % 2`` of ``loss``, then (stream order) to pinned host memory and an event.
+        ``carry``: the slot starts from the sums of the chunks not read yet (``take_loss_sums``
+        reads them all, as one device sum); False: from zero (``read_loss`` reads this chunk
+        alone, also after the next chunk is queued).
         ``compiled``: another compilation of the kernel for X's dtype (bench: a register cap).
         ``val`` (images like X, eval batch): then the launch ends with each run's validation
         loss sum over those images, in batches as today's evaluation takes them, added to
@@ -297,33 +311,77 @@ class PersistentRuns:
             raise ValueError(f"hps has shape {hps.shape}, expected {(len(self.runs), steps, 7)}")
         s = self.stream
         plans = self._plans((stop - start) % self.B or self.B)
+        slot = self._open_slot(carry)
         k = compiled or kernel[_variant(X)]
         k[self.grid(k), BLOCK, s](
-            X, perms, scale_of(X), *self.params, *self.state, cuda.to_device(hps, stream=s),
-            self.table, plans, self.slopes, *self.scratch, self.loss, self.parts, self.ws,
+            X, perms, scale_of(X), *self.params, *self.state, self._upload("hps", hps),
+            self.table, plans, self.slopes, *self.scratch, self.loss[slot], self.parts, self.ws,
             self.cnt, start, stop, self.B)
+        self.loss[slot].copy_to_host(self._pinned[slot], stream=s)  # after the launch
+        self._ready[slot].record(s)
+        self.chunks += 1
         if val is not None:
             Xv, eb = val
             nval = int(Xv.shape[0])
             eb = max(1, min(int(eb), nval))
             self._scratch(eb)
-            plans = self._plans(nval % eb or eb, eb)
+            plans = self._plans(nval % eb or eb, eb, "vplans")
             H, dZ, _ = self.scratch
             v = validation[_variant(Xv)]
             v[self.grid(v), BLOCK, s](
                 Xv, self.validation_rows(nval), scale_of(Xv), *self.params, self.table, plans,
                 self.slopes, H, dZ, self.vloss, self.parts, self.ws, self.cnt, nval, eb)
 
-    def _plans(self, nb_last, nb_full=None):
+    def _plans(self, nb_last, nb_full=None, name="plans"):
         """``plans`` on the device, the workspace grown to what they need."""
         plans, need = self.plans(nb_last, nb_full)
         if need > self.ws.shape[0]:
             self.ws = cuda.device_array(need, np.float32, stream=self.stream)
-        return cuda.to_device(plans, stream=self.stream)
+        return self._upload(name, plans)
+
+    def _upload(self, name, host):
+        """``host`` copied (stream order) into the device array kept for ``name``, reused while
+        the shape holds: no allocation per chunk (numba's deferred frees synchronise the
+        device), so a chunk is queued without waiting for the one before."""
+        dev = self._uploads.get(name)
+        if dev is None or dev.shape != host.shape:
+            dev = self._uploads[name] = cuda.device_array(host.shape, host.dtype,
+                                                          stream=self.stream)
+        dev.copy_to_device(host, stream=self.stream)  # pageable: staged before it returns
+        return dev
+
+    def _open_slot(self, carry):
+        """The loss slot of the next chunk, set (on the stream) to the sums it continues."""
+        c, s = self.chunks, self.stream
+        slot, prev = c % 2, (c - 1) % 2
+        carry = carry and c > self._unread and self._first[prev] == self._unread
+        if c - 2 >= self._unread and not carry:  # its pinned copy is about to be overwritten
+            raise RuntimeError(f"chunk {c - 2}'s loss is not read (read_loss) before chunk {c}")
+        self.loss[slot].copy_to_device(self.loss[prev] if carry else self._zeros, stream=s)
+        self._first[slot] = self._first[prev] if carry else c
+        return slot
+
+    def read_loss(self, c):
+        """Each run's loss sum (host float64 (R,)) of chunk ``c`` (0-based launch count) and
+        of the unread chunks it carries: waits for that chunk's event only, so chunk c + 1 may
+        be queued already."""
+        slot = c % 2
+        if not (self._unread == self._first[slot] <= c < self.chunks and c >= self.chunks - 2):
+            raise RuntimeError(f"chunk {c}'s loss is not the next to read (chunks "
+                               f"{self._unread}..{self.chunks - 1} unread)")
+        self._ready[slot].synchronize()
+        self._unread = c + 1
+        return self._pinned[slot].copy()
 
     def take_loss_sums(self, which="loss"):
         """Each run's training loss sum (``which`` "vloss": validation) since the last call
         (host float64 (R,)); resets them."""
+        if which == "loss":
+            out = np.zeros(len(self.runs), np.float64)
+            while self._unread < self.chunks:
+                last = self.chunks - 1
+                out += self.read_loss(last if self._first[last % 2] == self._unread else last - 1)
+            return out
         sums = getattr(self, which)
         out = sums.copy_to_host(stream=self.stream)
         sums.copy_to_device(np.zeros(len(self.runs), np.float64), stream=self.stream)
