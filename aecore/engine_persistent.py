@@ -95,12 +95,16 @@ class RunGroup:
 
     def make_engine(self, device, params, optim, batch_size, slope=0.01, opt_state=None,
                     step=0, *, key=0, **options):
-        if device != "cuda":  # the trainer fell back to the CPU
-            self.leave(key)
-            from .devices import make_engine
+        if device != "cuda":  # the trainer fell back to the CPU (devices.make_engine's path;
+            self.leave(key)     # the CPU engine itself, as devices imports this module)
+            from .engine_cpu import CpuEngine
 
-            return make_engine(device, params, optim, batch_size, slope, opt_state, step,
-                               **options)
+            return CpuEngine(params, optim, batch_size, slope, opt_state, step,
+                             split=options.get("cpu_split", False),
+                             team=options.get("cpu_team", False),
+                             lr_schedule=options.get("lr_schedule"),
+                             activation=options.get("activation", "leaky_relu"),
+                             loss=options.get("loss", "mse"))
         view = RunView(self, key, params, optim, batch_size, slope, opt_state, step,
                        options.get("lr_schedule"))
         with self._cond:
