@@ -37,7 +37,7 @@ from llvmlite import ir
 from numba import carray, cfunc, njit, types
 from numba.extending import intrinsic
 
-from .cpu_pair import _load_acquire, _pause, _sched_yield, _store_release
+from .cpu_pair import _load_acquire, _pause, _sched_yield, _store_release, spin_wait
 from .kernels.ftz import flush_denormals_on, restore
 
 _LINE = 8
@@ -118,16 +118,7 @@ def _park(ctrl):
 @njit(cache=True, nogil=True)
 def _wait_for(ctrl, slot, value):
     """Wait until ctrl[slot] >= value; False if the other side aborted."""
-    spins = 0
-    while _load_acquire(ctrl, slot) < value:
-        if _load_acquire(ctrl, ABORT) != 0:
-            return False
-        if spins < _SPINS:
-            spins += 1
-            _pause()
-        else:
-            _sched_yield()
-    return True
+    return spin_wait(ctrl, slot, value, ABORT)
 
 
 @njit(cache=True, nogil=True)

@@ -85,10 +85,16 @@ def _barrier(flags, t, k):
     the other thread may be descheduled, and a pure spin then held the core it needed for a
     whole time slice (a step took 0.5-15 ms instead of 0.3)."""
     _store_release(flags, t * _LINE, k)
-    o = (1 - t) * _LINE
+    return spin_wait(flags, (1 - t) * _LINE, k, _ABORT)
+
+
+@njit(cache=True, nogil=True)
+def spin_wait(flags, slot, value, abort_slot):
+    """Wait until flags[slot] >= value (acquire); False as soon as flags[abort_slot] is set.
+    Pause-spins _SPINS times, then yields the core at every check (cpu_team's waits too)."""
     spins = 0
-    while _load_acquire(flags, o) < k:
-        if _load_acquire(flags, _ABORT) != 0:
+    while _load_acquire(flags, slot) < value:
+        if _load_acquire(flags, abort_slot) != 0:
             return False
         if spins < _SPINS:
             spins += 1
