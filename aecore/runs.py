@@ -14,25 +14,15 @@ One directory per training run (``runs/h256-adam`` with the defaults: ``run_name
 ``RunDir(path)`` reads and writes these files; every write is atomic (``aecore.atomic``).
 ``RunDir.resume_checkpoint`` is the "must match to resume" check (RESUME_FIXED).
 
-One run owns its directory: ``lock_run_dir`` holds an ``flock`` on ``.lock`` in it for the run's
-whole life (the trainer takes it), so a second run into the same directory, from another process
-or another thread, is refused at once with the holder's pid, host and command. The OS releases
-the lock when its process dies, so a killed run's stale ``.lock`` blocks nothing.
+One run owns its directory: ``lock_run_dir`` / ``check_not_busy`` (``aecore.run_lock``,
+re-exported here).
 """
 
 from __future__ import annotations
 
-import contextlib
 import csv
-import datetime
-import errno
 import io
-import os
-import shlex
-import socket
 import sys
-import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,20 +33,15 @@ from .atomic import atomic_write_text, check_writable, read_json, write_json, wr
 from .checkpoint import CHECKPOINT, MODEL, load_checkpoint, save_checkpoint, save_model
 from .config import TrainConfig
 from .devices import kernel_settings
-from .errors import CheckpointError, RunDirBusyError
+from .errors import CheckpointError
 from .model import param_count
-
-try:
-    import fcntl
-except ImportError:  # not POSIX: runs are not locked
-    fcntl = None
+from .run_lock import LOCK, check_not_busy, lock_run_dir  # noqa: F401 (re-exported)
 
 CONFIG = "config.json"
 METRICS = "metrics.csv"
 SUMMARY = "summary.json"
 RECONSTRUCTIONS = "reconstructions.npz"
 RUN_FILES = (CONFIG, METRICS, SUMMARY, RECONSTRUCTIONS, MODEL, CHECKPOINT)
-LOCK = ".lock"  # held while a run trains; not one of the run's files
 
 METRICS_HEADER = ("epoch", "train_loss", "val_loss", "seconds", "samples_per_s", "lr")
 METRICS_HEADER_V1 = METRICS_HEADER[:5]  # runs from before the learning-rate schedules
@@ -134,125 +119,6 @@ def prepare_run_dir(run_dir, overwrite: bool = False) -> Path:
     for name in found:
         (d / name).unlink()
     return d
-
-
-# --- one run per directory -----------------------------------------------------------------------
-
-def _holder_text() -> str:
-    cmd = [Path(sys.argv[0]).name, *sys.argv[1:]] if sys.argv and sys.argv[0] else ["python"]
-    started = datetime.datetime.now().isoformat(timespec="seconds")
-    return (f"pid {os.getpid()} on {socket.gethostname()} (thread {threading.current_thread().name}, "
-            f"since {started}): {shlex.join(cmd)}")
-
-
-def _busy(d: Path, fd: int) -> RunDirBusyError:
-    try:
-        holder = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip()
-    except OSError:
-        holder = ""
-    if not holder:
-        holder = "another process (it has not written its pid yet)"
-    elif holder.startswith(f"pid {os.getpid()} on {socket.gethostname()} "):
-        holder = f"another run in this process: {holder}"
-    return RunDirBusyError(f"{d} is in use by {holder}; wait for that run to end, or choose "
-                           "another directory")
-
-
-def _try_flock(fd: int, mode: int):
-    """Take the lock without waiting; False if another holds it, None if the file system has
-    no locks. A few short retries: a ``check_not_busy`` probe holds it for microseconds."""
-    for attempt in range(5):
-        try:
-            fcntl.flock(fd, mode | fcntl.LOCK_NB)
-            return True
-        except BlockingIOError:
-            time.sleep(0.01)
-        except OSError as e:
-            if e.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
-                return None
-            raise
-    return False
-
-
-@contextlib.contextmanager
-def lock_run_dir(run_dir, create: bool = True):
-    """Own ``run_dir`` for the ``with`` block: an exclusive flock on ``run_dir/.lock`` that
-    records who holds it. Raises RunDirBusyError (naming the holder) if another run, in any
-    process or thread, holds it. ``create``: make the directory if missing (else a missing
-    directory is a CheckpointError). Nothing else in the directory is touched."""
-    d = Path(run_dir)
-    if create:
-        if d.exists() and not d.is_dir():
-            raise CheckpointError(f"{d}: exists and is not a directory")
-        check_writable(d)
-        try:
-            d.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise CheckpointError(f"{d}: cannot create the run directory ({e.strerror})") from None
-    elif not d.is_dir():
-        raise CheckpointError(f"{d}: no such file or directory")
-    if fcntl is None:
-        yield d
-        return
-    path = d / LOCK
-    while True:
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as e:
-            raise CheckpointError(f"{path}: cannot create the run's lock file ({e.strerror})") from None
-        try:
-            got = _try_flock(fd, fcntl.LOCK_EX)
-            if got is False:
-                raise _busy(d, fd)
-        except BaseException:
-            os.close(fd)
-            raise
-        if got is None:  # no locks here (some network file systems): run, and say so
-            os.close(fd)
-            print(f"aecore: warning: {d}: this file system has no file locks; nothing stops "
-                  "another run from writing into this directory meanwhile", file=sys.stderr)
-            yield d
-            return
-        try:  # the holder before us may have removed the file we opened as it let go
-            same = os.path.samestat(os.fstat(fd), os.stat(path))
-        except OSError:
-            same = False
-        if same:
-            break
-        os.close(fd)
-    try:
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, (_holder_text() + "\n").encode("utf-8"), 0)
-    except OSError:  # a full disk: the lock holds without the note
-        pass
-    try:
-        yield d
-    finally:
-        try:
-            os.unlink(path)  # while still holding it; see the samestat check above
-        except OSError:
-            pass
-        os.close(fd)
-
-
-def check_not_busy(run_dir) -> None:
-    """Raise RunDirBusyError if a run holds ``run_dir`` now (commands check before they load
-    data; the trainer's lock is what enforces it)."""
-    path = Path(run_dir) / LOCK
-    if fcntl is None:
-        return
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        got = _try_flock(fd, fcntl.LOCK_SH)
-        if got is False:
-            raise _busy(Path(run_dir), fd)
-        if got:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)
 
 
 # --- the files -----------------------------------------------------------------------------------
