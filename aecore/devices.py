@@ -133,8 +133,8 @@ def make_engine(device: str, params, optim=None, batch_size: int | None = None,
         if (activation, loss) != ("leaky_relu", "mse"):
             raise ValueError(f"the persistent CUDA path trains leaky_relu with mse only, not "
                              f"{activation} with {loss}")
-        return RunGroup.alone().make_engine(device, params, optim, batch_size, slope, opt_state,
-                                            step, lr_schedule=lr_schedule)
+        return RunGroup.alone(make_engine).make_engine(
+            device, params, optim, batch_size, slope, opt_state, step, lr_schedule=lr_schedule)
     if device == "cuda":
         from .engine_cuda import CudaEngine
 
