@@ -19,9 +19,10 @@ CUDA_PATHS = ("auto", "persistent", "graphs", "eager")
 AUTO_PATH = "graphs"
 
 # What the persistent kernel trains: the TrainConfig fields other models may set, and the only
-# value of each it supports (fields absent on this branch read as their default).
-PERSISTENT_SUPPORTS = {"activation": "leaky_relu", "loss": "mse", "lr_schedule": "constant",
-                       "warmup_epochs": 0}
+# value of each it supports (fields absent on this branch read as their default). Every
+# learning-rate schedule and warm-up are trained: each run's per-step hyper-parameters come
+# packed per chunk (RunView.hparams), as the eager and graphs paths take them.
+PERSISTENT_SUPPORTS = {"activation": "leaky_relu", "loss": "mse"}
 
 
 def persistent_refusal(config) -> str | None:

@@ -117,7 +117,7 @@ def make_engine(device: str, params, optim=None, batch_size: int | None = None,
     effect on CUDA). ``lr_schedule``: an ``aecore.schedules.LRSchedule`` of ``optim.lr`` (None:
     constant). ``cuda_path`` (persistent | graphs | eager, aecore/cuda_path.py; replaces
     ``graphs`` when given): "persistent" trains with the persistent kernel, this run alone in
-    its launch (a constant rate, leaky_relu and mse only). ``activation`` / ``loss``: the hidden
+    its launch (leaky_relu and mse only; any lr_schedule). ``activation`` / ``loss``: the hidden
     activation and the loss (compile-time). The engine modules are imported here, the CUDA ones
     only when asked for.
     """
@@ -133,8 +133,8 @@ def make_engine(device: str, params, optim=None, batch_size: int | None = None,
         if (activation, loss) != ("leaky_relu", "mse"):
             raise ValueError(f"the persistent CUDA path trains leaky_relu with mse only, not "
                              f"{activation} with {loss}")
-        return RunGroup.alone().make_engine(device, params, optim, batch_size, slope, opt_state,
-                                            step, lr_schedule=lr_schedule)
+        return RunGroup.alone(make_engine).make_engine(
+            device, params, optim, batch_size, slope, opt_state, step, lr_schedule=lr_schedule)
     if device == "cuda":
         from .engine_cuda import CudaEngine
 

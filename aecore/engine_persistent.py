@@ -66,10 +66,14 @@ class RunGroup:
     """Runs (``keys``: one per member, e.g. run directories) trained by one PersistentRuns.
 
     ``engine_factory(key)`` gives the member its engine builder (``devices.make_engine``'s
-    signature; another device than cuda falls back to that function and leaves the group).
+    signature). A member asking for another device than cuda (the trainer's fallback to the CPU
+    after CUDA ran out of memory) leaves the group and gets its engine from ``fallback``: the
+    group's creator passes ``devices.make_engine`` (this module does not import devices, which
+    imports it: no import circle); None refuses the other device.
     Every member must ``leave(key)`` when its training ends, however it ends."""
 
-    def __init__(self, keys):
+    def __init__(self, keys, fallback=None):
+        self._fallback = fallback
         self._cond = threading.Condition()
         self._expected = set(keys)  # members that have not left
         self._views = {}  # key -> RunView
@@ -86,25 +90,21 @@ class RunGroup:
         self.stream = cuda.stream()
 
     @classmethod
-    def alone(cls):
+    def alone(cls, fallback=None):
         """A group of one run (``devices.make_engine(..., cuda_path="persistent")``)."""
-        return cls([0])
+        return cls([0], fallback)
 
     def engine_factory(self, key):
         return functools.partial(self.make_engine, key=key)
 
     def make_engine(self, device, params, optim, batch_size, slope=0.01, opt_state=None,
                     step=0, *, key=0, **options):
-        if device != "cuda":  # the trainer fell back to the CPU (devices.make_engine's path;
-            self.leave(key)     # the CPU engine itself, as devices imports this module)
-            from .engine_cpu import CpuEngine
-
-            return CpuEngine(params, optim, batch_size, slope, opt_state, step,
-                             split=options.get("cpu_split", False),
-                             team=options.get("cpu_team", False),
-                             lr_schedule=options.get("lr_schedule"),
-                             activation=options.get("activation", "leaky_relu"),
-                             loss=options.get("loss", "mse"))
+        if device != "cuda":  # the trainer fell back to the CPU
+            self.leave(key)
+            if self._fallback is None:
+                raise ValueError(f"this persistent group trains on cuda only, not {device}")
+            return self._fallback(device, params, optim, batch_size, slope, opt_state, step,
+                                  **options)
         view = RunView(self, key, params, optim, batch_size, slope, opt_state, step,
                        options.get("lr_schedule"))
         with self._cond:

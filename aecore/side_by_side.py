@@ -100,6 +100,7 @@ def persistent_groups(todo: list[PlannedRun], chunk_samples: int) -> dict:
           "persistent"]
     if not on:
         return {}
+    from .devices import make_engine
     from .engine_persistent import RunGroup, group_key
 
     keys = {}
@@ -115,7 +116,7 @@ def persistent_groups(todo: list[PlannedRun], chunk_samples: int) -> dict:
         keys.setdefault(group_key(c, position, chunk), []).append(p.dir)
     out = {}
     for dirs in keys.values():
-        group = RunGroup(dirs)
+        group = RunGroup(dirs, fallback=make_engine)  # a member that falls back to the CPU
         out.update({d: group for d in dirs})
     return out
 

@@ -39,9 +39,13 @@
 #            and the CUDA-graph path); ~45 s, most of it compiling
 #   persistent_tests  the persistent path's tests on the GPU: the kernel vs CudaEngine
 #            (tests/test_cuda_persistent.py; its PTX test is deselected: it needs no GPU and ran
-#            on the CPU) and the runs of a group trained through the trainer vs each alone,
-#            Ctrl-C and resume (tests/test_engine_persistent.py)
-#   study    the 4-size x STUDY_EPOCHS (200) study (Adam, the defaults) on the GPU, end to end
+#            on the CPU), the runs of a group trained through the trainer vs each alone,
+#            Ctrl-C and resume (tests/test_engine_persistent.py), and every lr schedule and
+#            warm-up vs the eager path, stopped and resumed (tests/test_persistent_schedules.py)
+#   study    the 4-size x STUDY_EPOCHS (200) study (Adam, the defaults: since #18 the onecycle
+#            schedule, which the persistent path trains; the 102 s graphs figure below and the
+#            CPU study's test MSEs are of the constant rate, so compare the MSEs with a study of
+#            the same schedule, or give STUDY_ARGS="--lr-schedule constant") on the GPU, end to end
 #            (compilation, estimate, training, report), once per CUDA path in STUDY_PATHS
 #            (default "persistent": all four runs in one launch per chunk; the graphs path took
 #            102 s on 2026-11-27; "persistent graphs" times both), the graphs / eager paths
@@ -131,7 +135,8 @@ for stage in $STAGES; do
             --json "$OUT/persistent.json" ${PERSISTENT_ARGS:-} ;;
     persistent_tests)
         run_stage persistent_tests 150 "$PY" -m pytest -q -p no:cacheprovider -k "not ptx" \
-            tests/test_cuda_persistent.py tests/test_engine_persistent.py ;;
+            tests/test_cuda_persistent.py tests/test_engine_persistent.py \
+            tests/test_persistent_schedules.py ;;
     pybench)
         AECORE_BENCH_RATIOS="$OUT/ratios.json" run_stage pybench 200 "$PY" -m pytest bench \
             -k cuda --benchmark-only --benchmark-json="$OUT/cuda_bench.json" -q \
@@ -139,9 +144,10 @@ for stage in $STAGES; do
     study)
         for p in ${STUDY_PATHS:-persistent}; do
             for j in ${STUDY_JOBS:-4}; do
+                # shellcheck disable=SC2086
                 run_stage "study_${p}_jobs$j" 150 aecore study --device cuda --optimizers adam \
                     --yes --cuda-path "$p" --jobs "$j" --epochs "${STUDY_EPOCHS:-200}" \
-                    --out "$OUT/study_${p}_jobs$j"
+                    --out "$OUT/study_${p}_jobs$j" ${STUDY_ARGS:-}
                 [ "$p" = persistent ] && break  # --jobs does not apply: one launch for all
             done
         done ;;
