@@ -17,11 +17,11 @@ from aecore.optim import OPTIMIZERS
 from aecore.side_by_side import train_side_by_side
 
 from .report import build as build_report, reference_runs_option
-from .train import (FASHION_TRAIN, HiddenList, _check, activation_option, check_team_jobs,
-                    checkpoint_every_option, chosen_cuda_path, cpu_split_option,
-                    cpu_team_option, cuda_path_option, data_dir_option, device_option,
-                    echo_err, jobs_option, load_data, loss_option, resolve_device,
-                    run_settings, schedule_options, track_test_option)
+from .options import (FASHION_TRAIN, HiddenList, _check, activation_option, check_team_jobs,
+                      checkpoint_every_option, chosen_cuda_path, cpu_split_option,
+                      cpu_team_option, cuda_path_option, data_dir_option, device_option,
+                      echo_err, jobs_option, load_data, loss_option, resolve_device,
+                      run_settings, schedule_options, track_test_option)
 
 D = TrainConfig()  # the defaults, defined once in aecore.config
 DEFAULT_OPTIMIZERS = KINDS["optimizers"].variants

@@ -10,7 +10,7 @@ import click
 from aecore.config import TrainConfig
 from aecore.errors import TrainingInterrupted
 
-from .train import DEVICES, FASHION_TRAIN, _check, data_dir_option, load_data
+from .options import DEVICES, FASHION_TRAIN, _check, data_dir_option, load_data
 
 D = TrainConfig()
 
