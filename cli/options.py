@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 from click.core import ParameterSource
 
-from aecore.config import MAX_HIDDEN, TrainConfig, config_problems
+from aecore.config import DEFAULT_LR, MAX_HIDDEN, TrainConfig, config_problems
 from aecore.cuda_path import AUTO_PATH, CUDA_PATHS
 from aecore.kernels.activations_reference import ACTIVATIONS
 from aecore.kernels.losses_reference import LOSSES
@@ -103,9 +103,22 @@ def schedule_options(f):
                      "(LinearLR) before the schedule; fewer than --epochs; not with onecycle.")(f)
     return click.option("--lr-schedule", type=click.Choice(SCHEDULES), default=D.lr_schedule,
                         show_default=True, help="Learning rate per step, as torch.optim."
-                        "lr_scheduler stepped every batch: constant; cosine (CosineAnnealingLR "
-                        "to 0 at the end); step (StepLR: /10 after each third of the steps); "
-                        "onecycle (OneCycleLR, max_lr = --lr).")(f)
+                        "lr_scheduler stepped every batch: onecycle (OneCycleLR, max_lr = --lr; "
+                        "the default since 2026-12-02, chosen by a scan: README, \"Defaults, and "
+                        "why\"); constant (the default before: give it for the old behaviour); "
+                        "cosine (CosineAnnealingLR to 0 at the end); step (StepLR: /10 after "
+                        "each third of the steps). Each has its own default --lr.")(f)
+
+
+def lr_default_help() -> str:
+    """--lr's "[default: ...]": aecore.config.DEFAULT_LR, per schedule (the default's first)."""
+    parts = []
+    for sched in sorted(SCHEDULES, key=lambda s: s != D.lr_schedule):
+        own = {o: r[sched] for o, r in DEFAULT_LR.items() if r[sched] is not None}
+        rest = [o for o in DEFAULT_LR if o not in own]
+        parts.append(f"{sched}: " + ", ".join(f"{o} {v:g}" for o, v in own.items())
+                     + (f" ({', '.join(rest)}: their constant rates, not scanned)" if rest else ""))
+    return "[default: per optimizer and --lr-schedule; " + "; ".join(parts) + "]"
 
 
 def activation_option(f):

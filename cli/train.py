@@ -12,7 +12,8 @@ import click
 from click.core import ParameterSource
 
 from aecore import runs, tables
-from aecore.config import DEFAULT_LR, TrainConfig
+from aecore.comparisons import config_run_name
+from aecore.config import TrainConfig
 from aecore.errors import AecoreError, CheckpointError, DivergenceError, TrainingInterrupted
 from aecore.optim import OPTIMIZERS
 from aecore.side_by_side import PlannedRun, train_side_by_side
@@ -22,15 +23,20 @@ from .options import (D, FASHION_TRAIN, OPTION_OF, HiddenList, _check, _finite, 
                       activation_option, check_team_jobs, checkpoint_every_option,
                       chosen_cuda_path, cpu_split_option, cpu_team_option, cuda_path_option,
                       data_dir_option, device_option, echo_err, jobs_option, load_data,
-                      loss_option, resolve_device, run_settings, schedule_options,
+                      loss_option, lr_default_help, resolve_device, run_settings, schedule_options,
                       track_test_option)
 
 
 HELP = """Train the 784 -> h -> 784 autoencoder (LeakyReLU hidden layer, Sigmoid output, MSE loss)
 on Fashion-MNIST, writing one run directory per hidden size under --out (named like
-h256-adam): config.json, metrics.csv (per-epoch train/val MSE, seconds, samples/s, learning
+h256-adam, with what differs from the defaults: h256-sgd, h256-act-gelu, h256-sched-constant;
+aecore study names them so too): config.json, metrics.csv (per-epoch train/val MSE, seconds, samples/s, learning
 rate), summary.json, reconstructions.npz, model.safetensors (PyTorch state_dict names) and
 checkpoint.safetensors.
+
+The default schedule is onecycle (since 2026-12-02; the best of a scan, README "Defaults, and
+why"), each optimizer at its own scanned peak rate; --lr-schedule constant trains as before
+(Adam at 0.001 unless --lr).
 
 Losses are mean squared errors per pixel (pixels scaled to [0, 1]). Ctrl-C or SIGTERM saves a
 checkpoint and exits 130; continue with --resume RUN_DIR. With several hidden sizes, --jobs N
@@ -44,6 +50,7 @@ Examples:
   aecore train --device cuda --hidden 64,128,256,512 --jobs 4
   aecore train --device cuda --hidden 64,128,256,512 --cuda-path persistent
   aecore train --hidden 256 --epochs 1 --limit 2000      quick check
+  aecore train --hidden 256 --lr-schedule constant       the constant rate (the old default)
   aecore train --hidden 256 --epochs 60 --lr 3e-3 --lr-schedule cosine --warmup-epochs 2
   aecore train --resume runs/h256-adam
 """
@@ -57,8 +64,7 @@ Examples:
 @click.option("--batch-size", type=click.IntRange(min=1), default=D.batch_size, show_default=True,
               help="Samples per optimizer step (at most the training-set size).")
 @click.option("--lr", type=float, default=None, callback=_finite_positive,
-              help="Learning rate (> 0).  [default: per optimizer: "
-                   + ", ".join(f"{k} {v:g}" for k, v in DEFAULT_LR.items()) + "]")
+              help="Learning rate (> 0; with onecycle its peak, max_lr).  " + lr_default_help())
 @click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=D.optimizer, show_default=True,
               help="sgd (the paper's), momentum / nesterov (torch.optim.SGD), adam (torch.optim.Adam).")
 @click.option("--momentum", type=click.FloatRange(min=0, max=1, max_open=True),
@@ -118,7 +124,7 @@ def train(ctx, hidden, epochs, batch_size, lr, optimizer, momentum, slope, seed,
                  for h in hidden]
     for c in configs:
         _check(c, n_train)
-    dirs = [out / runs.run_name(c.hidden, c.optimizer) for c in configs]
+    dirs = [out / config_run_name(c) for c in configs]  # by what differs from the defaults
     dev = resolve_device(device)  # a usage error: before what --out holds
     _check_outputs(out, dirs, overwrite)
 
