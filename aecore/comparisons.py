@@ -1,5 +1,6 @@
 """The study's comparisons: one training choice varied at one hidden size, everything else at
-TrainConfig's defaults.
+TrainConfig's defaults (since 2026-12-02 the onecycle schedule: a constant-rate run is the
+schedules comparison's ``constant`` variant, ``h128-sched-constant``).
 
 ``KINDS`` is the one table: kind -> the TrainConfig field it varies, all its choices, and the
 variants ``aecore study --compare KIND`` trains when not narrowed. A variant is a TrainConfig
@@ -8,12 +9,14 @@ partly done study and the report all go through the same few functions here:
 
 * ``parse_compare`` reads ``--compare`` values (``activations,losses`` or ``losses=bce,l1``);
 * ``variant_configs`` turns a kind's variants into TrainConfigs;
-* ``config_run_name`` names a run from its config (``h128-adam``, ``h128-sgd``,
-  ``h128-act-gelu``, ``h128-sched-cosine``): the default run of a hidden size keeps today's name
-  and is shared by every comparison at that size;
+* ``config_run_name`` names a run from its config, by what differs from the defaults
+  (``h128-adam``, ``h128-sgd``, ``h128-act-gelu``, ``h128-sched-constant``): the default run of
+  a hidden size is ``h<H>-<optimizer>`` and is shared by every comparison at that size;
+  ``aecore train`` names its runs so too;
 * ``variant_of`` / ``comparison_groups`` read the runs back for the report: which kind a run
-  varies (from its config.json alone) and, per kind and hidden size, the runs to set side by
-  side.
+  varies (from its config.json alone; a field config.json lacks reads as
+  ``config.saved_value`` says: no lr_schedule is constant) and, per kind and hidden size, the
+  runs to set side by side.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 
-from .config import DEFAULT_LR, TrainConfig
+from .config import ABSENT, TrainConfig, default_lr, saved_value
 from .kernels.activations_reference import ACTIVATIONS
 from .kernels.losses_reference import LOSSES
 from .optim import OPTIMIZERS
@@ -108,11 +111,13 @@ def variant_configs(kind: str, variants, **settings) -> list[TrainConfig]:
     return [TrainConfig(**{**settings, field: v}) for v in variants]
 
 
-def config_run_name(c: TrainConfig) -> str:
-    """The run directory name: ``h<hidden>-<optimizer>`` (today's), and for every compared
+def config_run_name(c: TrainConfig, before_onecycle: bool = False) -> str:
+    """The run directory name: ``h<hidden>-<optimizer>`` for the defaults, and for every compared
     field off its default ``-<tag>-<value>`` instead of the default optimizer's name:
-    h128-adam, h128-sgd, h128-act-gelu, h128-sgd-act-gelu."""
-    d = defaults()
+    h128-adam, h128-sgd, h128-act-gelu, h128-sgd-act-gelu, h128-sched-constant.
+    ``before_onecycle``: the name it had while the constant schedule was the default (before
+    2026-12-02: h128-adam for constant-rate Adam, h128-sched-onecycle), to find older runs."""
+    d = {**defaults(), **(ABSENT if before_onecycle else {})}
     tags = [f"{k.tag}-{getattr(c, k.field)}" for k in KINDS.values()
             if k.tag and k.field in d and getattr(c, k.field) != d[k.field]]
     if not tags or c.optimizer != d["optimizer"]:
@@ -122,19 +127,34 @@ def config_run_name(c: TrainConfig) -> str:
 
 # --- reading runs back (the report) ---------------------------------------------------------------
 
-def variant_of(config: Mapping) -> tuple[str | None, object] | None:
+def variant_of(config: Mapping, ignore=()) -> tuple[str | None, object] | None:
     """Which comparison a run's config (config.json's "config") belongs to: (kind, value) when
     exactly one compared field is off its default, (None, None) for the default run (every
-    comparison's reference), None when several are off. A field the config does not hold is
-    at its default (runs made before it existed)."""
+    comparison's reference), None when several are off. A field the config does not hold reads
+    as ``config.saved_value`` says (no lr_schedule: constant). Fields in ``ignore`` do not
+    count (``SHARED``)."""
     d = defaults()
-    off = [k for k in KINDS.values() if k.field in d
-           and config.get(k.field, d[k.field]) != d[k.field]]
+    off = [k for k in KINDS.values() if k.field in d and k.field not in ignore
+           and saved_value(config, k.field) != d[k.field]]
     if not off:
         return None, None
     if len(off) > 1:
         return None
-    return off[0].name, config[off[0].field]
+    return off[0].name, saved_value(config, off[0].field)
+
+
+def shared(kind: str) -> tuple:
+    """The compared fields that ``kind``'s runs share, whatever their value, instead of having
+    them at the default: the schedule, in every comparison but the schedules', so that a
+    study's runs all at the constant rate (made while it was the default, or with
+    --lr-schedule constant) still compare their optimizers, activations and losses."""
+    return () if kind == "schedules" else ("lr_schedule",)
+
+
+def is_default_run(config: Mapping, kind: str) -> bool:
+    """Whether a run is the default run of ``kind``'s comparison (its *vs default* base): every
+    compared field at its default (but ``shared(kind)``) and the default learning rate."""
+    return variant_of(config, shared(kind)) == (None, None) and has_default_lr(config)
 
 
 def setting_key(config: Mapping) -> tuple:
@@ -142,7 +162,7 @@ def setting_key(config: Mapping) -> tuple:
     learning rate (optimizers have their own) and the fields that do not change results."""
     d = defaults()
     skip = {k.field for k in KINDS.values()} | {"lr"} | set(NOT_COMPARED)
-    return tuple((k, _hashable(config.get(k, d[k]))) for k in d if k not in skip)
+    return tuple((k, _hashable(saved_value(config, k))) for k in d if k not in skip)
 
 
 def _hashable(v):
@@ -151,19 +171,20 @@ def _hashable(v):
 
 def comparison_groups(runs_, kind: str) -> dict[int, list]:
     """hidden size -> the runs (report.Run) that compare ``kind`` there: same settings apart
-    from the kind's field, at least two different values of it. The default run counts as
-    the default value's variant. A learning rate other than the optimizer's default is part of
-    a variant (shown in its label), except in the optimizer comparison, where each optimizer
-    has its own."""
+    from the kind's field (the schedule shared, ``shared``), at least two different values of
+    it. The default run counts as
+    the default value's variant. A learning rate other than the default of the run's optimizer
+    and schedule is part of a variant (shown in its label)."""
     k = KINDS[kind]
     if not kind_available(k):
         return {}
     by_setting: dict[tuple, list] = {}
     for r in runs_:
-        v = variant_of(r.config)
+        v = variant_of(r.config, shared(kind))
         if v is None or v[0] not in (None, kind):
             continue
-        by_setting.setdefault(setting_key(r.config), []).append(r)
+        key = setting_key(r.config) + tuple(saved_value(r.config, f) for f in shared(kind))
+        by_setting.setdefault(key, []).append(r)
     out: dict[int, list] = {}
     for rs in by_setting.values():
         values = {variant_value(r.config, k) for r in rs}
@@ -176,17 +197,23 @@ def comparison_groups(runs_, kind: str) -> dict[int, list]:
 
 
 def variant_value(config: Mapping, kind: Kind):
-    return config.get(kind.field, defaults()[kind.field])
+    return saved_value(config, kind.field)
+
+
+def has_default_lr(config: Mapping) -> bool:
+    """Whether a saved config's learning rate is the default of its optimizer and schedule."""
+    return config.get("lr") == default_lr(saved_value(config, "optimizer"),
+                                          saved_value(config, "lr_schedule"))
 
 
 def variant_label(run, kind: str) -> str:
     """A run's name within its comparison: the value, plus its learning rate where that is not
-    the default (for the optimizers, always: each has its own)."""
+    the default of its optimizer and schedule (for the optimizers and the schedules, always:
+    each has its own)."""
     k = KINDS[kind]
     c = run.config
     label = str(variant_value(c, k))
-    default_lr = DEFAULT_LR.get(c.get("optimizer", defaults()["optimizer"]))
     lr = c.get("lr")
-    if lr is not None and (kind == "optimizers" or lr != default_lr):
+    if lr is not None and (kind in ("optimizers", "schedules") or not has_default_lr(c)):
         label += f", lr {lr:g}"
     return label

@@ -1,5 +1,6 @@
 """What defines a training run: ``TrainConfig`` (every default lives here), the default
-learning rate per optimizer, and ``config_problems``, the one check of a configuration's values.
+learning rate per optimizer and schedule (``DEFAULT_LR``), what a saved config without a field
+means (``ABSENT``), and ``config_problems``, the one check of a configuration's values.
 """
 
 from __future__ import annotations
@@ -19,10 +20,43 @@ DEFAULT_RECON_EPOCHS = (1, 2, 5, 10, 20, 50, 100, 200)
 MAX_HIDDEN = 65536
 
 
-# Learning rate per optimizer when --lr is not given: the best of a scan at h=128, batch 64,
-# 30 epochs (README, "Defaults"). The loss is the mean over the batch's B*784 pixels, so plain
-# SGD's gradients are small and its best rate is large.
-DEFAULT_LR = {"sgd": 20.0, "momentum": 3.0, "nesterov": 3.0, "adam": 1e-3}
+# Learning rate when --lr is not given, per optimizer and learning-rate schedule: the best of
+# scans at h=128, batch 64, 30 epochs, test MSE (README, "Defaults, and why"): constant rates in
+# 2026-11, Adam's cosine and step rates on 2026-12-01, the onecycle rates (its max_lr) on
+# 2026-12-02. None: not scanned (sgd / momentum / nesterov with cosine or step), the constant
+# rate is used. The loss is the mean over the batch's B*784 pixels, so plain SGD's gradients
+# are small and its best rate is large.
+DEFAULT_LR = {
+    "sgd":      dict(constant=20.0, onecycle=50.0, cosine=None, step=None),
+    "momentum": dict(constant=3.0, onecycle=20.0, cosine=None, step=None),
+    "nesterov": dict(constant=3.0, onecycle=20.0, cosine=None, step=None),
+    "adam":     dict(constant=1e-3, onecycle=5e-3, cosine=2e-3, step=3e-3),
+}
+# What a field absent from a saved config (config.json, a checkpoint's state) means: the value
+# runs had before the field existed. Runs saved before the schedules trained at a constant rate
+# (onecycle became the default on 2026-12-02; every config saved since records lr_schedule);
+# the other fields added since were added with today's default.
+ABSENT = {"lr_schedule": "constant"}
+
+
+def default_lr(optimizer: str, lr_schedule: str = "constant") -> float | None:
+    """The learning rate a run of ``optimizer`` with ``lr_schedule`` gets when none is given
+    (DEFAULT_LR; not scanned or an unknown schedule: the constant rate); None for an unknown
+    optimizer."""
+    rates = DEFAULT_LR.get(optimizer)
+    if rates is None:
+        return None
+    return rates.get(lr_schedule) or rates["constant"]
+
+
+def saved_value(config, name: str):
+    """Field ``name`` of a saved config (a mapping, e.g. config.json's "config"): its value, or
+    what a config without it means (ABSENT, else TrainConfig's default)."""
+    if name in config:
+        return config[name]
+    if name in ABSENT:
+        return ABSENT[name]
+    return next(f.default for f in fields(TrainConfig) if f.name == name)
 
 
 @dataclass(frozen=True)
@@ -32,7 +66,7 @@ class TrainConfig:
     hidden: int = 256  # hidden units h of the 784 -> h -> 784 model
     epochs: int = 200  # passes over the training set
     batch_size: int = 64  # samples per optimizer step
-    lr: float | None = None  # learning rate; None -> DEFAULT_LR[optimizer]
+    lr: float | None = None  # learning rate; None -> default_lr(optimizer, lr_schedule)
     optimizer: str = "adam"  # sgd | momentum | nesterov | adam
     momentum: float = 0.9  # for momentum / nesterov (Adam's beta1 stays 0.9)
     slope: float = 0.01  # LeakyReLU negative slope
@@ -43,7 +77,7 @@ class TrainConfig:
     limit: int | None = None  # train on the first `limit` training images only (quick tests)
     cuda_path: str = "auto"  # CUDA: auto | persistent | graphs | eager (aecore/cuda_path.py)
     cpu_split: bool = False  # CPU: each step split between two aecore threads (cpu_pair.py)
-    lr_schedule: str = "constant"  # constant | cosine | step | onecycle (aecore/schedules.py)
+    lr_schedule: str = "onecycle"  # onecycle | constant | cosine | step (aecore/schedules.py)
     warmup_epochs: int = 0  # epochs of linear warm-up from lr / 100 (not with onecycle)
     activation: str = "leaky_relu"  # hidden activation (kernels.activations_reference)
     loss: str = "mse"  # trained loss on the Sigmoid output: mse | bce | l1
@@ -52,7 +86,7 @@ class TrainConfig:
 
     def __post_init__(self):
         if self.lr is None and self.optimizer in DEFAULT_LR:
-            object.__setattr__(self, "lr", DEFAULT_LR[self.optimizer])
+            object.__setattr__(self, "lr", default_lr(self.optimizer, self.lr_schedule))
 
     def optim(self) -> OptimConfig:
         return OptimConfig(name=self.optimizer, lr=self.lr, momentum=self.momentum)
@@ -72,6 +106,7 @@ class TrainConfig:
     def from_dict(cls, d: dict) -> "TrainConfig":
         known = {f.name for f in fields(cls)}
         kw = {k: v for k, v in d.items() if k in known}
+        kw.update({k: v for k, v in ABSENT.items() if k not in d})  # saved before the field
         if "cuda_graphs" in d and "cuda_path" not in d:  # runs saved before cuda_path
             kw["cuda_path"] = "graphs" if d["cuda_graphs"] else "eager"
         if "recon_epochs" in kw:
@@ -158,6 +193,7 @@ def _schedule_problems(c: TrainConfig, n_train, bad, is_int) -> None:
         bad("warmup_epochs", "must be 0 with the onecycle schedule, which has its own warm-up "
                              "(the first 30% of the steps)")
     elif c.lr_schedule == "onecycle" and n_train and is_int(c.epochs) and is_int(c.batch_size) \
-            and c.batch_size >= 1 and c.epochs * -(-n_train // c.batch_size) < 4:
+            and 1 <= c.batch_size <= n_train and c.epochs * -(-n_train // c.batch_size) < 4:
+        # (a batch larger than the training set is reported as that, above)
         bad("lr_schedule", "onecycle needs at least 4 optimizer steps in the whole run; "
                            "train more epochs or use smaller batches")

@@ -24,6 +24,7 @@ from .atomic import atomic_write_bytes, check_writable
 from .optim import OPTIMIZERS
 from .errors import CheckpointError
 from .comparisons import variant_of
+from .config import saved_value
 from .figures import COMPARE_FIGURES, FIGURES, why_not_drawn
 from . import time_to_quality as T
 from .report_compare import comparison_sections, time_to_quality_section
@@ -275,20 +276,26 @@ def format_table(runs_: list[Run]) -> str:
 # --- monotonicity ---------------------------------------------------------------------------------
 
 def mse_trend(runs_: list[Run]) -> list[dict]:
-    """Per optimizer with complete runs at two or more hidden sizes: the (hidden, test MSE)
-    points in order of h and whether the test MSE strictly decreases as h grows. Only the
-    runs of the default model count (a comparison's other activations, losses or schedules
-    are not the paper's model)."""
-    runs_ = [r for r in runs_ if (variant_of(r.config) or ("other",))[0] in (None, "optimizers")]
+    """Per optimizer (and schedule, where the runs have several) with complete runs at two or
+    more hidden sizes: the (hidden, test MSE) points in order of h and whether the test MSE
+    strictly decreases as h grows. Only the runs of the paper's model count (a comparison's
+    other activations or losses are not it)."""
+    runs_ = [r for r in runs_ if (variant_of(r.config, ("lr_schedule",)) or ("other",))[0]
+             in (None, "optimizers")]
+    several = len({saved_value(r.config, "lr_schedule") for r in runs_}) > 1
+
+    def group(r):
+        return f"{r.optimizer}, {saved_value(r.config, 'lr_schedule')}" if several else r.optimizer
+
     out = []
-    for opt in dict.fromkeys(r.optimizer for r in runs_):
+    for opt in dict.fromkeys(group(r) for r in runs_):
         pts = sorted((r.hidden, float(r.mse("test_loss"))) for r in runs_
-                     if r.optimizer == opt and r.complete and r.mse("test_loss") is not None)
+                     if group(r) == opt and r.complete and r.mse("test_loss") is not None)
         hs = [h for h, _ in pts]
         if len(set(hs)) < 2:
             continue
-        excluded = [r for r in runs_ if r.optimizer == opt and not (r.complete and
-                                                                   r.mse("test_loss") is not None)]
+        excluded = [r for r in runs_ if group(r) == opt and not (r.complete and
+                                                                r.mse("test_loss") is not None)]
         if len(set(hs)) != len(hs):
             out.append({"optimizer": opt, "points": pts, "decreasing": None,
                         "excluded": excluded, "why": "several runs share a hidden size"})

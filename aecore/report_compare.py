@@ -11,8 +11,7 @@ test MSE they record beside it.
 from __future__ import annotations
 
 from . import time_to_quality as T
-from .comparisons import KINDS, comparison_groups, variant_label, variant_of
-from .config import DEFAULT_LR
+from .comparisons import KINDS, comparison_groups, is_default_run, variant_label
 from .figures import COMPARE_FIGURES
 from .tables import fmt_num, markdown_table
 
@@ -30,8 +29,7 @@ def _best(series):
 def compare_rows(rs, kind: str) -> list[list[str]]:
     """One row per variant: its last and best validation MSE, its test MSE and the ratio of
     that to the default run's (every compared choice and the learning rate at the defaults)."""
-    default = next((r for r in rs if variant_of(r.config) == (None, None)
-                    and r.lr == DEFAULT_LR.get(r.optimizer)), None)
+    default = next((r for r in rs if is_default_run(r.config, kind)), None)
     base = default.mse("test_loss") if default is not None else None
     out = []
     for r in rs:
@@ -83,8 +81,10 @@ def time_to_quality_section(runs_, references) -> list[str]:
              "training time (metrics.csv `seconds`, evaluations excluded), on the run's own "
              "device and host load: compare seconds only between runs of one machine.", ""]
     if not refs:
-        return lines + ["Not assessed: no reference run (a complete run of the default model "
-                        "with Adam at lr 0.001, constant; give a study's runs with "
+        return lines + ["Not assessed: no reference run (a complete run of LeakyReLU / MSE "
+                        "with Adam at the constant rate 0.001, no warm-up: "
+                        "`--lr-schedule constant --lr 0.001`; a study's `--compare schedules` "
+                        "trains one at --compare-hidden; give others with "
                         "`--reference-runs DIR`).", ""]
     rows = T.rows(runs_, references)
     if not rows:

@@ -55,7 +55,8 @@ RESUME_FIXED = ("hidden", "batch_size", "lr", "optimizer", "momentum", "slope", 
 
 
 def run_name(hidden: int, optimizer: str) -> str:
-    """Default run directory name, e.g. ``h256-adam``."""
+    """The directory name of a run with the defaults but for the optimizer, e.g. ``h256-adam``
+    (``aecore.comparisons.config_run_name`` names any config)."""
     return f"h{hidden}-{optimizer}"
 
 

@@ -41,22 +41,36 @@ def plan_study(hidden, compare, compare_hidden: int, out, epochs: int, device: s
     run at ``compare_hidden`` is every comparison's default variant) is planned once. Only
     hidden size, the compared field, epochs, device, limit and ``settings`` (e.g. track_test)
     are set; everything else, the learning rate included, is TrainConfig's default (read now),
-    as ``aecore train`` would use it. Names: ``comparisons.config_run_name``."""
+    as ``aecore train`` would use it. Names: ``comparisons.config_run_name``; a run that a study
+    made before onecycle became the default (2026-12-02) holds under its name of then (a
+    constant-rate run at ``h128-adam``) is continued there, unless another planned run has
+    that name now."""
     common = dict(epochs=epochs, device=device, limit=limit, **settings)
     wanted = [TrainConfig(hidden=h, **common) for h in hidden]
     for kind, variants in C.as_comparisons(compare).items():
-        if tuple(variants) == (C.defaults()[C.KINDS[kind].field],):
-            continue  # the default alone: nothing to compare
+        field = C.KINDS[kind].field
+        if tuple(variants) == (common.get(field, C.defaults()[field]),):
+            continue  # the study's own choice alone: nothing to compare
         wanted += C.variant_configs(kind, variants, hidden=compare_hidden, **common)
     out = Path(out)
-    plan, seen = [], set()
+    wanted = list(dict.fromkeys(wanted))  # a run the plan holds already is planned once
+    names = {C.config_run_name(c) for c in wanted}
+    plan = []
     for c in wanted:
-        if c in seen:
-            continue
-        seen.add(c)
         d = out / C.config_run_name(c)
+        old = out / C.config_run_name(c, before_onecycle=True)
+        if old.name not in names and not runs.RunDir(d).is_run() and _holds(old, c.lr_schedule):
+            d = old
         plan.append(PlannedRun(c, d, label=d.name))
     return plan
+
+
+def _holds(d: Path, lr_schedule: str) -> bool:
+    """Whether ``d`` holds a run (its config.json) trained with ``lr_schedule``."""
+    try:
+        return runs.RunDir(d).config().lr_schedule == lr_schedule
+    except CheckpointError:
+        return False
 
 
 def inspect_run(p: PlannedRun) -> PlannedRun:
@@ -73,6 +87,12 @@ def inspect_run(p: PlannedRun) -> PlannedRun:
         return p
     has_config = rd.file(runs.CONFIG).is_file()
     if has_config:
+        saved = rd.config().lr_schedule
+        if saved == "constant" and p.config.lr_schedule == C.defaults()["lr_schedule"]:
+            raise CheckpointError(  # most likely a study made while constant was the default
+                f"{d} holds a constant-rate run, not the {p.config.lr_schedule} schedule this "
+                f"study asks (the default since 2026-12-02); pass --lr-schedule constant to "
+                f"continue that study, or choose another --out")
         rd.check_same_settings(p.config, rd.config(), " as this study asks (made with other "
                                "settings); remove it or choose another --out")
     summary = rd.summary()

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from . import runs
 from .atomic import read_json, write_json
-from .config import DEFAULT_LR, MAX_HIDDEN, TrainConfig
+from .config import MAX_HIDDEN, TrainConfig, default_lr
 from .errors import AecoreError, CheckpointError, DivergenceError
 
 INSTALL_HINT = 'aecore sweep needs Ray Tune: pip install "aecore[sweep]" (or pip install "ray[tune]")'
@@ -134,16 +134,19 @@ def param_space(axes: list[Axis]) -> dict:
 
 
 def trial_config(base: TrainConfig, params: dict) -> TrainConfig:
-    """``base`` with the trial's values; an unswept learning rate is the optimizer's default."""
+    """``base`` with the trial's values; an unswept learning rate is the default of the trial's
+    optimizer and schedule."""
     d = {**base.to_dict(), **{k: params[k] for k in SWEPT if k in params}}
     if "lr" not in params:
-        d["lr"] = DEFAULT_LR.get(d["optimizer"])
+        d["lr"] = default_lr(d["optimizer"], d["lr_schedule"])
     return TrainConfig.from_dict(d)
 
 
 def trial_name(c: TrainConfig) -> str:
     """The trial's run directory name, from its config: ``h64-adam-lr0.001-b64-s0`` (then
-    ``-cosine`` etc. for a schedule other than constant)."""
+    ``-onecycle`` etc. for a schedule other than constant: the name says the schedule whatever
+    the default, so the trials of sweeps made before onecycle became the default keep their
+    names)."""
     sched = "" if c.lr_schedule == "constant" else f"-{c.lr_schedule}"
     return f"h{c.hidden}-{c.optimizer}-lr{c.lr:.4g}-b{c.batch_size}-s{c.seed}{sched}"
 

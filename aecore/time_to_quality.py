@@ -5,9 +5,10 @@ test MSE, the one constant-rate Adam reaches in its full run (the paper's 200 ep
 ``test_loss`` per epoch when the run was trained with ``track_test``): the first epoch whose
 test MSE is at or below ``target``, and the training seconds up to and including it (the sum of
 the rows' ``seconds``: the epochs' training time, without the evaluations). ``is_reference``
-picks the runs that set the targets (complete, Adam at its default constant rate, every other
-compared choice at its default); ``reference_targets`` takes, per hidden size, the one with the
-most epochs; ``rows`` sets every run with a per-epoch test MSE against its hidden size's target.
+picks the runs that set the targets (complete, ``REFERENCE``: the paper's model trained by Adam
+at the constant rate 1e-3 without warm-up; stated here, not read from the defaults, which since
+2026-12-02 are the onecycle schedule); ``reference_targets`` takes, per hidden size, the one
+with the most epochs; ``rows`` sets every run with a per-epoch test MSE against its hidden size's target.
 
 Works on ``report.Run`` objects (``hidden``, ``config``, ``metrics``, ``complete``,
 ``mse(key)``, ``mse_series(split)``), so it needs no dataset and no model.
@@ -17,8 +18,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .comparisons import variant_of
-from .config import DEFAULT_LR
+from .config import saved_value
+
+# The reference's settings (config fields; absent ones read as config.saved_value says).
+REFERENCE = {"optimizer": "adam", "lr": 1e-3, "lr_schedule": "constant", "warmup_epochs": 0,
+             "activation": "leaky_relu", "loss": "mse"}
 
 
 @dataclass(frozen=True)
@@ -41,11 +45,10 @@ def first_reach(history: list[dict], target: float, key: str = "test_loss") -> R
 
 
 def is_reference(run) -> bool:
-    """A complete run of the default model with Adam at its default constant learning rate
-    (no warm-up), with a test MSE."""
+    """A complete run with ``REFERENCE``'s settings (LeakyReLU, MSE, Adam at the constant rate
+    1e-3, no warm-up) and a test MSE."""
     c = run.config
-    return (run.complete and variant_of(c) == (None, None) and c.get("optimizer") == "adam"
-            and c.get("lr") == DEFAULT_LR["adam"] and not c.get("warmup_epochs")
+    return (run.complete and all(saved_value(c, k) == v for k, v in REFERENCE.items())
             and run.mse("test_loss") is not None)
 
 

@@ -12,7 +12,7 @@ import click
 from aecore import HIDDEN_SIZES
 from aecore.cuda_path import AUTO_PATH
 
-from .train import DEVICES, cuda_path_option
+from .options import DEVICES, cuda_path_option
 
 
 def _int_list(ctx, param, value):
@@ -102,7 +102,7 @@ def bench(ctx, devices, hidden, batches, samples, repeats, with_torch, cpu_split
     from aecore import blas_info
     from aecore.data import load_fashion_mnist
 
-    from .train import chosen_cuda_path, resolve_device
+    from .options import chosen_cuda_path, resolve_device
 
     cuda_path = chosen_cuda_path(ctx, cuda_path, cuda_graphs)
     cuda_path = AUTO_PATH if cuda_path == "auto" else cuda_path

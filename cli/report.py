@@ -28,7 +28,7 @@ Writes into --out (default: report/ in the run directories' common parent):
   report.md                 the results table, the figures, whether test MSE falls with h,
                             each comparison's table, and the time to quality: the epochs and
                             seconds runs trained with --track-test need to reach the test MSE
-                            of constant-rate Adam at their h (from --reference-runs)
+                            of constant-rate Adam, lr 0.001, at their h (--reference-runs)
 
 \b
 Examples:
@@ -40,7 +40,7 @@ Examples:
 def reference_runs_option(f):
     return click.option("--reference-runs", type=click.Path(path_type=Path), multiple=True,
                         metavar="DIR", help="Runs that set the time-to-quality targets (the test "
-                        "MSE of constant-rate Adam at each h, e.g. a 200-epoch study's directory); "
+                        "MSE of constant-rate Adam, lr 0.001, at each h, e.g. a 200-epoch study's directory); "
                         "repeatable [default: the reported runs].")(f)
 
 

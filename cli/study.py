@@ -17,11 +17,11 @@ from aecore.optim import OPTIMIZERS
 from aecore.side_by_side import train_side_by_side
 
 from .report import build as build_report, reference_runs_option
-from .train import (FASHION_TRAIN, HiddenList, _check, activation_option, check_team_jobs,
-                    checkpoint_every_option, chosen_cuda_path, cpu_split_option,
-                    cpu_team_option, cuda_path_option, data_dir_option, device_option,
-                    echo_err, jobs_option, load_data, loss_option, resolve_device,
-                    run_settings, schedule_options, track_test_option)
+from .options import (FASHION_TRAIN, HiddenList, _check, activation_option, check_team_jobs,
+                      checkpoint_every_option, chosen_cuda_path, cpu_split_option,
+                      cpu_team_option, cuda_path_option, data_dir_option, device_option,
+                      echo_err, jobs_option, load_data, loss_option, resolve_device,
+                      run_settings, schedule_options, track_test_option)
 
 D = TrainConfig()  # the defaults, defined once in aecore.config
 DEFAULT_OPTIMIZERS = KINDS["optimizers"].variants
@@ -63,7 +63,8 @@ def _optimizers(ctx, param, value):
 
 
 HELP = f"""Run the whole study: train the 784 -> h -> 784 autoencoder at each --hidden size with
-the default settings of aecore train (now: {D.optimizer}, lr {D.lr:g}, batch {D.batch_size}), plus
+the default settings of aecore train (now: {D.optimizer} with the {D.lr_schedule} schedule, peak lr
+{D.lr:g}, batch {D.batch_size}; --lr-schedule constant: as before 2026-12-02), plus
 the comparisons at --compare-hidden: one run per variant, everything else at the defaults (the
 default run at that size is shared, not trained twice); then write the report (aecore report)
 into OUT/report, with each comparison's validation curves, test-MSE bars and table.
@@ -73,13 +74,15 @@ into OUT/report, with each comparison's validation curves, test-MSE bars and tab
                         default, or --optimizers A,B)
 --compare activations   {", ".join(KINDS["activations"].variants)}
 --compare losses        {", ".join(KINDS["losses"].variants)} (compared on the test MSE)
---compare schedules     {", ".join(KINDS["schedules"].variants)}
+--compare schedules     {", ".join(KINDS["schedules"].variants)} (each with its default
+                        learning rate; constant: Adam at 0.001, time to quality's reference)
 
 Before training it times a short warm-up of each model on the chosen device and prints how long
 the study should take. Runs go to OUT/h<H>-<optimizer> (a compared variant: OUT/h<H>-act-gelu,
 -loss-bce, -sched-cosine), exactly as aecore train writes them. --track-test records the test
-MSE after every epoch, for the report's time to quality (--reference-runs: the runs giving the
-target).
+MSE after every epoch, for the report's time to quality, whose targets are set by constant-rate
+Adam 0.001 runs: --compare schedules trains one at --compare-hidden; --reference-runs DIR gives
+others (e.g. a study run with --lr-schedule constant).
 
 Rerunning the same command continues the study: complete runs are skipped, interrupted ones
 are resumed from their checkpoints (and a diverged run is reported, not retried). Ctrl-C saves

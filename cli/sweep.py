@@ -10,7 +10,7 @@ import click
 from aecore.config import TrainConfig
 from aecore.errors import TrainingInterrupted
 
-from .train import DEVICES, FASHION_TRAIN, _check, data_dir_option, load_data
+from .options import DEVICES, FASHION_TRAIN, _check, data_dir_option, load_data
 
 D = TrainConfig()
 
@@ -58,7 +58,8 @@ def _axis_option(flag, name, help_):
 
 @click.command(help=HELP)
 @_axis_option("--hidden", "hidden", f"Hidden sizes h.  [default: {D.hidden}]")
-@_axis_option("--lr", "lr", "Learning rates.  [default: each optimizer's own]")
+@_axis_option("--lr", "lr", "Learning rates.  [default: each optimizer's own for the trial's "
+              "schedule, as aecore train's --lr]")
 @_axis_option("--optimizer", "optimizer", f"Optimizers (a comma list).  [default: {D.optimizer}]")
 @_axis_option("--batch-size", "batch_size", f"Batch sizes.  [default: {D.batch_size}]")
 @_axis_option("--seed", "seed", f"Seeds.  [default: {D.seed}]")

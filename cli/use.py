@@ -22,7 +22,7 @@ from aecore.devices import make_engine
 from aecore.errors import CheckpointError, RunWriteError
 from aecore.trainer import recon_images
 
-from .train import data_dir_option, device_option, load_data, resolve_device
+from .options import data_dir_option, device_option, load_data, resolve_device
 
 SPLITS = ("test", "val", "train")
 

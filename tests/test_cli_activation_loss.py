@@ -67,7 +67,8 @@ def tanh_bce_run(tmp_path_factory, real_data_dir):
                "--batch-size", "64", "--activation", "tanh", "--loss", "bce", "--out", out,
                "--data-dir", real_data_dir)
     assert r.exit_code == 0, r.output
-    return out / runs.run_name(16, "adam")
+    assert [d.name for d in out.iterdir()] == ["h16-act-tanh-loss-bce"]  # named by what differs
+    return out / "h16-act-tanh-loss-bce"
 
 
 def test_run_records_activation_and_loss(tanh_bce_run):

@@ -17,7 +17,7 @@ from aecore import runs
 from aecore import study as S
 from aecore import time_to_quality as T
 from aecore.cli.main import main
-from aecore.config import DEFAULT_LR, TrainConfig
+from aecore.config import TrainConfig, default_lr
 from aecore.side_by_side import train_side_by_side
 from aecore.stop import StopSignals
 from aecore.tables import fmt_num
@@ -64,8 +64,8 @@ def test_plan_keeps_todays_optimizer_study(tmp_path):
     assert [p.dir.name for p in plan] == ["h8-adam", "h16-adam"]
     plan = S.plan_study((8, 16), ("sgd", "momentum", "adam"), 16, tmp_path, epochs=2)
     assert [p.dir.name for p in plan] == ["h8-adam", "h16-adam", "h16-sgd", "h16-momentum"]
-    assert [p.config.lr for p in plan] == [DEFAULT_LR[o] for o in ("adam", "adam", "sgd",
-                                                                   "momentum")]
+    assert [p.config.lr for p in plan] == [default_lr(o, D.lr_schedule)
+                                           for o in ("adam", "adam", "sgd", "momentum")]
     assert not any(p.config.track_test for p in plan)  # the default: today's runs cost the same
     # several kinds at once share the default run at the comparison size
     kinds = {k: C.KINDS[k].variants for k in AVAILABLE}
@@ -352,22 +352,30 @@ def test_report_reference_runs_usage_error(tmp_path):
 
 def test_cli_study_compare_with_track_test_and_reference_runs(tmp_path, real_data_dir):
     out = tmp_path / "st"
+    # the default runs are onecycle; the schedules comparison's constant run is the reference
     r = invoke("study", "--device", "cpu", "--hidden", "8", "--compare-hidden", "8",
-               "--compare", "optimizers=adam,sgd", "--epochs", "2", "--limit", "256",
+               "--compare", "optimizers=adam,sgd", "--compare", "schedules=constant",
+               "--epochs", "2", "--limit", "256",
                "--track-test", "--out", out, "--data-dir", real_data_dir, "--yes")
     assert r.exit_code == 0, r.output
-    assert sorted(p.name for p in out.iterdir() if p.name != "report") == ["h8-adam", "h8-sgd"]
+    assert sorted(p.name for p in out.iterdir() if p.name != "report") == [
+        "h8-adam", "h8-sched-constant", "h8-sgd"]
     for name in ("h8-adam", "h8-sgd"):
         assert "test_loss" in runs.read_metrics(out / name / runs.METRICS)[0]
         assert json.loads((out / name / runs.CONFIG).read_text())["config"]["track_test"]
     md = (out / "report" / "report.md").read_text()
     assert "### Optimizers" in md and "## Time to quality" in md
     ttq = md[md.index("## Time to quality"):md.index("## Runs")]
-    assert "h8-adam (2 epochs)" in ttq and "| h8-sgd" in ttq
-    # the sgd run alone, against the adam run given as the reference
+    assert "h8-sched-constant (2 epochs)" in ttq and "| h8-sgd" in ttq and "| h8-adam" in ttq
+    # the sgd run alone, against the constant-rate adam run given as the reference
     r = invoke("report", out / "h8-sgd", "--out", tmp_path / "rep", "--reference-runs",
-               out / "h8-adam")
+               out / "h8-sched-constant")
     assert r.exit_code == 0, r.output
     md = (tmp_path / "rep" / "report.md").read_text()
     ttq = md[md.index("## Time to quality"):md.index("## Runs")]
-    assert "h8-adam (2 epochs)" in ttq and "| h8-sgd" in ttq
+    assert "h8-sched-constant (2 epochs)" in ttq and "| h8-sgd" in ttq
+    # the default (onecycle) run is no reference
+    r = invoke("report", out / "h8-sgd", "--out", tmp_path / "rep2", "--reference-runs",
+               out / "h8-adam")
+    assert r.exit_code == 0, r.output
+    assert "Not assessed: no reference run" in (tmp_path / "rep2" / "report.md").read_text()

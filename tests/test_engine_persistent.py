@@ -37,8 +37,10 @@ def _data():
 
 
 def _plan(out, path, action="train"):
+    # constant rate: the persistent kernel trains no other schedule (yet: branch pers3)
     return [S.PlannedRun(TrainConfig(hidden=h, epochs=1, batch_size=8, optimizer=o, device="cuda",
-                                     val_size=8, recon_epochs=(1,), cuda_path=path),
+                                     val_size=8, recon_epochs=(1,), cuda_path=path,
+                                     lr_schedule="constant"),
                          out / f"h{h}-{o}", action) for h, o in RUNS]
 
 
@@ -131,7 +133,7 @@ def test_ctrl_c_stops_every_run_after_the_same_chunk_and_the_resume_ends_as_alon
 
 def test_cuda_path_is_recorded_and_old_runs_load(tmp_path, tiny_data):
     c = TrainConfig(hidden=4, epochs=1, batch_size=64, device="cpu", val_size=96, limit=64,
-                    recon_epochs=(1,), cuda_path="persistent")
+                    recon_epochs=(1,), cuda_path="persistent", lr_schedule="constant")
     train(c, tmp_path / "run", tiny_data, progress=False)
     saved = json.loads((tmp_path / "run" / runs.CONFIG).read_text())["config"]
     assert saved["cuda_path"] == "persistent" and "cuda_graphs" not in saved
@@ -150,11 +152,12 @@ def test_the_persistent_path_refuses_what_its_kernel_does_not_train():
         assert why and field in why and value in why and "\n" not in why
         assert CP.resolve(types.SimpleNamespace(cuda_path="auto", **{field: value})) != \
             "persistent"
-    assert CP.path_problem(TrainConfig(cuda_path="persistent")) is None
+    assert CP.path_problem(TrainConfig(cuda_path="persistent", lr_schedule="constant")) is None
     assert [k for k, _ in config_problems(TrainConfig(cuda_path="fast"))] == ["cuda_path"]
     for field, value in (("activation", "tanh"), ("lr_schedule", "cosine")):
         if hasattr(TrainConfig(), field):  # the fields that exist: through config_problems
-            bad = TrainConfig(cuda_path="persistent", **{field: value})
+            bad = TrainConfig(**{"cuda_path": "persistent", "lr_schedule": "constant",
+                                 field: value})
             assert [k for k, _ in config_problems(bad)] == ["cuda_path"], field
             assert CP.resolve(bad) == "persistent" and CP.resolve(  # auto: never persistent
                 TrainConfig(**{field: value})) != "persistent"
@@ -265,12 +268,12 @@ def test_cli_records_the_cuda_path_and_resume_may_change_it(tmp_path, real_data_
     run = lambda *a: CliRunner().invoke(main, [*map(str, a)])  # noqa: E731
     common = ("--device", "cpu", "--data-dir", real_data_dir)
     r = run("train", "--hidden", "8", "--epochs", "1", "--limit", "64", "--batch-size", "32",
-            "--no-cuda-graphs", "--out", tmp_path, *common)
-    assert r.exit_code == 0, r.output
-    config_file = tmp_path / "h8-adam" / runs.CONFIG
+            "--no-cuda-graphs", "--lr-schedule", "constant", "--out", tmp_path, *common)
+    assert r.exit_code == 0, r.output  # constant: it is resumed with more epochs, persistent
+    config_file = tmp_path / "h8-sched-constant" / runs.CONFIG
     config = lambda: json.loads(config_file.read_text())["config"]  # noqa: E731
     assert config()["cuda_path"] == "eager"
-    r = run("train", "--resume", tmp_path / "h8-adam", "--epochs", "2", "--cuda-path",
+    r = run("train", "--resume", tmp_path / "h8-sched-constant", "--epochs", "2", "--cuda-path",
             "persistent", *common)
     assert r.exit_code == 0, r.output
     assert config()["cuda_path"] == "persistent"

@@ -33,7 +33,9 @@ CHUNK = 64  # samples per chunk: 6 chunks per epoch of the 384 tiny training ima
 
 
 def cfg(**kw):
-    base = dict(hidden=20, epochs=3, batch_size=16, optimizer="sgd", lr=0.3, val_size=96, recon_epochs=(1, 2))
+    # constant rate unless a test asks for a schedule: these runs are resumed with more epochs
+    base = dict(hidden=20, epochs=3, batch_size=16, optimizer="sgd", lr=0.3, val_size=96, recon_epochs=(1, 2),
+                lr_schedule="constant")
     return TrainConfig(**{**base, **kw})
 
 

@@ -136,15 +136,17 @@ class _NoSignals:
 
 def test_cli_second_train_refused_then_a_killed_holder_blocks_nothing(tmp_path, real_data_dir):
     out = tmp_path / "runs"
+    # constant rate: the killed run is resumed with other --epochs at the end
     args = ["train", "--device", "cpu", "--hidden", "16", "--optimizer", "sgd", "--limit", "2048",
-            "--checkpoint-every", "0", "--data-dir", real_data_dir, "--out", str(out)]
+            "--lr-schedule", "constant", "--checkpoint-every", "0", "--data-dir", real_data_dir,
+            "--out", str(out)]
     holder = subprocess.Popen([*AECORE, *args, "--epochs", "500", "--lr", "1"],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
         line = holder.stdout.readline()  # its first epoch: it is training, the lock is held
         assert "epoch" in line, line + holder.stderr.read()
-        run = out / "h16-sgd"
+        run = out / "h16-sgd-sched-constant"
         config = (run / runs.CONFIG).read_bytes()
         r = subprocess.run([*AECORE, *args, "--epochs", "2", "--lr", "0.5", "--overwrite"],
                            capture_output=True, text=True)

@@ -12,8 +12,9 @@ from aecore.errors import CheckpointError
 from aecore.side_by_side import PlannedRun, train_side_by_side
 from aecore.trainer import train
 
+# constant rate: these runs are resumed with more epochs, which only a constant rate allows
 CFG = TrainConfig(optimizer="sgd", hidden=12, epochs=2, batch_size=32, lr=0.3, val_size=96,
-                  recon_epochs=(1,))
+                  recon_epochs=(1,), lr_schedule="constant")
 
 
 @pytest.fixture(scope="module")
