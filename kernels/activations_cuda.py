@@ -2,22 +2,23 @@
 
 Definitions and conventions in ``activations_reference``; the same uniform signatures as
 ``activations_cpu``: ``forward(z, slope)``, ``backward(g, h, z, slope)``. Declared with
-``kernels.cuda.config``'s ``device`` (``cuda.jit(device=True, forceinline=True)`` with the kernels'
-fastmath; plain Python functions under the simulator). A kernel factory closes over the pair
-from ``activation(name)``, so numba-cuda compiles one straight-line epilogue per activation::
+``kernels.cuda_math``'s ``device`` (``cuda.jit(device=True, forceinline=True)`` with the kernels'
+fastmath; plain Python functions under the simulator). The epilogue factories of kernels 1 and 4
+(``kernels/cuda/fused_linear_leaky_relu.py``, ``fused_backward_hidden.py``) close over the pair
+from ``activation(name)``, so numba-cuda compiles one straight-line epilogue per activation
+(leaky_relu's included)::
 
     fwd, bwd = activation(name)
-    def _k_linear_act(X, ..., slope, H, ...):      # today's _k_linear_leaky_relu
-        ...
+        ...                                        # kernel 1's epilogue
         H[m, n] = fwd(acc[i, j] * scale + b[n], slope)
-    ...                                            # _k_backward_hidden's epilogue:
-        dH[m, n] = bwd(acc[i, j], H[m, n], Zk[m, n] if NEEDS_Z else H[m, n], slope)
+        ...                                        # kernel 4's epilogue
+        dH[m, n] = bwd(acc[i, j], H[m, n], Zp[m, n] if keep else H[m, n], slope)
 
 ``leaky_relu`` and ``leaky_relu_backward`` are today's expressions (the PTX of an elementwise
 kernel over them equals that of today's inline code: tests/test_activations.py). Float32
 only: every constant is a float32 (a Python float literal would make the expression float64;
 the tests check the PTX for f64 instructions). The exponentials are libdevice's float32
-``expm1f`` and, through ``kernels.cuda``'s Sigmoid, the fast-math ``exp`` (``ex2.approx``).
+``expm1f`` and, through ``kernels.cuda_math``'s Sigmoid, the fast-math ``exp`` (``ex2.approx``).
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ import math
 import numpy as np
 
 from .activations_reference import face_selector
-from .cuda.config import device as _device
-from .cuda.fused_linear_sigmoid import sigmoid_and_slope as _sigmoid_and_slope
+from .cuda_math import device as _device
+from .cuda_math import sigmoid_and_slope as _sigmoid_and_slope
 
 _0 = np.float32(0.0)
 _1 = np.float32(1.0)

@@ -1,16 +1,18 @@
 """Output losses for the CUDA epilogue: float32 device functions, force-inlined.
 
 Definitions and conventions in ``losses_reference``; the same signature as ``losses_cpu``:
-``point(z, t, scale) -> (loss, (y - t)^2, dZ)``. Today's ``_k_linear_sigmoid_mse`` epilogue
-becomes, with ``point = loss_point(name)`` closed over by the kernel factory::
+``point(z, t, scale) -> (loss, (y - t)^2, dZ)``. The output kernel's epilogue
+(``loss_epilogue`` in ``kernels/cuda/fused_linear_sigmoid.py``, mse's included) is, with
+``point = loss_point(name)`` closed over by the factory::
 
     loss_e, sq, g = point(acc[i, j] + b[n], float32(T[src, n]) * tscale, dscale)
     part += float64(loss_e)
-    if SQ: part_sq += float64(sq)      # SQ = needs_squared_error(name); a second block
+    if both: part_sq += float64(sq)    # both = needs_squared_error(name); a second block
     dZ[m, n] = g                       # reduction and atomic into loss[1]
 
-``mse``'s terms are today's expressions in today's order. Float32 only (tests check the PTX
-for f64 instructions); ``bce``'s log1p is libdevice's ``log1pf``.
+``mse``'s terms are the expressions (and order) of the mse kernel before the other losses.
+Float32 only (tests check the PTX for f64 instructions); ``bce``'s log1p is libdevice's
+``log1pf``.
 """
 
 from __future__ import annotations
@@ -19,8 +21,8 @@ import math
 
 import numpy as np
 
-from .cuda.config import device as _device
-from .cuda.fused_linear_sigmoid import sigmoid_and_slope as _sigmoid_and_slope
+from .cuda_math import device as _device
+from .cuda_math import sigmoid_and_slope as _sigmoid_and_slope
 from .losses_reference import face_selector
 
 _0 = np.float32(0.0)

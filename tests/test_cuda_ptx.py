@@ -72,9 +72,10 @@ def test_gemm_kernels_use_shared_memory_tiles_and_fma(ptx_facts):
 
 
 def test_sigmoid_epilogues_use_fast_exp(ptx_facts):
-    for f in ptx_facts:
-        if f["name"] in ("_k_linear_sigmoid_mse", "_k_linear_sigmoid"):
-            assert f["ex2"], f
+    sigmoids = [f for f in ptx_facts if f["name"] in ("k_linear_sigmoid_mse", "k_linear_sigmoid")]
+    assert len(sigmoids) == 2 * 3  # mse (u8, f32) and the reconstructions, for sm_80 and sm_90
+    for f in sigmoids:
+        assert f["ex2"], f
 
 
 def test_gemm_main_loops_are_straight_line_32_bit(ptx_facts):

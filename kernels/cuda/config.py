@@ -7,10 +7,8 @@ memory per step. ``TILE = 64`` (4 x 4 outputs per thread) and ``BK = 16`` are th
 shape the tests check; ``AECORE_CUDA_TILE=16|32|64`` and ``AECORE_CUDA_BK``, read at import, are
 tuning knobs for a GPU session (bench/gpu_session.sh).
 
-fastmath: numba-cuda 0.30 maps any fastmath request to NVVM's ``-ftz=1 -fma=1 -prec-div=0
--prec-sqrt=0`` plus the fast float32 intrinsics (``__expf``, ``__fdividef``); it puts no
-``nnan``/``ninf`` flags on the LLVM instructions (checked on the LLVM IR of these kernels), so a
-NaN or inf in the data still reaches the loss, which is how divergence is detected.
+The compile options (``FASTMATH``) and the ``device`` decorator are ``kernels.cuda_math``'s,
+re-exported here.
 """
 
 from __future__ import annotations
@@ -18,10 +16,8 @@ from __future__ import annotations
 import os
 import warnings
 
-from numba import cuda
-from numba.cuda.core import config as _config
-
 from .. import PIXEL_SCALE  # noqa: F401  (re-exported: the launchers scale uint8 with it)
+from ..cuda_math import FASTMATH, SIMULATOR, dcuda, device  # noqa: F401  (re-exported)
 
 TILE = int(os.environ.get("AECORE_CUDA_TILE", "64"))
 if TILE not in (16, 32, 64):
@@ -43,31 +39,6 @@ BLOCK = (TX, TY)
 # numba-cuda warns on every launch of fewer than 128 blocks; small grids are this engine's normal
 # case at batch 64 (split-K is how it fills the GPU), so the warning is only noise here.
 warnings.filterwarnings("ignore", message=r".*Grid size \d+ will likely result in GPU under")
-
-FASTMATH = {"contract", "arcp", "afn"}
-SIMULATOR = bool(_config.ENABLE_CUDASIM)
-
-# forceinline: device functions are inlined into each kernel, so the register tiles they touch
-# stay in registers (the PTX test checks for no local-memory depot). Under the simulator they are
-# plain Python functions: its device-function wrapper swaps module globals under a lock on every
-# call, which made a call per loaded element the simulator's main cost.
-# The simulator swaps ``cuda`` for its fake module only in the launched kernel's own module, so
-# device functions defined elsewhere (gemm.py, the generated main loops) use ``dcuda``: there,
-# a view of the running kernel's fake module.
-if SIMULATOR:
-    from numba.cuda.simulator.kernel import _get_kernel_context
-
-    def device(fn):
-        return fn
-
-    class _RunningKernelCuda:
-        def __getattr__(self, name):
-            return getattr(_get_kernel_context(), name)
-
-    dcuda = _RunningKernelCuda()
-else:
-    device = cuda.jit(device=True, forceinline=True, fastmath=FASTMATH)
-    dcuda = cuda
 
 # Signature fragments.
 F2 = "float32[:, ::1]"
