@@ -196,4 +196,4 @@ def _schedule_problems(c: TrainConfig, n_train, bad, is_int) -> None:
             and 1 <= c.batch_size <= n_train and c.epochs * -(-n_train // c.batch_size) < 4:
         # (a batch larger than the training set is reported as that, above)
         bad("lr_schedule", "onecycle needs at least 4 optimizer steps in the whole run; "
-                           "train more epochs or use smaller batches")
+                           "train more epochs, use smaller batches or --lr-schedule constant")
