@@ -132,7 +132,7 @@ def variant_of(config: Mapping, ignore=()) -> tuple[str | None, object] | None:
     exactly one compared field is off its default, (None, None) for the default run (every
     comparison's reference), None when several are off. A field the config does not hold reads
     as ``config.saved_value`` says (no lr_schedule: constant). Fields in ``ignore`` do not
-    count (``SHARED``)."""
+    count (``shared``)."""
     d = defaults()
     off = [k for k in KINDS.values() if k.field in d and k.field not in ignore
            and saved_value(config, k.field) != d[k.field]]
@@ -171,10 +171,9 @@ def _hashable(v):
 
 def comparison_groups(runs_, kind: str) -> dict[int, list]:
     """hidden size -> the runs (report.Run) that compare ``kind`` there: same settings apart
-    from the kind's field (the schedule shared, ``shared``), at least two different values of
-    it. The default run counts as
-    the default value's variant. A learning rate other than the default of the run's optimizer
-    and schedule is part of a variant (shown in its label)."""
+    from the kind's field (and sharing a schedule, ``shared``), at least two different values
+    of it. The default run counts as the default value's variant. A learning rate other than
+    the default of the run's optimizer and schedule is part of a variant (in its label)."""
     k = KINDS[kind]
     if not kind_available(k):
         return {}

@@ -22,8 +22,8 @@ MAX_HIDDEN = 65536
 
 # Learning rate when --lr is not given, per optimizer and learning-rate schedule: the best of
 # scans at h=128, batch 64, 30 epochs, test MSE (README, "Defaults, and why"): constant rates in
-# 2026-11, Adam's cosine and step rates on 2026-12-01, the onecycle rates (its max_lr) on
-# 2026-12-02. None: not scanned (sgd / momentum / nesterov with cosine or step), the constant
+# 2026-11, Adam's cosine and step rates in the first schedule scan, the onecycle rates (its
+# max_lr) in the second, 2026-12-02 (Adam's also at h=64..512). None: not scanned (sgd / momentum / nesterov with cosine or step), the constant
 # rate is used. The loss is the mean over the batch's B*784 pixels, so plain SGD's gradients
 # are small and its best rate is large.
 DEFAULT_LR = {
@@ -196,4 +196,4 @@ def _schedule_problems(c: TrainConfig, n_train, bad, is_int) -> None:
             and 1 <= c.batch_size <= n_train and c.epochs * -(-n_train // c.batch_size) < 4:
         # (a batch larger than the training set is reported as that, above)
         bad("lr_schedule", "onecycle needs at least 4 optimizer steps in the whole run; "
-                           "train more epochs or use smaller batches")
+                           "train more epochs, use smaller batches or --lr-schedule constant")

@@ -87,13 +87,13 @@ def inspect_run(p: PlannedRun) -> PlannedRun:
         return p
     has_config = rd.file(runs.CONFIG).is_file()
     if has_config:
-        saved = rd.config().lr_schedule
-        if saved == "constant" and p.config.lr_schedule == C.defaults()["lr_schedule"]:
+        saved = rd.config()
+        if saved.lr_schedule == "constant" and p.config.lr_schedule == C.defaults()["lr_schedule"]:
             raise CheckpointError(  # most likely a study made while constant was the default
                 f"{d} holds a constant-rate run, not the {p.config.lr_schedule} schedule this "
                 f"study asks (the default since 2026-12-02); pass --lr-schedule constant to "
                 f"continue that study, or choose another --out")
-        rd.check_same_settings(p.config, rd.config(), " as this study asks (made with other "
+        rd.check_same_settings(p.config, saved, " as this study asks (made with other "
                                "settings); remove it or choose another --out")
     summary = rd.summary()
     has_ckpt = rd.file(runs.CHECKPOINT).is_file()

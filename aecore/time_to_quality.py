@@ -8,7 +8,8 @@ the rows' ``seconds``: the epochs' training time, without the evaluations). ``is
 picks the runs that set the targets (complete, ``REFERENCE``: the paper's model trained by Adam
 at the constant rate 1e-3 without warm-up; stated here, not read from the defaults, which since
 2026-12-02 are the onecycle schedule); ``reference_targets`` takes, per hidden size, the one
-with the most epochs; ``rows`` sets every run with a per-epoch test MSE against its hidden size's target.
+with the most epochs; ``rows`` sets every run with a per-epoch test MSE against its hidden
+size's target.
 
 Works on ``report.Run`` objects (``hidden``, ``config``, ``metrics``, ``complete``,
 ``mse(key)``, ``mse_series(split)``), so it needs no dataset and no model.

@@ -40,8 +40,9 @@ Examples:
 def reference_runs_option(f):
     return click.option("--reference-runs", type=click.Path(path_type=Path), multiple=True,
                         metavar="DIR", help="Runs that set the time-to-quality targets (the test "
-                        "MSE of constant-rate Adam, lr 0.001, at each h, e.g. a 200-epoch study's directory); "
-                        "repeatable [default: the reported runs].")(f)
+                        "MSE of constant-rate Adam, lr 0.001, at each h, e.g. the directory of a "
+                        "200-epoch study with --lr-schedule constant); repeatable [default: the "
+                        "reported runs].")(f)
 
 
 def build(run_dirs, out=None, echo=click.echo, reference_runs=()):

@@ -23,16 +23,16 @@ from .options import (D, FASHION_TRAIN, OPTION_OF, HiddenList, _check, _finite, 
                       activation_option, check_team_jobs, checkpoint_every_option,
                       chosen_cuda_path, cpu_split_option, cpu_team_option, cuda_path_option,
                       data_dir_option, device_option, echo_err, jobs_option, load_data,
-                      loss_option, lr_default_help, resolve_device, run_settings, schedule_options,
-                      track_test_option)
+                      loss_option, lr_default_help, resolve_device, run_settings,
+                      schedule_options, track_test_option)
 
 
 HELP = """Train the 784 -> h -> 784 autoencoder (LeakyReLU hidden layer, Sigmoid output, MSE loss)
 on Fashion-MNIST, writing one run directory per hidden size under --out (named like
 h256-adam, with what differs from the defaults: h256-sgd, h256-act-gelu, h256-sched-constant;
-aecore study names them so too): config.json, metrics.csv (per-epoch train/val MSE, seconds, samples/s, learning
-rate), summary.json, reconstructions.npz, model.safetensors (PyTorch state_dict names) and
-checkpoint.safetensors.
+aecore study names them so too): config.json, metrics.csv (per-epoch train/val MSE, seconds,
+samples/s, learning rate), summary.json, reconstructions.npz, model.safetensors (PyTorch
+state_dict names) and checkpoint.safetensors.
 
 The default schedule is onecycle (since 2026-12-02; the best of a scan, README "Defaults, and
 why"), each optimizer at its own scanned peak rate; --lr-schedule constant trains as before

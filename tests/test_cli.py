@@ -91,22 +91,24 @@ def test_resume_rejects_other_settings(tmp_path):
 
 
 def test_train_records_the_schedule_and_each_epochs_rate(tmp_path, real_data_dir):
-    from aecore.config import TrainConfig
+    from aecore.config import TrainConfig, default_lr
 
     out = tmp_path / "runs"
     r = invoke("train", "--device", "cpu", "--hidden", "8", "--epochs", "3", "--limit", "256",
                "--batch-size", "64", "--lr-schedule", "cosine", "--warmup-epochs", "1",
                "--out", out, "--data-dir", real_data_dir)
     assert r.exit_code == 0, r.output
-    run = out / "h8-adam"
+    run = out / "h8-sched-cosine"  # named by what differs from the defaults
     cfg = json.loads((run / runs.CONFIG).read_text())["config"]
     assert (cfg["lr_schedule"], cfg["warmup_epochs"]) == ("cosine", 1)
+    lr = cfg["lr"]
+    assert lr == default_lr("adam", "cosine")  # the schedule's own default rate, recorded
     sched = TrainConfig.from_dict(cfg).schedule(256)  # 4 steps per epoch
     rates = [row["lr"] for row in runs.read_metrics(run / runs.METRICS)]
     assert rates == [sched.lr_at(4 * e - 1) for e in (1, 2, 3)]
     # the last steps of the warm-up (3 of 4 steps up from lr/100) and of the cosine (7 of 8)
-    assert rates[0] == pytest.approx(1e-3 * (0.01 + 0.99 * 3 / 4), rel=1e-12)
-    assert rates[2] == pytest.approx(1e-3 * (1 + np.cos(np.pi * 7 / 8)) / 2, rel=1e-12)
+    assert rates[0] == pytest.approx(lr * (0.01 + 0.99 * 3 / 4), rel=1e-12)
+    assert rates[2] == pytest.approx(lr * (1 + np.cos(np.pi * 7 / 8)) / 2, rel=1e-12)
     r = invoke("train", "--resume", run, "--epochs", "4", "--data-dir", real_data_dir)
     assert r.exit_code == 1 and "--epochs cannot change on resume" in r.output
     assert "Traceback" not in r.output and len(r.output.strip().splitlines()) == 1
@@ -141,7 +143,7 @@ def test_device_cuda_without_gpu_is_a_usage_error():
     if real_gpu_present():
         pytest.skip("a real GPU is present")
     env = {**os.environ, "NUMBA_ENABLE_CUDASIM": "0"}  # no simulator: what a user without a GPU has
-    r = subprocess.run([*AECORE, "train", "--device", "cuda", "--epochs", "1", "--limit", "64"],
+    r = subprocess.run([*AECORE, "train", "--device", "cuda", "--epochs", "1", "--limit", "256"],
                        capture_output=True, text=True, env=env)
     assert r.returncode == 2, r.stdout + r.stderr
     assert "--device" in r.stderr and "cuda" in r.stderr
@@ -310,8 +312,9 @@ def test_bench_cuda_path_reaches_the_engine(tmp_path, monkeypatch):
 
 # --- rough edges of a first try (issue 15) -----------------------------------------------------
 
+# constant rate: a finished run's resume hint is "a larger --epochs" (a schedule cannot grow)
 TINY = dict(optimizer="sgd", hidden=20, epochs=2, batch_size=16, lr=0.3, val_size=96,
-            recon_epochs=(1,))
+            recon_epochs=(1,), lr_schedule="constant")
 
 
 def _tiny_run(d, tiny_data, stop_in_epoch=None):
@@ -393,14 +396,14 @@ def test_resume_finds_the_data_config_json_recorded(tmp_path, real_data_dir):
         (mine / f).symlink_to(os.path.join(real_data_dir, f))
     out = tmp_path / "runs"
     r = invoke("train", "--device", "cpu", "--hidden", "16", "--epochs", "1", "--limit", "512",
-               "--data-dir", mine, "--out", out)
-    assert r.exit_code == 0, r.output
+               "--lr-schedule", "constant", "--data-dir", mine, "--out", out)
+    assert r.exit_code == 0, r.output  # constant: it is resumed with more epochs
     # nothing else would find the data: no $AECORE_DATA, an empty user cache, no download
     env = {"AECORE_DATA": None, "XDG_CACHE_HOME": str(tmp_path / "cache"),
            "AECORE_MIRROR": "http://127.0.0.1:9/", "NUMBA_CACHE_DIR": None}
-    r = invoke("train", "--resume", out / "h16-adam", "--epochs", "2", env=env)
+    r = invoke("train", "--resume", out / "h16-sched-constant", "--epochs", "2", env=env)
     assert r.exit_code == 0, r.output
-    assert json.loads((out / "h16-adam" / runs.SUMMARY).read_text())["epochs_done"] == 2
+    assert json.loads((out / "h16-sched-constant" / runs.SUMMARY).read_text())["epochs_done"] == 2
 
 
 def test_eval_of_an_interrupted_run_says_it_is_incomplete(tmp_path, tiny_data, real_data_dir):
@@ -456,9 +459,9 @@ def test_engine_flags_are_recorded_in_config_json(tmp_path, real_data_dir, flag,
     args = ("--device", "cpu", "--data-dir", real_data_dir)
     opt = lambda on: f"--{'' if on else 'no-'}{flag}"  # noqa: E731
     r = invoke("train", "--hidden", "8", "--epochs", "1", "--limit", "64", "--batch-size", "32",
-               opt(first), "--out", out, *args)
-    assert r.exit_code == 0, r.output
-    run = out / "h8-adam"
+               "--lr-schedule", "constant", opt(first), "--out", out, *args)
+    assert r.exit_code == 0, r.output  # constant: it is resumed with more epochs
+    run = out / "h8-sched-constant"
     assert json.loads((run / runs.CONFIG).read_text())["config"][key] is first
     r = invoke("train", "--resume", run, "--epochs", "2", opt(not first), *args)
     assert r.exit_code == 0, r.output

@@ -88,7 +88,7 @@ def test_trainer_on_cuda_writes_a_complete_run(tmp_path):
     """The trainer's whole CUDA path (put, chunks, loss reads, eval, reconstructions, checkpoint)."""
     data = synthetic_data(n_train=64, n_val=16, n_test=16)
     cfg = TrainConfig(hidden=8, epochs=1, batch_size=64, device="cuda", val_size=16,
-                      recon_epochs=(1,))
+                      recon_epochs=(1,), lr_schedule="constant")  # one step: onecycle needs 4
     s = train(cfg, tmp_path / "run", data, progress=False)
     assert s["status"] == "complete" and s["device"] == "cuda"
     from aecore.kernels.cuda import config as cc

@@ -83,13 +83,15 @@ def test_axes_parse_lists_and_ranges():
         with pytest.raises(ValueError):
             parse_axis(name, text)
     c = trial_config(TrainConfig(epochs=2), {"hidden": 64, "optimizer": "sgd"})
-    assert (c.lr, trial_name(c)) == (20.0, "h64-sgd-lr20-b64-s0")  # the optimizer's default lr
+    assert (c.lr, trial_name(c)) == (50.0, "h64-sgd-lr50-b64-s0-onecycle")  # sgd's onecycle lr
     assert parse_axis("lr_schedule", "constant,onecycle").values == ("constant", "onecycle")
     for text in ("cosine:step", "linear"):
         with pytest.raises(ValueError, match="comma list|unknown lr schedule 'linear'"):
             parse_axis("lr_schedule", text)
     c = trial_config(TrainConfig(epochs=2), {"hidden": 64, "lr_schedule": "cosine"})
-    assert (c.lr_schedule, trial_name(c)) == ("cosine", "h64-adam-lr0.001-b64-s0-cosine")
+    assert (c.lr_schedule, trial_name(c)) == ("cosine", "h64-adam-lr0.002-b64-s0-cosine")  # its lr
+    c = trial_config(TrainConfig(epochs=2, lr_schedule="constant"), {"hidden": 64})
+    assert (c.lr, trial_name(c)) == (1e-3, "h64-adam-lr0.001-b64-s0")  # no suffix: as before
 
 
 @needs_ray
@@ -121,7 +123,7 @@ def test_grid_sweep_four_trials(tmp_path, real_data_dir):
     r = sweep(real_data_dir, out, "--hidden", "16,32", "--lr", "1e-3,3e-3", "--epochs", 2,
               "--num-cpus", 2)
     rows = results(out)
-    names = {f"h{h}-adam-lr{lr}-b64-s0" for h in (16, 32) for lr in ("0.001", "0.003")}
+    names = {f"h{h}-adam-lr{lr}-b64-s0-onecycle" for h in (16, 32) for lr in ("0.001", "0.003")}
     assert {row["trial"] for row in rows} == names
     vals = [float(row["val_loss"]) for row in rows]
     assert vals == sorted(vals) and all(row["status"] == "complete" for row in rows)
@@ -156,7 +158,7 @@ def test_asha_stops_bad_trials_early(tmp_path, real_data_dir):
     for n in stopped:
         assert int(rows[n]["epochs_done"]) < 4
         assert runs.read_json(out / n / runs.SUMMARY)["epochs_done"] < 4
-    assert rows["h32-adam-lr0.01-b64-s0"]["status"] == "complete"
+    assert rows["h32-adam-lr0.01-b64-s0-onecycle"]["status"] == "complete"
 
 
 @needs_ray

@@ -242,9 +242,9 @@ def test_schedule_settings_are_checked_and_old_runs_load_as_constant(tmp_path):
     assert [k for k, _ in problems(warmup_epochs=2.5)] == ["warmup_epochs"]
     assert "fewer than --epochs (3)" in problems(warmup_epochs=3, epochs=3)[0][1]
     assert "own warm-up" in problems(lr_schedule="onecycle", warmup_epochs=1, epochs=3)[0][1]
-    assert problems(lr_schedule="onecycle", epochs=1, batch_size=128) == [
+    assert problems(lr_schedule="onecycle", epochs=1, batch_size=128) == [  # 3 steps of 384
         ("lr_schedule", "onecycle needs at least 4 optimizer steps in the whole run; "
-                        "train more epochs or use smaller batches")]  # 3 steps of 384 images
+                        "train more epochs, use smaller batches or --lr-schedule constant")]
     # a config.json / checkpoint from before the schedules: the constant rate, no warm-up
     old = {k: v for k, v in TrainConfig().to_dict().items()
            if k not in ("lr_schedule", "warmup_epochs")}
