@@ -1,11 +1,13 @@
 """The persistent multi-run kernel (kernels/cuda/persistent.py) against today's engine step.
 
 In the simulator (a cooperative grid runs as one block there): (a) one run, a chunk of steps
-(batch 50 with a short last batch, h = 24, rows gathered through a permutation; for Adam in two
-launches): parameters, optimizer state and the loss sum bitwise those of today's CudaEngine
-(five launches per step, split-K); (b) two runs of different h (so tiles, slices and offsets) in one launch, each bitwise
-equal to that run trained alone by today's engine; (c) the kernel compiles to PTX for sm_80 and
-sm_90 as a cooperative kernel with no local-memory depot (tests/test_cuda_ptx.py's method).
+(batch 50 with a short last batch, h = 24, rows gathered through a permutation): parameters,
+optimizer state and the loss sum bitwise those of today's CudaEngine (five launches per step,
+split-K); (b) two runs of different h (so tiles, slices and offsets) in each launch, Adam in two
+launches (state and step carried over), each bitwise equal to that run trained alone by
+today's engine, and the validation pass of the last launch equal to today's evaluation; (c) the
+kernel compiles to PTX for sm_80 and sm_90 as a cooperative kernel with no local-memory depot
+(tests/test_cuda_ptx.py's method).
 
 Sizes are small (n = 136 pixels: three 64-wide tiles, split-K 2 on the 136-long reductions;
 two steps per run): the simulator runs 256 Python threads per block.
@@ -83,8 +85,9 @@ def _hps(optim, steps):
     return np.tile(ko.pack(optim.hyper_params()), (steps, 1))
 
 
-def _together(runs, splits, cuts=(0, N_IMG)):
-    """The persistent path: every run in one launch per chunk ``cuts[i]:cuts[i + 1]``."""
+def _together(runs, splits, cuts=(0, N_IMG), val=None):
+    """The persistent path: every run in one launch per chunk ``cuts[i]:cuts[i + 1]``; ``val``
+    (images, eval batch): the last launch validates on them."""
     images, perm = _data()
     pr = P.PersistentRuns([_spec(r) for r in runs], BATCH, splitk=_splitk(splits))
     X = cuda.to_device(images)
@@ -93,7 +96,9 @@ def _together(runs, splits, cuts=(0, N_IMG)):
     for start, stop in zip(cuts, cuts[1:]):
         steps = -(-(stop - start) // BATCH)
         hps = np.stack([_hps(r[1], t + steps)[t:] for r in runs])
-        pr.train_chunk(X, perms, start, stop, hps)
+        last = stop == cuts[-1] and val is not None
+        pr.train_chunk(X, perms, start, stop, hps,
+                       val=(cuda.to_device(val[0]), val[1]) if last else None)
         t += steps
     return pr, pr.take_loss_sums()
 
@@ -114,13 +119,10 @@ def _assert_same(pr, r, loss, run):
     assert not np.array_equal(got_p[0], _spec(run).params[0])  # it trained
 
 
-@pytest.mark.parametrize("run, cuts", [(RUN_A_SGD, (0, N_IMG)), (RUN_A_ADAM, (0, BATCH, N_IMG))],
-                         ids=["sgd-split3", "adam-split2-two-launches"])
-def test_one_run_bitwise_equal_to_todays_engine(run, cuts):
-    """Adam in two launches (a step each: the split-K counters, the state and Adam's step
-    carry over) against the engine's one chunk."""
-    pr, loss = _together([run], run[3], cuts)
-    _assert_same(pr, 0, loss[0], run)
+def test_one_run_bitwise_equal_to_todays_engine():
+    """SGD, split-K 3, both steps (the second short) in one launch."""
+    pr, loss = _together([RUN_A_SGD], RUN_A_SGD[3])
+    _assert_same(pr, 0, loss[0], RUN_A_SGD)
 
 
 def test_bad_launch_arguments_are_refused_with_a_reason():
@@ -136,12 +138,28 @@ def test_bad_launch_arguments_are_refused_with_a_reason():
                        np.zeros((1, 1, 7), np.float32))
 
 
-def test_two_runs_in_one_launch_each_equal_to_the_run_alone():
-    """h = 24 and 40 in one launch (different shapes, so different tiles and K slices)."""
-    runs = [RUN_A_ADAM, RUN_B]
-    pr, loss = _together(runs, 2)
+def test_two_runs_per_launch_each_equal_to_the_run_alone_and_validated_as_today(monkeypatch):
+    """h = 24 and 40 (different shapes, so different tiles and K slices) in each of two
+    launches of a step each (the split-K counters, the state and Adam's step carry over), each
+    run bitwise as trained alone by the engine in one chunk. The last launch's validation phase
+    (F1, F2 over the validation rows after the chunk's last step) gives each run the loss sum
+    today's evaluation gives the trained run: the same batches (20 then a short 10 here),
+    split-K plans and order of the tile sums."""
+    import aecore.engine_cuda as ec
+
+    runs, splits = [RUN_A_ADAM, RUN_B], 2
+    val = np.random.default_rng(7).integers(0, 256, (30, N_PIX), dtype=np.uint8)
+    pr, loss = _together(runs, splits, (0, BATCH, N_IMG), val=(val, 20))
     for r, run in enumerate(runs):
         _assert_same(pr, r, loss[r], run)
+    got = pr.take_loss_sums("vloss")
+    monkeypatch.setattr(ec, "EVAL_BATCH", 20)
+    for r, run in enumerate(runs):
+        eng = CudaEngine(_alone(run)[0], None)
+        eng._splitk = _splitk(splits)
+        want = eng.loss_sum(val)  # on a GPU: float64 atomics, added in arrival order
+        assert got[r] == want if kc.SIMULATOR else abs(got[r] - want) <= 1e-12 * want
+    assert np.array_equal(pr.take_loss_sums("vloss"), np.zeros(2))
 
 
 PTX_SCRIPT = r"""
@@ -179,29 +197,6 @@ def test_persistent_kernel_compiles_to_ptx_with_grid_sync_and_no_spills():
         sm90 = facts[name]["ptxas"]
         if sm90 is not None:
             assert sm90["registers"] and sm90["spill_stores"] == 0, (name, sm90)
-
-
-def test_validation_in_the_launch_equals_todays_evaluation(monkeypatch):
-    """The launch's validation phase (F1, F2 over the validation rows after the chunk's last
-    step) gives each run the loss sum today's evaluation gives the trained run: the same
-    batches (20 then a short 10 here), split-K plans and order of the tile sums."""
-    import aecore.engine_cuda as ec
-
-    runs, splits = [RUN_A_ADAM, RUN_B], 2
-    images, perm = _data()
-    val = np.random.default_rng(7).integers(0, 256, (30, N_PIX), dtype=np.uint8)
-    pr = P.PersistentRuns([_spec(r) for r in runs], BATCH, splitk=_splitk(splits))
-    hps = np.stack([_hps(r[1], 2) for r in runs])
-    pr.train_chunk(cuda.to_device(images), cuda.to_device(np.stack([perm] * 2)), 0, N_IMG, hps,
-                   val=(cuda.to_device(val), 20))
-    got = pr.take_loss_sums("vloss")
-    monkeypatch.setattr(ec, "EVAL_BATCH", 20)
-    for r, run in enumerate(runs):
-        eng = CudaEngine(_alone(run)[0], None)
-        eng._splitk = _splitk(splits)
-        want = eng.loss_sum(val)  # on a GPU: float64 atomics, added in arrival order
-        assert got[r] == want if kc.SIMULATOR else abs(got[r] - want) <= 1e-12 * want
-    assert np.array_equal(pr.take_loss_sums("vloss"), np.zeros(2))
 
 
 def test_chunk_losses_double_buffered_and_read_a_launch_late():

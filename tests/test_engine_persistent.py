@@ -1,11 +1,15 @@
 """The persistent CUDA path through the trainer (aecore/engine_persistent.py): the runs of a
 group, trained by one launch per chunk, each bitwise equal to the run trained alone by the eager
-path; Ctrl-C stops every run of the group after the same chunk and a resume ends where an
-uninterrupted run ends; the --cuda-path option (config.json, old runs' cuda_graphs, usage
-errors, the refusal of what the persistent kernel does not train).
+path, with their learning-rate schedules; Ctrl-C stops every run of the group after the same
+chunk and a resume ends where an uninterrupted run ends, a run that finishes first leaving the
+group; the --cuda-path option (config.json, old runs' cuda_graphs, usage errors, the refusal of
+what the persistent kernel does not train).
 
 In the simulator (a cooperative grid is one block there) a step of the 784-pixel model takes
-seconds, so the runs are tiny: 16 images, batch 8, chunks of 8 (two launches an epoch).
+seconds, and so does each evaluation, so the trainer-level runs are tiny and trained once per
+path: 16 images, batch 8, chunks of 8 (two launches an epoch); the eager reference is computed
+once for the module. Schedules and warm-up for every optimizer, stopped and resumed mid-epoch,
+are checked at the engine level on a 24-pixel model (tests/test_persistent_schedules.py).
 """
 
 from __future__ import annotations
@@ -28,7 +32,11 @@ from aecore.checkpoint import load_checkpoint
 from aecore.config import TrainConfig, config_problems
 from aecore.trainer import train
 
-RUNS = ((4, "adam"), (8, "sgd"))  # two hidden sizes (tiles, slices, offsets) and optimizers
+# (hidden, optimizer, schedule, epochs): two hidden sizes (tiles, slices, offsets), optimizers
+# and schedules (onecycle, the default, takes at least 4 steps: 2 epochs); the sgd run ends
+# after its first epoch and leaves the group, the adam run's second epoch is trained (and
+# validated inside the launch) by the group rebuilt without it
+RUNS = ((4, "adam", "onecycle", 2), (8, "sgd", "cosine", 1))
 OPTIONS = dict(chunk_samples=8, progress=False, checkpoint_every=0.0)
 
 
@@ -37,11 +45,10 @@ def _data():
 
 
 def _plan(out, path, action="train"):
-    # constant rate: the persistent kernel trains no other schedule (yet: branch pers3)
-    return [S.PlannedRun(TrainConfig(hidden=h, epochs=1, batch_size=8, optimizer=o, device="cuda",
-                                     val_size=8, recon_epochs=(1,), cuda_path=path,
-                                     lr_schedule="constant"),
-                         out / f"h{h}-{o}", action) for h, o in RUNS]
+    return [S.PlannedRun(TrainConfig(hidden=h, epochs=e, batch_size=8, optimizer=o,
+                                     lr_schedule=sched, device="cuda", val_size=8,
+                                     recon_epochs=(), cuda_path=path),
+                         out / f"h{h}-{o}", action) for h, o, sched, e in RUNS]
 
 
 @pytest.fixture(scope="module")
@@ -63,9 +70,11 @@ def _same_run(a, b):
     for k in ca.opt_state:
         np.testing.assert_array_equal(ca.opt_state[k], cb.opt_state[k], err_msg=f"{a.name} {k}")
     ma, mb = runs.read_metrics(a / runs.METRICS), runs.read_metrics(b / runs.METRICS)
+    assert [r["lr"] for r in ma] == [r["lr"] for r in mb]
     _same_losses([(r["train_loss"], r["val_loss"]) for r in ma],
                  [(r["train_loss"], r["val_loss"]) for r in mb])
     ra, rb = np.load(a / runs.RECONSTRUCTIONS), np.load(b / runs.RECONSTRUCTIONS)
+    assert sorted(ra.files) == sorted(rb.files)
     for k in ra.files:
         np.testing.assert_array_equal(ra[k], rb[k], err_msg=f"{a.name} reconstructions {k}")
 
@@ -82,27 +91,17 @@ def _same_losses(a, b):
 
 
 @pytest.mark.slow
-def test_the_runs_of_a_group_equal_each_run_trained_alone_by_the_eager_path(tmp_path, eager):
-    """Both runs in one launch per chunk; each run's checkpoint (weights, optimizer state,
-    step), metrics (train and validation loss), reconstructions and test loss bitwise those of
-    the run trained alone, eagerly; config.json records the path."""
+def test_a_group_stopped_by_ctrl_c_mid_schedule_resumes_to_each_run_trained_alone(tmp_path,
+                                                                                 eager):
+    """Both runs in one group (one launch per chunk). SIGINT raised after the first chunk
+    (mid-epoch, in onecycle's warm-up): every run saves at the same position (the group's
+    launches go on together). Resumed, they train in one group again, the sgd run finishes
+    its epoch and leaves, and the adam run's second epoch goes on in the group rebuilt without
+    it. Each run's checkpoint (weights, optimizer state, step), metrics (train and validation
+    loss, rate), reconstructions and test loss are bitwise those of the run trained alone,
+    eagerly and without a stop; config.json records the path."""
     groups = S.persistent_groups(_plan(tmp_path, "persistent"), 8)
     assert len({id(g) for g in groups.values()}) == 1 and len(groups) == 2  # one group
-    out = S.train_side_by_side(_plan(tmp_path, "persistent"), _data(), **OPTIONS)
-    assert [o.status for o in out] == ["complete"] * len(RUNS)
-    for o, d, s in zip(out, *eager):
-        _same_run(o.run.dir, d)
-        _same_losses([o.summary["test_loss"]], [s["test_loss"]])
-        config = json.loads((o.run.dir / runs.CONFIG).read_text())["config"]
-        assert config["cuda_path"] == "persistent"
-
-
-@pytest.mark.slow
-def test_ctrl_c_stops_every_run_after_the_same_chunk_and_the_resume_ends_as_alone(tmp_path,
-                                                                                 eager):
-    """SIGINT raised after the first chunk: every run of the group saves at the same position
-    (the group's launches go on together), and resuming them ends bitwise where each run
-    trained alone without a stop ends."""
     first = threading.Lock()
 
     def ctrl_c(epoch, pos):
@@ -122,11 +121,15 @@ def test_ctrl_c_stops_every_run_after_the_same_chunk_and_the_resume_ends_as_alon
     for o in out:
         st = load_checkpoint(o.run.dir / runs.CHECKPOINT).state
         assert (st["epoch"], st["position"], st["step"]) == (0, 8, 1)
-    out = S.train_side_by_side(_plan(tmp_path, "persistent", "resume"), _data(), **OPTIONS)
+    resumed = _plan(tmp_path, "persistent", "resume")
+    assert len({id(g) for g in S.persistent_groups(resumed, 8).values()}) == 1
+    out = S.train_side_by_side(resumed, _data(), **OPTIONS)
     assert [o.status for o in out] == ["complete"] * len(RUNS)
     for o, d, s in zip(out, *eager):
         _same_run(o.run.dir, d)
         _same_losses([o.summary["test_loss"]], [s["test_loss"]])
+        config = json.loads((o.run.dir / runs.CONFIG).read_text())["config"]
+        assert config["cuda_path"] == "persistent"
 
 
 # --- the option -------------------------------------------------------------------------------
@@ -144,23 +147,25 @@ def test_cuda_path_is_recorded_and_old_runs_load(tmp_path, tiny_data):
 
 
 def test_the_persistent_path_refuses_what_its_kernel_does_not_train():
-    """Another activation, loss or learning-rate schedule (fields other branches add):
-    --cuda-path persistent is a one-line problem; auto never picks the persistent path then."""
-    for field, value in (("activation", "tanh"), ("loss", "bce"), ("lr_schedule", "cosine")):
+    """Another activation or loss: --cuda-path persistent is a one-line problem, and auto never
+    picks the persistent path then. Every learning-rate schedule and warm-up it trains: no
+    problem, and the path stays the one asked for."""
+    for field, value in (("activation", "tanh"), ("loss", "bce")):
         c = types.SimpleNamespace(cuda_path="persistent", **{field: value})
         why = CP.path_problem(c)
         assert why and field in why and value in why and "\n" not in why
         assert CP.resolve(types.SimpleNamespace(cuda_path="auto", **{field: value})) != \
             "persistent"
-    assert CP.path_problem(TrainConfig(cuda_path="persistent", lr_schedule="constant")) is None
+        bad = TrainConfig(cuda_path="persistent", **{field: value})
+        assert [k for k, _ in config_problems(bad)] == ["cuda_path"], field
+        assert CP.resolve(bad) == "persistent" and CP.resolve(  # auto: never persistent
+            TrainConfig(**{field: value})) != "persistent"
     assert [k for k, _ in config_problems(TrainConfig(cuda_path="fast"))] == ["cuda_path"]
-    for field, value in (("activation", "tanh"), ("lr_schedule", "cosine")):
-        if hasattr(TrainConfig(), field):  # the fields that exist: through config_problems
-            bad = TrainConfig(**{"cuda_path": "persistent", "lr_schedule": "constant",
-                                 field: value})
-            assert [k for k, _ in config_problems(bad)] == ["cuda_path"], field
-            assert CP.resolve(bad) == "persistent" and CP.resolve(  # auto: never persistent
-                TrainConfig(**{field: value})) != "persistent"
+    for sched, warm in (("constant", 0), ("onecycle", 0), ("cosine", 1), ("step", 2),
+                        ("constant", 1)):
+        c = TrainConfig(cuda_path="persistent", lr_schedule=sched, warmup_epochs=warm, epochs=4)
+        assert CP.path_problem(c) is None and config_problems(c, 60000) == [], (sched, warm)
+        assert CP.resolve(c) == "persistent"
 
 
 @pytest.mark.parametrize("command", ["train", "study", "bench"])
@@ -195,11 +200,36 @@ def test_runs_that_cannot_share_a_launch_go_in_separate_groups(tmp_path):
     assert S.persistent_groups(plan[5:], 8) == {}
 
 
+def test_a_member_that_falls_back_to_the_cpu_leaves_its_group(tmp_path):
+    """The trainer's fallback after CUDA ran out of memory asks the member's engine builder for
+    the CPU: the member leaves the group and gets devices.make_engine's CPU engine, with every
+    option the trainer passes; a group made without a fallback refuses another device."""
+    cuda_or_skip()
+    from aecore.engine_cpu import CpuEngine
+    from aecore.engine_persistent import RunGroup
+    from aecore.model import init_params
+    from aecore.optim import OptimConfig
+    from aecore.schedules import LRSchedule
+
+    plan = _plan(tmp_path, "persistent")
+    group = S.persistent_groups(plan, 8)[plan[0].dir]
+    args = ("cpu", init_params(4, 0), OptimConfig("adam", lr=1e-3), 8, 0.01, None, 3)
+    schedule = LRSchedule("cosine", 1e-3, 2, 2)
+    eng = group.engine_factory(plan[0].dir)(
+        *args, cuda_path="persistent", cpu_split=False, cpu_team=False, lr_schedule=schedule,
+        activation="tanh", loss="l1")
+    assert isinstance(eng, CpuEngine) and eng.step == 3 and eng.lr_schedule is schedule
+    assert (eng.activation, eng.loss) == ("tanh", "l1")
+    assert group._expected == {plan[1].dir}  # the other member no longer waits for it
+    with pytest.raises(ValueError, match="trains on cuda only, not cpu"):
+        RunGroup(["a"]).make_engine(*args, key="a")
+
+
 @pytest.mark.slow
 def test_a_run_that_leaves_the_group_leaves_the_others_as_alone():
-    """Engine level (72-pixel images, so a step is quick in the simulator): runs a and b share
-    the first epoch's launches; a leaves, and b's second epoch runs in a group rebuilt without
-    it (b's state carried device -> host -> device). Each ends bitwise as trained alone by a
+    """Engine level (72-pixel images, one step an epoch, so it is quick in the simulator): runs
+    a and b share the first epoch's launch; a leaves, and b's second epoch runs in a group
+    rebuilt without it (b's state carried device -> host -> device). Each ends bitwise as trained alone by a
     CudaEngine, the validation loss too (b's second computed inside the launch); the state is
     read before the first launch and from a snapshot too."""
     cuda_or_skip()
@@ -208,21 +238,21 @@ def test_a_run_that_leaves_the_group_leaves_the_others_as_alone():
     from aecore.model import init_params
     from aecore.optim import OptimConfig
 
-    n_pix, batch = 72, 50
+    n_pix, batch = 72, 48
     rng = np.random.default_rng(5)
-    images = rng.integers(0, 256, (80, n_pix), dtype=np.uint8)
-    perms = [rng.permutation(80).astype(np.int64) for _ in range(2)]
+    images = rng.integers(0, 256, (batch, n_pix), dtype=np.uint8)
+    perms = [rng.permutation(batch).astype(np.int64) for _ in range(2)]
     runs_ = {"a": (24, OptimConfig("adam", lr=1e-2), 1), "b": (40, OptimConfig("sgd", lr=2.0), 2)}
     epochs = {"a": 1, "b": 2}
 
     def drive(eng, key, out):  # validation after each epoch: b's second in the launch
         data = eng.put(images)
-        vals = []
+        losses, vals = [], []
         for e in range(epochs[key]):
             eng.train_steps(data, perms[e], 0, batch)
-            eng.train_steps(data, perms[e], batch, 80)
+            losses.append(eng.take_loss_sum())  # per epoch, as the trainer takes them
             vals.append(eng.evaluate(data))
-        out[key] = (eng.get_params(), eng.get_opt_state(), eng.take_loss_sum(), eng.step, vals)
+        out[key] = (eng.get_params(), eng.get_opt_state(), losses, eng.step, vals)
 
     alone = {}
     for key, (h, optim, seed) in runs_.items():
@@ -250,8 +280,8 @@ def test_a_run_that_leaves_the_group_leaves_the_others_as_alone():
     assert views["b"]._val_sum[0] > 0  # b's second validation: computed by a launch
     for key in runs_:
         (pa, sa, la, ta, va), (pb, sb, lb, tb, vb) = alone[key], together[key]
-        assert ta == tb == 2 * epochs[key], key
-        _same_losses([la, *va], [lb, *vb])
+        assert ta == tb == epochs[key], key
+        _same_losses([*la, *va], [*lb, *vb])
         for name in pa:
             np.testing.assert_array_equal(pb[name], pa[name], err_msg=f"{key} {name}")
             np.testing.assert_array_equal(snaps[key]()[0][name], pa[name])

@@ -6,8 +6,9 @@ new engine at the saved step: what ``aecore train --resume`` builds).
 Every schedule (constant, cosine, step, onecycle), with and without warm-up, across the four
 optimizers the persistent kernel trains. The model is the golden tests' tiny one (24 pixels,
 h = 3) on 6 of its images, batches of 4 with a short last one, a chunk per step, 2 epochs: 4
-steps, the fewest onecycle takes (a simulated step still costs about a second). The trainer-level runs (checkpoints,
-metrics, Ctrl-C) are in tests/test_engine_persistent.py.
+steps, the fewest onecycle takes (a simulated step still costs about a second). The
+trainer-level runs (checkpoints, metrics, Ctrl-C, onecycle and cosine) are in
+tests/test_engine_persistent.py.
 """
 
 from __future__ import annotations
