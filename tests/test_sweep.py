@@ -162,17 +162,14 @@ def test_asha_stops_bad_trials_early(tmp_path, real_data_dir):
 @needs_ray
 @pytest.mark.slow
 def test_interrupted_sweep_continues_to_the_same_results(tmp_path, real_data_dir):
-    # Tune's function trainables report in lock step with the driver (a trial waits until its
-    # last row is taken), so a trial is at most an epoch or two ahead of the printed lines:
-    # 6 epochs leave 4 to be cut off after epoch 2's line
-    args = ["--hidden", "32,64", "--epochs", 6, "--num-cpus", 2]
+    args = ["--hidden", "32,64", "--epochs", 12, "--num-cpus", 2]
     out = tmp_path / "s"
-    p = subprocess.Popen([*AECORE, "sweep", "--out", str(out), "--limit", "1024", *map(str, args)],
+    p = subprocess.Popen([*AECORE, "sweep", "--out", str(out), "--limit", "2048", *map(str, args)],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                          env=_env(real_data_dir), start_new_session=True)
     try:
         for line in p.stdout:  # Ctrl-C (to the whole process group) once a trial is under way
-            if " epoch 2/6 " in line:
+            if " epoch 2/12 " in line:
                 os.killpg(p.pid, signal.SIGINT)
                 break
         p.communicate(timeout=120)
@@ -181,13 +178,13 @@ def test_interrupted_sweep_continues_to_the_same_results(tmp_path, real_data_dir
             os.killpg(p.pid, signal.SIGKILL)
     assert p.returncode == 130
     done = [runs.read_json(d / runs.SUMMARY)["epochs_done"] for d in out.glob("h*")]
-    assert min(done, default=0) < 6  # a trial was stopped in the middle
-    r = sweep(real_data_dir, out, "--limit", 1024, *args)
+    assert min(done, default=0) < 12  # a trial was stopped in the middle
+    r = sweep(real_data_dir, out, "--limit", 2048, *args)
     assert "continuing" in r.stdout
     rows = results(out)
     assert [row["status"] for row in rows] == ["complete"] * 2
     ref = tmp_path / "ref"  # the same runs, uninterrupted, by aecore train
-    t = subprocess.run([*AECORE, "train", "--hidden", "32,64", "--epochs", "6", "--limit", "1024",
+    t = subprocess.run([*AECORE, "train", "--hidden", "32,64", "--epochs", "12", "--limit", "2048",
                         "--device", "cpu", "--out", str(ref)], capture_output=True, text=True,
                        env=_env(real_data_dir))
     assert t.returncode == 0, t.stderr[-2000:]
