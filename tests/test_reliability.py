@@ -76,7 +76,9 @@ def test_interrupt_and_resume_is_bitwise_exact(tmp_path, tiny_data, optimizer, n
     train(c, ref, tiny_data, progress=False, chunk_samples=CHUNK)
 
     run = tmp_path / "run"
-    before = signal.getsignal(signal.SIGINT)  # default, unless an earlier test left another
+    # Python's default handler, or SIG_IGN when pytest was started as a background job of a
+    # non-interactive shell (`pytest &` in a script: the shell ignores SIGINT for it)
+    before = signal.getsignal(signal.SIGINT)
     with pytest.raises(TrainingInterrupted) as ei:
         train(c, run, tiny_data, progress=False, chunk_samples=CHUNK,
               on_chunk=interrupt_after(n_chunks))
