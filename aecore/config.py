@@ -23,8 +23,8 @@ MAX_HIDDEN = 65536
 # Learning rate when --lr is not given, per optimizer and learning-rate schedule: the best of
 # scans at h=128, batch 64, 30 epochs, test MSE (README, "Defaults, and why"): constant rates in
 # 2026-11, Adam's cosine and step rates in the first schedule scan, the onecycle rates (its
-# max_lr) in the second, 2026-12-02 (Adam's also at h=64..512). None: not scanned (sgd / momentum / nesterov with cosine or step), the constant
-# rate is used. The loss is the mean over the batch's B*784 pixels, so plain SGD's gradients
+# max_lr) in the second, 2026-12-02 (Adam's also at h=64..512). None: not scanned (sgd /
+# momentum / nesterov with cosine or step), the constant rate is used. The loss is the mean over the batch's B*784 pixels, so plain SGD's gradients
 # are small and its best rate is large.
 DEFAULT_LR = {
     "sgd":      dict(constant=20.0, onecycle=50.0, cosine=None, step=None),
