@@ -24,8 +24,8 @@ MAX_HIDDEN = 65536
 # scans at h=128, batch 64, 30 epochs, test MSE (README, "Defaults, and why"): constant rates in
 # 2026-11, Adam's cosine and step rates in the first schedule scan, the onecycle rates (its
 # max_lr) in the second, 2026-12-02 (Adam's also at h=64..512). None: not scanned (sgd /
-# momentum / nesterov with cosine or step), the constant rate is used. The loss is the mean over the batch's B*784 pixels, so plain SGD's gradients
-# are small and its best rate is large.
+# momentum / nesterov with cosine or step), the constant rate is used. The loss is the mean
+# over the batch's B*784 pixels, so plain SGD's gradients are small and its best rate is large.
 DEFAULT_LR = {
     "sgd":      dict(constant=20.0, onecycle=50.0, cosine=None, step=None),
     "momentum": dict(constant=3.0, onecycle=20.0, cosine=None, step=None),

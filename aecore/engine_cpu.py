@@ -31,9 +31,7 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-from numba import njit
-
-from numba import literally
+from numba import literally, njit
 
 from .engine import EVAL_BATCH, Engine
 from .kernels import activations_cpu, losses_cpu
@@ -207,8 +205,8 @@ class CpuEngine(Engine):
             loss, n = self._team.run((*args, self._Xb, *scratch))
             sq = loss
         else:
-            loss, sq, n = _train_steps_call(*args, self._act, self._loss_code, self._Xb, self._H,
-                                       self._Zp, *scratch[1:])
+            loss, sq, n = _train_steps_call(*args, self._act, self._loss_code, self._Xb,
+                                            self._H, self._Zp, *scratch[1:])
         self._loss += loss
         self._sq += sq
         self.step += n
@@ -235,8 +233,9 @@ class CpuEngine(Engine):
         H = np.empty((n if what == _HIDDEN else B, self.hidden), np.float32)
         Z = np.empty((B, self.image_size), np.float32)
         Y = np.empty((n if what == _OUTPUT else 0, self.image_size), np.float32)
-        total = _forward_call(images, p[W1], p[B1], p[W2], p[B2], np.float32(self.slope), Xb, H,
-                         self._preactivations(B), Z, Y, what, self._act, self._loss_code)
+        total = _forward_call(images, p[W1], p[B1], p[W2], p[B2], np.float32(self.slope), Xb,
+                              H, self._preactivations(B), Z, Y, what, self._act,
+                              self._loss_code)
         return total, H, Y
 
     def loss_sums(self, data):

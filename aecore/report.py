@@ -23,7 +23,7 @@ from . import runs as R
 from .atomic import atomic_write_bytes, check_writable
 from .optim import OPTIMIZERS
 from .errors import CheckpointError
-from .comparisons import variant_of
+from .comparisons import shared, variant_of
 from .config import saved_value
 from .figures import COMPARE_FIGURES, FIGURES, why_not_drawn
 from . import time_to_quality as T
@@ -280,7 +280,7 @@ def mse_trend(runs_: list[Run]) -> list[dict]:
     more hidden sizes: the (hidden, test MSE) points in order of h and whether the test MSE
     strictly decreases as h grows. Only the runs of the paper's model count (a comparison's
     other activations or losses are not it)."""
-    runs_ = [r for r in runs_ if (variant_of(r.config, ("lr_schedule",)) or ("other",))[0]
+    runs_ = [r for r in runs_ if (variant_of(r.config, shared("optimizers")) or ("other",))[0]
              in (None, "optimizers")]
     several = len({saved_value(r.config, "lr_schedule") for r in runs_}) > 1
 

@@ -54,10 +54,10 @@ def plan_study(hidden, compare, compare_hidden: int, out, epochs: int, device: s
         wanted += C.variant_configs(kind, variants, hidden=compare_hidden, **common)
     out = Path(out)
     wanted = list(dict.fromkeys(wanted))  # a run the plan holds already is planned once
-    names = {C.config_run_name(c) for c in wanted}
+    names = [C.config_run_name(c) for c in wanted]
     plan = []
-    for c in wanted:
-        d = out / C.config_run_name(c)
+    for c, name in zip(wanted, names):
+        d = out / name
         old = out / C.config_run_name(c, before_onecycle=True)
         if old.name not in names and not runs.RunDir(d).is_run() and _holds(old, c.lr_schedule):
             d = old
