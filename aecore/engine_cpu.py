@@ -34,7 +34,7 @@ import numpy as np
 from numba import literally, njit
 
 from .engine import EVAL_BATCH, Engine
-from .kernels import activations_cpu, losses_cpu
+from .kernels import activations_cpu, blas_pair as BP, losses_cpu
 from .kernels import cpu as K
 from .kernels import optim as ko
 from .kernels.activations_reference import DEFAULT_ACTIVATION, needs_preactivation
@@ -49,7 +49,7 @@ _LOSS, _OUTPUT, _HIDDEN = 0, 1, 2  # what _forward computes
 
 @njit(cache=True, nogil=True)
 def _train_steps(X, perm, start, stop, batch, W1, b1, W2, b2, slope, kind, hp, lrs, step, S1, S2,
-                 act, loss, Xb, H, Zp, dZ, dH, G1, G2, gb1, gb2):
+                 act, loss, Xb, H, Zp, dZ, dH, G1, G2, gb1, gb2, pair, blocks, half_sums, outs):
     """Train on X[perm[start:stop]] in batches; returns (loss sum, squared-error sum,
     optimizer steps taken).
 
@@ -57,7 +57,9 @@ def _train_steps(X, perm, start, stop, batch, W1, b1, W2, b2, slope, kind, hp, l
     chunk's i-th step (the learning-rate schedule); S1, S2: layer 1's and layer 2's optimizer
     buffers (VW, Vb, MW, Mb); act, loss: the activation's and loss's numbers (literals); Zp:
     the pre-activations where the activation keeps them (else unused); G1, G2, gb1, gb2:
-    gradient scratch (unused by SGD).
+    gradient scratch (unused by SGD). pair: 0, or the function that runs half of the output
+    epilogue on OpenBLAS's other thread (``kernels.blas_pair``; blocks, half_sums, outs: its
+    scratch).
     """
     act = literally(act)
     loss = literally(loss)
@@ -74,7 +76,11 @@ def _train_steps(X, perm, start, stop, batch, W1, b1, W2, b2, slope, kind, hp, l
         K.gather_rows(X, perm[s:e], xb)
         K.prefetch_rows(X, perm[e:min(e + batch, stop)])
         K.linear_activation(xb, W1, b1, h, slope, act, zp)
-        part, part_sq = K.linear_sigmoid_loss_grad(h, W2, b2, xb, dz, Xb[:0], db2, loss)
+        if pair != 0:
+            part, part_sq = BP.linear_sigmoid_loss_grad_pair(h, W2, b2, xb, dz, db2, pair,
+                                                             blocks, half_sums, outs)
+        else:
+            part, part_sq = K.linear_sigmoid_loss_grad(h, W2, b2, xb, dz, Xb[:0], db2, loss)
         total += part
         total_sq += part_sq
         K.backward_activation(dz, W2, h, zp, dh, slope, act, db1)
@@ -126,9 +132,13 @@ class CpuEngine(Engine):
 
     def __init__(self, params, optim=None, batch_size=None, slope=0.01, opt_state=None,
                  step=0, *, split: bool = False, team: bool = False, lr_schedule=None,
-                 activation: str = DEFAULT_ACTIVATION, loss: str = DEFAULT_LOSS):
+                 activation: str = DEFAULT_ACTIVATION, loss: str = DEFAULT_LOSS,
+                 pair_epilogue: bool = True):
         super().__init__(params, optim, batch_size, slope, opt_state, step,
                          lr_schedule=lr_schedule, activation=activation, loss=loss)
+        # half of the output epilogue on OpenBLAS's second thread when BLAS runs on two or
+        # more (kernels/blas_pair.py); False: on the calling thread, for A/B measurements
+        self.pair_epilogue = bool(pair_epilogue)
         if split and team:
             raise ValueError("choose one of split and team")
         self._act = activations_cpu.code(self.activation)
@@ -155,6 +165,7 @@ class CpuEngine(Engine):
         self._G2 = np.empty((0, hidden) if fused else (image, hidden), np.float32)
         self._gb1 = np.empty(hidden, np.float32)
         self._gb2 = np.empty(image, np.float32)
+        self._pair_scratch = BP.scratch(image)
         if self.split:
             from .cpu_pair import PairRunner
 
@@ -205,8 +216,10 @@ class CpuEngine(Engine):
             loss, n = self._team.run((*args, self._Xb, *scratch))
             sq = loss
         else:
+            pair = BP.pair_function(self._loss_code) if self.pair_epilogue else 0
             loss, sq, n = _train_steps_call(*args, self._act, self._loss_code, self._Xb,
-                                            self._H, self._Zp, *scratch[1:])
+                                            self._H, self._Zp, *scratch[1:], pair,
+                                            *self._pair_scratch)
         self._loss += loss
         self._sq += sq
         self.step += n

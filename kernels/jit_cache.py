@@ -39,7 +39,7 @@ _AECORE = _KERNELS.parent / "aecore" if (_KERNELS.parent / "aecore").is_dir() el
 SOURCES = tuple(p.resolve() for p in (
     _KERNELS / "blas.py", _KERNELS / "cpu.py", _KERNELS / "cpu_math.py", _KERNELS / "cpu_hidden.py",
     _KERNELS / "cpu_output.py", _KERNELS / "ftz.py", _KERNELS / "optim.py",
-    _KERNELS / "activations_cpu.py", _KERNELS / "losses_cpu.py",
+    _KERNELS / "activations_cpu.py", _KERNELS / "losses_cpu.py", _KERNELS / "blas_pair.py",
     _AECORE / "engine_cpu.py", _AECORE / "cpu_pair.py", _AECORE / "baselines.py",
     _AECORE / "cpu_team.py", _AECORE / "blas_callback.py",
 ))

@@ -1,0 +1,188 @@
+"""Run the two halves of an epilogue on OpenBLAS's own two threads (issue 16's first way).
+
+On the default CPU path every sgemm runs on OpenBLAS's two threads and the epilogue after it
+on one; at h = 64 the Sigmoid+MSE pass over the batch's B x 784 logits is ~20 us of a ~165 us
+step. After a multithreaded call OpenBLAS's worker threads busy-wait for the next job
+(~70 ms), and OpenBLAS exports ``gotoblas_pthread(n, fn, args, stride)``, which runs
+``fn(args + i * stride)`` on the caller (i = 0) and on its threads (i >= 1) and returns when
+all are done. So the epilogue's second half can go to the thread that has just computed half
+of the product, with no second thread pool and no parking: one handoff measured ~0.15 us here
+(bench/RESULTS.md, session 9).
+
+The halves split the batch rows, as OpenBLAS splits the product's rows at B >= 128. Each half
+runs ``bias_sigmoid_loss_`` unchanged on its rows, so every dZ element is the serial pass's;
+the loss sums and the bias gradient's column sums are added as two partial sums (half 0's
+plus half 1's), a different association than the serial pass's row after row: the same bits
+run to run, not the same bits as one thread (nor is OpenBLAS's one-thread sgemm).
+
+``pair_function(loss)`` is 0 where there is no pair to use (another BLAS, or BLAS on one
+thread: the caller then runs the serial code it always ran).
+"""
+
+from __future__ import annotations
+
+import ctypes
+
+import llvmlite.binding as llvm
+import numpy as np
+from numba import carray, cfunc, literally, njit, types
+from numba.extending import get_cython_function_address, intrinsic
+
+from .cpu_math import _as_float32
+from .cpu_output import bias_sigmoid_loss_
+from .blas import gemm
+from .ftz import flush_denormals_on, restore
+from .losses_cpu import grad_factor
+
+# A half's block (int64 words; one block per half, one row of ``blocks``)
+Z_PTR, BIAS_PTR, T_PTR, COLSUM_PTR, OUT_PTR, ROW0, ROW1, BATCH, COLS, THREAD = range(10)
+BLOCK = 16  # words per block: 128 bytes, so the two halves' blocks share no cache line
+
+_libc = ctypes.CDLL(None)
+llvm.add_symbol("aecore_pair_pthread_self",
+                ctypes.cast(_libc.pthread_self, ctypes.c_void_p).value)
+_pthread_self = types.ExternalFunction("aecore_pair_pthread_self", types.int64())
+
+
+def _pointer(dtype):
+    @intrinsic
+    def pointer(typingctx, addr):
+        def codegen(context, builder, sig, args):
+            return builder.inttoptr(args[0], context.get_value_type(dtype).as_pointer())
+
+        return types.CPointer(dtype)(types.int64), codegen
+
+    return pointer
+
+
+_i64p, _f32p, _f64p = _pointer(types.int64), _pointer(types.float32), _pointer(types.float64)
+
+
+_PTHREAD_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64,
+                               ctypes.c_int)
+
+
+@_PTHREAD_FN
+def _serial_pthread(n, fn, args, stride):
+    """gotoblas_pthread's contract on the calling thread alone, for a BLAS without it (never
+    called by aecore, which then runs the serial code; here so the symbol always resolves)."""
+    half = ctypes.CFUNCTYPE(None, ctypes.c_int64)(fn)
+    for i in range(n):
+        half(args + i * stride)
+    return 0
+
+
+def _sgemm_library():
+    """ctypes handle of the library whose sgemm aecore calls (scipy's BLAS), or None."""
+    class DlInfo(ctypes.Structure):
+        _fields_ = [("dli_fname", ctypes.c_char_p), ("dli_fbase", ctypes.c_void_p),
+                    ("dli_sname", ctypes.c_char_p), ("dli_saddr", ctypes.c_void_p)]
+
+    addr = get_cython_function_address("scipy.linalg.cython_blas", "sgemm")
+    info = DlInfo()
+    try:
+        dladdr = _libc.dladdr
+    except AttributeError:
+        return None
+    dladdr.argtypes = [ctypes.c_void_p, ctypes.POINTER(DlInfo)]
+    if not dladdr(ctypes.c_void_p(addr), ctypes.byref(info)) or not info.dli_fname:
+        return None
+    return ctypes.CDLL(info.dli_fname.decode())  # its BLAS is among the libraries it needs
+
+
+def _symbol(lib, *names):
+    """The first of ``names`` that ``lib`` (or a library it needs) defines, or None."""
+    for name in names:
+        try:
+            return getattr(lib, name)
+        except AttributeError:
+            pass
+    return None
+
+
+_blas = _sgemm_library()
+_gotoblas_pthread = _symbol(_blas, "gotoblas_pthread")  # OpenBLAS-internal: never prefixed
+# scipy's wheels prefix OpenBLAS's API (scipy_openblas_get_num_threads)
+_get_num_threads = _symbol(_blas, "openblas_get_num_threads", "scipy_openblas_get_num_threads")
+_HAS_PAIR = _gotoblas_pthread is not None and _get_num_threads is not None
+# the symbol the @njit code calls: OpenBLAS's gotoblas_pthread, else the serial stand-in (a
+# named symbol, so the callers cache on disk; registered at every import, before they load)
+llvm.add_symbol("aecore_gotoblas_pthread",
+                ctypes.cast(_gotoblas_pthread if _HAS_PAIR else _serial_pthread,
+                            ctypes.c_void_p).value)
+_run_halves = types.ExternalFunction(
+    "aecore_gotoblas_pthread", types.int32(types.int32, types.int64, types.int64, types.int32))
+if _HAS_PAIR:
+    _get_num_threads.restype = ctypes.c_int
+
+
+def blas_threads() -> int:
+    """The threads scipy's OpenBLAS runs on now (threadpoolctl's limits included); 1 for
+    another BLAS."""
+    return int(_get_num_threads()) if _HAS_PAIR else 1
+
+
+@njit(cache=True, nogil=True)
+def sigmoid_loss_half(blk, loss):
+    """One half's rows of ``bias_sigmoid_loss_`` from its block; writes (loss sum,
+    squared-error sum) to blk[OUT_PTR] and the thread it ran on to blk[THREAD]."""
+    loss = literally(loss)
+    mxcsr = flush_denormals_on()  # the caller's FTZ | DAZ, on whichever thread this runs
+    n, r0, r1 = blk[COLS], blk[ROW0], blk[ROW1]
+    rows = r1 - r0
+    Zh = carray(_f32p(blk[Z_PTR] + r0 * n * 4), (rows, n))
+    Th = carray(_f32p(blk[T_PTR] + r0 * n * 4), (rows, n))
+    colsum = carray(_f64p(blk[COLSUM_PTR]), (n,))
+    out = carray(_f64p(blk[OUT_PTR]), (2,))
+    colsum[:] = 0.0
+    scale = grad_factor(loss) / (blk[BATCH] * n)  # the serial pass's scale, bit for bit
+    out[0], out[1] = bias_sigmoid_loss_(Zh, carray(_f32p(blk[BIAS_PTR]), (n,)), Th, scale,
+                                        Zh[:0], colsum, loss)
+    blk[THREAD] = _pthread_self()
+    restore(mxcsr)
+
+
+_halves: dict = {}
+
+
+def pair_function(loss: int) -> int:
+    """Address of the half function for loss number ``loss`` (compiled on first use), or 0
+    where the halves cannot go to two BLAS threads now."""
+    if not _HAS_PAIR or blas_threads() < 2:
+        return 0
+    if loss not in _halves:
+        def half(arg):
+            sigmoid_loss_half(carray(_i64p(arg), (BLOCK,)), loss)
+
+        _halves[loss] = cfunc(types.void(types.int64), nopython=True)(half)
+    return _halves[loss].address
+
+
+def scratch(n: int):
+    """(blocks, part, outs) for ``linear_sigmoid_loss_grad_pair`` with ``n`` output columns."""
+    return np.zeros((2, BLOCK), np.int64), np.zeros(n, np.float64), np.zeros((2, 2))
+
+
+@njit(cache=True, nogil=True)
+def linear_sigmoid_loss_grad_pair(H, W, b, T, dZ, colsum, fn, blocks, part, outs):
+    """``cpu_output.linear_sigmoid_loss_grad`` (training: no Y) with the epilogue's batch rows
+    split between the caller and OpenBLAS's thread: ``fn`` from ``pair_function``. T float32
+    (B, N); ``part`` (N,) float64 scratch for half 1's column sums, ``outs`` (2, 2)."""
+    gemm(False, True, 1.0, _as_float32(H), W, 0.0, dZ)
+    nb, n = dZ.shape
+    half = (nb + 1) // 2
+    for t in range(2):
+        blk = blocks[t]
+        blk[Z_PTR] = dZ.ctypes.data
+        blk[BIAS_PTR] = b.ctypes.data
+        blk[T_PTR] = T.ctypes.data
+        blk[COLSUM_PTR] = (colsum if t == 0 else part).ctypes.data
+        blk[OUT_PTR] = outs[t].ctypes.data
+        blk[ROW0] = 0 if t == 0 else half
+        blk[ROW1] = half if t == 0 else nb
+        blk[BATCH] = nb
+        blk[COLS] = n
+    _run_halves(np.int32(2), fn, blocks.ctypes.data, np.int32(BLOCK * 8))
+    for j in range(n):
+        colsum[j] += part[j]
+    return outs[0, 0] + outs[1, 0], outs[0, 1] + outs[1, 1]
