@@ -149,3 +149,16 @@ def test_new_kernels_compile_to_ptx_for_sm80_and_sm90():
     assert {tuple(f["cc"]) for f in facts} == {(8, 0), (9, 0)}
     for f in facts:
         assert f["entries"] == 1 and not f["local"], f  # register tiles stay in registers
+
+
+def test_every_fused_kernel_has_its_own_name():
+    """Kernel 1 with the sigmoid activation and the reconstruction kernel were both named
+    k_linear_sigmoid; PTX entries and kernel reports tell kernels apart by name."""
+    from aecore.kernels.cuda import fused_linear_leaky_relu as k1
+    from aecore.kernels.cuda import fused_linear_sigmoid as k2
+
+    names = [k1.make(g, p, a).__name__ for a in AR.ACTIVATIONS for g in (False, True)
+             for p in (False, True)]
+    names += [k2.make_loss(loss, p).__name__ for loss in LR.LOSSES for p in (False, True)]
+    names += [k2.make_sigmoid(p).__name__ for p in (False, True)]
+    assert len(names) == len(set(names)), sorted(n for n in names if names.count(n) > 1)

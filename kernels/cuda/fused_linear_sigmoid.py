@@ -138,7 +138,7 @@ def make_sigmoid(prefetch=False):
                     if n < N:
                         Y[m, n] = sigmoid(acc[i, j] + b[n])
 
-    return named(k, "k_linear_sigmoid" + "_prefetch" * prefetch)
+    return named(k, "k_linear_sigmoid_output" + "_prefetch" * prefetch)
 
 
 def mse_variants(prefetch=False, loss=DEFAULT_LOSS):
