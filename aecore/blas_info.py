@@ -84,7 +84,15 @@ def summary_rows() -> list[tuple[str, str]]:
     env = env_overrides()
     if env:
         rows.append(("BLAS env", " ".join(f"{k}={v}" for k, v in env.items())))
+    rows.append(("CPU epilogue", cpu_epilogue()))
     return rows
+
+
+def cpu_epilogue() -> str:
+    """Where the CPU engine's output epilogue runs with BLAS as it is now (kernels/blas_pair.py)."""
+    from .kernels import blas_pair
+
+    return blas_pair.describe()
 
 
 def summary() -> str:
@@ -95,4 +103,5 @@ def summary() -> str:
 def meta() -> dict:
     """For bench.json and pytest-benchmark's machine_info."""
     libs = blas_libraries()
-    return {"aecore_sgemm": aecore_blas(libs), "libraries": libs, "env": env_overrides()}
+    return {"aecore_sgemm": aecore_blas(libs), "libraries": libs, "env": env_overrides(),
+            "cpu_epilogue": cpu_epilogue()}

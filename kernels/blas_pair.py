@@ -122,6 +122,16 @@ def blas_threads() -> int:
     return int(_get_num_threads()) if _HAS_PAIR else 1
 
 
+def describe() -> str:
+    """One line for ``aecore info`` / ``aecore bench``: where the output epilogue runs now."""
+    if not _HAS_PAIR:
+        return "on the calling thread (scipy's BLAS has no gotoblas_pthread: not OpenBLAS)"
+    n = blas_threads()
+    if n < 2:
+        return "on the calling thread (BLAS runs on 1 thread)"
+    return f"split by batch rows: calling thread + OpenBLAS's second thread ({n} BLAS threads)"
+
+
 @njit(cache=True, nogil=True)
 def sigmoid_loss_half(blk, loss):
     """One half's rows of ``bias_sigmoid_loss_`` from its block; writes (loss sum,

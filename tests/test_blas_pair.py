@@ -79,3 +79,12 @@ def test_engine_with_the_pair_trains_as_without_and_the_same_run_to_run(name):
         np.testing.assert_array_equal(params_a[k], params_b[k], err_msg=k)
         np.testing.assert_allclose(params_a[k], params_s[k], rtol=1e-5, atol=1e-7, err_msg=k)
     assert loss_a == pytest.approx(loss_s, rel=1e-9)
+
+
+def test_info_says_where_the_epilogue_runs():
+    from aecore import blas_info
+
+    with threadpool_limits(1, user_api="blas"):
+        assert dict(blas_info.summary_rows())["CPU epilogue"].startswith("on the calling thread")
+    with threadpool_limits(2, user_api="blas"):
+        assert "second thread (2 BLAS threads)" in blas_info.meta()["cpu_epilogue"]
