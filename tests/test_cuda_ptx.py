@@ -20,10 +20,6 @@ import sys
 
 import pytest
 
-# One worker (pytest-xdist, pyproject's addopts) runs all of them: the module's PTX is compiled
-# once (~25 s), not once per worker that gets one of its tests.
-pytestmark = pytest.mark.xdist_group("cuda_ptx")
-
 SCRIPT = r"""
 import json, re, sys
 from aecore.kernels import cuda as kc
