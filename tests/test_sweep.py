@@ -29,9 +29,6 @@ try:
 except ImportError:
     HAVE_RAY = False
 needs_ray = pytest.mark.skipif(not HAVE_RAY, reason="needs the aecore[sweep] extra (ray[tune])")
-# Under pytest-xdist (pyproject's addopts: --dist loadfile) this module's tests run one after
-# another on one worker: never two Ray instances at once on the 2-core host (each takes
-# --num-cpus 2, and the two-node test counts on its one-CPU nodes taking turns).
 
 
 def _env(real_data_dir):
