@@ -19,6 +19,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config):
+    """Benchmarks run in this one process, never in pytest-xdist workers: pyproject's addopts
+    asks for two workers (for tests/), and pytest-benchmark turns itself off under xdist
+    (timings of two processes sharing the cores mean nothing). Runs before xdist's own hook
+    (conftest hooks are called first), which then starts no workers."""
+    if getattr(config.option, "numprocesses", None) is not None:
+        config.option.numprocesses = 0
+        config.option.dist = "no"
+
+
 HIDDEN = (64, 128, 256, 512)
 BATCHES = (64, 256)
 
