@@ -86,7 +86,7 @@ cat "$OUT/versions.txt"
 for stage in $STAGES; do
     case $stage in
     tests)
-        run_stage tests 120 "$PY" -m pytest -q -p no:cacheprovider tests/test_kernels_cuda.py \
+        run_stage tests 120 "$PY" -m pytest -q -n 0 -p no:cacheprovider tests/test_kernels_cuda.py \
             tests/test_engine_cuda.py tests/test_cuda_golden.py tests/test_cuda_dev_variants.py ;;
     kernels)
         before="$OUT/kernels_before.py"
@@ -134,7 +134,7 @@ for stage in $STAGES; do
         run_stage persistent 75 "$PY" bench/persistent.py --images 8192 \
             --json "$OUT/persistent.json" ${PERSISTENT_ARGS:-} ;;
     persistent_tests)
-        run_stage persistent_tests 150 "$PY" -m pytest -q -p no:cacheprovider -k "not ptx" \
+        run_stage persistent_tests 150 "$PY" -m pytest -q -n 0 -p no:cacheprovider -k "not ptx" \
             tests/test_cuda_persistent.py tests/test_engine_persistent.py \
             tests/test_persistent_schedules.py ;;
     pybench)
