@@ -13,8 +13,9 @@ each an sgemm with its epilogue; nothing else touches memory at full size:
 
 Where scipy's OpenBLAS runs on two or more threads, the second half of the batch rows of the
 Sigmoid + loss epilogue runs on OpenBLAS's own second thread, which is still spinning after
-the product (``kernels.blas_pair``; dZ is the serial pass's bit for bit, the loss and db2 are
-added as two partial sums). ``pair_epilogue=False`` keeps it on the calling thread.
+the product (``kernels.blas_pair``; dZ is the serial pass's bit for bit, db2 and the loss are
+added as two partial sums, the loss equal to float32 rounding). ``pair_epilogue=False`` keeps
+it on the calling thread.
 
 The epoch driver (``aecore.trainer``) calls ``train_steps`` in chunks so it can show progress
 and notice Ctrl-C; chunking does not change the result (the same batches in the same order).

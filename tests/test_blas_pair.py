@@ -1,6 +1,6 @@
 """kernels/blas_pair.py: the output epilogue's two halves of the batch rows on OpenBLAS's own
 two threads (gotoblas_pthread). Against the serial kernel on fresh random inputs with awkward
-shapes, for every loss: the same dZ bit for bit, the same sums to float64 rounding, and the two
+shapes, for every loss: the same dZ and bias sums, the loss sums to float32 rounding, and the two
 halves really on two threads; no pair where BLAS runs on one thread; the CPU engine with and
 without it, and run to run."""
 
@@ -43,7 +43,9 @@ def test_pair_equals_the_serial_epilogue_on_two_threads(loss, rows, hidden, cols
                                                   outs)
     np.testing.assert_array_equal(dz2, dz1)
     np.testing.assert_allclose(cs2, cs1, rtol=1e-12, atol=1e-300)
-    np.testing.assert_allclose(paired, serial, rtol=1e-12)
+    # the loss sums: each row's float32 sum is a fast-math reduction, and the half compiled in
+    # its cfunc may vectorize it differently (l1: 1.4e-9 relative in a clean-clone CI run)
+    np.testing.assert_allclose(paired, serial, rtol=1e-6)
     threads = blocks[:, BP.THREAD]
     assert threads[0] != 0 and threads[1] != 0 and threads[0] != threads[1]
 
@@ -78,7 +80,7 @@ def test_engine_with_the_pair_trains_as_without_and_the_same_run_to_run(name):
     for k in params_a:
         np.testing.assert_array_equal(params_a[k], params_b[k], err_msg=k)
         np.testing.assert_allclose(params_a[k], params_s[k], rtol=1e-5, atol=1e-7, err_msg=k)
-    assert loss_a == pytest.approx(loss_s, rel=1e-9)
+    assert loss_a == pytest.approx(loss_s, rel=1e-6)
 
 
 def test_info_says_where_the_epilogue_runs():
