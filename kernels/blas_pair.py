@@ -39,7 +39,8 @@ from .losses_cpu import grad_factor
 
 # A half's block (int64 words; one block per half, one row of ``blocks``)
 Z_PTR, BIAS_PTR, T_PTR, COLSUM_PTR, OUT_PTR, ROW0, ROW1, BATCH, COLS, THREAD = range(10)
-BLOCK = 16  # words per block: 128 bytes, so the two halves' blocks share no cache line
+BLOCK = 24  # words per block: the used 80 bytes of the two blocks are 112 bytes apart, so
+# they never share a 64-byte cache line, whatever the array's alignment
 
 _libc = ctypes.CDLL(None)
 llvm.add_symbol("aecore_pair_pthread_self",
@@ -180,7 +181,8 @@ def scratch(n: int):
 def linear_sigmoid_loss_grad_pair(H, W, b, T, dZ, colsum, fn, blocks, part, outs):
     """``cpu_output.linear_sigmoid_loss_grad`` (training: no Y) with the epilogue's batch rows
     split between the caller and OpenBLAS's thread: ``fn`` from ``pair_function``. T float32
-    (B, N); ``part`` (N,) float64 scratch for half 1's column sums, ``outs`` (2, 2)."""
+    (B, N); dZ and T C-contiguous (the halves address rows by pointer); ``part`` (N,) float64
+    scratch for half 1's column sums, ``outs`` (2, 2)."""
     gemm(False, True, 1.0, _as_float32(H), W, 0.0, dZ)
     nb, n = dZ.shape
     half = (nb + 1) // 2
