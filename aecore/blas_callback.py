@@ -38,6 +38,7 @@ from numba import carray, cfunc, njit, types
 from numba.extending import intrinsic
 
 from .cpu_pair import _load_acquire, _pause, _sched_yield, _store_release, spin_wait
+from .kernels.blas_pair import _i64p as _int64_ptr, _pthread_self
 from .kernels.ftz import flush_denormals_on, restore
 
 _LINE = 8
@@ -54,9 +55,8 @@ CMD_EXIT, CMD_JOB = -1, -2  # any other command number is a phase (>= 0) for the
 _SPINS = 200  # pause-spins (~3 us) before a waiting thread yields its core
 
 _libc = ctypes.CDLL(None)
-for _name in ("pthread_self", "pthread_create", "pthread_join", "usleep"):
+for _name in ("pthread_create", "pthread_join", "usleep"):
     llvm.add_symbol("aecore_" + _name, ctypes.cast(getattr(_libc, _name), ctypes.c_void_p).value)
-_pthread_self = types.ExternalFunction("aecore_pthread_self", types.int64())
 # pointers passed as int64 (the same registers in the C calling convention)
 _pthread_create = types.ExternalFunction("aecore_pthread_create", types.int32(*[types.int64] * 4))
 _pthread_join = types.ExternalFunction("aecore_pthread_join", types.int32(types.int64, types.int64))
@@ -75,14 +75,6 @@ def _call_job(typingctx, fn, thread_num, jobdata, dojob_data):
         return context.get_dummy_value()
 
     return types.void(types.int64, types.int32, types.int64, types.int32), codegen
-
-
-@intrinsic
-def _int64_ptr(typingctx, addr):
-    def codegen(context, builder, sig, args):
-        return builder.inttoptr(args[0], ir.IntType(64).as_pointer())
-
-    return types.CPointer(types.int64)(types.int64), codegen
 
 
 @intrinsic
