@@ -23,6 +23,7 @@ import numpy as np
 @click.option("--data", "data_dir", default=None, help="Fashion-MNIST directory.")
 def main(hidden, batch, samples, rounds, data_dir):
     from aecore.baselines import GemmFloor
+    from aecore.bench import _engine_fn
     from aecore.blas_info import aecore_blas, describe
     from aecore.data import load_fashion_mnist
     from aecore.engine_cpu import CpuEngine
@@ -36,17 +37,9 @@ def main(hidden, batch, samples, rounds, data_dir):
                "x floor paired / serial")
     for h in (int(v) for v in hidden.split(",")):
         for B in (int(v) for v in batch.split(",")):
-            fns = []
-            for pair in (True, False):
-                eng = CpuEngine(init_params(h, seed=0), OptimConfig("sgd", lr=0.05), B,
-                                pair_epilogue=pair)
-                data = eng.put(images)
-
-                def run(eng=eng, data=data):
-                    eng.train_steps(data, perm, 0, samples)
-                    eng.take_loss_sum()
-
-                fns.append(run)
+            fns = [_engine_fn(CpuEngine(init_params(h, seed=0), OptimConfig("sgd", lr=0.05), B,
+                                        pair_epilogue=pair), images, perm)
+                   for pair in (True, False)]
             floor = GemmFloor(h, B)
             fns.append(lambda: floor.run(samples))
             times = np.zeros((rounds, 3))
