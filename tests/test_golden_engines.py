@@ -1,5 +1,8 @@
 """Golden test of the engines' training loops: the split CPU engine and the CUDA engine (Numba's
-simulator here) give, bit for bit, the results saved in tests/data/golden_engines.npz.
+simulator here) give, bit for bit, the results saved in tests/data/golden_engines.npz (CUDA) and
+tests/data/golden_engines_cpu.<host>.npz for this host kind (the split CPU engine;
+tests/golden_hosts.py: on a host kind with no file of its own, every stored host's to a
+tolerance).
 
 The fixture was written by the code before the learning-rate schedules were wired into the
 engines (issue 18), to show that the constant schedule (the default, ``lr_schedule=None``)
@@ -8,8 +11,8 @@ changes no bit. The default CPU path has its own golden test (test_golden_cpu.py
 batches of 4 (every epoch ends on a short batch of 2), in two chunks per epoch. Saved: each
 chunk's loss sum, the final parameters and optimizer state.
 
-Rewrite the fixture on purpose (a change meant to alter results):
-``NUMBA_ENABLE_CUDASIM=1 .venv/bin/python tests/test_golden_engines.py``.
+Rewrite the fixtures on purpose (a change meant to alter results), or write the CPU one for a
+new host kind: ``NUMBA_ENABLE_CUDASIM=1 .venv/bin/python tests/test_golden_engines.py``.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import numpy as np
 import pytest
 
 GOLDEN = Path(__file__).parent / "data" / "golden_engines.npz"
+GOLDEN_CPU = Path(__file__).parent / "data" / "golden_engines_cpu.npz"  # golden_hosts.path_for
 PIXELS, HIDDEN, BATCH, N, EPOCHS, CHUNK = 24, 3, 4, 10, 2, 8
 OPTIMS = {"sgd": dict(lr=3.0), "momentum": dict(lr=1.0), "nesterov": dict(lr=1.0, momentum=0.8),
           "adam": dict(lr=1e-2)}
@@ -73,11 +77,16 @@ def test_engine_run_is_bitwise_the_golden_one(engine, name):
     if engine == "cuda":
         _cuda_or_skip()
     prefix = f"{engine}/{name}/"
+    got = golden_run(engine, name)
+    assert got[prefix + "step"] == EPOCHS * 3
+    if engine.startswith("cpu"):
+        import golden_hosts
+
+        golden_hosts.check(got, GOLDEN_CPU, prefix, Path(__file__).name)
+        return
     with np.load(GOLDEN) as z:
         want = {k: z[k] for k in z.files if k.startswith(prefix)}
-    got = golden_run(engine, name)
     assert sorted(got) == sorted(want)
-    assert got[prefix + "step"] == EPOCHS * 3
     for k in want:
         assert got[k].dtype == want[k].dtype and got[k].shape == want[k].shape, k
         np.testing.assert_array_equal(got[k], want[k], err_msg=k)
@@ -86,9 +95,11 @@ def test_engine_run_is_bitwise_the_golden_one(engine, name):
 if __name__ == "__main__":
     sys.path.insert(0, str(Path(__file__).parent))
     _cuda_or_skip()
-    saved = {}
-    for e in ENGINES:
-        for opt in OPTIMS:
-            saved.update(golden_run(e, opt))
-    np.savez_compressed(GOLDEN, **saved)
-    print(f"wrote {GOLDEN} ({GOLDEN.stat().st_size} bytes, {len(saved)} arrays)")
+    import golden_hosts
+
+    cpu = {k: v for opt in OPTIMS for k, v in golden_run("cpu_split", opt).items()}
+    path = golden_hosts.write(GOLDEN_CPU, cpu)
+    print(f"wrote {path} ({path.stat().st_size} bytes, {len(cpu)} arrays)")
+    cuda = {k: v for opt in OPTIMS for k, v in golden_run("cuda", opt).items()}
+    np.savez_compressed(GOLDEN, **cuda)
+    print(f"wrote {GOLDEN} ({GOLDEN.stat().st_size} bytes, {len(cuda)} arrays)")
