@@ -14,8 +14,10 @@ each an sgemm with its epilogue; nothing else touches memory at full size:
 Where scipy's OpenBLAS runs on two or more threads, the second half of the batch rows of the
 Sigmoid + loss epilogue runs on OpenBLAS's own second thread, which is still spinning after
 the product (``kernels.blas_pair``; dZ is the serial pass's bit for bit, db2 and the loss are
-added as two partial sums, the loss equal to float32 rounding). ``pair_epilogue=False`` keeps
-it on the calling thread.
+added as two partial sums, the loss equal to float32 rounding). Row by row, each half also
+gathers half of the next batch's rows into a second batch buffer, so the dataset's random rows
+load while the epilogue computes (the same bits as the caller's gather_rows).
+``pair_epilogue=False`` keeps the epilogue and the gather on the calling thread.
 
 The epoch driver (``aecore.trainer``) calls ``train_steps`` in chunks so it can show progress
 and notice Ctrl-C; chunking does not change the result (the same batches in the same order).
@@ -55,7 +57,8 @@ _LOSS, _OUTPUT, _HIDDEN = 0, 1, 2  # what _forward computes
 
 @njit(cache=True, nogil=True)
 def _train_steps(X, perm, start, stop, batch, W1, b1, W2, b2, slope, kind, hp, lrs, step, S1, S2,
-                 act, loss, Xb, H, Zp, dZ, dH, G1, G2, gb1, gb2, pair, blocks, half_sums, outs):
+                 act, loss, Xb, H, Zp, dZ, dH, G1, G2, gb1, gb2, pair, blocks, half_sums, outs,
+                 X8, Xb_next):
     """Train on X[perm[start:stop]] in batches; returns (loss sum, squared-error sum,
     optimizer steps taken).
 
@@ -65,7 +68,8 @@ def _train_steps(X, perm, start, stop, batch, W1, b1, W2, b2, slope, kind, hp, l
     the pre-activations where the activation keeps them (else unused); G1, G2, gb1, gb2:
     gradient scratch (unused by SGD). pair: 0, or the function that runs half of the output
     epilogue on OpenBLAS's other thread (``kernels.blas_pair``; blocks, half_sums, outs: its
-    scratch).
+    scratch). X8: X when it is uint8 and pair is not 0, else empty: the two halves then also
+    gather the next batch, into Xb_next (Xb's shape; the two buffers take turns).
     """
     act = literally(act)
     loss = literally(loss)
@@ -75,16 +79,22 @@ def _train_steps(X, perm, start, stop, batch, W1, b1, W2, b2, slope, kind, hp, l
     n_steps = 0
     db1 = np.zeros(b1.shape[0], np.float64)
     db2 = np.zeros(b2.shape[0], np.float64)
+    fuse = X8.shape[0] > 0  # the next batch's gather runs in the output epilogue's halves
+    gathered = False  # whether Xb holds this batch already (the previous step gathered it)
     for s in range(start, stop, batch):
         e = min(s + batch, stop)
         nb = e - s
         xb, h, zp, dz, dh = Xb[:nb], H[:nb], Zp[:nb], dZ[:nb], dH[:nb]
-        K.gather_rows(X, perm[s:e], xb)
-        K.prefetch_rows(X, perm[e:min(e + batch, stop)])
+        next_idx = perm[e:min(e + batch, stop)]
+        if not gathered:
+            K.gather_rows(X, perm[s:e], xb)
+        if not fuse:
+            K.prefetch_rows(X, next_idx)
         K.linear_activation(xb, W1, b1, h, slope, act, zp)
         if pair != 0:
-            part, part_sq = BP.linear_sigmoid_loss_grad_pair(h, W2, b2, xb, dz, db2, pair,
-                                                             blocks, half_sums, outs)
+            part, part_sq = BP.linear_sigmoid_loss_grad_pair(
+                h, W2, b2, xb, dz, db2, pair, blocks, half_sums, outs, X8,
+                next_idx if fuse else next_idx[:0], Xb_next)
         else:
             part, part_sq = K.linear_sigmoid_loss_grad(h, W2, b2, xb, dz, Xb[:0], db2, loss)
         total += part
@@ -95,6 +105,9 @@ def _train_steps(X, perm, start, stop, batch, W1, b1, W2, b2, slope, kind, hp, l
         K.weight_step(kind, hp_t, t, dz, h, W2, b2, db2, S2[0], S2[1], S2[2], S2[3], G2, gb2)
         K.weight_step(kind, hp_t, t, dh, xb, W1, b1, db1, S1[0], S1[1], S1[2], S1[3], G1, gb1)
         n_steps += 1
+        gathered = fuse and next_idx.shape[0] > 0
+        if gathered:
+            Xb, Xb_next = Xb_next, Xb
     restore(mxcsr)
     return total, total_sq, n_steps
 
@@ -145,6 +158,9 @@ class CpuEngine(Engine):
         # half of the output epilogue on OpenBLAS's second thread when BLAS runs on two or
         # more (kernels/blas_pair.py); False: on the calling thread, for A/B measurements
         self.pair_epilogue = bool(pair_epilogue)
+        # with the pair, its two halves also gather the next batch (uint8 C-contiguous data);
+        # False: the calling thread gathers every batch, for A/B measurements
+        self.gather_ahead = True
         if split and team:
             raise ValueError("choose one of split and team")
         self._act = activations_cpu.code(self.activation)
@@ -172,6 +188,8 @@ class CpuEngine(Engine):
         self._gb1 = np.empty(hidden, np.float32)
         self._gb2 = np.empty(image, np.float32)
         self._pair_scratch = BP.scratch(image)
+        self._Xb_next = np.empty((B, image), np.float32)  # the next batch, gathered by the pair
+        self._no_images = np.empty((0, image), np.uint8)
         if self.split:
             from .cpu_pair import PairRunner
 
@@ -223,9 +241,12 @@ class CpuEngine(Engine):
             sq = loss
         else:
             pair = BP.pair_function(self._loss_code) if self.pair_epilogue else 0
+            fuse = (pair != 0 and self.gather_ahead and data.dtype == np.uint8
+                    and data.flags.c_contiguous)
+            X8 = data if fuse else self._no_images
             loss, sq, n = _train_steps_call(*args, self._act, self._loss_code, self._Xb,
                                             self._H, self._Zp, *scratch[1:], pair,
-                                            *self._pair_scratch)
+                                            *self._pair_scratch, X8, self._Xb_next)
         self._loss += loss
         self._sq += sq
         self.step += n

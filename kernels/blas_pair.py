@@ -10,7 +10,10 @@ of the product, with no second thread pool and no parking: one handoff measured 
 (bench/RESULTS.md, session 9).
 
 The halves split the batch rows, as OpenBLAS splits the product's rows at B >= 128. Each half
-runs ``bias_sigmoid_loss_`` unchanged on its rows, so every dZ element is the serial pass's
+runs ``bias_sigmoid_loss_`` unchanged on its rows, row by row, and after each row gathers one
+of its half of the next batch's rows from the uint8 dataset (prefetched AHEAD rows earlier):
+the rows' random loads overlap the epilogue's arithmetic instead of stalling the step's start
+(bench/RESULTS.md, session 10). Every dZ element is the serial pass's
 (tested bit for bit); the bias gradient's column sums and the loss sums are added as two
 partial sums (half 0's plus half 1's). The loss's per-row float32 sums are fast-math
 reductions, and the half, compiled in its own cfunc, may vectorize them differently from the
@@ -31,16 +34,21 @@ import numpy as np
 from numba import carray, cfunc, literally, njit, types
 from numba.extending import get_cython_function_address, intrinsic
 
+from .cpu import gather_row, prefetch_row
 from .cpu_math import _as_float32
 from .cpu_output import bias_sigmoid_loss_
 from .blas import gemm
 from .ftz import flush_denormals_on, restore
 from .losses_cpu import grad_factor
 
-# A half's block (int64 words; one block per half, one row of ``blocks``)
-Z_PTR, BIAS_PTR, T_PTR, COLSUM_PTR, OUT_PTR, ROW0, ROW1, BATCH, COLS, THREAD = range(10)
-BLOCK = 24  # words per block: the used 80 bytes of the two blocks are 112 bytes apart, so
+# A half's block (int64 words; one block per half, one row of ``blocks``). X_PTR ... NEXT_PTR:
+# the next batch's gather (the dataset, its rows, the next batch's indices and their number,
+# the buffer it goes to)
+(Z_PTR, BIAS_PTR, T_PTR, COLSUM_PTR, OUT_PTR, ROW0, ROW1, BATCH, COLS, THREAD, X_PTR, X_ROWS,
+ NEXT_IDX_PTR, NEXT_ROWS, NEXT_PTR) = range(15)
+BLOCK = 24  # words per block: the used 120 bytes of the two blocks are 72 bytes apart, so
 # they never share a 64-byte cache line, whatever the array's alignment
+AHEAD = 4  # the gather prefetches the row this many rows ahead (bench/RESULTS.md, session 10)
 
 _libc = ctypes.CDLL(None)
 llvm.add_symbol("aecore_pair_pthread_self",
@@ -60,6 +68,7 @@ def _pointer(dtype):
 
 
 _i64p, _f32p, _f64p = _pointer(types.int64), _pointer(types.float32), _pointer(types.float64)
+_u8p = _pointer(types.uint8)
 
 
 _PTHREAD_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64,
@@ -136,22 +145,49 @@ def describe() -> str:
     return f"split by batch rows: calling thread + OpenBLAS's second thread ({n} BLAS threads)"
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _half_rows(count, second):
+    """(first, end) of the first (rows [0, ceil(count/2))) or second half of ``count`` rows."""
+    half = (count + 1) // 2
+    return (half, count) if second else (0, half)
+
+
 @njit(cache=True, nogil=True)
 def sigmoid_loss_half(blk, loss):
-    """One half's rows of ``bias_sigmoid_loss_`` from its block; writes (loss sum,
-    squared-error sum) to blk[OUT_PTR] and the thread it ran on to blk[THREAD]."""
+    """One half's rows of ``bias_sigmoid_loss_`` from its block, row by row, each followed by
+    the gather of one of this half's rows of the next batch (while the epilogue computes, the
+    row AHEAD rows on loads); writes (loss sum, squared-error sum) to blk[OUT_PTR] and the
+    thread it ran on to blk[THREAD]. Row by row is the whole-half call's arithmetic: every
+    row's sums are its own, added in row order."""
     loss = literally(loss)
     mxcsr = flush_denormals_on()  # the caller's FTZ | DAZ, on whichever thread this runs
     n, r0, r1 = blk[COLS], blk[ROW0], blk[ROW1]
     rows = r1 - r0
     Zh = carray(_f32p(blk[Z_PTR] + r0 * n * 4), (rows, n))
     Th = carray(_f32p(blk[T_PTR] + r0 * n * 4), (rows, n))
+    b = carray(_f32p(blk[BIAS_PTR]), (n,))
     colsum = carray(_f64p(blk[COLSUM_PTR]), (n,))
     out = carray(_f64p(blk[OUT_PTR]), (2,))
+    X = carray(_u8p(blk[X_PTR]), (blk[X_ROWS], n))
+    q0, q1 = _half_rows(blk[NEXT_ROWS], r0 > 0)
+    idx = carray(_i64p(blk[NEXT_IDX_PTR] + q0 * 8), (q1 - q0,))
+    nxt = carray(_f32p(blk[NEXT_PTR] + q0 * n * 4), (q1 - q0, n))
     colsum[:] = 0.0
     scale = grad_factor(loss) / (blk[BATCH] * n)  # the serial pass's scale, bit for bit
-    out[0], out[1] = bias_sigmoid_loss_(Zh, carray(_f32p(blk[BIAS_PTR]), (n,)), Th, scale,
-                                        Zh[:0], colsum, loss)
+    for i in range(min(AHEAD, idx.shape[0])):
+        prefetch_row(X, idx[i])
+    total = total_sq = 0.0
+    for i in range(max(rows, idx.shape[0])):
+        if i + AHEAD < idx.shape[0]:
+            prefetch_row(X, idx[i + AHEAD])
+        if i < rows:
+            row, row_sq = bias_sigmoid_loss_(Zh[i:i + 1], b, Th[i:i + 1], scale, Zh[:0], colsum,
+                                             loss)
+            total += row
+            total_sq += row_sq
+        if i < idx.shape[0]:
+            gather_row(X[idx[i]], nxt[i])
+    out[0], out[1] = total, total_sq
     blk[THREAD] = _pthread_self()
     restore(mxcsr)
 
@@ -178,14 +214,18 @@ def scratch(n: int):
 
 
 @njit(cache=True, nogil=True)
-def linear_sigmoid_loss_grad_pair(H, W, b, T, dZ, colsum, fn, blocks, part, outs):
+def linear_sigmoid_loss_grad_pair(H, W, b, T, dZ, colsum, fn, blocks, part, outs, X, next_idx,
+                                  next_out):
     """``cpu_output.linear_sigmoid_loss_grad`` (training: no Y) with the epilogue's batch rows
     split between the caller and OpenBLAS's thread: ``fn`` from ``pair_function``. T float32
     (B, N); dZ and T C-contiguous (the halves address rows by pointer); ``part`` (N,) float64
-    scratch for half 1's column sums, ``outs`` (2, 2)."""
+    scratch for half 1's column sums, ``outs`` (2, 2).
+
+    The halves also gather the next batch: next_out[i] <- X[next_idx[i]] as ``gather_rows``
+    does (X: the (n, N) uint8 C-contiguous dataset; next_idx may be empty; next_out float32
+    C-contiguous, at least len(next_idx) rows), half 0 the first ceil(len / 2) rows."""
     gemm(False, True, 1.0, _as_float32(H), W, 0.0, dZ)
     nb, n = dZ.shape
-    half = (nb + 1) // 2
     for t in range(2):
         blk = blocks[t]
         blk[Z_PTR] = dZ.ctypes.data
@@ -193,10 +233,14 @@ def linear_sigmoid_loss_grad_pair(H, W, b, T, dZ, colsum, fn, blocks, part, outs
         blk[T_PTR] = T.ctypes.data
         blk[COLSUM_PTR] = (colsum if t == 0 else part).ctypes.data
         blk[OUT_PTR] = outs[t].ctypes.data
-        blk[ROW0] = 0 if t == 0 else half
-        blk[ROW1] = half if t == 0 else nb
+        blk[ROW0], blk[ROW1] = _half_rows(nb, t == 1)
         blk[BATCH] = nb
         blk[COLS] = n
+        blk[X_PTR] = X.ctypes.data
+        blk[X_ROWS] = X.shape[0]
+        blk[NEXT_IDX_PTR] = next_idx.ctypes.data
+        blk[NEXT_ROWS] = next_idx.shape[0]
+        blk[NEXT_PTR] = next_out.ctypes.data
     _run_halves(np.int32(2), fn, blocks.ctypes.data, np.int32(BLOCK * 8))
     for j in range(n):
         colsum[j] += part[j]

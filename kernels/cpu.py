@@ -38,13 +38,18 @@ from .cpu_output import (MSE, bias_sigmoid_, bias_sigmoid_eval_, bias_sigmoid_lo
                          linear_sigmoid_mse)
 
 
+@njit(inline="always", **_FAST)
+def gather_row(src, out):
+    """out <- src as float32 (one row of the batch gather; uint8 pixels scaled by 1/255)."""
+    for j in range(src.shape[0]):
+        out[j] = unit(src[j])
+
+
 @njit(**_FAST)
 def gather_rows(X, idx, out):
     """out[i] <- X[idx[i]] as float32 (the batch gather; uint8 pixels scaled by 1/255)."""
     for i in range(idx.shape[0]):
-        src = X[idx[i]]
-        for j in range(X.shape[1]):
-            out[i, j] = unit(src[j])
+        gather_row(X[idx[i]], out[i])
 
 
 @intrinsic
@@ -65,19 +70,26 @@ def _prefetch(typingctx, arr, index):
     return types.void(arr, types.intp), codegen
 
 
+@njit(inline="always", **_FAST)
+def prefetch_row(X, i):
+    """Start loading row X[i] (C-contiguous X) into cache without waiting (one hint per 64-byte
+    line)."""
+    n = X.shape[1]
+    flat = X.reshape(-1)
+    base = i * n
+    for k in range(0, n, 64):
+        _prefetch(flat, base + k)
+    _prefetch(flat, base + n - 1)
+
+
 @njit(**_FAST)
 def prefetch_rows(X, idx):
     """Start loading rows X[idx] into cache without waiting (one hint per 64-byte line).
 
     The training loop calls it for the *next* batch right after gathering this one: the
     dataset (47 MB of uint8) does not fit in cache (bench/RESULTS.md has the gather times)."""
-    n = X.shape[1]
-    flat = X.reshape(-1)
     for i in range(idx.shape[0]):
-        base = idx[i] * n
-        for k in range(0, n, 64):
-            _prefetch(flat, base + k)
-        _prefetch(flat, base + n - 1)
+        prefetch_row(X, idx[i])
 
 
 @njit(**_FAST)
