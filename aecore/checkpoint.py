@@ -1,9 +1,11 @@
 """Weights and resumable checkpoints as safetensors files.
 
 ``model.safetensors`` holds only the four float32 parameters under PyTorch's names ("0.weight"
-(h, 784), "0.bias" (h,), "2.weight" (784, h), "2.bias" (784,)), so
-``nn.Sequential(Linear(784, h), LeakyReLU(), Linear(h, 784), Sigmoid()).load_state_dict(
+(h, w), "0.bias" (h,), "2.weight" (w, h), "2.bias" (w,); w = 784 pixels for Fashion-MNIST),
+so ``nn.Sequential(Linear(w, h), LeakyReLU(), Linear(h, w), Sigmoid()).load_state_dict(
 safetensors.torch.load_file(path))`` works. Its metadata says ``format: aecore-model``, hidden, slope.
+The image width w is the parameters' own (the trainer takes it from the data); the checks
+below only require the four shapes to agree with each other, and with a width when asked.
 
 ``checkpoint.safetensors`` holds the same four parameters, the optimizer buffers as
 ``optimizer.<param>.<buffer>`` (e.g. ``optimizer.0.weight.exp_avg``), and in its metadata
@@ -22,7 +24,7 @@ import numpy as np
 from safetensors import safe_open
 from safetensors.numpy import save as st_save
 
-from . import IMAGE_SIZE, __version__
+from . import __version__
 from .errors import CheckpointError
 from .model import B1, B2, PARAM_NAMES, W1, W2, param_shapes
 from .atomic import atomic_write_bytes
@@ -46,6 +48,11 @@ class Checkpoint:
     @property
     def hidden(self) -> int:
         return int(self.params[W1].shape[0])
+
+    @property
+    def image_size(self) -> int:
+        """The image width (pixels) the model takes and gives: 784 for Fashion-MNIST."""
+        return int(self.params[W1].shape[1])
 
 
 def _f32(a) -> np.ndarray:
@@ -89,31 +96,38 @@ def _read(path: Path) -> tuple[dict, dict]:
     return tensors, meta
 
 
-def check_params(params: dict, path, hidden: int | None = None) -> int:
-    """Check that ``params`` are the 784 -> h -> 784 autoencoder's; returns h."""
+def check_params(params: dict, path, hidden: int | None = None,
+                 image_size: int | None = None) -> int:
+    """Check that ``params`` are a w -> h -> w autoencoder's (the four shapes agree with each
+    other; ``hidden`` / ``image_size`` w are checked when given); returns h."""
     missing = [k for k in PARAM_NAMES if k not in params]
     if missing:
         raise CheckpointError(
             f"{path}: not an aecore autoencoder (missing tensors {', '.join(missing)}; "
             f"found {', '.join(sorted(params)) or 'none'})")
     w1 = params[W1]
-    if w1.ndim != 2 or w1.shape[1] != IMAGE_SIZE:
-        raise CheckpointError(f"{path}: '0.weight' has shape {tuple(w1.shape)}, expected (h, {IMAGE_SIZE})")
-    h = int(w1.shape[0])
-    for k, shape in param_shapes(h).items():
+    if w1.ndim != 2 or w1.shape[0] < 1 or w1.shape[1] < 1:
+        raise CheckpointError(f"{path}: '0.weight' has shape {tuple(w1.shape)}, expected "
+                              "(h, image width) with both at least 1")
+    h, w = int(w1.shape[0]), int(w1.shape[1])
+    for k, shape in param_shapes(h, w).items():
         if tuple(params[k].shape) != shape:
             raise CheckpointError(f"{path}: {k!r} has shape {tuple(params[k].shape)}, expected {shape}"
-                                  f" for hidden size {h}")
+                                  f" for hidden size {h} and image width {w} (from '0.weight')")
         if params[k].dtype != np.float32:
             raise CheckpointError(f"{path}: {k!r} is {params[k].dtype}, expected float32")
     if hidden is not None and h != hidden:
         raise CheckpointError(f"{path}: checkpoint is for hidden size {h}, not {hidden}")
+    if image_size is not None and w != image_size:
+        raise CheckpointError(f"{path}: checkpoint is for images of {w} pixels, not {image_size}")
     return h
 
 
-def load_checkpoint(path, hidden: int | None = None, optimizer_states=None) -> Checkpoint:
+def load_checkpoint(path, hidden: int | None = None, optimizer_states=None,
+                    image_size: int | None = None) -> Checkpoint:
     """Load a resumable checkpoint; ``hidden`` / ``optimizer_states`` (buffer names expected,
-    e.g. ``OptimConfig.state_names()``) are checked when given."""
+    e.g. ``OptimConfig.state_names()``) / ``image_size`` (pixels per image) are checked when
+    given."""
     path = Path(path)
     tensors, meta = _read(path)
     if meta.get("format") != CHECKPOINT_FORMAT:
@@ -129,7 +143,7 @@ def load_checkpoint(path, hidden: int | None = None, optimizer_states=None) -> C
         raise CheckpointError(f"{path}: checkpoint state metadata is missing or corrupt") from None
     params = {k: v for k, v in tensors.items() if not k.startswith(OPT_PREFIX)}
     opt = {k[len(OPT_PREFIX):]: v for k, v in tensors.items() if k.startswith(OPT_PREFIX)}
-    check_params(params, path, hidden)
+    check_params(params, path, hidden, image_size)
     extra = sorted(set(params) - set(PARAM_NAMES))
     if extra:
         raise CheckpointError(f"{path}: unexpected tensors {', '.join(extra)}")
@@ -159,13 +173,14 @@ def resolve_weights_path(path) -> Path:
     return p
 
 
-def load_weights(path) -> Checkpoint:
+def load_weights(path, image_size: int | None = None) -> Checkpoint:
     """The parameters from a run directory, a model.safetensors or a checkpoint.safetensors
-    (or any safetensors file with the four PyTorch-named tensors)."""
+    (or any safetensors file with the four PyTorch-named tensors); ``image_size``: the width
+    they must take, when given."""
     p = resolve_weights_path(path)
     tensors, meta = _read(p)
     params = {k: v for k, v in tensors.items() if k in PARAM_NAMES}
-    check_params(params, p)
+    check_params(params, p, image_size=image_size)
     return Checkpoint(params, {}, {}, meta, p)
 
 

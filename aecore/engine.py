@@ -7,9 +7,10 @@ once, as uint8. The trainer (``aecore.trainer``) drives it; it never sees device
 
 Units: a *loss sum* is the sum of the trained loss (``loss``: mse, bce or l1, per pixel, on the
 Sigmoid output) over the pixels of the samples it covers; the mean loss is
-``loss_sum / (n_samples * 784)``. Every loss sum comes with the sum of squared errors too
-(``*_sums`` methods), so runs trained with different losses compare on MSE; for mse the two
-are the same number.
+``loss_sum / (n_samples * image_size)``, ``image_size`` the pixels per image (784 for
+Fashion-MNIST; an engine takes it from its parameters' shapes). Every loss sum comes with the
+sum of squared errors too (``*_sums`` methods), so runs trained with different losses compare
+on MSE; for mse the two are the same number.
 """
 
 from __future__ import annotations
@@ -93,10 +94,10 @@ class Engine(abc.ABC):
     # -- data -----------------------------------------------------------------------------------
     @abc.abstractmethod
     def put(self, images: np.ndarray):
-        """Copy ``images`` ((n, 784) uint8) to the device once; returns an opaque handle."""
+        """Copy ``images`` ((n, image_size) uint8) to the device once; returns an opaque handle."""
 
     def check_images(self, images) -> np.ndarray:
-        """``images`` as a C-contiguous (n, 784) uint8 array, or ValueError saying why not."""
+        """``images`` as a C-contiguous (n, image_size) uint8 array, or ValueError saying why not."""
         images = np.ascontiguousarray(images)
         if images.dtype != np.uint8 or images.ndim != 2 or images.shape[1] != self.image_size:
             raise ValueError(f"expected uint8 images of shape (n, {self.image_size}), "
@@ -149,11 +150,11 @@ class Engine(abc.ABC):
 
     @abc.abstractmethod
     def reconstruct(self, images: np.ndarray) -> np.ndarray:
-        """Sigmoid outputs (n, 784) float32 for uint8 images (n, 784)."""
+        """Sigmoid outputs (n, image_size) float32 for uint8 images (n, image_size)."""
 
     @abc.abstractmethod
     def encode(self, images: np.ndarray) -> np.ndarray:
-        """Hidden activations (n, h) float32 (the latent vectors) for uint8 images (n, 784)."""
+        """Hidden activations (n, h) float32 (the latent vectors) for uint8 images (n, image_size)."""
 
     def evaluate(self, data) -> float:
         """Mean squared reconstruction error over all of ``data`` (no update); NaN if empty."""

@@ -103,9 +103,18 @@ def _colors(runs_):
     return {id(r): cmap(i % 10) for i, r in enumerate(runs_)}
 
 
+def image_shape(width: int) -> tuple[int, int]:
+    """How an image of ``width`` pixels is drawn: a square when the width is one (28 x 28 for
+    Fashion-MNIST's 784), else one row of pixels (a model of another width: any data)."""
+    side = math.isqrt(width)
+    return (side, side) if side * side == width else (1, width)
+
+
 def _img(ax, x, scale):
-    ax.imshow(np.asarray(x, np.float32).reshape(28, 28) / scale, cmap="gray", vmin=0, vmax=1,
-              interpolation="nearest")
+    x = np.asarray(x, np.float32).reshape(-1)
+    shape = image_shape(x.size)
+    ax.imshow(x.reshape(shape) / scale, cmap="gray", vmin=0, vmax=1, interpolation="nearest",
+              aspect="equal" if shape[0] == shape[1] else "auto")
     ax.set_xticks([])
     ax.set_yticks([])
     for s in ax.spines.values():

@@ -6,6 +6,9 @@ so ``model.load_state_dict(safetensors.torch.load_file(path))`` works on our che
 
     "0.weight" (h, 784)   "0.bias" (h,)     encoder, followed by LeakyReLU
     "2.weight" (784, h)   "2.bias" (784,)   decoder, followed by Sigmoid
+
+784 is Fashion-MNIST's image width (``IMAGE_SIZE``, the default); ``image_size`` gives a model
+of another width w (w -> h -> w, the same names), as the trainer builds for data of w pixels.
 """
 
 from __future__ import annotations

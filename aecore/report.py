@@ -52,9 +52,9 @@ class Run:
     info: dict  # config.json
     summary: dict | None  # summary.json (None: no epoch finished yet)
     metrics: list[dict]  # metrics.csv rows
-    originals: np.ndarray | None = None  # (10, 784) uint8
+    originals: np.ndarray | None = None  # (10, w) uint8, w the image width (784)
     labels: np.ndarray | None = None  # (10,)
-    recons: dict[int, np.ndarray] = field(default_factory=dict)  # epoch -> (10, 784) float32
+    recons: dict[int, np.ndarray] = field(default_factory=dict)  # epoch -> (10, w) float32
     label: str = ""  # legend / axis label, set by label_runs
 
     @property

@@ -7,7 +7,8 @@ One directory per training run (``runs/h256-adam`` with the defaults: ``run_name
     metrics.csv             epoch,train_loss,val_loss,seconds,samples_per_s  (one row per epoch)
                             (+ test_loss with track_test)
     summary.json            final losses, best epoch, status (complete / interrupted / diverged)
-    reconstructions.npz     originals (10, 784) uint8, labels, test indices, epoch_<e> (10, 784) f32
+    reconstructions.npz     originals (10, w) uint8, labels, test indices, epoch_<e> (10, w) f32
+                            (w: the image width, 784 for Fashion-MNIST; config.json's image_size)
     model.safetensors       "0.weight" "0.bias" "2.weight" "2.bias" (float32, PyTorch's names)
     checkpoint.safetensors  parameters + optimizer buffers + resume state (see aecore.checkpoint)
 
@@ -28,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import IMAGE_SIZE, __version__
+from . import __version__
 from .atomic import atomic_write_text, check_writable, read_json, write_json, write_npz
 from .checkpoint import CHECKPOINT, MODEL, load_checkpoint, save_checkpoint, save_model
 from .config import TrainConfig
@@ -128,9 +129,9 @@ def prepare_run_dir(run_dir, overwrite: bool = False) -> Path:
 class Reconstructions:
     """reconstructions.npz: the fixed test images and their reconstructions at saved epochs."""
 
-    originals: np.ndarray | None  # (10, 784) uint8
+    originals: np.ndarray | None  # (10, w) uint8, w the image width
     labels: np.ndarray | None  # (10,)
-    by_epoch: dict[int, np.ndarray]  # epoch -> (10, 784) float32
+    by_epoch: dict[int, np.ndarray]  # epoch -> (10, w) float32
 
 
 def peak_rss_mib():
@@ -244,10 +245,15 @@ class RunDir:
                 raise CheckpointError(f"{self.path} holds a run with {name}={have!r}, not "
                                       f"{want!r}{why}")
 
-    def resume_checkpoint(self, config: TrainConfig):
-        """The checkpoint that ``config`` continues: same RESUME_FIXED settings, and epochs
-        left to train. Anything else is a one-line CheckpointError."""
+    def resume_checkpoint(self, config: TrainConfig, image_size: int | None = None):
+        """The checkpoint that ``config`` continues: same RESUME_FIXED settings, epochs left to
+        train, and (when given) images of ``image_size`` pixels, the data's. Anything else is
+        a one-line CheckpointError."""
         ckpt = load_checkpoint(self.file(CHECKPOINT), config.hidden, config.optim().state_names())
+        if image_size is not None and ckpt.image_size != image_size:
+            raise CheckpointError(
+                f"{self.path}: the run was trained on images of {ckpt.image_size} pixels, the "
+                f"data given has {image_size}; cannot resume it on other data")
         saved = _config_from(ckpt.state, self.path, "checkpoint has no usable config")
         self.check_same_settings(config, saved, "; cannot resume with a change")
         done = ckpt.state["epoch"]
@@ -266,11 +272,14 @@ class RunDir:
 
     # writing (each file atomically) -----------------------------------------------------------
     def write_config(self, config: TrainConfig, device: str, data, n_train: int, train_crc: int,
-                     resumed_from=None) -> None:
+                     resumed_from=None, image_size: int | None = None) -> None:
+        """config.json; ``image_size``: pixels per image (default: the training images')."""
         path = getattr(data, "path", None)
+        if image_size is None:
+            image_size = int(data.train.images.shape[1])
         write_json(self.file(CONFIG), {
             "config": config.to_dict(), "aecore_version": __version__, "device": device,
-            "params": param_count(config.hidden), "image_size": IMAGE_SIZE,
+            "params": param_count(config.hidden, image_size), "image_size": image_size,
             "data": {"source": str(getattr(data, "source", "")),
                      "dir": str(Path(path).absolute()) if path else "",  # found by --resume
                      "train_images": n_train, "val_images": int(data.val.images.shape[0]),
@@ -278,10 +287,12 @@ class RunDir:
             "kernels": kernel_settings(device), "resumed_from": resumed_from})
 
     def write_summary(self, config: TrainConfig, metrics: list[dict], status: str, device: str,
-                      wall_time_s: float, test_loss=None, extra=None) -> dict:
+                      wall_time_s: float, test_loss=None, extra=None, *,
+                      image_size: int) -> dict:
+        """summary.json; ``image_size``: pixels per image (its params count)."""
         best = min(metrics, key=lambda r: r["val_loss"]) if metrics else None
         s = {
-            "hidden": config.hidden, "params": param_count(config.hidden),
+            "hidden": config.hidden, "params": param_count(config.hidden, image_size),
             "epochs": config.epochs, "epochs_done": len(metrics), "status": status,
             "train_loss": metrics[-1]["train_loss"] if metrics else None,
             "val_loss": metrics[-1]["val_loss"] if metrics else None,

@@ -136,7 +136,8 @@ def time_per_sample(config: TrainConfig, train_images, val_images, device: str,
     engine, with a fresh model; no run is touched."""
     b = config.batch_size
     n = min(len(train_images), warm_batches * b)
-    eng = devices.make_engine(device, init_params(config.hidden, config.seed, config.slope),
+    params = init_params(config.hidden, config.seed, config.slope, np.shape(train_images)[1])
+    eng = devices.make_engine(device, params,
                               config.optim(), b, config.slope, cpu_split=config.cpu_split,
                               cpu_team=config.cpu_team, cuda_path=cuda_path.resolve(config),
                               activation=config.activation, loss=config.loss)

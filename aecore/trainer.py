@@ -29,11 +29,10 @@ from pathlib import Path
 
 import numpy as np
 
-from . import IMAGE_SIZE
 from . import cuda_path, devices, runs
 from .config import TrainConfig, config_problems
-from .errors import (AecoreError, CheckpointError, DeviceError, DivergenceError, RunWriteError,
-                     TrainingInterrupted)
+from .errors import (AecoreError, CheckpointError, DataError, DeviceError, DivergenceError,
+                     RunWriteError, TrainingInterrupted)
 from .model import init_params
 from .progress import Progress
 from .stop import StopSignals
@@ -57,6 +56,21 @@ def recon_images(test_images, test_labels):
     return idx, np.ascontiguousarray(test_images[idx]), np.asarray(test_labels[idx], np.uint8)
 
 
+def image_width(data) -> int:
+    """Pixels per image in ``data``'s splits (784 for Fashion-MNIST): the model's input and
+    output width. Splits that are not (n, pixels) arrays of one width: a one-line DataError."""
+    widths = {}
+    for name in ("train", "val", "test"):
+        shape = np.shape(getattr(data, name).images)
+        if len(shape) != 2 or shape[1] < 1:
+            raise DataError(f"the {name} images have shape {shape}, expected (n, pixels)")
+        widths[name] = int(shape[1])
+    if len(set(widths.values())) > 1:
+        raise DataError("the splits' images differ in width ("
+                        + ", ".join(f"{k} {w} pixels" for k, w in widths.items()) + ")")
+    return widths["train"]
+
+
 def _is_oom(e: BaseException) -> bool:
     text = f"{type(e).__name__} {e}".upper()
     return "OUT_OF_MEMORY" in text or "OUTOFMEMORY" in text or "OUT OF MEMORY" in text
@@ -70,8 +84,9 @@ def _crc(images) -> int:
 
 class _Run:
     def __init__(self, config: TrainConfig, run_dir: Path, data, progress: bool,
-                 label: str | None = None, bar: bool = True):
+                 label: str | None = None, bar: bool = True, *, image_size: int):
         self.config, self.dir, self.data = config, run_dir, data
+        self.image_size = image_size  # pixels per image: the model's width
         train = data.train.images if config.limit is None else data.train.images[: config.limit]
         self.train_images = np.ascontiguousarray(train)
         self.n = int(self.train_images.shape[0])
@@ -91,7 +106,8 @@ class _Run:
 
     # files ----------------------------------------------------------------------------------
     def write_config(self, device, resumed_from=None):
-        self.rd.write_config(self.config, device, self.data, self.n, self.train_crc, resumed_from)
+        self.rd.write_config(self.config, device, self.data, self.n, self.train_crc, resumed_from,
+                             self.image_size)
 
     def write_recons(self):
         self.rd.write_reconstructions(self.recon_orig, self.recon_labels, self.recon_idx,
@@ -108,7 +124,7 @@ class _Run:
     def summary(self, status, device, test_loss=None, extra=None):
         return self.rd.write_summary(self.config, self.metrics, status, device,
                                      self.wall_before + time.perf_counter() - self.t_start,
-                                     test_loss, extra)
+                                     test_loss, extra, image_size=self.image_size)
 
     def state(self, engine, epoch_done, position, rng_state, loss_sum, seconds, chunk) -> dict:
         """The checkpoint's training state (the weights and optimizer buffers go beside it)."""
@@ -189,8 +205,9 @@ def train(config: TrainConfig, run_dir, data, resume: bool = False, progress: bo
           progress_bar: bool = True, on_epoch=None, engine_factory=None) -> dict:
     """Train (or, with ``resume``, continue) the run in ``run_dir``; returns the summary dict.
 
-    ``data``: an object with ``.train/.val/.test`` splits (``.images`` uint8 (n, 784),
-    ``.labels``), as ``aecore.data.load_fashion_mnist`` returns. ``on_chunk(epoch, position)``
+    ``data``: an object with ``.train/.val/.test`` splits (``.images`` uint8 (n, w),
+    ``.labels``), as ``aecore.data.load_fashion_mnist`` returns (w = 784; the model is
+    w -> h -> w for any width w the splits share, and a resume needs the checkpoint's w). ``on_chunk(epoch, position)``
     is called after every chunk of about ``chunk_samples`` samples (tests use it);
     ``on_epoch(row)`` after every epoch, once its files are saved if they are saved that epoch
     (``row``: metrics.csv's columns; ``aecore sweep`` reports it to Ray Tune).
@@ -235,13 +252,14 @@ def _train(config, run_dir, data, resume, progress, overwrite, fallback_cpu, on_
            chunk_samples, checkpoint_every, signals, label, progress_bar, on_epoch,
            engine_factory) -> dict:
     ckpt = None
+    width = image_width(data)  # before anything in run_dir is read or changed
     if resume:
-        ckpt = runs.RunDir(run_dir).resume_checkpoint(config)
+        ckpt = runs.RunDir(run_dir).resume_checkpoint(config, width)
         runs.check_writable(run_dir)
     else:
         runs.prepare_run_dir(run_dir, overwrite)
 
-    run = _Run(config, run_dir, data, progress, label, progress_bar)
+    run = _Run(config, run_dir, data, progress, label, progress_bar, image_size=width)
     run.train_crc = _crc(run.train_images)
     n = run.n
     if n < 1 or config.batch_size > n:
@@ -249,7 +267,8 @@ def _train(config, run_dir, data, resume, progress, overwrite, fallback_cpu, on_
     schedule = config.schedule(n)  # the rate of every step: a function of the step alone
 
     if ckpt is None:
-        params, opt_state, step = init_params(config.hidden, config.seed, config.slope), None, 0
+        params, opt_state, step = init_params(config.hidden, config.seed, config.slope,
+                                              width), None, 0
         rng = np.random.default_rng([config.seed, 1])
         epoch0, position, loss_sum, seconds0 = 0, 0, 0.0, 0.0
         chunk = max(1, chunk_samples // config.batch_size) * config.batch_size
@@ -305,7 +324,7 @@ def _train(config, run_dir, data, resume, progress, overwrite, fallback_cpu, on_
                 loss_sum = _add_losses(run, device, epoch, parts, loss_sum, pos, stop)
                 pos = stop
                 elapsed = seconds0 + time.perf_counter() - t0
-                run.progress.chunk(epoch, pos, loss_sum / (pos * IMAGE_SIZE),
+                run.progress.chunk(epoch, pos, loss_sum / (pos * width),
                                    (pos - position) / max(time.perf_counter() - t0, 1e-9))
                 if on_chunk is not None:
                     on_chunk(epoch, pos)
@@ -319,7 +338,7 @@ def _train(config, run_dir, data, resume, progress, overwrite, fallback_cpu, on_
                         f"interrupted by {sig.received} in epoch {epoch} after {pos} of {n} "
                         f"samples; checkpoint saved in {run_dir}", run_dir, epoch, pos)
             seconds = seconds0 + time.perf_counter() - t0
-            train_loss = loss_sum / (n * IMAGE_SIZE)
+            train_loss = loss_sum / (n * width)  # per pixel
             # val_loss is always the MSE (runs with different losses compare on it); the
             # trained loss too, as val_<loss>, when it is not mse. train_loss: the trained loss.
             val_trained, val_loss = eng.evaluate_losses(h_val)

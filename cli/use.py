@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from aecore import __version__, atomic, blas_info, runs
+from aecore import IMAGE_SIZE, __version__, atomic, blas_info, runs
 from aecore.checkpoint import activation_of, load_weights, loss_of, slope_of
 from aecore.config import TrainConfig
 from aecore.devices import make_engine
@@ -35,7 +35,7 @@ class _Model:
     """Weights + engine + the data split, as the commands need them."""
 
     def __init__(self, ckpt, device, data_dir, split):
-        self.weights = load_weights(ckpt)
+        self.weights = load_weights(ckpt, IMAGE_SIZE)  # the commands' data: Fashion-MNIST
         self.path = self.weights.path
         _note_if_incomplete(self.path.parent)
         self.slope = slope_of(self.weights)
@@ -126,7 +126,7 @@ def reconstruct(ckpt, out, device, data_dir):
 
 
 def grid_image(orig, recon, titles, fmt="png", title=None) -> bytes:
-    from aecore.figures import pyplot
+    from aecore.figures import image_shape, pyplot
 
     plt = pyplot()
 
@@ -135,7 +135,8 @@ def grid_image(orig, recon, titles, fmt="png", title=None) -> bytes:
     for j in range(n):
         for i, img in enumerate((orig[j] / 255.0, recon[j])):
             ax = axes[i][j]
-            ax.imshow(np.asarray(img, np.float32).reshape(28, 28), cmap="gray", vmin=0, vmax=1)
+            img = np.asarray(img, np.float32).reshape(-1)
+            ax.imshow(img.reshape(image_shape(img.size)), cmap="gray", vmin=0, vmax=1)
             ax.set_xticks([])
             ax.set_yticks([])
         axes[0][j].set_title(titles[j], fontsize=8)

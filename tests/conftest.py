@@ -16,7 +16,7 @@ CLASS_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
 
 @dataclass
 class Split:
-    images: np.ndarray  # (n, 784) uint8
+    images: np.ndarray  # (n, pixels) uint8: 784 unless a test asks for smaller images
     labels: np.ndarray  # (n,) uint8
 
 
@@ -29,9 +29,10 @@ class SyntheticData:
     class_names: tuple = CLASS_NAMES
 
 
-def make_split(n: int, rng) -> Split:
-    """Images with per-class structure (a class template plus noise), so a model can learn."""
-    yy, xx = np.mgrid[0:28, 0:28] / 27.0
+def make_split(n: int, rng, side: int = 28) -> Split:
+    """Images with per-class structure (a class template plus noise), so a model can learn;
+    ``side`` x ``side`` pixels (28: Fashion-MNIST's 784)."""
+    yy, xx = np.mgrid[0:side, 0:side] / (side - 1.0)
     templates = []
     for c in range(10):
         a, b = np.cos(c), np.sin(c)
@@ -39,13 +40,16 @@ def make_split(n: int, rng) -> Split:
         templates.append(t.reshape(-1))
     labels = (np.arange(n) % 10).astype(np.uint8)
     rng.shuffle(labels)
-    imgs = np.stack([templates[c] for c in labels]) + 0.15 * rng.standard_normal((n, 784))
+    imgs = np.stack([templates[c] for c in labels]) + 0.15 * rng.standard_normal((n, side * side))
     return Split(np.clip(imgs * 255, 0, 255).astype(np.uint8), labels)
 
 
-def synthetic_data(n_train=384, n_val=96, n_test=64, seed=0) -> SyntheticData:
+def synthetic_data(n_train=384, n_val=96, n_test=64, seed=0, side=28) -> SyntheticData:
+    """Fashion-MNIST-like splits of ``side`` x ``side`` images: 28 (784 pixels) by default;
+    a smaller side (7: 49 pixels) keeps the CUDA simulator's steps short where the width
+    does not matter to what a test checks."""
     rng = np.random.default_rng(seed)
-    return SyntheticData(make_split(n_train, rng), make_split(n_val, rng), make_split(n_test, rng))
+    return SyntheticData(*(make_split(n, rng, side) for n in (n_train, n_val, n_test)))
 
 
 @pytest.fixture(scope="session")

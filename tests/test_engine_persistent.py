@@ -7,8 +7,9 @@ what the persistent kernel does not train).
 
 In the simulator (a cooperative grid is one block there) a step of the 784-pixel model takes
 seconds, and so does each evaluation, so the trainer-level runs are tiny and trained once per
-path: 16 images, batch 8, one epoch in two chunks of one step; the eager reference is computed
-once for the module. Every schedule (onecycle needs 4 steps, warm-up 2 epochs: too long here)
+path: 16 images of 7 x 7 pixels (49: the trainer takes the width from the data; nothing here
+depends on 784, which tests/test_engine_cuda.py's trainer run keeps covered), batch 8, one epoch
+in two chunks of one step; the eager reference is computed once for the module. Every schedule (onecycle needs 4 steps, warm-up 2 epochs: too long here)
 and warm-up for every optimizer, stopped and resumed mid-epoch, is checked at the engine level
 on a 24-pixel model (tests/test_persistent_schedules.py).
 """
@@ -40,7 +41,7 @@ OPTIONS = dict(chunk_samples=8, progress=False, checkpoint_every=0.0)
 
 
 def _data():
-    return synthetic_data(n_train=16, n_val=8, n_test=8)
+    return synthetic_data(n_train=16, n_val=8, n_test=8, side=7)
 
 
 def _plan(out, path, action="train"):
@@ -126,8 +127,8 @@ def test_a_group_stopped_by_ctrl_c_mid_schedule_resumes_to_each_run_trained_alon
     for o, d, s in zip(out, *eager):
         _same_run(o.run.dir, d)
         _same_losses([o.summary["test_loss"]], [s["test_loss"]])
-        config = json.loads((o.run.dir / runs.CONFIG).read_text())["config"]
-        assert config["cuda_path"] == "persistent"
+        info = json.loads((o.run.dir / runs.CONFIG).read_text())
+        assert info["config"]["cuda_path"] == "persistent" and info["image_size"] == 49
 
 
 # --- the option -------------------------------------------------------------------------------
