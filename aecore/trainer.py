@@ -207,8 +207,9 @@ def train(config: TrainConfig, run_dir, data, resume: bool = False, progress: bo
 
     ``data``: an object with ``.train/.val/.test`` splits (``.images`` uint8 (n, w),
     ``.labels``), as ``aecore.data.load_fashion_mnist`` returns (w = 784; the model is
-    w -> h -> w for any width w the splits share, and a resume needs the checkpoint's w). ``on_chunk(epoch, position)``
-    is called after every chunk of about ``chunk_samples`` samples (tests use it);
+    w -> h -> w for any width w the splits share, and a resume needs the checkpoint's w).
+    ``on_chunk(epoch, position)`` is called after every chunk of about ``chunk_samples``
+    samples (tests use it);
     ``on_epoch(row)`` after every epoch, once its files are saved if they are saved that epoch
     (``row``: metrics.csv's columns; ``aecore sweep`` reports it to Ray Tune).
     ``checkpoint_every``: seconds between saves of the run's files (module docstring).
