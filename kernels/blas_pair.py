@@ -142,7 +142,8 @@ def describe() -> str:
     n = blas_threads()
     if n < 2:
         return "on the calling thread (BLAS runs on 1 thread)"
-    return f"split by batch rows: calling thread + OpenBLAS's second thread ({n} BLAS threads)"
+    return (f"split by batch rows: calling thread + OpenBLAS's second thread ({n} BLAS "
+            "threads); each half also gathers half of the next batch")
 
 
 @njit(cache=True, nogil=True, inline="always")
