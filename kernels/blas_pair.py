@@ -156,10 +156,10 @@ def _half_rows(count, second):
 @njit(cache=True, nogil=True)
 def sigmoid_loss_half(blk, loss):
     """One half's rows of ``bias_sigmoid_loss_`` from its block, row by row, each followed by
-    the gather of one of this half's rows of the next batch (while the epilogue computes, the
-    row AHEAD rows on loads); writes (loss sum, squared-error sum) to blk[OUT_PTR] and the
-    thread it ran on to blk[THREAD]. Row by row is the whole-half call's arithmetic: every
-    row's sums are its own, added in row order."""
+    the gather of one of this half's rows of the next batch (the row AHEAD rows further on is
+    prefetched, so its loads overlap the epilogue's arithmetic); writes (loss sum,
+    squared-error sum) to blk[OUT_PTR] and the thread it ran on to blk[THREAD]. Row by row is
+    the whole-half call's arithmetic: every row's sums are its own, added in row order."""
     loss = literally(loss)
     mxcsr = flush_denormals_on()  # the caller's FTZ | DAZ, on whichever thread this runs
     n, r0, r1 = blk[COLS], blk[ROW0], blk[ROW1]
