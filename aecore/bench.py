@@ -9,11 +9,16 @@ order, plain SGD:
 * PyTorch eager on the same device, when torch is installed (and has that device).
 
 Each time is the median of ``repeats`` runs after one warm-up run (compilation, caches and
-allocation stay out of it). aecore and the floor are timed in turn, round after round, so that
-a slow or fast phase of a shared host falls on both and their ratio compares like with like;
-PyTorch is timed after them, on its own: its OpenMP threads keep spinning for a while after
-each call and slow the aecore run that follows (bench/RESULTS.md, "how `aecore bench` times").
-GFLOP/s counts the five products only (``baselines.step_flops``).
+allocation stay out of it). aecore and the floor are timed in turn, round after round, and
+"x floor" is the median of the rounds' own ratios, so that a slow or fast phase of a shared host
+falls on both sides of each ratio; PyTorch is timed after them, on its own: its OpenMP threads
+keep spinning for a while after each call and slow the aecore run that follows
+(bench/RESULTS.md, "how `aecore bench` times"). GFLOP/s counts the five products only
+(``baselines.step_flops``).
+
+On a virtual machine the hypervisor may run other guests on this one's cores ("steal" time);
+each row records the share of its CPU time that was stolen (Linux's /proc/stat), so a reader can
+tell a noisy row from a slow engine.
 """
 
 from __future__ import annotations
@@ -48,11 +53,18 @@ class BenchRow:
     # numba's disk cache), first-touch allocation (a CUDA graph is recorded later, on the 2nd)
     first_run_extra_s: float | None = None
     variant: str = ""  # CPU: "split" / "team" for CpuEngine(split / team=True), "" the default
+    # aecore time / GEMM-floor time (1.0 = no cost beyond the products): the median of the
+    # rounds' own ratios; None: seconds / floor_seconds
+    floor_ratio: float | None = None
+    # the share of the CPU time stolen by the hypervisor while the row was timed (None: unknown)
+    steal: float | None = None
+    # the x torch this row would have if the five products ran at the CPU's FMA peak (the
+    # lowest any CPU engine can reach here); set by ``peak_line``
+    torch_ratio_at_peak: float | None = None
 
-    @property
-    def floor_ratio(self):
-        """aecore time / GEMM-floor time (1.0 = no cost beyond the products)."""
-        return self.seconds / self.floor_seconds if self.floor_seconds else None
+    def __post_init__(self):
+        if self.floor_ratio is None and self.floor_seconds:
+            self.floor_ratio = self.seconds / self.floor_seconds
 
     @property
     def torch_ratio(self):
@@ -60,12 +72,32 @@ class BenchRow:
         return self.seconds / self.torch_seconds if self.torch_seconds else None
 
     def to_dict(self):
-        return {**asdict(self), "floor_ratio": self.floor_ratio, "torch_ratio": self.torch_ratio}
+        return {**asdict(self), "torch_ratio": self.torch_ratio}
 
 
-def _median_times(fns, repeats: int, warmups) -> list:
-    """Median seconds of each function in ``fns`` (None: not timed), timed in turn for
-    ``repeats`` rounds after ``warmups[i]`` untimed calls of each (compilation, first-touch
+def cpu_times() -> list[int] | None:
+    """The whole machine's CPU time counters (Linux /proc/stat's "cpu" line: user, nice,
+    system, idle, iowait, irq, softirq, steal, ...), or None where there is no such file."""
+    try:
+        with open("/proc/stat") as f:
+            return [int(v) for v in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+
+
+def steal_share(before, after) -> float | None:
+    """The share of the CPU time between two ``cpu_times()`` readings that the hypervisor gave
+    to other guests (steal), or None without both readings."""
+    if not before or not after or len(before) < 8 or len(after) < 8:
+        return None
+    d = [b - a for a, b in zip(before, after)]
+    total = sum(d[:8])  # guest time (fields 9, 10) is already counted in user and nice
+    return d[7] / total if total > 0 else None
+
+
+def _round_times(fns, repeats: int, warmups) -> list:
+    """Seconds of each of ``repeats`` rounds for each function in ``fns`` (None: not timed),
+    timed in turn after ``warmups[i]`` untimed calls of each (compilation, first-touch
     allocation, cuBLAS handles, graph recording)."""
     live = [i for i, fn in enumerate(fns) if fn is not None]
     for i in live:
@@ -77,7 +109,16 @@ def _median_times(fns, repeats: int, warmups) -> list:
             t = time.perf_counter()
             fns[i]()
             times[i].append(time.perf_counter() - t)
-    return [statistics.median(times[i]) if i in times else None for i in range(len(fns))]
+    return [times.get(i) for i in range(len(fns))]
+
+
+def _median(ts):
+    return statistics.median(ts) if ts else None
+
+
+def _round_ratio(ts, base):
+    """The median over rounds of ts[r] / base[r] (None without a base)."""
+    return statistics.median(t / b for t, b in zip(ts, base)) if base else None
 
 
 def _engine_fn(engine, images, perm):
@@ -153,15 +194,21 @@ def bench_one(device, hidden, batch, images, samples, repeats, with_torch=True,
     else:
         floor_fn = _cuda_floor_fn(hidden, batch, samples)
     torch_fn = _torch_fn(device, params, opt, batch, images, perm) if with_torch else None
+    before = cpu_times()
     # CUDA: the engine records its CUDA graph on the second run of the same samples
-    *t_ae, t_floor = _median_times([*fns, floor_fn], repeats,
-                                   [1 if device == "cuda" else 0] * len(fns) + [1])
-    t_torch, = _median_times([torch_fn], repeats, [1])
-    return [BenchRow(device, hidden, batch, samples, t, samples / t,
-                     step_flops(samples, hidden) / t / 1e9, t_floor, t_torch,
-                     max(first - t, 0.0),
-                     var or (cuda_path if device == "cuda" and cuda_path != "graphs" else ""))
-            for var, t, first in zip(variants, t_ae, firsts)]
+    *r_ae, r_floor = _round_times([*fns, floor_fn], repeats,
+                                  [1 if device == "cuda" else 0] * len(fns) + [1])
+    t_torch = _median(_round_times([torch_fn], repeats, [1])[0])
+    steal = steal_share(before, cpu_times())
+    rows = []
+    for var, ts, first in zip(variants, r_ae, firsts):
+        t = _median(ts)
+        rows.append(BenchRow(
+            device, hidden, batch, samples, t, samples / t, step_flops(samples, hidden) / t / 1e9,
+            _median(r_floor), t_torch, max(first - t, 0.0),
+            var or (cuda_path if device == "cuda" and cuda_path != "graphs" else ""),
+            floor_ratio=_round_ratio(ts, r_floor), steal=steal))
+    return rows
 
 
 def format_table(rows) -> str:
@@ -191,8 +238,10 @@ def cpu_peaks(threads: int, seconds: float = 0.1) -> dict[int, float]:
 
 
 def peak_line(rows, peaks: dict[int, float], threads: int) -> tuple[str, float | None]:
-    """The sentence about the best CPU row against the FMA peak on ``threads`` threads (the
-    threads BLAS ran on), and that fraction (None without CPU rows)."""
+    """The sentences about the CPU rows against the FMA peak on ``threads`` threads (the threads
+    BLAS ran on): the best row's fraction of it, which that function also returns (None without
+    CPU rows), and, where PyTorch was timed, the lowest x torch the peak allows, which it also
+    sets on each row (``torch_ratio_at_peak``)."""
     cpu = [r for r in rows if r.device == "cpu"]
     line = "CPU FMA peak (kernels/fma_peak.py): " + ", ".join(
         f"{t} thread{'s' if t > 1 else ''} {g:,.0f} GFLOP/s" for t, g in peaks.items())
@@ -201,8 +250,28 @@ def peak_line(rows, peaks: dict[int, float], threads: int) -> tuple[str, float |
     best = max(cpu, key=lambda r: r.gflops)
     frac = best.gflops / peaks[threads]
     var = f", {best.variant}" if best.variant else ""
-    return (line + f"; best row (h={best.hidden}, B={best.batch}{var}) {best.gflops:,.0f} GFLOP/s = "
-            f"{frac:.0%} of the {threads}-thread peak"), frac
+    line += (f"; best row (h={best.hidden}, B={best.batch}{var}) {best.gflops:,.0f} GFLOP/s = "
+             f"{frac:.0%} of the {threads}-thread peak")
+    timed = [r for r in cpu if r.torch_seconds and not r.variant]
+    for r in timed:  # the five products alone at the peak, over PyTorch's time
+        r.torch_ratio_at_peak = step_flops(r.samples, r.hidden) / (peaks[threads] * 1e9) \
+            / r.torch_seconds
+    if timed:
+        line += ("\nlowest x torch at that peak (the five products alone at "
+                 f"{peaks[threads]:,.0f} GFLOP/s): " + ", ".join(
+                     f"h={r.hidden} B={r.batch} {r.torch_ratio_at_peak:.2f}" for r in timed))
+    return line, frac
+
+
+def steal_line(rows) -> str | None:
+    """A warning when the hypervisor took more than 2% of the CPU time during some row."""
+    stolen = [r.steal for r in rows if r.steal is not None]
+    if not stolen or max(stolen) <= 0.02:
+        return None
+    lo, hi = f"{min(stolen):.0%}", f"{max(stolen):.0%}"
+    return (f"note: the hypervisor took {lo if lo == hi else lo + '-' + hi} of this machine's "
+            "CPU time during the rows (steal, /proc/stat; per row in bench.json): other guests "
+            "share these cores, so the rows vary from run to run")
 
 
 def write_json(rows, path, meta):

@@ -133,6 +133,9 @@ def bench(ctx, devices, hidden, batches, samples, repeats, with_torch, cpu_split
         peaks = B.cpu_peaks(threads)
         line, frac = B.peak_line(rows, peaks, threads)
         click.echo(line)
+    stolen = B.steal_line(rows)
+    if stolen:
+        click.echo(stolen)
     meta = {"date": datetime.datetime.now().isoformat(timespec="seconds"),
             "machine": f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} cpus",
             "samples": samples, "repeats": repeats, "cpu_split": cpu_split,
