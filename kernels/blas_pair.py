@@ -35,7 +35,7 @@ from numba import carray, cfunc, literally, njit, types
 from numba.extending import get_cython_function_address, intrinsic
 
 from .cpu import gather_row, prefetch_row
-from .cpu_math import _as_float32
+from .cpu_math import _as_float32, wide_vectors
 from .cpu_output import bias_sigmoid_loss_
 from .blas import gemm
 from .ftz import flush_denormals_on, restore
@@ -161,6 +161,7 @@ def sigmoid_loss_half(blk, loss):
     squared-error sum) to blk[OUT_PTR] and the thread it ran on to blk[THREAD]. Row by row is
     the whole-half call's arithmetic: every row's sums are its own, added in row order."""
     loss = literally(loss)
+    wide_vectors()  # for the gather rows inlined here
     mxcsr = flush_denormals_on()  # the caller's FTZ | DAZ, on whichever thread this runs
     n, r0, r1 = blk[COLS], blk[ROW0], blk[ROW1]
     rows = r1 - r0

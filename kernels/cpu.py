@@ -26,7 +26,7 @@ from numba.extending import intrinsic
 
 from .blas import gemm
 from .cpu_math import (_FAST, _FLT_MIN, _as_float32, _exp_neg, _exp_neg32,  # noqa: F401
-                       _sigmoid, _sigmoid32_and_slope, to_float, unit)
+                       _sigmoid, _sigmoid32_and_slope, to_float, unit, wide_vectors)
 from .optim import OPT_ADAM, OPT_NESTEROV, OPT_SGD, HyperParams
 # kernels 1-4 (the products with an activation or a loss epilogue), re-exported
 from .cpu_hidden import (LEAKY_RELU, activation_grad_, backward_activation,  # noqa: F401
@@ -48,6 +48,7 @@ def gather_row(src, out):
 @njit(**_FAST)
 def gather_rows(X, idx, out):
     """out[i] <- X[idx[i]] as float32 (the batch gather; uint8 pixels scaled by 1/255)."""
+    wide_vectors()
     for i in range(idx.shape[0]):
         gather_row(X[idx[i]], out[i])
 
@@ -95,6 +96,7 @@ def prefetch_rows(X, idx):
 @njit(**_FAST)
 def column_sums(dZ, out, alpha, beta):
     """out <- beta * out + alpha * dZ.sum(axis=0), accumulated in float64."""
+    wide_vectors()
     acc = np.zeros(dZ.shape[1], np.float64)
     for i in range(dZ.shape[0]):
         for j in range(dZ.shape[1]):
@@ -152,6 +154,7 @@ def _ftz(x):
 @njit(**_FAST)
 def sgd_update(W, G, lr, momentum, nesterov, V):
     """In place, torch.optim.SGD semantics (see reference.sgd_update). V is unused if momentum=0."""
+    wide_vectors()
     w = W.reshape(-1)
     g = G.reshape(-1)
     v = V.reshape(-1)
@@ -175,6 +178,7 @@ def sgd_update(W, G, lr, momentum, nesterov, V):
 @njit(**_FAST)
 def adam_update(W, G, M, V, lr, t, beta1, beta2, eps):
     """In place, torch.optim.Adam semantics at step t >= 1 (see reference.adam_update)."""
+    wide_vectors()
     w = W.reshape(-1)
     g = G.reshape(-1)
     m = M.reshape(-1)

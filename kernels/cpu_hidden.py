@@ -18,7 +18,7 @@ from numba import literally, njit
 
 from .activations_cpu import backward, code, forward, keeps_preactivation
 from .blas import gemm
-from .cpu_math import _FAST, _as_float32
+from .cpu_math import _FAST, _as_float32, wide_vectors
 
 LEAKY_RELU = code("leaky_relu")
 
@@ -27,6 +27,7 @@ LEAKY_RELU = code("leaky_relu")
 @njit(**_FAST)
 def bias_activation_(Z, b, slope, act, Zpre):
     """Epilogue of kernel 1, in place: Z <- f(Z + b), f activation number ``act``."""
+    wide_vectors()
     for i in range(Z.shape[0]):
         for j in range(Z.shape[1]):
             z = Z[i, j] + b[j]
@@ -60,6 +61,7 @@ def activation_grad_(dH, H, Zpre, slope, colsum, act):
     """Epilogue of the dH product, in place: dH <- dH * f'(Z), read off H (and Zpre where the
     activation keeps it). When ``colsum`` (float64, (K,)) has elements, dH's column sums are
     added to it."""
+    wide_vectors()
     sum_cols = colsum.shape[0] > 0
     for i in range(dH.shape[0]):
         g = dH[i]

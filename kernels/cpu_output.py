@@ -15,7 +15,8 @@ import numpy as np
 from numba import literally, njit
 
 from .blas import gemm
-from .cpu_math import _FAST, _FLT_MIN, _as_float32, _sigmoid, _sigmoid32_and_slope, unit
+from .cpu_math import (_FAST, _FLT_MIN, _as_float32, _sigmoid, _sigmoid32_and_slope, unit,
+                       wide_vectors)
 from .losses_cpu import code, eval_terms, grad_factor, point, sums_squared_error
 
 MSE = code("mse")
@@ -24,6 +25,7 @@ MSE = code("mse")
 @njit(**_FAST)
 def bias_sigmoid_(Z, b):
     """Epilogue of kernel 2, in place: Z <- sigmoid(Z + b)."""
+    wide_vectors()
     for i in range(Z.shape[0]):
         for j in range(Z.shape[1]):
             Z[i, j] = _sigmoid(np.float64(Z[i, j] + b[j]))
@@ -46,6 +48,7 @@ def bias_sigmoid_loss_(Z, b, T, scale, Y, colsum, loss):
     The inner loop has no branches, so it vectorizes; the optional outputs are extra passes
     over the row just written, which is still in L1.
     """
+    wide_vectors()
     write_y = Y.shape[0] > 0
     sum_cols = colsum.shape[0] > 0
     s32 = np.float32(scale)
@@ -114,6 +117,7 @@ def linear_sigmoid_mse(H, W, b, T, dZ, Y=None, colsum=None):
 @njit(**_FAST)
 def bias_sigmoid_eval_(Z, b, T, loss):
     """(loss sum, squared-error sum) of sigmoid(Z + b) against T in float64, writing nothing."""
+    wide_vectors()
     total = 0.0
     total_sq = 0.0
     for i in range(Z.shape[0]):
