@@ -15,7 +15,6 @@ import http.server
 import os
 import socket
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -602,10 +601,8 @@ def _assert_lists_options(msg: str, places: dict) -> None:
 
 
 def test_offline_is_one_clear_error(places, closed_port_url):
-    t = time.perf_counter()
     with pytest.raises(DataError) as exc:
         load_fashion_mnist(**places, files=Synthetic().files, mirror=closed_port_url, val_size=5)
-    assert time.perf_counter() - t < 10
     _assert_lists_options(str(exc.value), places)
     assert closed_port_url in str(exc.value)
     assert leftovers(places["cache_dir"]) == []
@@ -690,14 +687,12 @@ needs_real = pytest.mark.skipif(not REAL_DATA, reason="AECORE_DATA is unset (CI 
 def real():
     if not REAL_DATA:
         pytest.skip("AECORE_DATA is unset")
-    t = time.perf_counter()
-    ds = load_fashion_mnist(REAL_DATA, progress=False)
-    return ds, time.perf_counter() - t
+    return load_fashion_mnist(REAL_DATA, progress=False)
 
 
 @needs_real
-def test_real_data_shapes_balance_and_speed(real):
-    ds, seconds = real
+def test_real_data_shapes_and_balance(real):  # its speed: bench/test_bench_data.py
+    ds = real
     assert ds.path == Path(REAL_DATA) and ds.source == REAL_DATA
     assert (len(ds.train), len(ds.val), len(ds.test)) == (50000, 10000, 10000)
     for s in (ds.train, ds.val, ds.test):
@@ -708,12 +703,11 @@ def test_real_data_shapes_balance_and_speed(real):
     assert np.bincount(ds.test.labels, minlength=10).tolist() == [1000] * 10
     assert ds.class_names == CLASS_NAMES
     assert 0 < ds.train.images.max() <= 255 and ds.train.images.mean() > 50  # real pictures
-    assert seconds < 5, f"loading Fashion-MNIST took {seconds:.2f} s"
 
 
 @needs_real
 def test_real_data_found_through_env_and_split_is_seeded(real, monkeypatch, places):
-    ds, _ = real
+    ds = real
     monkeypatch.setenv("AECORE_DATA", REAL_DATA)
     assert find_data(**places) == Path(REAL_DATA)
     raw_dir = Path(REAL_DATA)
