@@ -9,7 +9,8 @@ order, plain SGD:
 * PyTorch eager on the same device, when torch is installed (and has that device).
 
 Each time is the median of ``repeats`` runs after one warm-up run (compilation, caches and
-allocation stay out of it). aecore and the floor are timed in turn, round after round, and
+allocation stay out of it). aecore and the floor are timed in turn, round after round (on the
+CPU a round is cut into slices of whole batches, and they take turns slice by slice), and
 "x floor" is the median of the rounds' own ratios, so that a slow or fast phase of a shared host
 falls on both sides of each ratio; PyTorch is timed after them, on its own: its OpenMP threads
 keep spinning for a while after each call and slow the aecore run that follows
@@ -95,21 +96,36 @@ def steal_share(before, after) -> float | None:
     return d[7] / total if total > 0 else None
 
 
-def _round_times(fns, repeats: int, warmups) -> list:
+def _round_times(fns, repeats: int, warmups, slices: int = 1) -> list:
     """Seconds of each of ``repeats`` rounds for each function in ``fns`` (None: not timed),
-    timed in turn after ``warmups[i]`` untimed calls of each (compilation, first-touch
-    allocation, cuBLAS handles, graph recording)."""
+    timed in turn after ``warmups[i]`` untimed rounds of each (compilation, first-touch
+    allocation, cuBLAS handles, graph recording). A function takes a slice number: a round is
+    ``slices`` slices, and the functions take turns slice by slice, so a slow or fast phase of
+    the host shorter than a round still falls on all of them."""
     live = [i for i, fn in enumerate(fns) if fn is not None]
     for i in live:
         for _ in range(warmups[i]):
-            fns[i]()
+            for k in range(slices):
+                fns[i](k)
     times = {i: [] for i in live}
     for _ in range(repeats):
+        spent = dict.fromkeys(live, 0.0)
+        for k in range(slices):
+            for i in live:
+                t = time.perf_counter()
+                fns[i](k)
+                spent[i] += time.perf_counter() - t
         for i in live:
-            t = time.perf_counter()
-            fns[i]()
-            times[i].append(time.perf_counter() - t)
+            times[i].append(spent[i])
     return [times.get(i) for i in range(len(fns))]
+
+
+def slice_bounds(samples: int, batch: int, slices: int) -> list[int]:
+    """``slices`` + 1 sample offsets cutting ``samples`` at batch boundaries into at most
+    ``slices`` near-equal parts (every part the same batches as the whole run)."""
+    steps = -(-samples // batch)
+    cuts = sorted({min(round(steps * k / slices) * batch, samples) for k in range(slices + 1)})
+    return cuts
 
 
 def _median(ts):
@@ -121,11 +137,17 @@ def _round_ratio(ts, base):
     return statistics.median(t / b for t, b in zip(ts, base)) if base else None
 
 
-def _engine_fn(engine, images, perm):
+# CPU rounds are cut into this many slices, aecore's and the floor's taking turns (a round of
+# 60,000 samples takes 0.2-3 s here; a shared host's phases are often shorter)
+CPU_SLICES = 10
+
+
+def _engine_fn(engine, images, perm, bounds):
+    """A function of a slice number k: train on perm[bounds[k]:bounds[k + 1]]."""
     data = engine.put(images)
 
-    def fn():
-        engine.train_steps(data, perm, 0, len(perm))
+    def fn(k):
+        engine.train_steps(data, perm, bounds[k], bounds[k + 1])
         engine.take_loss_sum()  # one device->host read: the work is finished when it returns
 
     return fn
@@ -147,7 +169,7 @@ def _cuda_floor_fn(hidden, batch, n):
     G1 = cp.empty((hidden, 784), cp.float32)
     G2 = cp.empty((784, hidden), cp.float32)
 
-    def fn():
+    def fn(k=0):
         for _ in range(0, n, batch):
             cp.matmul(X, W1.T, out=H)
             cp.matmul(H, W2.T, out=Z)
@@ -159,7 +181,7 @@ def _cuda_floor_fn(hidden, batch, n):
     return fn
 
 
-def _torch_fn(device, params, opt, batch, images, perm):
+def _torch_fn(device, params, opt, batch, images, perm):  # one slice: the whole run
     try:
         import torch
     except ImportError:
@@ -167,37 +189,41 @@ def _torch_fn(device, params, opt, batch, images, perm):
     if device == "cuda" and not torch.cuda.is_available():
         return None
     eng = TorchEngine(params, opt, batch, device=device)
-    return _engine_fn(eng, images, perm)
+    return _engine_fn(eng, images, perm, [0, len(perm)])
 
 
 def bench_one(device, hidden, batch, images, samples, repeats, with_torch=True,
               cpu_variants=("",), cuda_path="graphs") -> list[BenchRow]:
     """One row per engine variant (CPU: each of ``cpu_variants``, "" the default path, "split",
     "team"; CUDA: one, launched the ``cuda_path`` way: persistent | graphs | eager), the
-    variants and the floor timed in turn, round after round; PyTorch after them."""
+    variants and the floor timed in turn, round after round (on the CPU slice by slice,
+    ``CPU_SLICES`` a round); PyTorch after them."""
     params = init_params(hidden, seed=0)
     opt = OptimConfig("sgd", lr=0.05)
     perm = np.random.default_rng(0).permutation(images.shape[0])[:samples].astype(np.int64)
     variants = tuple(cpu_variants) if device == "cpu" else ("",)
+    bounds = slice_bounds(samples, batch, CPU_SLICES if device == "cpu" else 1)
     fns, firsts = [], []
     for var in variants:
         t0 = time.perf_counter()
         eng = make_engine(device, params, opt, batch, cpu_split=var == "split",
                           cpu_team=var == "team", cuda_path=cuda_path)
-        fn = _engine_fn(eng, images, perm)
-        fn()  # the first run: compilation (or numba's disk cache), allocation
+        fn = _engine_fn(eng, images, perm, bounds)
+        for k in range(len(bounds) - 1):  # the first run: compilation (or numba's disk
+            fn(k)                         # cache), allocation
         fns.append(fn)
         firsts.append(time.perf_counter() - t0)
     if device == "cpu":
         floor = GemmFloor(hidden, batch)
-        floor_fn = lambda: floor.run(samples)  # noqa: E731
+        floor_fn = lambda k: floor.run(bounds[k + 1] - bounds[k])  # noqa: E731
     else:
         floor_fn = _cuda_floor_fn(hidden, batch, samples)
     torch_fn = _torch_fn(device, params, opt, batch, images, perm) if with_torch else None
     before = cpu_times()
     # CUDA: the engine records its CUDA graph on the second run of the same samples
     *r_ae, r_floor = _round_times([*fns, floor_fn], repeats,
-                                  [1 if device == "cuda" else 0] * len(fns) + [1])
+                                  [1 if device == "cuda" else 0] * len(fns) + [1],
+                                  len(bounds) - 1)
     t_torch = _median(_round_times([torch_fn], repeats, [1])[0])
     steal = steal_share(before, cpu_times())
     rows = []

@@ -138,7 +138,8 @@ def bench(ctx, devices, hidden, batches, samples, repeats, with_torch, cpu_split
         click.echo(stolen)
     meta = {"date": datetime.datetime.now().isoformat(timespec="seconds"),
             "machine": f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} cpus",
-            "samples": samples, "repeats": repeats, "cpu_split": cpu_split,
+            "samples": samples, "repeats": repeats, "cpu_slices": B.CPU_SLICES,
+            "cpu_split": cpu_split,
             "cuda_path": cuda_path,
             "blas": blas,  # threadpoolctl: library, version, kernel, threads, and BLAS_ENV
             "fma_peak_gflops": {str(t): g for t, g in peaks.items()},

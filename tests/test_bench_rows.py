@@ -71,3 +71,23 @@ def test_bench_one_records_round_ratio_and_steal(real_data_dir):
     if sys.platform.startswith("linux"):
         assert 0.0 <= row.steal < 1.0
     assert np.isfinite(row.to_dict()["floor_ratio"])
+
+
+def test_slices_cut_at_batch_boundaries():
+    assert B.slice_bounds(64, 16, 10) == [0, 16, 32, 48, 64]  # never more slices than batches
+    assert B.slice_bounds(100, 16, 3) == [0, 32, 80, 100]  # the last batch is the short one
+    assert B.slice_bounds(60000, 64, 10)[-1] == 60000
+    for bounds in (B.slice_bounds(60000, 64, 10), B.slice_bounds(1000, 7, 10)):
+        assert len(bounds) == 11 and all(b % (64 if bounds[-1] == 60000 else 7) == 0
+                                         for b in bounds[:-1])
+
+
+def test_rounds_take_turns_slice_by_slice():
+    calls = []
+    fns = [lambda k: calls.append(("a", k)), None, lambda k: calls.append(("f", k))]
+    times = B._round_times(fns, 2, [1, 0, 0], slices=3)
+    warm = [("a", 0), ("a", 1), ("a", 2)]
+    turn = [("a", 0), ("f", 0), ("a", 1), ("f", 1), ("a", 2), ("f", 2)]
+    assert calls == warm + turn + turn
+    assert times[1] is None and len(times[0]) == len(times[2]) == 2
+    assert all(t >= 0 for t in times[0] + times[2])
