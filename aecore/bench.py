@@ -256,11 +256,13 @@ def format_table(rows) -> str:
     return "\n".join(lines)
 
 
-def cpu_peaks(threads: int, seconds: float = 0.1) -> dict[int, float]:
-    """The FMA loop's GFLOP/s (``kernels.fma_peak``) on 1 and on ``threads`` threads."""
+def cpu_peaks(threads: int, seconds: float = 0.2, repeats: int = 7) -> dict[int, float]:
+    """The FMA loop's GFLOP/s (``kernels.fma_peak``) on 1 and on ``threads`` threads: the best
+    of ``repeats`` runs of about ``seconds`` each (on a shared host a run can lose a core's
+    time to other guests; the peak is what the cores do when they have it)."""
     from .kernels.fma_peak import peak_gflops
 
-    return {t: peak_gflops(t, seconds) for t in sorted({1, max(threads, 1)})}
+    return {t: peak_gflops(t, seconds, repeats) for t in sorted({1, max(threads, 1)})}
 
 
 def peak_line(rows, peaks: dict[int, float], threads: int) -> tuple[str, float | None]:
