@@ -2,7 +2,9 @@
 
 The CPU engines' bits depend on the machine code numba makes for the host CPU (the vector
 width of the fast-math reductions: LLVM vectorises with 256-bit registers on the Intel cores it
-tunes that way, 512-bit on AMD Zen 4 / 5) and on the kernel OpenBLAS picks. So each CPU golden
+tunes that way, 512-bit on AMD Zen 4 / 5; since session 11 the epilogue kernels ask for 512-bit
+everywhere, ``kernels.cpu_math.wide_vectors``) and on the kernel OpenBLAS picks (its products'
+sums run in another order on Haswell's and SkylakeX's kernels). So each CPU golden
 fixture is kept per host kind, ``<name>.<host>.npz``, host = LLVM's name for the CPU and
 OpenBLAS's kernel (``host_key``).
 
