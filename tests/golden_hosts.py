@@ -19,7 +19,8 @@ OpenBLAS's kernel (``host_key``).
 The first files were written on an AMD EPYC Zen 5 host with the host's
 ``OPENBLAS_CORETYPE=Haswell`` (``znver5-haswell``; the name was given in session 10, on another
 host, from what that host reported in earlier sessions) and an Intel Xeon host that LLVM calls
-``rocketlake``, with OpenBLAS's own SkylakeX kernel (``rocketlake-skylakex``).
+``rocketlake``, with OpenBLAS's own SkylakeX kernel (``rocketlake-skylakex``; rewritten in
+session 11 for the 512-bit epilogues, which moved only its loss sums).
 """
 
 from __future__ import annotations
