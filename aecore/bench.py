@@ -142,11 +142,14 @@ def _round_ratio(ts, base):
 CPU_SLICES = 10
 
 
-def _engine_fn(engine, images, perm, bounds):
-    """A function of a slice number k: train on perm[bounds[k]:bounds[k + 1]]."""
+def _engine_fn(engine, images, perm, bounds=None):
+    """A function of a slice number k (default 0): train on perm[bounds[k]:bounds[k + 1]];
+    ``bounds`` None: one slice, the whole of perm (bench/pair_epilogue.py and
+    bench/test_bench_cuda.py call it so)."""
     data = engine.put(images)
+    bounds = [0, len(perm)] if bounds is None else bounds
 
-    def fn(k):
+    def fn(k=0):
         engine.train_steps(data, perm, bounds[k], bounds[k + 1])
         engine.take_loss_sum()  # one device->host read: the work is finished when it returns
 
@@ -189,7 +192,7 @@ def _torch_fn(device, params, opt, batch, images, perm):  # one slice: the whole
     if device == "cuda" and not torch.cuda.is_available():
         return None
     eng = TorchEngine(params, opt, batch, device=device)
-    return _engine_fn(eng, images, perm, [0, len(perm)])
+    return _engine_fn(eng, images, perm)
 
 
 def bench_one(device, hidden, batch, images, samples, repeats, with_torch=True,

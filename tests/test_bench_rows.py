@@ -91,3 +91,28 @@ def test_rounds_take_turns_slice_by_slice():
     assert calls == warm + turn + turn
     assert times[1] is None and len(times[0]) == len(times[2]) == 2
     assert all(t >= 0 for t in times[0] + times[2])
+
+
+def test_engine_fn_runs_whole_or_by_slice(real_data_dir):
+    """bench/pair_epilogue.py and bench/test_bench_cuda.py call these functions without a slice
+    number: one slice, the whole permutation."""
+    from aecore.data import load_fashion_mnist
+    from aecore.devices import make_engine
+    from aecore.model import init_params
+    from aecore.optim import OptimConfig
+
+    images = load_fashion_mnist(real_data_dir, val_size=0, progress=False).train.images[:96]
+    perm = np.arange(96, dtype=np.int64)
+    params, opt = init_params(8, seed=0), OptimConfig("sgd", lr=0.05)
+    whole = make_engine("cpu", params, opt, 16)
+    B._engine_fn(whole, images, perm)()
+    sliced = make_engine("cpu", params, opt, 16)
+    fn = B._engine_fn(sliced, images, perm, B.slice_bounds(96, 16, 4))
+    for k in range(4):
+        fn(k)
+    assert whole.step == sliced.step == 6
+    for k, v in whole.get_params().items():  # the same batches in the same order
+        np.testing.assert_array_equal(v, sliced.get_params()[k])
+    torch_fn = B._torch_fn("cpu", params, opt, 16, images, perm)
+    if torch_fn is not None:
+        torch_fn()
