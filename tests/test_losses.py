@@ -38,13 +38,15 @@ def _targets(rng, n):
 
 @functools.lru_cache(maxsize=None)
 def _njit_epilogue(name):
-    """The fused output epilogue over (B, N) logits as kernels.cpu will run it (float32 row
-    sums, float64 totals, subnormal dZ flushed), compiled once, not disk-cached."""
+    """The fused output epilogue over (B, N) logits as kernels.cpu will run it (512-bit vectors
+    where the CPU has them, float32 row sums, float64 totals, subnormal dZ flushed), compiled
+    once, not disk-cached."""
     point = LC.loss_point(name)
     SQ = LR.needs_squared_error(name)  # a compile-time constant: mse sums one accumulator
 
     @njit(**dict(kcpu._FAST, cache=False))
     def epilogue(Z, b, T, scale):
+        kcpu.wide_vectors()  # as the kernels do: the row sums' lanes add in their order
         s32 = np.float32(scale)
         total = 0.0
         total_sq = 0.0
