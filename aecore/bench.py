@@ -124,8 +124,7 @@ def slice_bounds(samples: int, batch: int, slices: int) -> list[int]:
     """``slices`` + 1 sample offsets cutting ``samples`` at batch boundaries into at most
     ``slices`` near-equal parts (every part the same batches as the whole run)."""
     steps = -(-samples // batch)
-    cuts = sorted({min(round(steps * k / slices) * batch, samples) for k in range(slices + 1)})
-    return cuts
+    return sorted({min(round(steps * k / slices) * batch, samples) for k in range(slices + 1)})
 
 
 def _median(ts):

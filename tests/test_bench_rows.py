@@ -77,9 +77,9 @@ def test_slices_cut_at_batch_boundaries():
     assert B.slice_bounds(64, 16, 10) == [0, 16, 32, 48, 64]  # never more slices than batches
     assert B.slice_bounds(100, 16, 3) == [0, 32, 80, 100]  # the last batch is the short one
     assert B.slice_bounds(60000, 64, 10)[-1] == 60000
-    for bounds in (B.slice_bounds(60000, 64, 10), B.slice_bounds(1000, 7, 10)):
-        assert len(bounds) == 11 and all(b % (64 if bounds[-1] == 60000 else 7) == 0
-                                         for b in bounds[:-1])
+    for samples, batch in ((60000, 64), (1000, 7)):
+        bounds = B.slice_bounds(samples, batch, 10)
+        assert len(bounds) == 11 and all(b % batch == 0 for b in bounds[:-1])
 
 
 def test_rounds_take_turns_slice_by_slice():
