@@ -10,8 +10,9 @@ of the product, with no second thread pool and no parking: one handoff measured 
 (bench/RESULTS.md, session 9).
 
 The halves split the batch rows, as OpenBLAS splits the product's rows at B >= 128. Each half
-runs ``bias_sigmoid_loss_`` unchanged on its rows, row by row, and after each row gathers one
-of its half of the next batch's rows from the uint8 dataset (prefetched AHEAD rows earlier):
+runs the serial pass's row kernel (``cpu_output.sigmoid_loss_row_``) on its rows, and after
+each row gathers one of its half of the next batch's rows from the uint8 dataset (prefetched
+AHEAD rows earlier):
 the rows' random loads overlap the epilogue's arithmetic instead of stalling the step's start
 (bench/RESULTS.md, session 10). Every dZ element is the serial pass's
 (tested bit for bit); the bias gradient's column sums and the loss sums are added as two
@@ -36,10 +37,10 @@ from numba.extending import get_cython_function_address, intrinsic
 
 from .cpu import gather_row, prefetch_row
 from .cpu_math import _as_float32, wide_vectors
-from .cpu_output import bias_sigmoid_loss_
+from .cpu_output import sigmoid_loss_row_
 from .blas import gemm
 from .ftz import flush_denormals_on, restore
-from .losses_cpu import grad_factor
+from .losses_cpu import grad_factor, sums_squared_error
 
 # A half's block (int64 words; one block per half, one row of ``blocks``). X_PTR ... NEXT_PTR:
 # the next batch's gather (the dataset, its rows, the next batch's indices and their number,
@@ -155,8 +156,9 @@ def _half_rows(count, second):
 
 @njit(cache=True, nogil=True)
 def sigmoid_loss_half(blk, loss):
-    """One half's rows of ``bias_sigmoid_loss_`` from its block, row by row, each followed by
-    the gather of one of this half's rows of the next batch (the row AHEAD rows further on is
+    """One half's rows of ``bias_sigmoid_loss_`` from its block, row by row (its row kernel,
+    ``sigmoid_loss_row_``), each followed by the gather of one of this half's rows of the next
+    batch (the row AHEAD rows further on is
     prefetched, so its loads overlap the epilogue's arithmetic); writes (loss sum,
     squared-error sum) to blk[OUT_PTR] and the thread it ran on to blk[THREAD]. Row by row is
     the whole-half call's arithmetic: every row's sums are its own, added in row order."""
@@ -175,7 +177,7 @@ def sigmoid_loss_half(blk, loss):
     idx = carray(_i64p(blk[NEXT_IDX_PTR] + q0 * 8), (q1 - q0,))
     nxt = carray(_f32p(blk[NEXT_PTR] + q0 * n * 4), (q1 - q0, n))
     colsum[:] = 0.0
-    scale = grad_factor(loss) / (blk[BATCH] * n)  # the serial pass's scale, bit for bit
+    s32 = np.float32(grad_factor(loss) / (blk[BATCH] * n))  # the serial pass's, bit for bit
     for i in range(min(AHEAD, idx.shape[0])):
         prefetch_row(X, idx[i])
     total = total_sq = 0.0
@@ -183,10 +185,9 @@ def sigmoid_loss_half(blk, loss):
         if i + AHEAD < idx.shape[0]:
             prefetch_row(X, idx[i + AHEAD])
         if i < rows:
-            row, row_sq = bias_sigmoid_loss_(Zh[i:i + 1], b, Th[i:i + 1], scale, Zh[:0], colsum,
-                                             loss)
+            row, row_sq = sigmoid_loss_row_(Zh[i], b, Th[i], s32, b[:0], colsum, loss)
             total += row
-            total_sq += row_sq
+            total_sq += row_sq if sums_squared_error(loss) else row
         if i < idx.shape[0]:
             gather_row(X[idx[i]], nxt[i])
     out[0], out[1] = total, total_sq

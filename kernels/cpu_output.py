@@ -39,46 +39,57 @@ def linear_sigmoid(H, W, b, Y):
 
 
 @njit(**_FAST)
+def sigmoid_loss_row_(z, b, t, s32, yrow, colsum, loss):
+    """One row of ``bias_sigmoid_loss_``, in place: z <- dZ = s32 * g, g the loss's gradient at
+    the logit z + b. z float32 (N,); t (N,) uint8 pixels or float32 targets; s32 the float32
+    scale. Writes y to ``yrow`` when it has elements, adds dZ to ``colsum`` (float64) when it
+    has elements. Returns (loss sum, squared-error sum) of the row: float32 sums, widened.
+
+    A row is a call of its own so that the paired epilogue (``blas_pair``) can interleave its
+    rows with the next batch's gather: calling the 2-D ``bias_sigmoid_loss_`` once per row
+    cost ~190 ns a row, a fifth of the row's arithmetic (bench/RESULTS.md, session 12).
+    """
+    wide_vectors()
+    if yrow.shape[0] > 0:
+        for j in range(z.shape[0]):
+            yrow[j] = _sigmoid32_and_slope(z[j] + b[j])[0]
+    rowf = np.float32(0.0)
+    rows = np.float32(0.0)
+    for j in range(z.shape[0]):
+        e, sq, g = point(loss, z[j] + b[j], unit(t[j]), s32)
+        rowf += e
+        if sums_squared_error(loss):
+            rows += sq
+        # flush what would be a float32 subnormal to 0, as the CUDA kernels do (-ftz): a
+        # trained model's background pixels have y ~ 1e-18, so g ~ 1e-40, and subnormal
+        # operands take a slow path in the two sgemms that read dZ
+        z[j] = g if abs(g) >= _FLT_MIN else np.float32(0.0)
+    if colsum.shape[0] > 0:
+        for j in range(z.shape[0]):
+            colsum[j] += z[j]
+    return np.float64(rowf), np.float64(rows)
+
+
+@njit(**_FAST)
 def bias_sigmoid_loss_(Z, b, T, scale, Y, colsum, loss):
     """Epilogue of kernels 2+3, in place: Z <- dZ = scale * g, g the loss's gradient at the
     logit Z + b (mse: (y - t) y (1 - y)). T: (B, N) uint8 pixels or float32 targets. Writes y
     to Y when Y has rows (pass a (0, N) array to skip); adds dZ's column sums to ``colsum``
     (float64, (N,)) when it has elements. Returns (loss sum, squared-error sum) in float64.
 
-    The inner loop has no branches, so it vectorizes; the optional outputs are extra passes
-    over the row just written, which is still in L1.
+    The inner loops (``sigmoid_loss_row_``) have no branches, so they vectorize; the optional
+    outputs are extra passes over the row just written, which is still in L1.
     """
-    wide_vectors()
-    write_y = Y.shape[0] > 0
-    sum_cols = colsum.shape[0] > 0
     s32 = np.float32(scale)
+    no_y = b[:0]
     total = 0.0
     total_sq = 0.0
     for i in range(Z.shape[0]):
-        z = Z[i]
-        t = T[i]
-        if write_y:
-            yrow = Y[i]
-            for j in range(z.shape[0]):
-                yrow[j] = _sigmoid32_and_slope(z[j] + b[j])[0]
-        rowf = np.float32(0.0)
-        rows = np.float32(0.0)
-        for j in range(z.shape[0]):
-            e, sq, g = point(loss, z[j] + b[j], unit(t[j]), s32)
-            rowf += e
-            if sums_squared_error(loss):
-                rows += sq
-            # flush what would be a float32 subnormal to 0, as the CUDA kernels do (-ftz): a
-            # trained model's background pixels have y ~ 1e-18, so g ~ 1e-40, and subnormal
-            # operands take a slow path in the two sgemms that read dZ
-            z[j] = g if abs(g) >= _FLT_MIN else np.float32(0.0)
-        row = np.float64(rowf)
-        if sum_cols:
-            for j in range(z.shape[0]):
-                colsum[j] += z[j]
+        row, row_sq = sigmoid_loss_row_(Z[i], b, T[i], s32, Y[i] if Y.shape[0] > 0 else no_y,
+                                        colsum, loss)
         total += row
         if sums_squared_error(loss):
-            total_sq += np.float64(rows)
+            total_sq += row_sq
     return total, (total_sq if sums_squared_error(loss) else total)
 
 
