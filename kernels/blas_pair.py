@@ -16,11 +16,11 @@ AHEAD rows earlier):
 the rows' random loads overlap the epilogue's arithmetic instead of stalling the step's start
 (bench/RESULTS.md, session 10). Every dZ element is the serial pass's
 (tested bit for bit); the bias gradient's column sums and the loss sums are added as two
-partial sums (half 0's plus half 1's). The loss's per-row float32 sums are fast-math
-reductions, and the half, compiled in its own cfunc, may vectorize them differently from the
-serial pass: the reported loss agrees to float32 rounding (l1: 1.4e-9 relative in one
-clean-clone CI run), not bit for bit. Not the same bits as one BLAS thread either (nor is
-OpenBLAS's one-thread sgemm).
+partial sums (half 0's plus half 1's). Every row's float32 sums come from the same row kernel
+as the serial pass's, so the reported loss differs from it only by the float64 rounding of
+that last addition (since session 12; before, the half vectorized the rows' fast-math sums
+in its own way: 1.4e-9 relative for l1 in one CI run). Not the same bits as one BLAS thread
+(nor is OpenBLAS's one-thread sgemm).
 
 ``pair_function(loss)`` is 0 where there is no pair to use (another BLAS, or BLAS on one
 thread: the caller then runs the serial code it always ran).

@@ -80,6 +80,7 @@ def bias_sigmoid_loss_(Z, b, T, scale, Y, colsum, loss):
     The inner loops (``sigmoid_loss_row_``) have no branches, so they vectorize; the optional
     outputs are extra passes over the row just written, which is still in L1.
     """
+    wide_vectors()  # for the row kernel where LLVM inlines it here
     s32 = np.float32(scale)
     no_y = b[:0]
     total = 0.0

@@ -54,9 +54,9 @@ def test_pair_equals_the_serial_epilogue_on_two_threads(loss, rows, hidden, cols
     np.testing.assert_array_equal(next_out[:next_rows], expect_next)
     assert np.isnan(next_out[next_rows:]).all()  # nothing written past the next batch
     np.testing.assert_allclose(cs2, cs1, rtol=1e-12, atol=1e-300)
-    # the loss sums: each row's float32 sum is a fast-math reduction, and the half compiled in
-    # its cfunc may vectorize it differently (l1: 1.4e-9 relative in a clean-clone CI run)
-    np.testing.assert_allclose(paired, serial, rtol=1e-6)
+    # the loss sums: every row's sums come from the serial pass's row kernel; the halves' two
+    # float64 totals are added at the end, so only float64 rounding may differ
+    np.testing.assert_allclose(paired, serial, rtol=1e-12)
     threads = blocks[:, BP.THREAD]
     assert threads[0] != 0 and threads[1] != 0 and threads[0] != threads[1]
 

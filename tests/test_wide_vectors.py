@@ -9,6 +9,7 @@ import pytest
 from numba import njit
 
 from aecore.kernels import cpu as K
+from aecore.kernels.cpu_output import sigmoid_loss_row_
 from aecore.kernels.cpu_math import _FAST, _WIDE, _sigmoid32_and_slope, wide_vectors
 
 AVX512 = bool(llvm.get_host_cpu_features().get("avx512f"))
@@ -61,6 +62,19 @@ def test_the_epilogues_carry_the_attribute(name, args):
     fn = njit(**_UNCACHED)(getattr(K, name).py_func)
     fn(*args(Z, b, T))
     assert _WIDE in "\n".join(fn.inspect_llvm().values()), name
+
+
+def test_the_sigmoid_row_kernel_carries_the_attribute():
+    """The one-row kernel that both the serial and the paired output epilogue call (its loss
+    number is a literal: called from @njit code)."""
+    fresh = njit(**_UNCACHED)(sigmoid_loss_row_.py_func)
+
+    @njit(**_UNCACHED)
+    def call(z, b, t, colsum):
+        return fresh(z, b, t, np.float32(0.1), b[:0], colsum, 0)
+
+    call(np.zeros(37, np.float32), np.zeros(37, np.float32), np.zeros(37, np.uint8), np.zeros(37))
+    assert _WIDE in "\n".join(fresh.inspect_llvm().values())
 
 
 def test_lanes_keep_their_bits_and_only_the_sum_moves():
