@@ -21,6 +21,14 @@ The first files were written on an AMD EPYC Zen 5 host with the host's
 host, from what that host reported in earlier sessions) and an Intel Xeon host that LLVM calls
 ``rocketlake``, with OpenBLAS's own SkylakeX kernel (``rocketlake-skylakex``; rewritten in
 session 11 for the 512-bit epilogues, which moved only its loss sums).
+
+Either kind can be written on an AVX-512 host of the other: the bits follow the CPU name numba
+gives LLVM and OpenBLAS's kernel and thread count, not the silicon. On the Intel host,
+``NUMBA_CPU_NAME=znver5 OPENBLAS_CORETYPE=Haswell OPENBLAS_L2_SIZE=512`` (and a numba cache
+directory of its own, ``NUMBA_CACHE_DIR``) reproduced both ``znver5-haswell`` files bit for bit
+(session 12). So a change that moves bits rewrites both kinds from one machine: run the writer
+script once as it is and once with those variables, after checking that the unchanged code
+passes under them.
 """
 
 from __future__ import annotations
