@@ -12,10 +12,9 @@ of the product, with no second thread pool and no parking: one handoff measured 
 The halves split the batch rows, as OpenBLAS splits the product's rows at B >= 128. Each half
 runs the serial pass's row kernel (``cpu_output.sigmoid_loss_row_``) on its rows, and after
 each row gathers one of its half of the next batch's rows from the uint8 dataset (prefetched
-AHEAD rows earlier):
-the rows' random loads overlap the epilogue's arithmetic instead of stalling the step's start
-(bench/RESULTS.md, session 10). Every dZ element is the serial pass's
-(tested bit for bit); the bias gradient's column sums and the loss sums are added as two
+AHEAD rows earlier): the rows' random loads overlap the epilogue's arithmetic instead of
+stalling the step's start (bench/RESULTS.md, session 10). Every dZ element is the serial
+pass's (tested bit for bit); the bias gradient's column sums and the loss sums are added as two
 partial sums (half 0's plus half 1's). Every row's float32 sums come from the same row kernel
 as the serial pass's, so the reported loss differs from it only by the float64 rounding of
 that last addition (since session 12; before, the half vectorized the rows' fast-math sums
@@ -158,10 +157,10 @@ def _half_rows(count, second):
 def sigmoid_loss_half(blk, loss):
     """One half's rows of ``bias_sigmoid_loss_`` from its block, row by row (its row kernel,
     ``sigmoid_loss_row_``), each followed by the gather of one of this half's rows of the next
-    batch (the row AHEAD rows further on is
-    prefetched, so its loads overlap the epilogue's arithmetic); writes (loss sum,
-    squared-error sum) to blk[OUT_PTR] and the thread it ran on to blk[THREAD]. Row by row is
-    the whole-half call's arithmetic: every row's sums are its own, added in row order."""
+    batch (the row AHEAD rows further on is prefetched, so its loads overlap the epilogue's
+    arithmetic); writes (loss sum, squared-error sum) to blk[OUT_PTR] and the thread it ran on
+    to blk[THREAD]. Row by row is the whole-half call's arithmetic: every row's sums are its
+    own, added in row order."""
     loss = literally(loss)
     wide_vectors()  # for the gather rows inlined here
     mxcsr = flush_denormals_on()  # the caller's FTZ | DAZ, on whichever thread this runs

@@ -22,13 +22,14 @@ host, from what that host reported in earlier sessions) and an Intel Xeon host t
 ``rocketlake``, with OpenBLAS's own SkylakeX kernel (``rocketlake-skylakex``; rewritten in
 session 11 for the 512-bit epilogues, which moved only its loss sums).
 
-Either kind can be written on an AVX-512 host of the other: the bits follow the CPU name numba
-gives LLVM and OpenBLAS's kernel and thread count, not the silicon. On the Intel host,
-``NUMBA_CPU_NAME=znver5 OPENBLAS_CORETYPE=Haswell OPENBLAS_L2_SIZE=512`` (and a numba cache
-directory of its own, ``NUMBA_CACHE_DIR``) reproduced both ``znver5-haswell`` files bit for bit
-(session 12). So a change that moves bits rewrites both kinds from one machine: run the writer
-script once as it is and once with those variables, after checking that the unchanged code
-passes under them.
+The Zen 5 kind can be written on the Intel host: there ``NUMBA_CPU_NAME=znver5
+OPENBLAS_CORETYPE=Haswell OPENBLAS_L2_SIZE=512`` (with a numba cache directory of its own,
+``NUMBA_CACHE_DIR``) reproduced both ``znver5-haswell`` files bit for bit (session 12): the bits
+follow the CPU name numba gives LLVM and OpenBLAS's kernel and thread count, as far as tested,
+not the silicon. So a change that moves bits can rewrite both kinds from that machine: first
+check that the unchanged code passes under those variables, then run the writer script once as
+it is and once with them. The reverse (``NUMBA_CPU_NAME=rocketlake
+OPENBLAS_CORETYPE=SkylakeX`` on the Zen 5 host) should work the same way; it was not tried.
 """
 
 from __future__ import annotations
