@@ -54,9 +54,11 @@ def test_pair_equals_the_serial_epilogue_on_two_threads(loss, rows, hidden, cols
     np.testing.assert_array_equal(next_out[:next_rows], expect_next)
     assert np.isnan(next_out[next_rows:]).all()  # nothing written past the next batch
     np.testing.assert_allclose(cs2, cs1, rtol=1e-12, atol=1e-300)
-    # the loss sums: every row's sums come from the serial pass's row kernel; the halves' two
-    # float64 totals are added at the end, so only float64 rounding may differ
-    np.testing.assert_allclose(paired, serial, rtol=1e-12)
+    # the loss sums: each row's float32 sums are fast-math reductions in the same row kernel,
+    # but LLVM may inline and vectorize it differently in the half's cfunc and in the serial
+    # pass (l1: 1.4e-9 relative in session 11's CI, 2.9e-9 in session 12's, where a local
+    # run had them equal)
+    np.testing.assert_allclose(paired, serial, rtol=1e-6)
     threads = blocks[:, BP.THREAD]
     assert threads[0] != 0 and threads[1] != 0 and threads[0] != threads[1]
 
