@@ -39,7 +39,7 @@ from .cpu_math import _as_float32, wide_vectors
 from .cpu_output import sigmoid_loss_row_
 from .blas import gemm
 from .ftz import flush_denormals_on, restore
-from .losses_cpu import grad_factor, sums_squared_error
+from .losses_cpu import grad_factor
 
 # A half's block (int64 words; one block per half, one row of ``blocks``). X_PTR ... NEXT_PTR:
 # the next batch's gather (the dataset, its rows, the next batch's indices and their number,
@@ -186,7 +186,7 @@ def sigmoid_loss_half(blk, loss):
         if i < rows:
             row, row_sq = sigmoid_loss_row_(Zh[i], b, Th[i], s32, b[:0], colsum, loss)
             total += row
-            total_sq += row_sq if sums_squared_error(loss) else row
+            total_sq += row_sq
         if i < idx.shape[0]:
             gather_row(X[idx[i]], nxt[i])
     out[0], out[1] = total, total_sq

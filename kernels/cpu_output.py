@@ -43,7 +43,8 @@ def sigmoid_loss_row_(z, b, t, s32, yrow, colsum, loss):
     """One row of ``bias_sigmoid_loss_``, in place: z <- dZ = s32 * g, g the loss's gradient at
     the logit z + b. z float32 (N,); t (N,) uint8 pixels or float32 targets; s32 the float32
     scale. Writes y to ``yrow`` when it has elements, adds dZ to ``colsum`` (float64) when it
-    has elements. Returns (loss sum, squared-error sum) of the row: float32 sums, widened.
+    has elements. Returns (loss sum, squared-error sum) of the row: float32 sums, widened (for
+    mse, whose squared error is its loss, the same sum twice).
 
     A row is a call of its own so that the paired epilogue (``blas_pair``) can interleave its
     rows with the next batch's gather: calling the 2-D ``bias_sigmoid_loss_`` once per row
@@ -67,7 +68,7 @@ def sigmoid_loss_row_(z, b, t, s32, yrow, colsum, loss):
     if colsum.shape[0] > 0:
         for j in range(z.shape[0]):
             colsum[j] += z[j]
-    return np.float64(rowf), np.float64(rows)
+    return np.float64(rowf), np.float64(rows if sums_squared_error(loss) else rowf)
 
 
 @njit(**_FAST)
@@ -89,9 +90,8 @@ def bias_sigmoid_loss_(Z, b, T, scale, Y, colsum, loss):
         row, row_sq = sigmoid_loss_row_(Z[i], b, T[i], s32, Y[i] if Y.shape[0] > 0 else no_y,
                                         colsum, loss)
         total += row
-        if sums_squared_error(loss):
-            total_sq += row_sq
-    return total, (total_sq if sums_squared_error(loss) else total)
+        total_sq += row_sq
+    return total, total_sq
 
 
 @njit(**_FAST)
