@@ -44,6 +44,7 @@ from numba import literally, njit
 from .engine import EVAL_BATCH, Engine
 from .kernels import activations_cpu, blas_pair as BP, losses_cpu
 from .kernels import cpu as K
+from .kernels import own_step
 from .kernels import optim as ko
 from .kernels.activations_reference import DEFAULT_ACTIVATION, needs_preactivation
 from .kernels.losses_reference import DEFAULT_LOSS
@@ -142,6 +143,8 @@ def _forward(X, W1, b1, W2, b2, slope, Xb, H, Zp, Z, Y, what, act, loss):
 # literals: without LiteralCall every call re-types the loop (~20 ms; kernels/literal_call.py).
 _train_steps_call = LiteralCall(_train_steps, positions=(16, 17))
 _forward_call = LiteralCall(_forward, positions=(12, 13))
+_own_steps_call = LiteralCall(own_step.train_steps, positions=(11, 12))
+GEMMS = ("blas", "own")  # CpuEngine(gemm=...): whose matrix products the training step runs
 
 
 class CpuEngine(Engine):
@@ -152,7 +155,7 @@ class CpuEngine(Engine):
     def __init__(self, params, optim=None, batch_size=None, slope=0.01, opt_state=None,
                  step=0, *, split: bool = False, team: bool = False, lr_schedule=None,
                  activation: str = DEFAULT_ACTIVATION, loss: str = DEFAULT_LOSS,
-                 pair_epilogue: bool = True):
+                 pair_epilogue: bool = True, gemm: str = "blas"):
         super().__init__(params, optim, batch_size, slope, opt_state, step,
                          lr_schedule=lr_schedule, activation=activation, loss=loss)
         # half of the output epilogue on OpenBLAS's second thread when BLAS runs on two or
@@ -163,6 +166,15 @@ class CpuEngine(Engine):
         self.gather_ahead = True
         if split and team:
             raise ValueError("choose one of split and team")
+        if gemm not in GEMMS:
+            raise ValueError(f"gemm must be one of {', '.join(GEMMS)}, not {gemm!r}")
+        # "own": the step on aecore's own GEMM, every phase in two halves (kernels/own_step.py)
+        self.gemm = gemm
+        if gemm == "own" and (split or team):
+            raise ValueError("gemm='own' runs its own two halves: it cannot be combined with "
+                             f"{'split' if split else 'team'}")
+        if gemm == "own" and optim is not None and optim.name is not Optimizer.SGD:
+            raise ValueError(f"gemm='own' trains with plain SGD only, not {optim.name.value}")
         self._act = activations_cpu.code(self.activation)
         self._loss_code = losses_cpu.code(self.loss)
         self._loss = self._sq = 0.0
@@ -190,6 +202,8 @@ class CpuEngine(Engine):
         self._pair_scratch = BP.scratch(image)
         self._Xb_next = np.empty((B, image), np.float32)  # the next batch, gathered by the pair
         self._no_images = np.empty((0, image), np.uint8)
+        if gemm == "own":
+            self._own_scratch = own_step.scratch(hidden, image)
         if self.split:
             from .cpu_pair import PairRunner
 
@@ -233,7 +247,9 @@ class CpuEngine(Engine):
                 p[W1], p[B1], p[W2], p[B2], np.float32(self.slope), o.name.kernel_code, hp, lrs,
                 self.step, *self._S)
         scratch = (self._H, self._dZ, self._dH, self._G1, self._G2, self._gb1, self._gb2)
-        if self.split:
+        if self.gemm == "own" and data.dtype == np.uint8 and data.flags.c_contiguous:
+            loss, sq, n = self._own_steps(data, args[1], start, stop, lrs)
+        elif self.split:
             loss, n = self._pair.run(args, scratch)
             sq = loss
         elif self.team:
@@ -250,6 +266,19 @@ class CpuEngine(Engine):
         self._loss += loss
         self._sq += sq
         self.step += n
+
+    def _own_steps(self, data, perm, start, stop, lrs):
+        """train_steps on the own-GEMM step: the weights go in transposed and come back."""
+        p = self.params
+        W1t, W2t = np.ascontiguousarray(p[W1].T), np.ascontiguousarray(p[W2].T)
+        fn = own_step.half_function(self._act, self._loss_code)
+        out = _own_steps_call(data, perm, start, stop, self.batch_size, W1t, p[B1], W2t, p[B2],
+                              np.float32(self.slope), lrs, self._act, self._loss_code, self._Xb,
+                              self._H, self._Zp, self._dZ, self._dH, fn, *self._own_scratch,
+                              self._Xb_next)
+        p[W1][...] = W1t.T
+        p[W2][...] = W2t.T
+        return out
 
     def take_loss_sums(self):
         sums = (float(self._loss), float(self._sq))
