@@ -53,7 +53,8 @@ class BenchRow:
     # engine creation + the first run, minus a timed run: compilation (or loading it from
     # numba's disk cache), first-touch allocation (a CUDA graph is recorded later, on the 2nd)
     first_run_extra_s: float | None = None
-    variant: str = ""  # CPU: "split" / "team" for CpuEngine(split / team=True), "" the default
+    variant: str = ""  # CPU: "split" / "team" / "own" for CpuEngine(split / team=True,
+    # gemm="own"), "" the default
     # aecore time / GEMM-floor time (1.0 = no cost beyond the products): the median of the
     # rounds' own ratios; None: seconds / floor_seconds
     floor_ratio: float | None = None
@@ -209,7 +210,8 @@ def bench_one(device, hidden, batch, images, samples, repeats, with_torch=True,
     for var in variants:
         t0 = time.perf_counter()
         eng = make_engine(device, params, opt, batch, cpu_split=var == "split",
-                          cpu_team=var == "team", cuda_path=cuda_path)
+                          cpu_team=var == "team", cuda_path=cuda_path,
+                          cpu_gemm="own" if var == "own" else "blas")
         fn = _engine_fn(eng, images, perm, bounds)
         for k in range(len(bounds) - 1):  # the first run: compilation (or numba's disk
             fn(k)                         # cache), allocation

@@ -106,7 +106,8 @@ def compile_problem_message(exc: BaseException) -> str:
 def make_engine(device: str, params, optim=None, batch_size: int | None = None,
                 slope: float = 0.01, opt_state=None, step: int = 0, *, graphs: bool = True,
                 cpu_split: bool = False, cpu_team: bool = False, lr_schedule=None,
-                cuda_path: str | None = None, activation: str = "leaky_relu", loss: str = "mse"):
+                cuda_path: str | None = None, activation: str = "leaky_relu", loss: str = "mse",
+                cpu_gemm: str = "blas"):
     """The ``aecore.engine.Engine`` for ``device`` ("cpu" or "cuda"), holding ``params``.
 
     ``optim`` (an ``aecore.optim.OptimConfig``) and ``batch_size`` for training; leave both
@@ -114,7 +115,8 @@ def make_engine(device: str, params, optim=None, batch_size: int | None = None,
     CUDA engine may record and replay CUDA graphs (no effect on the CPU); ``cpu_split``: whether
     the CPU engine splits each step between two threads of its own; ``cpu_team``: whether it
     runs BLAS's jobs and the epilogues' halves on one team of two threads (neither has an
-    effect on CUDA). ``lr_schedule``: an ``aecore.schedules.LRSchedule`` of ``optim.lr`` (None:
+    effect on CUDA); ``cpu_gemm``: whose products the CPU step runs, "blas" (OpenBLAS's sgemm)
+    or "own" (aecore's, kernels/cpu_gemm.py; plain SGD only). ``lr_schedule``: an ``aecore.schedules.LRSchedule`` of ``optim.lr`` (None:
     constant). ``cuda_path`` (persistent | graphs | eager, aecore/cuda_path.py; replaces
     ``graphs`` when given): "persistent" trains with the persistent kernel, this run alone in
     its launch (leaky_relu and mse only; any lr_schedule). ``activation`` / ``loss``: the hidden
@@ -126,7 +128,7 @@ def make_engine(device: str, params, optim=None, batch_size: int | None = None,
 
         return CpuEngine(params, optim, batch_size, slope, opt_state, step, split=cpu_split,
                          team=cpu_team, lr_schedule=lr_schedule, activation=activation,
-                         loss=loss)
+                         loss=loss, gemm=cpu_gemm)
     if device == "cuda" and cuda_path == "persistent" and optim is not None:
         from .engine_persistent import RunGroup
 

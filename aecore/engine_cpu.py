@@ -143,7 +143,7 @@ def _forward(X, W1, b1, W2, b2, slope, Xb, H, Zp, Z, Y, what, act, loss):
 # literals: without LiteralCall every call re-types the loop (~20 ms; kernels/literal_call.py).
 _train_steps_call = LiteralCall(_train_steps, positions=(16, 17))
 _forward_call = LiteralCall(_forward, positions=(12, 13))
-_own_steps_call = LiteralCall(own_step.train_steps, positions=(11, 12))
+_own_steps_call = LiteralCall(own_step.train_steps, positions=(12, 13))
 GEMMS = ("blas", "own")  # CpuEngine(gemm=...): whose matrix products the training step runs
 
 
@@ -268,16 +268,16 @@ class CpuEngine(Engine):
         self.step += n
 
     def _own_steps(self, data, perm, start, stop, lrs):
-        """train_steps on the own-GEMM step: the weights go in transposed and come back."""
+        """train_steps on the own-GEMM step: W1 goes in transposed and comes back; W2 is
+        updated in place, with its transpose alongside."""
         p = self.params
         W1t, W2t = np.ascontiguousarray(p[W1].T), np.ascontiguousarray(p[W2].T)
         fn = own_step.half_function(self._act, self._loss_code)
-        out = _own_steps_call(data, perm, start, stop, self.batch_size, W1t, p[B1], W2t, p[B2],
-                              np.float32(self.slope), lrs, self._act, self._loss_code, self._Xb,
-                              self._H, self._Zp, self._dZ, self._dH, fn, *self._own_scratch,
-                              self._Xb_next)
+        out = _own_steps_call(data, perm, start, stop, self.batch_size, W1t, p[B1], p[W2], W2t,
+                              p[B2], np.float32(self.slope), lrs, self._act, self._loss_code,
+                              self._Xb, self._H, self._Zp, self._dZ, self._dH, fn,
+                              *self._own_scratch, self._Xb_next)
         p[W1][...] = W1t.T
-        p[W2][...] = W2t.T
         return out
 
     def take_loss_sums(self):

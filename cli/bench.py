@@ -46,7 +46,7 @@ class DeviceList(click.ParamType):
         return devs
 
 
-CPU_VARIANTS = {"off": "", "on": "split", "team": "team"}  # --cpu-split -> BenchRow.variant
+CPU_VARIANTS = {"off": "", "on": "split", "team": "team", "own": "own"}  # --cpu-split -> BenchRow.variant
 
 
 def _variants(value):
@@ -82,7 +82,8 @@ def _cpu_variants(ctx, param, value):
                    "(the default path), on (each step split between two threads of aecore's "
                    "own, BLAS on one thread each; CpuEngine(split=True)), team (OpenBLAS's "
                    "jobs and the epilogues' halves on one team of two threads; "
-                   "CpuEngine(team=True)); both = off,on.")
+                   "CpuEngine(team=True)), own (aecore's own GEMM, each phase in two halves; "
+                   "CpuEngine(gemm='own')); both = off,on.")
 @cuda_path_option
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None,
               help="Fashion-MNIST directory (else $AECORE_DATA, the cache, Debian's package).")

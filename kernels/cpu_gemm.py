@@ -1,29 +1,24 @@
-"""aecore's own float32 GEMM for the CPU step: register tiles written as LLVM vector IR.
+"""aecore's own float32 GEMM for the CPU step: a register tile written as LLVM vector IR.
 
 Why: at the study's small shapes (a batch of 64 against 64-512 hidden units) OpenBLAS's sgemm
-runs at a third to a half of this CPU's FMA peak: it packs both operands on every call and splits
-a 64-row product between two threads at a cost comparable to the product
-(bench/RESULTS.md, session 13). These kernels read the operands where they lie, with no packing.
+ran at 65-100 GFLOP/s here, a third to a half of this CPU's FMA peak; split in two halves on
+its own threads these kernels ran the same products at 130-160 (bench/RESULTS.md, session 13).
 
-Two tile kernels, each an unrolled loop of ``llvm.fma.v16f32`` (LLVM keeps the accumulators in
-registers: 16 zmm with AVX-512; with AVX2 each vector is two ymm):
+The tile (``_nn_tile``): ``MR_NN`` rows x ``NV_NN`` 16-float vectors of C, accumulated over k
+in registers (16 zmm with AVX-512; with AVX2 each vector is two ymm). A k-step loads NV vectors
+of B's row k and broadcasts MR elements of op(A)'s column k: MR x NV ``llvm.fma.v16f32``, no
+index arithmetic (tests/test_cpu_gemm.py reads the machine code). op(A)'s element (i, k) is at
+``a + i * a_is + k * a_ks``, so the one tile does A B (a_is = lda, a_ks = 1) and A^T B
+(a_is = 1, a_ks = lda).
 
-- ``nn`` (C += A B, B's rows contiguous): ``MR_NN`` rows x ``NV_NN`` 16-float vectors of C.
-  A k-step loads NV vectors of B's row k and broadcasts MR elements of A's column k, then
-  MR x NV FMAs. A's element (i, k) is at ``a + i * a_is + k * a_ks``, so the same kernel does
-  A B (a_is = lda, a_ks = 1) and A^T B (a_is = 1, a_ks = lda).
-- ``nt`` (C += A B^T, both operands' rows contiguous along k): ``MR_NT`` x ``NR_NT`` dot
-  products, each a 16-lane partial sum along k, added across lanes at the end.
+``nn_rows`` drives it as GotoBLAS does, without packing A: k in blocks of KC_NN; in a block
+each 32-column strip of B is copied to a contiguous buffer that stays in L1 while every row
+tile runs over it. A tile at C's lower edge computes its missing rows from a copy of the last
+row and stores only the rows that exist; columns past the last multiple of 16 are a plain
+loop. Every C element is ``alpha * (its k-blocks' float32 sums, in order) + beta * C`` (beta
+= 0 never reads C): the bits depend on the shape alone, never on threads or timing.
 
-Each k-step is straight-line FMAs and loads (tests/test_cpu_gemm.py reads the machine code).
-Tiles at C's lower edge compute their missing rows from a copy of the last row and store only
-the rows that exist; a column remainder of under 16 (nn) or a k remainder under 16 (nt) is a
-plain loop after the tiles. Every C element is ``alpha * (sum over k) + beta * C`` with beta = 0
-never reading C, and the sum order depends on the shape only, never on threads: run to run the
-same bits.
-
-The three faces: ``kernels.reference.gemm`` is the float64 definition, these the @njit face;
-the CUDA path has its own tiles (``kernels/cuda_*``).
+``transpose_rows`` transposes in 16 x 16 register blocks (the step keeps W2 both ways).
 """
 
 from __future__ import annotations
@@ -36,7 +31,6 @@ from numba.extending import intrinsic
 
 LANES = 16  # float32 lanes of one vector (a zmm register)
 MR_NN, NV_NN = 8, 2  # nn tile: 8 rows x 32 columns, 16 accumulators
-MR_NT, NR_NT = 4, 4  # nt tile: 4 x 4 dot products, 16 accumulators
 
 _I64 = types.int64
 _F32 = types.float32
@@ -124,99 +118,112 @@ def _nn_tile(MR, NV):
     return nn_tile
 
 
-def _nt_tile(MR, NR):
-    """Intrinsic: C[:MR, :NR] <- alpha A B^T + beta C over the first 16 * k16 of k; A's row i
-    at a + i * lda, B's row j at b + j * ldb (both contiguous along k)."""
+def _pack_strip(NV):
+    """Intrinsic: copy rows [0, kc) of a strip of 16 NV floats, row stride ldb (src), to dst
+    packed (row kk at dst + 4 * 16 NV kk): vector loads and stores."""
     @intrinsic
-    def nt_tile(typingctx, a, lda, b, ldb, c, ldc, k16, alpha, beta, rows, cols):
-        sig = types.void(_I64, _I64, _I64, _I64, _I64, _I64, _I64, _F32, _F32, _I64, _I64)
+    def pack(typingctx, dst, src, ldb, kc):
+        sig = types.void(_I64, _I64, _I64, _I64)
 
         def codegen(context, builder, sig, args):
-            a, lda, b, ldb, c, ldc, k16, alpha, beta, rows, cols = args
-            f32, i64, vt, splat, fma = _ir_helpers(builder)
-            fp = f32.as_pointer()
-            pa, pb, pc = (builder.inttoptr(x, fp) for x in (a, b, c))
-            acc = [[cgutils.alloca_once_value(builder, ir.Constant(vt, [0.0] * LANES))
-                    for _ in range(NR)] for _ in range(MR)]
-            arow = [_clamped_row(builder, i64, pa, i, rows, lda) for i in range(MR)]
-            brow = [_clamped_row(builder, i64, pb, j, cols, ldb) for j in range(NR)]
-            with cgutils.for_range(builder, k16) as loop:
-                k = builder.mul(loop.index, i64(LANES))
-
-                def vload(row):
-                    return builder.load(builder.bitcast(builder.gep(row, [k]),
-                                                        vt.as_pointer()), align=4)
-
-                bv = [vload(r) for r in brow]
-                for i in range(MR):
-                    av = vload(arow[i])
-                    for j in range(NR):
-                        p = acc[i][j]
-                        builder.store(builder.call(fma, [av, bv[j], builder.load(p)]), p)
-            # lane sums in a fixed tree order (no reassociation flags: the same bits anywhere)
-            sums = []
-            for i in range(MR):
-                row = []
-                for j in range(NR):
-                    v = builder.load(acc[i][j])
-                    width = LANES
-                    while width > 1:
-                        width //= 2
-                        lo = builder.shuffle_vector(v, v, ir.Constant(
-                            ir.VectorType(ir.IntType(32), width), list(range(width))))
-                        hi = builder.shuffle_vector(v, v, ir.Constant(
-                            ir.VectorType(ir.IntType(32), width), list(range(width, 2 * width))))
-                        v = builder.fadd(lo, hi)
-                    row.append(builder.extract_element(v, ir.IntType(32)(0)))
-                sums.append(row)
-            # C[i, j] for the columns j < cols: one scalar per (i, j)
-            _store_scalar_tile(builder, i64, pc, ldc, sums, alpha, beta, rows, cols)
+            dst, src, ldb, kc = args
+            f32, i64, vt, _, _ = _ir_helpers(builder)
+            fp, vp = f32.as_pointer(), vt.as_pointer()
+            pd, ps = builder.inttoptr(dst, fp), builder.inttoptr(src, fp)
+            with cgutils.for_range(builder, kc) as loop:
+                k = loop.index
+                s_row = builder.gep(ps, [builder.mul(k, ldb)])
+                d_row = builder.gep(pd, [builder.mul(k, i64(LANES * NV))])
+                for v in range(NV):
+                    x = builder.load(builder.bitcast(builder.gep(s_row, [i64(LANES * v)]), vp),
+                                     align=4)
+                    builder.store(x, builder.bitcast(builder.gep(d_row, [i64(LANES * v)]), vp),
+                                  align=4)
             return context.get_dummy_value()
 
         return sig, codegen
 
-    return nt_tile
+    return pack
 
 
-def _store_scalar_tile(builder, i64, pc, ldc, sums, alpha, beta, rows, cols):
-    beta_zero = builder.fcmp_ordered("==", beta, ir.Constant(ir.FloatType(), 0.0))
-    for i, row in enumerate(sums):
-        with cgutils.if_likely(builder, builder.icmp_signed("<", i64(i), rows)):
-            base = builder.gep(pc, [builder.mul(ldc, i64(i))])
-            for j, s in enumerate(row):
-                with cgutils.if_likely(builder, builder.icmp_signed("<", i64(j), cols)):
-                    q = builder.gep(base, [i64(j)])
-                    a = builder.fmul(alpha, s)
-                    with builder.if_else(beta_zero) as (then, otherwise):
-                        with then:
-                            builder.store(a, q, align=4)
-                        with otherwise:
-                            builder.store(builder.fadd(builder.fmul(beta, builder.load(q)), a), q,
-                                          align=4)
+def _transpose16():
+    """Intrinsic: dst[j, i] <- src[i, j] for a 16 x 16 block (row strides lds, ldd, in floats):
+    16 vector loads, 4 rounds of 16 two-vector shuffles (a perfect shuffle: interleaving rows
+    p and p + 8, four times, transposes), 16 vector stores."""
+    @intrinsic
+    def transpose16(typingctx, dst, ldd, src, lds):
+        sig = types.void(_I64, _I64, _I64, _I64)
+
+        def codegen(context, builder, sig, args):
+            dst, ldd, src, lds = args
+            f32, i64, vt, _, _ = _ir_helpers(builder)
+            fp, vp = f32.as_pointer(), vt.as_pointer()
+            pd, ps = builder.inttoptr(dst, fp), builder.inttoptr(src, fp)
+            i32v = ir.VectorType(ir.IntType(32), LANES)
+            lo = ir.Constant(i32v, [x // 2 + (LANES if x % 2 else 0) for x in range(LANES)])
+            hi = ir.Constant(i32v, [LANES // 2 + x // 2 + (LANES if x % 2 else 0)
+                                    for x in range(LANES)])
+            rows = [builder.load(builder.bitcast(builder.gep(ps, [builder.mul(lds, i64(i))]),
+                                                 vp), align=4) for i in range(LANES)]
+            for _ in range(4):
+                new = []
+                for p in range(LANES // 2):
+                    a, b = rows[p], rows[p + LANES // 2]
+                    new += [builder.shuffle_vector(a, b, lo), builder.shuffle_vector(a, b, hi)]
+                rows = new
+            for j in range(LANES):
+                builder.store(rows[j], builder.bitcast(
+                    builder.gep(pd, [builder.mul(ldd, i64(j))]), vp), align=4)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return transpose16
 
 
 _nn_full = _nn_tile(MR_NN, NV_NN)
 _nn_one = _nn_tile(MR_NN, 1)
-_nt = _nt_tile(MR_NT, NR_NT)
+_pack_full = _pack_strip(NV_NN)
+_pack_one = _pack_strip(1)
+_transpose = _transpose16()
+
+
+KC_NN = 256  # k-block of nn_rows: a packed 256 x 32 strip of B (32 KB) stays in L1 for its tiles
 
 
 @njit(cache=True, nogil=True)
 def nn_rows(a, a_is, a_ks, b, ldb, c, ldc, r0, r1, n, k, alpha, beta):
     """Rows [r0, r1) of C (m x n, row stride ldc) <- alpha op(A) B + beta C, pointers as int64
     addresses of float32 data: op(A)'s element (i, k) at a + 4 (i a_is + k a_ks), B (k x n)
-    rows at b + 4 k ldb. Tiles of MR_NN rows x 32 columns, then 16, then a column loop."""
+    rows at b + 4 k ldb.
+
+    Loops: k in blocks of KC_NN; in a block, B's strip of 32 (then 16) columns is copied to a
+    contiguous buffer (a strided strip with a power-of-two row stride would fight over a few
+    L1 sets) and every tile of MR_NN rows runs over it; a column remainder under 16 is a
+    plain loop. C takes the k-blocks' partial sums in order (beta on the first)."""
     alpha = np.float32(alpha)
     beta = np.float32(beta)
     n32 = n // 32 * 32
     n16 = n // 16 * 16
-    for i in range(r0, r1, MR_NN):
-        rows = min(MR_NN, r1 - i)
-        ai = a + 4 * i * a_is
-        ci = c + 4 * i * ldc
-        for j in range(0, n32, 32):
-            _nn_full(ai, a_is, a_ks, b + 4 * j, ldb, ci + 4 * j, ldc, k, alpha, beta, rows)
-        if n16 > n32:
-            _nn_one(ai, a_is, a_ks, b + 4 * n32, ldb, ci + 4 * n32, ldc, k, alpha, beta, rows)
+    buf = np.empty(KC_NN * 32, np.float32)
+    pb = buf.ctypes.data
+    for k0 in range(0, k, KC_NN):
+        kc = min(KC_NN, k - k0)
+        bt = beta if k0 == 0 else np.float32(1.0)
+        for j in range(0, n16, 32):
+            width = 32 if j < n32 else 16
+            if width == 32:
+                _pack_full(pb, b + 4 * (k0 * ldb + j), ldb, kc)
+            else:
+                _pack_one(pb, b + 4 * (k0 * ldb + j), ldb, kc)
+            for i in range(r0, r1, MR_NN):
+                rows = min(MR_NN, r1 - i)
+                ai = a + 4 * (i * a_is + k0 * a_ks)
+                ci = c + 4 * (i * ldc + j)
+                if width == 32:
+                    _nn_full(ai, a_is, a_ks, pb, 32, ci, ldc, kc, alpha, bt, rows)
+                else:
+                    _nn_one(ai, a_is, a_ks, pb, 16, ci, ldc, kc, alpha, bt, rows)
     if n16 < n:
         _nn_columns(a, a_is, a_ks, b, ldb, c, ldc, r0, r1, n16, n, k, alpha, beta)
 
@@ -236,28 +243,23 @@ def _nn_columns(a, a_is, a_ks, b, ldb, c, ldc, r0, r1, j0, j1, k, alpha, beta):
 
 
 @njit(cache=True, nogil=True)
-def nt_rows(a, lda, b, ldb, c, ldc, r0, r1, n, k, alpha, beta):
-    """Rows [r0, r1) of C <- alpha A B^T + beta C: A (m x k) rows at a + 4 i lda, B (n x k)
-    rows at b + 4 j ldb, C rows at c + 4 i ldc. Tiles of MR_NT x NR_NT over the first
-    16 (k // 16) of k, then the remaining k % 16 terms added per element."""
-    alpha = np.float32(alpha)
-    beta = np.float32(beta)
-    k16 = k // 16
-    for i in range(r0, r1, MR_NT):
-        rows = min(MR_NT, r1 - i)
-        for j in range(0, n, NR_NT):
-            _nt(a + 4 * i * lda, lda, b + 4 * j * ldb, ldb, c + 4 * (i * ldc + j), ldc, k16,
-                alpha, beta, rows, min(NR_NT, n - j))
-    if k16 * 16 < k:
-        A = _view(a)
-        B = _view(b)
-        C = _view(c)
-        for i in range(r0, r1):
-            for j in range(n):
-                s = np.float32(0.0)
-                for kk in range(k16 * 16, k):
-                    s += A[i * lda + kk] * B[j * ldb + kk]
-                C[i * ldc + j] += alpha * s  # the tiles applied beta already
+def transpose_rows(src, lds, dst, ldd, r0, r1, cols):
+    """dst[c, r] <- src[r, c] for the rows r in [r0, r1) and the columns c < cols (float32 at
+    int64 addresses, row strides lds / ldd): 16 x 16 blocks, then element by element."""
+    S = _view(src)
+    D = _view(dst)
+    c16 = cols // 16 * 16
+    r = r0
+    while r + 16 <= r1:
+        for c in range(0, c16, 16):
+            _transpose(dst + 4 * (c * ldd + r), ldd, src + 4 * (r * lds + c), lds)
+        for c in range(c16, cols):
+            for i in range(r, r + 16):
+                D[c * ldd + i] = S[i * lds + c]
+        r += 16
+    for i in range(r, r1):
+        for c in range(cols):
+            D[c * ldd + i] = S[i * lds + c]
 
 
 @intrinsic
@@ -275,27 +277,17 @@ def _view(addr):
 
 
 @njit(cache=True, nogil=True)
-def gemm_rows(trans_a, trans_b, alpha, A, B, beta, C, r0, r1):
-    """Rows [r0, r1) of C <- alpha op(A) op(B) + beta C (float32, rows contiguous), as
-    ``kernels.blas.gemm`` without BLAS; op(X) = X.T when trans_x. op(A) op(B^T)... Of the four
-    cases A^T B^T is not provided (no step needs it)."""
+def gemm_rows(trans_a, alpha, A, B, beta, C, r0, r1):
+    """Rows [r0, r1) of C <- alpha op(A) B + beta C (float32, rows contiguous; op(A) = A.T
+    when trans_a), as ``kernels.blas.gemm`` with B not transposed, without BLAS."""
     lda, ldb, ldc = A.strides[0] // 4, B.strides[0] // 4, C.strides[0] // 4
-    n = C.shape[1]
-    if trans_b:
-        if trans_a:
-            raise ValueError("gemm_rows: A^T B^T is not implemented")
-        nt_rows(A.ctypes.data, lda, B.ctypes.data, ldb, C.ctypes.data, ldc, r0, r1, n,
-                A.shape[1], alpha, beta)
-    elif trans_a:
-        nn_rows(A.ctypes.data, 1, lda, B.ctypes.data, ldb, C.ctypes.data, ldc, r0, r1, n,
-                A.shape[0], alpha, beta)
-    else:
-        nn_rows(A.ctypes.data, lda, 1, B.ctypes.data, ldb, C.ctypes.data, ldc, r0, r1, n,
-                A.shape[1], alpha, beta)
+    k = A.shape[0] if trans_a else A.shape[1]
+    nn_rows(A.ctypes.data, 1 if trans_a else lda, lda if trans_a else 1, B.ctypes.data, ldb,
+            C.ctypes.data, ldc, r0, r1, C.shape[1], k, alpha, beta)
 
 
 @njit(cache=True, nogil=True)
-def gemm(trans_a, trans_b, alpha, A, B, beta, C):
-    """C <- alpha op(A) op(B) + beta C on the calling thread (see gemm_rows)."""
+def gemm(trans_a, alpha, A, B, beta, C):
+    """C <- alpha op(A) B + beta C on the calling thread (see gemm_rows)."""
     if C.shape[0] > 0 and C.shape[1] > 0:
-        gemm_rows(trans_a, trans_b, alpha, A, B, beta, C, 0, C.shape[0])
+        gemm_rows(trans_a, alpha, A, B, beta, C, 0, C.shape[0])

@@ -5,17 +5,18 @@ Four phases a step, each run as two halves on OpenBLAS's two threads through
 on the calling thread where BLAS has one thread. Each half's product is followed by its
 epilogue on the rows it has just written, while they are in its cache:
 
-    forward   H[r]   <- f(Xb[r] W1t + b1)                 rows r: half of the batch
+    forward   H[r]   <- f(Xb[r] W1t + b1)                 r: half of the batch rows
     output    dZ[r]  <- loss'(H[r] W2t + b2), loss sums   + half of the next batch's gather
-    backward  dH[r]  <- (dZ[r] W2t^T) * f'(H[r])          + dH[r]'s column sums
-    update    W2t[u] -= lr H[:, u]^T dZ,  b2[c] -= lr db2[c]     u: half of W2t's rows
-              W1t[v] -= lr Xb[:, v]^T dH, b1[d] -= lr db1[d]     v: half of W1t's rows
+    backward  dH[r]  <- (dZ[r] W2) * f'(H[r])             + dH[r]'s column sums
+    update    W2[v]  -= lr dZ[:, v]^T H;  W2t[:, v] <- W2[v]^T;  b2[v] -= lr db2[v]
+              W1t[v] -= lr Xb[:, v]^T dH;                        b1[u] -= lr db1[u]
+                                                          v: half of the 784 pixels, u: of h
 
-The weights are held transposed (W1t = W1^T, (784, h); W2t = W2^T, (h, 784)) so that four of
-the five products read B's rows contiguously (``nn_rows``) and the fifth is the dot-product
-tile (``nt_rows``, along 784). The column sums (db1, db2) and the loss sums are kept per half
-and added half 0 + half 1: every value depends on the shape alone, not on which thread ran a
-half or whether the halves ran in turn (tests/test_own_step.py checks both ways bit for bit).
+Every product reads B's rows contiguously (``nn_rows``): W1 is held transposed (W1t, (784, h)),
+and W2 (784, h) both ways, W2t = W2^T refreshed by the half that has just updated those rows.
+The column sums (db1, db2) and the loss sums are kept per half and added half 0 + half 1:
+every value depends on the shape alone, not on which thread ran a half or whether the halves
+ran in turn (tests/test_own_step.py checks both ways bit for bit).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from .activations_cpu import keeps_preactivation
 from .blas_pair import (_f32p, _f64p, _half_rows, _i64p, _pthread_self, _run_halves, _u8p,
                         AHEAD, blas_threads, _HAS_PAIR)
 from .cpu import gather_row, prefetch_row
-from .cpu_gemm import MR_NN, nn_rows, nt_rows
+from .cpu_gemm import MR_NN, nn_rows, transpose_rows
 from .cpu_hidden import activation_grad_, bias_activation_
 from .cpu_math import wide_vectors
 from .cpu_output import sigmoid_loss_row_
@@ -39,9 +40,9 @@ FORWARD, OUTPUT, BACKWARD, UPDATE = range(4)
 # (float64 values as their bits: K_SLOPE, K_LR, K_LOSS, K_SQ). The loss sums come back in the
 # block, not in an array argument: numba passes arrays as noalias, so LLVM may keep an array's
 # old values across a call that writes it through a raw address.
-(K_PHASE, K_HALF, K_NB, K_HID, K_IMG, K_XB, K_H, K_ZPRE, K_DZ, K_DH, K_W1T, K_W2T, K_B1, K_B2,
- K_DB1, K_DB2, K_SLOPE, K_LR, K_LOSS, K_SQ, K_X8, K_X_ROWS, K_NEXT_IDX, K_NEXT_ROWS, K_NEXT_PTR,
- K_THREAD) = range(26)
+(K_PHASE, K_HALF, K_NB, K_HID, K_IMG, K_XB, K_H, K_ZPRE, K_DZ, K_DH, K_W1T, K_W2, K_W2T, K_B1,
+ K_B2, K_DB1, K_DB2, K_SLOPE, K_LR, K_LOSS, K_SQ, K_X8, K_X_ROWS, K_NEXT_IDX, K_NEXT_ROWS,
+ K_NEXT_PTR, K_THREAD) = range(27)
 BLOCK = 32  # words per block (two blocks never share a 64-byte line)
 
 
@@ -82,15 +83,16 @@ def run_half(blk, act, loss):
         nn_rows(blk[K_H], h, 1, blk[K_W2T], n, blk[K_DZ], n, r0, r1, n, h, 1.0, 0.0)
         _output_epilogue(blk, dZ, b2, Xb, db2[t], r0, r1, nb, n, second, loss)
     elif phase == BACKWARD:
-        nt_rows(blk[K_DZ], n, blk[K_W2T], n, blk[K_DH], h, r0, r1, h, n, 1.0, 0.0)
+        nn_rows(blk[K_DZ], n, 1, blk[K_W2], h, blk[K_DH], h, r0, r1, h, n, 1.0, 0.0)
         db1[t, :] = 0.0
         activation_grad_(dH[r0:r1], H[r0:r1], Zp[r0:r1] if Zp.shape[0] else Zp, slope,
                          db1[t], act)
     else:
-        u0, u1 = _split(h, second)
-        nn_rows(blk[K_H], 1, h, blk[K_DZ], n, blk[K_W2T], n, u0, u1, n, nb, -lr, 1.0)
         v0, v1 = _split(n, second)
+        nn_rows(blk[K_DZ], 1, n, blk[K_H], h, blk[K_W2], h, v0, v1, h, nb, -lr, 1.0)
+        transpose_rows(blk[K_W2], h, blk[K_W2T], n, v0, v1, h)
         nn_rows(blk[K_XB], 1, n, blk[K_DH], h, blk[K_W1T], h, v0, v1, h, nb, -lr, 1.0)
+        u0, u1 = _split(h, second)
         _bias_step(b2, db2, lr, v0, v1)
         _bias_step(b1, db1, lr, u0, u1)
     blk[K_THREAD] = _pthread_self()
@@ -166,8 +168,8 @@ def _phase(blocks, phase, fn, act, loss):
 
 
 @njit(cache=True, nogil=True)
-def train_steps(X, perm, start, stop, batch, W1t, b1, W2t, b2, slope, lrs, act, loss, Xb, H, Zp,
-                dZ, dH, fn, blocks, db1, db2, Xb_next):
+def train_steps(X, perm, start, stop, batch, W1t, b1, W2, W2t, b2, slope, lrs, act, loss, Xb, H,
+                Zp, dZ, dH, fn, blocks, db1, db2, Xb_next):
     """SGD on X[perm[start:stop]] in batches of ``batch``; returns (loss sum, squared-error
     sum, steps). X: the (n, 784) uint8 C-contiguous dataset; W1t (784, h), W2t (h, 784) the
     transposed weights, updated in place with b1, b2; lrs[i] the i-th step's learning rate.
@@ -175,7 +177,7 @@ def train_steps(X, perm, start, stop, batch, W1t, b1, W2t, b2, slope, lrs, act, 
     act = literally(act)
     loss = literally(loss)
     mxcsr = flush_denormals_on()
-    h, n = W2t.shape
+    n, h = W2.shape
     total = total_sq = 0.0
     steps = 0
     if start < stop:
@@ -188,7 +190,7 @@ def train_steps(X, perm, start, stop, batch, W1t, b1, W2t, b2, slope, lrs, act, 
             blk[K_HALF], blk[K_NB], blk[K_HID], blk[K_IMG] = t, e - s, h, n
             blk[K_XB], blk[K_H], blk[K_ZPRE] = Xb.ctypes.data, H.ctypes.data, Zp.ctypes.data
             blk[K_DZ], blk[K_DH] = dZ.ctypes.data, dH.ctypes.data
-            blk[K_W1T], blk[K_W2T] = W1t.ctypes.data, W2t.ctypes.data
+            blk[K_W1T], blk[K_W2], blk[K_W2T] = W1t.ctypes.data, W2.ctypes.data, W2t.ctypes.data
             blk[K_B1], blk[K_B2] = b1.ctypes.data, b2.ctypes.data
             blk[K_DB1], blk[K_DB2] = db1.ctypes.data, db2.ctypes.data
             blk[K_SLOPE], blk[K_LR] = _as_i64(np.float64(slope)), _as_i64(lrs[steps])
