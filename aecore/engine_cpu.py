@@ -143,7 +143,7 @@ def _forward(X, W1, b1, W2, b2, slope, Xb, H, Zp, Z, Y, what, act, loss):
 # literals: without LiteralCall every call re-types the loop (~20 ms; kernels/literal_call.py).
 _train_steps_call = LiteralCall(_train_steps, positions=(16, 17))
 _forward_call = LiteralCall(_forward, positions=(12, 13))
-_own_steps_call = LiteralCall(own_step.train_steps, positions=(12, 13))
+_own_steps_call = LiteralCall(own_step.train_steps, positions=(11, 12))
 GEMMS = ("blas", "own")  # CpuEngine(gemm=...): whose matrix products the training step runs
 
 
@@ -203,7 +203,7 @@ class CpuEngine(Engine):
         self._Xb_next = np.empty((B, image), np.float32)  # the next batch, gathered by the pair
         self._no_images = np.empty((0, image), np.uint8)
         if gemm == "own":
-            self._own_scratch = own_step.scratch(hidden, image)
+            self._own_scratch = own_step.scratch(B, hidden, image)
         if self.split:
             from .cpu_pair import PairRunner
 
@@ -268,17 +268,13 @@ class CpuEngine(Engine):
         self.step += n
 
     def _own_steps(self, data, perm, start, stop, lrs):
-        """train_steps on the own-GEMM step: W1 goes in transposed and comes back; W2 is
-        updated in place, with its transpose alongside."""
+        """train_steps on the own-GEMM step (kernels/own_step.py), the params in place."""
         p = self.params
-        W1t, W2t = np.ascontiguousarray(p[W1].T), np.ascontiguousarray(p[W2].T)
         fn = own_step.half_function(self._act, self._loss_code)
-        out = _own_steps_call(data, perm, start, stop, self.batch_size, W1t, p[B1], p[W2], W2t,
-                              p[B2], np.float32(self.slope), lrs, self._act, self._loss_code,
-                              self._Xb, self._H, self._Zp, self._dZ, self._dH, fn,
-                              *self._own_scratch, self._Xb_next)
-        p[W1][...] = W1t.T
-        return out
+        return _own_steps_call(data, perm, start, stop, self.batch_size, p[W1], p[B1], p[W2],
+                               p[B2], np.float32(self.slope), lrs, self._act, self._loss_code,
+                               self._Xb, self._H, self._Zp, self._dZ, self._dH, fn,
+                               *self._own_scratch, self._Xb_next)
 
     def take_loss_sums(self):
         sums = (float(self._loss), float(self._sq))

@@ -192,15 +192,16 @@ KC_NN = 256  # k-block of nn_rows: a packed 256 x 32 strip of B (32 KB) stays in
 
 
 @njit(cache=True, nogil=True)
-def nn_rows(a, a_is, a_ks, b, ldb, c, ldc, r0, r1, n, k, alpha, beta):
-    """Rows [r0, r1) of C (m x n, row stride ldc) <- alpha op(A) B + beta C, pointers as int64
-    addresses of float32 data: op(A)'s element (i, k) at a + 4 (i a_is + k a_ks), B (k x n)
-    rows at b + 4 k ldb.
+def nn_rows(a, a_is, a_ks, b, b_ks, b_ns, c, ldc, r0, r1, n, k, alpha, beta):
+    """Rows [r0, r1) of C (m x n, row stride ldc) <- alpha op(A) op(B) + beta C, pointers as
+    int64 addresses of float32 data: op(A)'s element (i, k) at a + 4 (i a_is + k a_ks),
+    op(B)'s (k, j) at b + 4 (k b_ks + j b_ns): b_ns = 1 for B, b_ks = 1 for B^T.
 
-    Loops: k in blocks of KC_NN; in a block, B's strip of 32 (then 16) columns is copied to a
-    contiguous buffer (a strided strip with a power-of-two row stride would fight over a few
-    L1 sets) and every tile of MR_NN rows runs over it; a column remainder under 16 is a
-    plain loop. C takes the k-blocks' partial sums in order (beta on the first)."""
+    Loops: k in blocks of KC_NN; in a block, op(B)'s strip of 32 (then 16) columns is packed
+    into a contiguous buffer (copied, or transposed in 16 x 16 register blocks from B^T's rows;
+    a strided strip with a power-of-two row stride would also fight over a few L1 sets) and
+    every tile of MR_NN rows runs over it; a column remainder under 16 is a plain loop. C takes
+    the k-blocks' partial sums in order (beta on the first)."""
     alpha = np.float32(alpha)
     beta = np.float32(beta)
     n32 = n // 32 * 32
@@ -212,10 +213,7 @@ def nn_rows(a, a_is, a_ks, b, ldb, c, ldc, r0, r1, n, k, alpha, beta):
         bt = beta if k0 == 0 else np.float32(1.0)
         for j in range(0, n16, 32):
             width = 32 if j < n32 else 16
-            if width == 32:
-                _pack_full(pb, b + 4 * (k0 * ldb + j), ldb, kc)
-            else:
-                _pack_one(pb, b + 4 * (k0 * ldb + j), ldb, kc)
+            _pack(buf, b + 4 * (k0 * b_ks + j * b_ns), b_ks, b_ns, kc, width)
             for i in range(r0, r1, MR_NN):
                 rows = min(MR_NN, r1 - i)
                 ai = a + 4 * (i * a_is + k0 * a_ks)
@@ -225,11 +223,32 @@ def nn_rows(a, a_is, a_ks, b, ldb, c, ldc, r0, r1, n, k, alpha, beta):
                 else:
                     _nn_one(ai, a_is, a_ks, pb, 16, ci, ldc, kc, alpha, bt, rows)
     if n16 < n:
-        _nn_columns(a, a_is, a_ks, b, ldb, c, ldc, r0, r1, n16, n, k, alpha, beta)
+        _nn_columns(a, a_is, a_ks, b, b_ks, b_ns, c, ldc, r0, r1, n16, n, k, alpha, beta)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _pack(buf, b, b_ks, b_ns, kc, width):
+    """buf[kk * width + t] <- op(B)[kk, t] for kk < kc, t < width (16 or 32), op(B)'s element
+    (kk, t) at b + 4 (kk b_ks + t b_ns)."""
+    pb = buf.ctypes.data
+    if b_ns == 1:
+        if width == 32:
+            _pack_full(pb, b, b_ks, kc)
+        else:
+            _pack_one(pb, b, b_ks, kc)
+        return
+    k16 = kc // 16 * 16
+    for kk in range(0, k16, 16):
+        for v in range(0, width, 16):
+            _transpose(pb + 4 * (kk * width + v), width, b + 4 * (v * b_ns + kk * b_ks), b_ns)
+    B = _view(b)
+    for kk in range(k16, kc):
+        for t in range(width):
+            buf[kk * width + t] = B[kk * b_ks + t * b_ns]
 
 
 @njit(cache=True, nogil=True)
-def _nn_columns(a, a_is, a_ks, b, ldb, c, ldc, r0, r1, j0, j1, k, alpha, beta):
+def _nn_columns(a, a_is, a_ks, b, b_ks, b_ns, c, ldc, r0, r1, j0, j1, k, alpha, beta):
     """The last n % 16 columns of nn_rows, element by element (float32 sums in k order)."""
     A = _view(a)
     B = _view(b)
@@ -238,7 +257,7 @@ def _nn_columns(a, a_is, a_ks, b, ldb, c, ldc, r0, r1, j0, j1, k, alpha, beta):
         for j in range(j0, j1):
             s = np.float32(0.0)
             for kk in range(k):
-                s += A[i * a_is + kk * a_ks] * B[kk * ldb + j]
+                s += A[i * a_is + kk * a_ks] * B[kk * b_ks + j * b_ns]
             C[i * ldc + j] = alpha * s if beta == 0 else beta * C[i * ldc + j] + alpha * s
 
 
@@ -277,17 +296,18 @@ def _view(addr):
 
 
 @njit(cache=True, nogil=True)
-def gemm_rows(trans_a, alpha, A, B, beta, C, r0, r1):
-    """Rows [r0, r1) of C <- alpha op(A) B + beta C (float32, rows contiguous; op(A) = A.T
-    when trans_a), as ``kernels.blas.gemm`` with B not transposed, without BLAS."""
+def gemm_rows(trans_a, trans_b, alpha, A, B, beta, C, r0, r1):
+    """Rows [r0, r1) of C <- alpha op(A) op(B) + beta C (float32, rows contiguous; op(X) =
+    X.T when trans_x), as ``kernels.blas.gemm`` computes all of C, without BLAS."""
     lda, ldb, ldc = A.strides[0] // 4, B.strides[0] // 4, C.strides[0] // 4
     k = A.shape[0] if trans_a else A.shape[1]
-    nn_rows(A.ctypes.data, 1 if trans_a else lda, lda if trans_a else 1, B.ctypes.data, ldb,
-            C.ctypes.data, ldc, r0, r1, C.shape[1], k, alpha, beta)
+    nn_rows(A.ctypes.data, 1 if trans_a else lda, lda if trans_a else 1, B.ctypes.data,
+            1 if trans_b else ldb, ldb if trans_b else 1, C.ctypes.data, ldc, r0, r1,
+            C.shape[1], k, alpha, beta)
 
 
 @njit(cache=True, nogil=True)
-def gemm(trans_a, alpha, A, B, beta, C):
-    """C <- alpha op(A) B + beta C on the calling thread (see gemm_rows)."""
+def gemm(trans_a, trans_b, alpha, A, B, beta, C):
+    """C <- alpha op(A) op(B) + beta C on the calling thread (see gemm_rows)."""
     if C.shape[0] > 0 and C.shape[1] > 0:
-        gemm_rows(trans_a, alpha, A, B, beta, C, 0, C.shape[0])
+        gemm_rows(trans_a, trans_b, alpha, A, B, beta, C, 0, C.shape[0])

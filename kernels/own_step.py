@@ -5,18 +5,17 @@ Four phases a step, each run as two halves on OpenBLAS's two threads through
 on the calling thread where BLAS has one thread. Each half's product is followed by its
 epilogue on the rows it has just written, while they are in its cache:
 
-    forward   H[r]   <- f(Xb[r] W1t + b1)                 r: half of the batch rows
-    output    dZ[r]  <- loss'(H[r] W2t + b2), loss sums   + half of the next batch's gather
+    forward   H[r]   <- f(Xb[r] W1^T + b1)                r: half of the batch rows
+    output    dZ[r]  <- loss'(H[r] W2^T + b2), loss sums  + half of the next batch's gather
     backward  dH[r]  <- (dZ[r] W2) * f'(H[r])             + dH[r]'s column sums
-    update    W2[v]  -= lr dZ[:, v]^T H;  W2t[:, v] <- W2[v]^T;  b2[v] -= lr db2[v]
-              W1t[v] -= lr Xb[:, v]^T dH;                        b1[u] -= lr db1[u]
-                                                          v: half of the 784 pixels, u: of h
+    update    W2[v]  -= lr dZ[:, v]^T H,   b2[v] -= lr db2[v]    v: half of the 784 pixels
+              W1[u]  -= lr dH[:, u]^T Xb,  b1[u] -= lr db1[u]    u: half of the h units
 
-Every product reads B's rows contiguously (``nn_rows``): W1 is held transposed (W1t, (784, h)),
-and W2 (784, h) both ways, W2t = W2^T refreshed by the half that has just updated those rows.
-The column sums (db1, db2) and the loss sums are kept per half and added half 0 + half 1:
-every value depends on the shape alone, not on which thread ran a half or whether the halves
-ran in turn (tests/test_own_step.py checks both ways bit for bit).
+The weights stay in the model's layout; the products that read them transposed (W1^T, W2^T)
+pack them through 16 x 16 register transposes (``nn_rows`` with b_ks = 1). The column sums
+(db1, db2) and the loss sums are kept per half and added half 0 + half 1: every value depends
+on the shape alone, not on which thread ran a half or whether the halves ran in turn
+(tests/test_own_step.py checks both ways bit for bit).
 """
 
 from __future__ import annotations
@@ -28,7 +27,7 @@ from .activations_cpu import keeps_preactivation
 from .blas_pair import (_f32p, _f64p, _half_rows, _i64p, _pthread_self, _run_halves, _u8p,
                         AHEAD, blas_threads, _HAS_PAIR)
 from .cpu import gather_row, prefetch_row
-from .cpu_gemm import MR_NN, nn_rows, transpose_rows
+from .cpu_gemm import nn_rows
 from .cpu_hidden import activation_grad_, bias_activation_
 from .cpu_math import wide_vectors
 from .cpu_output import sigmoid_loss_row_
@@ -40,16 +39,16 @@ FORWARD, OUTPUT, BACKWARD, UPDATE = range(4)
 # (float64 values as their bits: K_SLOPE, K_LR, K_LOSS, K_SQ). The loss sums come back in the
 # block, not in an array argument: numba passes arrays as noalias, so LLVM may keep an array's
 # old values across a call that writes it through a raw address.
-(K_PHASE, K_HALF, K_NB, K_HID, K_IMG, K_XB, K_H, K_ZPRE, K_DZ, K_DH, K_W1T, K_W2, K_W2T, K_B1,
- K_B2, K_DB1, K_DB2, K_SLOPE, K_LR, K_LOSS, K_SQ, K_X8, K_X_ROWS, K_NEXT_IDX, K_NEXT_ROWS,
+(K_PHASE, K_HALF, K_NB, K_HID, K_IMG, K_XB, K_H, K_ZPRE, K_DZ, K_DH, K_W1, K_W2, K_B1, K_B2,
+ K_DB1, K_DB2, K_DHP, K_SLOPE, K_LR, K_LOSS, K_SQ, K_X8, K_X_ROWS, K_NEXT_IDX, K_NEXT_ROWS,
  K_NEXT_PTR, K_THREAD) = range(27)
 BLOCK = 32  # words per block (two blocks never share a 64-byte line)
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _split(count, second):
-    """(first, end) of half 0 (a multiple of MR_NN rows, about half) or half 1 of ``count``."""
-    mid = min(count, (count // MR_NN + 1) // 2 * MR_NN)
+def _cols(count, second):
+    """(first, end) of half 0 (a multiple of 32 columns, about half) or half 1 of ``count``."""
+    mid = min(count, (count // 32 + 1) // 2 * 32)
     return (mid, count) if second else (0, mid)
 
 
@@ -65,51 +64,56 @@ def run_half(blk, act, loss):
     nb, h, n = blk[K_NB], blk[K_HID], blk[K_IMG]
     slope = np.float32(_as_f64(blk[K_SLOPE]))
     lr = np.float32(_as_f64(blk[K_LR]))
-    r0, r1 = _split(nb, second)
-    Xb = carray(_f32p(blk[K_XB]), (nb, n))
-    H = carray(_f32p(blk[K_H]), (nb, h))
+    u0, u1 = _cols(h, second)  # this half's hidden units: W1's rows, H's and dH's columns
+    v0, v1 = _cols(n, second)  # this half's pixels: W2's rows, dZ's columns
+    xb, w1, w2, hh, dz, dh = (blk[K_XB], blk[K_W1], blk[K_W2], blk[K_H], blk[K_DZ], blk[K_DH])
+    H = carray(_f32p(hh), (nb, h))
     Zp = carray(_f32p(blk[K_ZPRE]), (nb if keeps_preactivation(act) else 0, h))
-    dZ = carray(_f32p(blk[K_DZ]), (nb, n))
-    dH = carray(_f32p(blk[K_DH]), (nb, h))
-    b1 = carray(_f32p(blk[K_B1]), (h,))
-    b2 = carray(_f32p(blk[K_B2]), (n,))
-    db1 = carray(_f64p(blk[K_DB1]), (2, h))  # per half
-    db2 = carray(_f64p(blk[K_DB2]), (2, n))
-    t = 1 if second else 0
-    if phase == FORWARD:
-        nn_rows(blk[K_XB], n, 1, blk[K_W1T], h, blk[K_H], h, r0, r1, h, n, 1.0, 0.0)
-        bias_activation_(H[r0:r1], b1, slope, act, Zp[r0:r1] if Zp.shape[0] else Zp)
-    elif phase == OUTPUT:
-        nn_rows(blk[K_H], h, 1, blk[K_W2T], n, blk[K_DZ], n, r0, r1, n, h, 1.0, 0.0)
-        _output_epilogue(blk, dZ, b2, Xb, db2[t], r0, r1, nb, n, second, loss)
-    elif phase == BACKWARD:
-        nn_rows(blk[K_DZ], n, 1, blk[K_W2], h, blk[K_DH], h, r0, r1, h, n, 1.0, 0.0)
-        db1[t, :] = 0.0
-        activation_grad_(dH[r0:r1], H[r0:r1], Zp[r0:r1] if Zp.shape[0] else Zp, slope,
-                         db1[t], act)
+    zp = Zp[:, u0:u1] if Zp.shape[0] else Zp
+    if phase == FORWARD:  # H[:, u] <- f(Xb W1[u]^T + b1[u])
+        nn_rows(xb, n, 1, w1 + 4 * u0 * n, 1, n, hh + 4 * u0, h, 0, nb, u1 - u0, n, 1.0, 0.0)
+        b1 = carray(_f32p(blk[K_B1]), (h,))
+        bias_activation_(H[:, u0:u1], b1[u0:u1], slope, act, zp)
+    elif phase == OUTPUT:  # dZ[:, v] <- loss'(H W2[v]^T + b2[v])
+        nn_rows(hh, h, 1, w2 + 4 * v0 * h, 1, h, dz + 4 * v0, n, 0, nb, v1 - v0, h, 1.0, 0.0)
+        _output_epilogue(blk, v0, v1, nb, n, second, loss)
+    elif phase == BACKWARD:  # this half's pixels' share of dZ W2: dH_part[t] <- dZ[:, v] W2[v]
+        t = 1 if second else 0
+        nn_rows(dz + 4 * v0, n, 1, w2 + 4 * v0 * h, h, 1, blk[K_DHP] + 4 * t * nb * h, h, 0, nb,
+                h, v1 - v0, 1.0, 0.0)
     else:
-        v0, v1 = _split(n, second)
-        nn_rows(blk[K_DZ], 1, n, blk[K_H], h, blk[K_W2], h, v0, v1, h, nb, -lr, 1.0)
-        transpose_rows(blk[K_W2], h, blk[K_W2T], n, v0, v1, h)
-        nn_rows(blk[K_XB], 1, n, blk[K_DH], h, blk[K_W1T], h, v0, v1, h, nb, -lr, 1.0)
-        u0, u1 = _split(h, second)
-        _bias_step(b2, db2, lr, v0, v1)
-        _bias_step(b1, db1, lr, u0, u1)
+        # dH[:, u] <- f'(the two shares' sum), db1[u] its column sums; then the SGD steps
+        parts = carray(_f32p(blk[K_DHP]), (2, nb, h))
+        dH = carray(_f32p(dh), (nb, h))
+        for i in range(nb):
+            for j in range(u0, u1):
+                dH[i, j] = parts[0, i, j] + parts[1, i, j]
+        db1 = carray(_f64p(blk[K_DB1]), (h,))
+        db1[u0:u1] = 0.0
+        activation_grad_(dH[:, u0:u1], H[:, u0:u1], zp, slope, db1[u0:u1], act)
+        nn_rows(dh, 1, h, xb, n, 1, w1, n, u0, u1, n, nb, -lr, 1.0)  # W1[u] -= lr dH[:, u]^T Xb
+        nn_rows(dz, 1, n, hh, h, 1, w2, h, v0, v1, h, nb, -lr, 1.0)  # W2[v] -= lr dZ[:, v]^T H
+        _bias_step(carray(_f32p(blk[K_B1]), (h,)), db1, lr, u0, u1)
+        _bias_step(carray(_f32p(blk[K_B2]), (n,)), carray(_f64p(blk[K_DB2]), (n,)), lr, v0, v1)
     blk[K_THREAD] = _pthread_self()
     restore(mxcsr)
 
 
 @njit(cache=True, nogil=True)  # no fast-math: b - lr g rounds as written (cpu._bias_step's)
-def _bias_step(b, parts, lr, j0, j1):
+def _bias_step(b, g, lr, j0, j1):
     for j in range(j0, j1):
-        b[j] -= lr * (parts[0, j] + parts[1, j])
+        b[j] -= lr * g[j]
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _output_epilogue(blk, dZ, b2, Xb, colsum, r0, r1, nb, n, second, loss):
-    """The loss gradient on rows [r0, r1) of dZ, row by row, each followed by the gather of
-    one of this half's rows of the next batch (as ``blas_pair.sigmoid_loss_half``); the loss
-    sums go to blk[K_LOSS_OUT]'s row of this half."""
+def _output_epilogue(blk, v0, v1, nb, n, second, loss):
+    """The loss gradient on columns [v0, v1) of dZ, row by row, each row followed by the
+    gather of one of this half's rows of the next batch (as ``blas_pair.sigmoid_loss_half``);
+    db2[v] gets the columns' sums, the block the loss sums of this half's columns."""
+    dZ = carray(_f32p(blk[K_DZ]), (nb, n))
+    Xb = carray(_f32p(blk[K_XB]), (nb, n))
+    b2 = carray(_f32p(blk[K_B2]), (n,))[v0:v1]
+    colsum = carray(_f64p(blk[K_DB2]), (n,))[v0:v1]
     colsum[:] = 0.0
     X = carray(_u8p(blk[K_X8]), (blk[K_X_ROWS], n))
     q0, q1 = _half_rows(blk[K_NEXT_ROWS], second)
@@ -119,13 +123,12 @@ def _output_epilogue(blk, dZ, b2, Xb, colsum, r0, r1, nb, n, second, loss):
     for i in range(min(AHEAD, idx.shape[0])):
         prefetch_row(X, idx[i])
     total = total_sq = 0.0
-    rows = r1 - r0
-    for i in range(max(rows, idx.shape[0])):
+    for i in range(max(nb, idx.shape[0])):
         if i + AHEAD < idx.shape[0]:
             prefetch_row(X, idx[i + AHEAD])
-        if i < rows:
-            row, row_sq = sigmoid_loss_row_(dZ[r0 + i], b2, Xb[r0 + i], s32, b2[:0], colsum,
-                                            loss)
+        if i < nb:
+            row, row_sq = sigmoid_loss_row_(dZ[i, v0:v1], b2, Xb[i, v0:v1], s32, b2[:0],
+                                            colsum, loss)
             total += row
             total_sq += row_sq
         if i < idx.shape[0]:
@@ -151,9 +154,11 @@ def half_function(act: int, loss: int) -> int:
     return _halves[key].address
 
 
-def scratch(hidden: int, image: int):
-    """(blocks, db1, db2) for ``train_steps``: the halves' blocks, their column sums."""
-    return np.zeros((2, BLOCK), np.int64), np.zeros((2, hidden)), np.zeros((2, image))
+def scratch(batch: int, hidden: int, image: int):
+    """(blocks, db1, db2, dH_parts) for ``train_steps``: the halves' blocks, the bias
+    gradients, the two halves' shares of dH."""
+    return (np.zeros((2, BLOCK), np.int64), np.zeros(hidden), np.zeros(image),
+            np.zeros((2, batch, hidden), np.float32))
 
 
 @njit(cache=True, nogil=True)
@@ -168,11 +173,11 @@ def _phase(blocks, phase, fn, act, loss):
 
 
 @njit(cache=True, nogil=True)
-def train_steps(X, perm, start, stop, batch, W1t, b1, W2, W2t, b2, slope, lrs, act, loss, Xb, H,
-                Zp, dZ, dH, fn, blocks, db1, db2, Xb_next):
+def train_steps(X, perm, start, stop, batch, W1, b1, W2, b2, slope, lrs, act, loss, Xb, H, Zp, dZ,
+                dH, fn, blocks, db1, db2, dH_parts, Xb_next):
     """SGD on X[perm[start:stop]] in batches of ``batch``; returns (loss sum, squared-error
-    sum, steps). X: the (n, 784) uint8 C-contiguous dataset; W1t (784, h), W2t (h, 784) the
-    transposed weights, updated in place with b1, b2; lrs[i] the i-th step's learning rate.
+    sum, steps). X: the (n, 784) uint8 C-contiguous dataset; W1 (h, 784), b1, W2 (784, h), b2
+    updated in place; lrs[i] the i-th step's learning rate.
     The first batch is gathered here; each step's output halves gather the next."""
     act = literally(act)
     loss = literally(loss)
@@ -190,9 +195,9 @@ def train_steps(X, perm, start, stop, batch, W1t, b1, W2, W2t, b2, slope, lrs, a
             blk[K_HALF], blk[K_NB], blk[K_HID], blk[K_IMG] = t, e - s, h, n
             blk[K_XB], blk[K_H], blk[K_ZPRE] = Xb.ctypes.data, H.ctypes.data, Zp.ctypes.data
             blk[K_DZ], blk[K_DH] = dZ.ctypes.data, dH.ctypes.data
-            blk[K_W1T], blk[K_W2], blk[K_W2T] = W1t.ctypes.data, W2.ctypes.data, W2t.ctypes.data
+            blk[K_W1], blk[K_W2] = W1.ctypes.data, W2.ctypes.data
             blk[K_B1], blk[K_B2] = b1.ctypes.data, b2.ctypes.data
-            blk[K_DB1], blk[K_DB2] = db1.ctypes.data, db2.ctypes.data
+            blk[K_DB1], blk[K_DB2], blk[K_DHP] = db1.ctypes.data, db2.ctypes.data, dH_parts.ctypes.data
             blk[K_SLOPE], blk[K_LR] = _as_i64(np.float64(slope)), _as_i64(lrs[steps])
             blk[K_X8], blk[K_X_ROWS] = X.ctypes.data, X.shape[0]
             blk[K_NEXT_IDX], blk[K_NEXT_ROWS] = next_idx.ctypes.data, next_idx.shape[0]
