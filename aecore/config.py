@@ -37,6 +37,7 @@ DEFAULT_LR = {
 # (onecycle became the default on 2026-12-02; every config saved since records lr_schedule);
 # the other fields added since were added with today's default.
 ABSENT = {"lr_schedule": "constant"}
+CPU_GEMMS = ("blas", "own")  # TrainConfig.cpu_gemm: OpenBLAS's sgemm, or aecore's own
 
 
 def default_lr(optimizer: str, lr_schedule: str = "constant") -> float | None:
@@ -83,6 +84,7 @@ class TrainConfig:
     loss: str = "mse"  # trained loss on the Sigmoid output: mse | bce | l1
     cpu_team: bool = False  # CPU: BLAS's jobs and the epilogues' halves on one team (cpu_team.py)
     track_test: bool = False  # also evaluate the test split after every epoch (time to quality)
+    cpu_gemm: str = "blas"  # CPU: whose products the step runs, blas | own (kernels/own_step.py)
 
     def __post_init__(self):
         if self.lr is None and self.optimizer in DEFAULT_LR:
@@ -157,6 +159,12 @@ def config_problems(c: TrainConfig, n_train: int | None = None) -> list[tuple[st
                           f"{', '.join(ACTIVATIONS)}")
     if c.loss not in LOSSES:
         bad("loss", f"unknown loss {c.loss!r}; choose one of {', '.join(LOSSES)}")
+    if c.cpu_gemm not in CPU_GEMMS:
+        bad("cpu_gemm", f"unknown CPU GEMM {c.cpu_gemm!r}; choose one of {', '.join(CPU_GEMMS)}")
+    elif c.cpu_gemm == "own" and c.optimizer in OPTIMIZERS and c.optimizer != "sgd":
+        bad("cpu_gemm", f"own trains with the sgd optimizer only, not {c.optimizer}")
+    elif c.cpu_gemm == "own" and (c.cpu_split is True or c.cpu_team is True):
+        bad("cpu_gemm", f"own cannot be combined with {'cpu_split' if c.cpu_split is True else 'cpu_team'}")
     for name in ("cpu_split", "cpu_team"):
         if getattr(c, name) is True and (c.activation, c.loss) != ("leaky_relu", "mse"):
             bad(name, f"the {name.split('_')[1]} CPU step runs leaky_relu with mse only")

@@ -204,6 +204,7 @@ class CpuEngine(Engine):
         self._no_images = np.empty((0, image), np.uint8)
         if gemm == "own":
             self._own_scratch = own_step.scratch(B, hidden, image)
+            self.own_by_rows = own_step.by_rows(B)  # how the halves split (measured)
         if self.split:
             from .cpu_pair import PairRunner
 
@@ -274,7 +275,7 @@ class CpuEngine(Engine):
         return _own_steps_call(data, perm, start, stop, self.batch_size, p[W1], p[B1], p[W2],
                                p[B2], np.float32(self.slope), lrs, self._act, self._loss_code,
                                self._Xb, self._H, self._Zp, self._dZ, self._dH, fn,
-                               *self._own_scratch, self._Xb_next)
+                               *self._own_scratch, self._Xb_next, self.own_by_rows)
 
     def take_loss_sums(self):
         sums = (float(self._loss), float(self._sq))

@@ -182,7 +182,7 @@ def _make_engine(config, params, opt_state, step, handles_for, fallback_cpu, sch
                 device, params, config.optim(), config.batch_size, config.slope, opt_state, step,
                 cuda_path=cuda_path.resolve(config), cpu_split=config.cpu_split,
                 cpu_team=config.cpu_team, lr_schedule=schedule, activation=config.activation,
-                loss=config.loss)
+                loss=config.loss, cpu_gemm=config.cpu_gemm)
             return eng, [eng.put(x) for x in handles_for]
         except AecoreError:
             raise

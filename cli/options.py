@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 from click.core import ParameterSource
 
-from aecore.config import DEFAULT_LR, MAX_HIDDEN, TrainConfig, config_problems
+from aecore.config import CPU_GEMMS, DEFAULT_LR, MAX_HIDDEN, TrainConfig, config_problems
 from aecore.cuda_path import AUTO_PATH, CUDA_PATHS
 from aecore.kernels.activations_reference import ACTIVATIONS
 from aecore.kernels.losses_reference import LOSSES
@@ -26,7 +26,7 @@ OPTION_OF = {"hidden": "--hidden", "epochs": "--epochs", "batch_size": "--batch-
              "limit": "--limit", "lr_schedule": "--lr-schedule",
              "warmup_epochs": "--warmup-epochs", "cuda_path": "--cuda-path",
              "activation": "--activation", "loss": "--loss", "cpu_split": "--cpu-split",
-             "cpu_team": "--cpu-team", "track_test": "--track-test"}
+             "cpu_team": "--cpu-team", "track_test": "--track-test", "cpu_gemm": "--cpu-gemm"}
 
 
 # --- devices, data, messages  ---------------------------------------------------------------------------
@@ -140,6 +140,16 @@ def check_team_jobs(cpu_team: bool, jobs: int) -> None:
     if cpu_team and jobs > 1:
         raise click.BadParameter("--cpu-team trains one run at a time per process (OpenBLAS "
                                  "has one thread callback); use --jobs 1", param_hint="'--jobs'")
+
+
+def cpu_gemm_option(f):
+    return click.option("--cpu-gemm", type=click.Choice(CPU_GEMMS), default=D.cpu_gemm,
+                        show_default=True,
+                        help="CPU: whose matrix products the training step runs: blas "
+                        "(OpenBLAS's sgemm, the epilogues after each) or own (aecore's own "
+                        "GEMM, every phase of the step in two halves with its epilogue; "
+                        "--optimizer sgd only). Compare them with `aecore bench --cpu-split "
+                        "off,own`.")(f)
 
 
 def cpu_team_option(f):

@@ -21,7 +21,8 @@ from aecore.trainer import CHECKPOINT_EVERY
 
 from .options import (D, FASHION_TRAIN, OPTION_OF, HiddenList, _check, _finite, _finite_positive,
                       activation_option, check_team_jobs, checkpoint_every_option,
-                      chosen_cuda_path, cpu_split_option, cpu_team_option, cuda_path_option,
+                      chosen_cuda_path, cpu_gemm_option, cpu_split_option, cpu_team_option,
+                      cuda_path_option,
                       data_dir_option, device_option, echo_err, jobs_option, load_data,
                       loss_option, lr_default_help, resolve_device, run_settings,
                       schedule_options, track_test_option)
@@ -84,6 +85,7 @@ Examples:
 @cuda_path_option
 @cpu_split_option
 @cpu_team_option
+@cpu_gemm_option
 @data_dir_option
 @click.option("--out", type=click.Path(path_type=Path), default=Path("runs"), show_default=True,
               help="Directory that holds the run directories.")
@@ -97,7 +99,7 @@ Examples:
 @click.pass_context
 def train(ctx, hidden, epochs, batch_size, lr, optimizer, momentum, slope, seed, val_size, limit,
           lr_schedule, warmup_epochs, activation, loss, device, cuda_path, cuda_graphs, cpu_split,
-          cpu_team, data_dir, out, resume, overwrite, checkpoint_every, jobs, track_test):
+          cpu_team, cpu_gemm, data_dir, out, resume, overwrite, checkpoint_every, jobs, track_test):
     cuda_path = chosen_cuda_path(ctx, cuda_path, cuda_graphs)
     if resume is not None:
         return _resume(ctx, resume, device, data_dir, epochs, checkpoint_every, cuda_path)
@@ -119,7 +121,7 @@ def train(ctx, hidden, epochs, batch_size, lr, optimizer, momentum, slope, seed,
                            optimizer=optimizer, momentum=momentum, slope=slope, seed=seed,
                            val_size=val_size, device="cpu", limit=limit,
                            cuda_path=cuda_path, cpu_split=cpu_split, cpu_team=cpu_team,
-                           lr_schedule=lr_schedule, warmup_epochs=warmup_epochs,
+                           cpu_gemm=cpu_gemm, lr_schedule=lr_schedule, warmup_epochs=warmup_epochs,
                            activation=activation, loss=loss, track_test=track_test)
                  for h in hidden]
     for c in configs:
@@ -181,7 +183,7 @@ def _resume(ctx, run_dir: Path, device, data_dir, epochs, checkpoint_every, cuda
         changes["epochs"] = epochs
     if ctx.get_parameter_source("device") == ParameterSource.COMMANDLINE:
         changes["device"] = resolve_device(device)
-    for name in ("cpu_split", "cpu_team"):
+    for name in ("cpu_split", "cpu_team", "cpu_gemm"):
         if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE:
             changes[name] = ctx.params[name]
     if ParameterSource.COMMANDLINE in (ctx.get_parameter_source("cuda_path"),

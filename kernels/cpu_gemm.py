@@ -16,9 +16,8 @@ each 32-column strip of B is copied to a contiguous buffer that stays in L1 whil
 tile runs over it. A tile at C's lower edge computes its missing rows from a copy of the last
 row and stores only the rows that exist; columns past the last multiple of 16 are a plain
 loop. Every C element is ``alpha * (its k-blocks' float32 sums, in order) + beta * C`` (beta
-= 0 never reads C): the bits depend on the shape alone, never on threads or timing.
-
-``transpose_rows`` transposes in 16 x 16 register blocks (the step keeps W2 both ways).
+= 0 never reads C): the bits depend on the shape alone, never on threads or timing. The
+definition is ``kernels.reference.gemm`` (float64); tests/test_cpu_gemm.py holds these to it.
 """
 
 from __future__ import annotations
@@ -197,8 +196,8 @@ def nn_rows(a, a_is, a_ks, b, b_ks, b_ns, c, ldc, r0, r1, n, k, alpha, beta):
     int64 addresses of float32 data: op(A)'s element (i, k) at a + 4 (i a_is + k a_ks),
     op(B)'s (k, j) at b + 4 (k b_ks + j b_ns): b_ns = 1 for B, b_ks = 1 for B^T.
 
-    Loops: k in blocks of KC_NN; in a block, op(B)'s strip of 32 (then 16) columns is packed
-    into a contiguous buffer (copied, or transposed in 16 x 16 register blocks from B^T's rows;
+    Loops: k in blocks of at most KC_NN (as even as multiples of 16 allow); in a block, op(B)'s
+    strip of 32 (then 16) columns is packed into a contiguous buffer (copied, or transposed in 16 x 16 register blocks from B^T's rows;
     a strided strip with a power-of-two row stride would also fight over a few L1 sets) and
     every tile of MR_NN rows runs over it; a column remainder under 16 is a plain loop. C takes
     the k-blocks' partial sums in order (beta on the first)."""
@@ -208,8 +207,10 @@ def nn_rows(a, a_is, a_ks, b, b_ks, b_ns, c, ldc, r0, r1, n, k, alpha, beta):
     n16 = n // 16 * 16
     buf = np.empty(KC_NN * 32, np.float32)
     pb = buf.ctypes.data
-    for k0 in range(0, k, KC_NN):
-        kc = min(KC_NN, k - k0)
+    blocks = (k + KC_NN - 1) // KC_NN
+    step = min(KC_NN, ((k + blocks - 1) // blocks + 15) // 16 * 16)  # even blocks, 16s
+    for k0 in range(0, k, step):
+        kc = min(step, k - k0)
         bt = beta if k0 == 0 else np.float32(1.0)
         for j in range(0, n16, 32):
             width = 32 if j < n32 else 16
@@ -259,26 +260,6 @@ def _nn_columns(a, a_is, a_ks, b, b_ks, b_ns, c, ldc, r0, r1, j0, j1, k, alpha, 
             for kk in range(k):
                 s += A[i * a_is + kk * a_ks] * B[kk * b_ks + j * b_ns]
             C[i * ldc + j] = alpha * s if beta == 0 else beta * C[i * ldc + j] + alpha * s
-
-
-@njit(cache=True, nogil=True)
-def transpose_rows(src, lds, dst, ldd, r0, r1, cols):
-    """dst[c, r] <- src[r, c] for the rows r in [r0, r1) and the columns c < cols (float32 at
-    int64 addresses, row strides lds / ldd): 16 x 16 blocks, then element by element."""
-    S = _view(src)
-    D = _view(dst)
-    c16 = cols // 16 * 16
-    r = r0
-    while r + 16 <= r1:
-        for c in range(0, c16, 16):
-            _transpose(dst + 4 * (c * ldd + r), ldd, src + 4 * (r * lds + c), lds)
-        for c in range(c16, cols):
-            for i in range(r, r + 16):
-                D[c * ldd + i] = S[i * lds + c]
-        r += 16
-    for i in range(r, r1):
-        for c in range(cols):
-            D[c * ldd + i] = S[i * lds + c]
 
 
 @intrinsic

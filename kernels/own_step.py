@@ -3,13 +3,18 @@
 Four phases a step, each run as two halves on OpenBLAS's two threads through
 ``gotoblas_pthread`` (as ``kernels.blas_pair``: no second thread pool), or one after the other
 on the calling thread where BLAS has one thread. Each half's product is followed by its
-epilogue on the rows it has just written, while they are in its cache:
+epilogue on what it has just written, while it is in its cache. The halves split either the
+weights' rows (u: half of the h hidden units, v: half of the 784 pixels; every thread reads
+all of the batch) or, above 128 rows a batch (``by_rows``), the batch rows r:
 
-    forward   H[r]   <- f(Xb[r] W1^T + b1)                r: half of the batch rows
-    output    dZ[r]  <- loss'(H[r] W2^T + b2), loss sums  + half of the next batch's gather
-    backward  dH[r]  <- (dZ[r] W2) * f'(H[r])             + dH[r]'s column sums
-    update    W2[v]  -= lr dZ[:, v]^T H,   b2[v] -= lr db2[v]    v: half of the 784 pixels
-              W1[u]  -= lr dH[:, u]^T Xb,  b1[u] -= lr db1[u]    u: half of the h units
+    phase     by the weights' rows                      by the batch rows
+    forward   H[:, u] <- f(Xb W1[u]^T + b1[u])          H[r] <- f(Xb[r] W1^T + b1)
+    output    dZ[:, v] <- loss'(H W2[v]^T + b2[v])      dZ[r] <- loss'(H[r] W2^T + b2)
+              (+ half of the next batch's gather, row by row, in both)
+    backward  dH_part[t] <- dZ[:, v] W2[v]             dH[r] <- (dZ[r] W2) * f'(H[r])
+    update    dH[:, u] <- f'(dH_part[0] + dH_part[1])   -
+              W1[u] -= lr dH[:, u]^T Xb,  b1[u] -= lr db1[u]      (both)
+              W2[v] -= lr dZ[:, v]^T H,   b2[v] -= lr db2[v]
 
 The weights stay in the model's layout; the products that read them transposed (W1^T, W2^T)
 pack them through 16 x 16 register transposes (``nn_rows`` with b_ks = 1). The column sums
@@ -27,7 +32,7 @@ from .activations_cpu import keeps_preactivation
 from .blas_pair import (_f32p, _f64p, _half_rows, _i64p, _pthread_self, _run_halves, _u8p,
                         AHEAD, blas_threads, _HAS_PAIR)
 from .cpu import gather_row, prefetch_row
-from .cpu_gemm import nn_rows
+from .cpu_gemm import MR_NN, nn_rows
 from .cpu_hidden import activation_grad_, bias_activation_
 from .cpu_math import wide_vectors
 from .cpu_output import sigmoid_loss_row_
@@ -41,7 +46,7 @@ FORWARD, OUTPUT, BACKWARD, UPDATE = range(4)
 # old values across a call that writes it through a raw address.
 (K_PHASE, K_HALF, K_NB, K_HID, K_IMG, K_XB, K_H, K_ZPRE, K_DZ, K_DH, K_W1, K_W2, K_B1, K_B2,
  K_DB1, K_DB2, K_DHP, K_SLOPE, K_LR, K_LOSS, K_SQ, K_X8, K_X_ROWS, K_NEXT_IDX, K_NEXT_ROWS,
- K_NEXT_PTR, K_THREAD) = range(27)
+ K_NEXT_PTR, K_THREAD, K_BY_ROWS) = range(28)
 BLOCK = 32  # words per block (two blocks never share a 64-byte line)
 
 
@@ -49,6 +54,13 @@ BLOCK = 32  # words per block (two blocks never share a 64-byte line)
 def _cols(count, second):
     """(first, end) of half 0 (a multiple of 32 columns, about half) or half 1 of ``count``."""
     mid = min(count, (count // 32 + 1) // 2 * 32)
+    return (mid, count) if second else (0, mid)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _rows(count, second):
+    """(first, end) of half 0 (a multiple of MR_NN rows, about half) or half 1 of ``count``."""
+    mid = min(count, (count // MR_NN + 1) // 2 * MR_NN)
     return (mid, count) if second else (0, mid)
 
 
@@ -60,61 +72,82 @@ def run_half(blk, act, loss):
     loss = literally(loss)
     wide_vectors()
     mxcsr = flush_denormals_on()
-    phase, second = blk[K_PHASE], blk[K_HALF] != 0
+    phase, second, by_rows = blk[K_PHASE], blk[K_HALF] != 0, blk[K_BY_ROWS] != 0
+    t = 1 if second else 0
     nb, h, n = blk[K_NB], blk[K_HID], blk[K_IMG]
     slope = np.float32(_as_f64(blk[K_SLOPE]))
     lr = np.float32(_as_f64(blk[K_LR]))
+    r0, r1 = _rows(nb, second)  # this half's batch rows (by rows)
     u0, u1 = _cols(h, second)  # this half's hidden units: W1's rows, H's and dH's columns
     v0, v1 = _cols(n, second)  # this half's pixels: W2's rows, dZ's columns
     xb, w1, w2, hh, dz, dh = (blk[K_XB], blk[K_W1], blk[K_W2], blk[K_H], blk[K_DZ], blk[K_DH])
     H = carray(_f32p(hh), (nb, h))
+    dH = carray(_f32p(dh), (nb, h))
     Zp = carray(_f32p(blk[K_ZPRE]), (nb if keeps_preactivation(act) else 0, h))
-    zp = Zp[:, u0:u1] if Zp.shape[0] else Zp
-    if phase == FORWARD:  # H[:, u] <- f(Xb W1[u]^T + b1[u])
-        nn_rows(xb, n, 1, w1 + 4 * u0 * n, 1, n, hh + 4 * u0, h, 0, nb, u1 - u0, n, 1.0, 0.0)
+    db1 = carray(_f64p(blk[K_DB1]), (2, h))  # each half's share of the column sums
+    if phase == FORWARD:
         b1 = carray(_f32p(blk[K_B1]), (h,))
-        bias_activation_(H[:, u0:u1], b1[u0:u1], slope, act, zp)
-    elif phase == OUTPUT:  # dZ[:, v] <- loss'(H W2[v]^T + b2[v])
-        nn_rows(hh, h, 1, w2 + 4 * v0 * h, 1, h, dz + 4 * v0, n, 0, nb, v1 - v0, h, 1.0, 0.0)
-        _output_epilogue(blk, v0, v1, nb, n, second, loss)
-    elif phase == BACKWARD:  # this half's pixels' share of dZ W2: dH_part[t] <- dZ[:, v] W2[v]
-        t = 1 if second else 0
-        nn_rows(dz + 4 * v0, n, 1, w2 + 4 * v0 * h, h, 1, blk[K_DHP] + 4 * t * nb * h, h, 0, nb,
-                h, v1 - v0, 1.0, 0.0)
+        if by_rows:  # H[r] <- f(Xb[r] W1^T + b1)
+            nn_rows(xb, n, 1, w1, 1, n, hh, h, r0, r1, h, n, 1.0, 0.0)
+            bias_activation_(H[r0:r1], b1, slope, act, Zp[r0:r1] if Zp.shape[0] else Zp)
+        else:  # H[:, u] <- f(Xb W1[u]^T + b1[u])
+            nn_rows(xb, n, 1, w1 + 4 * u0 * n, 1, n, hh + 4 * u0, h, 0, nb, u1 - u0, n, 1.0,
+                    0.0)
+            bias_activation_(H[:, u0:u1], b1[u0:u1], slope, act,
+                             Zp[:, u0:u1] if Zp.shape[0] else Zp)
+    elif phase == OUTPUT:
+        if by_rows:  # dZ[r] <- loss'(H[r] W2^T + b2)
+            nn_rows(hh, h, 1, w2, 1, h, dz, n, r0, r1, n, h, 1.0, 0.0)
+            _output_epilogue(blk, r0, r1, 0, n, nb, n, second, loss)
+        else:  # dZ[:, v] <- loss'(H W2[v]^T + b2[v])
+            nn_rows(hh, h, 1, w2 + 4 * v0 * h, 1, h, dz + 4 * v0, n, 0, nb, v1 - v0, h, 1.0,
+                    0.0)
+            _output_epilogue(blk, 0, nb, v0, v1, nb, n, second, loss)
+    elif phase == BACKWARD:
+        if by_rows:  # dH[r] <- (dZ[r] W2) * f'(H[r]), db1's share: its column sums
+            nn_rows(dz, n, 1, w2, h, 1, dh, h, r0, r1, h, n, 1.0, 0.0)
+            db1[t, :] = 0.0
+            activation_grad_(dH[r0:r1], H[r0:r1], Zp[r0:r1] if Zp.shape[0] else Zp, slope,
+                             db1[t], act)
+        else:  # this half's pixels' share of dZ W2: dH_part[t] <- dZ[:, v] W2[v]
+            nn_rows(dz + 4 * v0, n, 1, w2 + 4 * v0 * h, h, 1, blk[K_DHP] + 4 * t * nb * h, h,
+                    0, nb, h, v1 - v0, 1.0, 0.0)
     else:
-        # dH[:, u] <- f'(the two shares' sum), db1[u] its column sums; then the SGD steps
-        parts = carray(_f32p(blk[K_DHP]), (2, nb, h))
-        dH = carray(_f32p(dh), (nb, h))
-        for i in range(nb):
-            for j in range(u0, u1):
-                dH[i, j] = parts[0, i, j] + parts[1, i, j]
-        db1 = carray(_f64p(blk[K_DB1]), (h,))
-        db1[u0:u1] = 0.0
-        activation_grad_(dH[:, u0:u1], H[:, u0:u1], zp, slope, db1[u0:u1], act)
+        if not by_rows:  # dH[:, u] <- f'(the two shares' sum), db1's share: its columns' sums
+            parts = carray(_f32p(blk[K_DHP]), (2, nb, h))
+            for i in range(nb):
+                for j in range(u0, u1):
+                    dH[i, j] = parts[0, i, j] + parts[1, i, j]
+            db1[t, :] = 0.0
+            activation_grad_(dH[:, u0:u1], H[:, u0:u1], Zp[:, u0:u1] if Zp.shape[0] else Zp,
+                             slope, db1[t, u0:u1], act)
         nn_rows(dh, 1, h, xb, n, 1, w1, n, u0, u1, n, nb, -lr, 1.0)  # W1[u] -= lr dH[:, u]^T Xb
         nn_rows(dz, 1, n, hh, h, 1, w2, h, v0, v1, h, nb, -lr, 1.0)  # W2[v] -= lr dZ[:, v]^T H
         _bias_step(carray(_f32p(blk[K_B1]), (h,)), db1, lr, u0, u1)
-        _bias_step(carray(_f32p(blk[K_B2]), (n,)), carray(_f64p(blk[K_DB2]), (n,)), lr, v0, v1)
+        _bias_step(carray(_f32p(blk[K_B2]), (n,)), carray(_f64p(blk[K_DB2]), (2, n)), lr, v0,
+                   v1)
     blk[K_THREAD] = _pthread_self()
     restore(mxcsr)
 
 
 @njit(cache=True, nogil=True)  # no fast-math: b - lr g rounds as written (cpu._bias_step's)
-def _bias_step(b, g, lr, j0, j1):
+def _bias_step(b, shares, lr, j0, j1):
     for j in range(j0, j1):
-        b[j] -= lr * g[j]
+        b[j] -= lr * (shares[0, j] + shares[1, j])
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _output_epilogue(blk, v0, v1, nb, n, second, loss):
-    """The loss gradient on columns [v0, v1) of dZ, row by row, each row followed by the
-    gather of one of this half's rows of the next batch (as ``blas_pair.sigmoid_loss_half``);
-    db2[v] gets the columns' sums, the block the loss sums of this half's columns."""
+def _output_epilogue(blk, r0, r1, v0, v1, nb, n, second, loss):
+    """The loss gradient on rows [r0, r1) x columns [v0, v1) of dZ, row by row, each row
+    followed by the gather of one of this half's rows of the next batch (as
+    ``blas_pair.sigmoid_loss_half``); db2's share of this half gets the column sums, the block
+    the loss sums."""
     dZ = carray(_f32p(blk[K_DZ]), (nb, n))
     Xb = carray(_f32p(blk[K_XB]), (nb, n))
     b2 = carray(_f32p(blk[K_B2]), (n,))[v0:v1]
-    colsum = carray(_f64p(blk[K_DB2]), (n,))[v0:v1]
-    colsum[:] = 0.0
+    share = carray(_f64p(blk[K_DB2]), (2, n))[1 if second else 0]
+    share[:] = 0.0
+    colsum = share[v0:v1]
     X = carray(_u8p(blk[K_X8]), (blk[K_X_ROWS], n))
     q0, q1 = _half_rows(blk[K_NEXT_ROWS], second)
     idx = carray(_i64p(blk[K_NEXT_IDX] + q0 * 8), (q1 - q0,))
@@ -123,18 +156,27 @@ def _output_epilogue(blk, v0, v1, nb, n, second, loss):
     for i in range(min(AHEAD, idx.shape[0])):
         prefetch_row(X, idx[i])
     total = total_sq = 0.0
-    for i in range(max(nb, idx.shape[0])):
+    rows = r1 - r0
+    for i in range(max(rows, idx.shape[0])):
         if i + AHEAD < idx.shape[0]:
             prefetch_row(X, idx[i + AHEAD])
-        if i < nb:
-            row, row_sq = sigmoid_loss_row_(dZ[i, v0:v1], b2, Xb[i, v0:v1], s32, b2[:0],
-                                            colsum, loss)
+        if i < rows:
+            row, row_sq = sigmoid_loss_row_(dZ[r0 + i, v0:v1], b2, Xb[r0 + i, v0:v1], s32,
+                                            b2[:0], colsum, loss)
             total += row
             total_sq += row_sq
         if i < idx.shape[0]:
             gather_row(X[idx[i]], nxt[i])
     blk[K_LOSS] = _as_i64(total)
     blk[K_SQ] = _as_i64(total_sq)
+
+
+def by_rows(batch: int) -> int:
+    """1 where the step splits the batch rows between the halves (every thread reads all of
+    the weights), 0 where it splits the weights' rows (every thread reads all of the batch):
+    measured, the weights' rows were faster up to 128 rows a batch at h = 64-512, the batch
+    rows at 256 (bench/RESULTS.md, session 13)."""
+    return int(batch > 128)
 
 
 _halves: dict = {}
@@ -157,7 +199,7 @@ def half_function(act: int, loss: int) -> int:
 def scratch(batch: int, hidden: int, image: int):
     """(blocks, db1, db2, dH_parts) for ``train_steps``: the halves' blocks, the bias
     gradients, the two halves' shares of dH."""
-    return (np.zeros((2, BLOCK), np.int64), np.zeros(hidden), np.zeros(image),
+    return (np.zeros((2, BLOCK), np.int64), np.zeros((2, hidden)), np.zeros((2, image)),
             np.zeros((2, batch, hidden), np.float32))
 
 
@@ -174,7 +216,7 @@ def _phase(blocks, phase, fn, act, loss):
 
 @njit(cache=True, nogil=True)
 def train_steps(X, perm, start, stop, batch, W1, b1, W2, b2, slope, lrs, act, loss, Xb, H, Zp, dZ,
-                dH, fn, blocks, db1, db2, dH_parts, Xb_next):
+                dH, fn, blocks, db1, db2, dH_parts, Xb_next, by_rows):
     """SGD on X[perm[start:stop]] in batches of ``batch``; returns (loss sum, squared-error
     sum, steps). X: the (n, 784) uint8 C-contiguous dataset; W1 (h, 784), b1, W2 (784, h), b2
     updated in place; lrs[i] the i-th step's learning rate.
@@ -202,6 +244,7 @@ def train_steps(X, perm, start, stop, batch, W1, b1, W2, b2, slope, lrs, act, lo
             blk[K_X8], blk[K_X_ROWS] = X.ctypes.data, X.shape[0]
             blk[K_NEXT_IDX], blk[K_NEXT_ROWS] = next_idx.ctypes.data, next_idx.shape[0]
             blk[K_NEXT_PTR] = Xb_next.ctypes.data
+            blk[K_BY_ROWS] = by_rows
         for phase in range(4):
             _phase(blocks, phase, fn, act, loss)
         total += _as_f64(blocks[0, K_LOSS]) + _as_f64(blocks[1, K_LOSS])

@@ -82,6 +82,15 @@ def backward_hidden(dZ, W2, H, slope=0.01):
     return (np.asarray(dZ, np.float64) @ np.asarray(W2, np.float64)) * np.where(H > 0, 1.0, slope)
 
 
+def gemm(trans_a, trans_b, alpha, A, B, beta, C):
+    """alpha op(A) op(B) + beta C in float64 (op(X) = X.T when trans_x; C not read when beta
+    is 0): the definition of the CPU step's own GEMM (kernels.cpu_gemm.gemm)."""
+    A = np.asarray(A, np.float64)
+    B = np.asarray(B, np.float64)
+    out = alpha * ((A.T if trans_a else A) @ (B.T if trans_b else B))
+    return out if beta == 0 else out + beta * np.asarray(C, np.float64)
+
+
 def weight_grad(dZ, A):
     """Gradients of a Linear layer: ``(dZ^T A, dZ.sum(0))`` = (dW (N, K), db (N,)).
 

@@ -1,0 +1,99 @@
+"""kernels.cpu_gemm, aecore's own float32 GEMM: against the float64 definition
+(kernels.reference.gemm) on fresh random operands of awkward shapes, every transpose case;
+row ranges that add up to the whole; beta = 0 never reading C; the k-step's machine code."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+from numba import njit
+
+from aecore.kernels import cpu_gemm as G
+from aecore.kernels import reference as ref
+
+# (m, n, k): edge tiles in every direction, k over one block and across several, 1s
+SHAPES = [(1, 1, 1), (5, 7, 3), (8, 32, 16), (13, 49, 17), (9, 33, 50), (17, 100, 31),
+          (40, 64, 300), (33, 70, 47), (64, 784, 64), (64, 64, 784), (3, 16, 600)]
+
+
+def operands(rng, m, n, k, ta, tb):
+    A = rng.standard_normal((k, m) if ta else (m, k)).astype(np.float32)
+    B = rng.standard_normal((n, k) if tb else (k, n)).astype(np.float32)
+    return A, B
+
+
+@pytest.mark.parametrize("m,n,k", SHAPES)
+@pytest.mark.parametrize("ta,tb", [(False, False), (True, False), (False, True), (True, True)])
+@pytest.mark.parametrize("alpha,beta", [(1.0, 0.0), (-0.3, 1.0), (0.7, 0.5)])
+def test_gemm_matches_the_float64_definition(m, n, k, ta, tb, alpha, beta):
+    rng = np.random.default_rng([m, n, k, ta, tb])
+    A, B = operands(rng, m, n, k, ta, tb)
+    C = rng.standard_normal((m, n)).astype(np.float32)
+    want = ref.gemm(ta, tb, alpha, A, B, beta, C)
+    if beta == 0.0:
+        C[:] = np.nan  # never read
+    G.gemm(ta, tb, alpha, A, B, beta, C)
+    # float32 sums over k terms: error ~ k * eps * (sum of |terms|)
+    bound = 4 * k * np.finfo(np.float32).eps * (
+        abs(alpha) * ref.gemm(ta, tb, 1.0, np.abs(A), np.abs(B), 0.0, None)
+        + abs(beta) * np.abs(want - ref.gemm(ta, tb, alpha, A, B, 0.0, None)))
+    assert np.all(np.abs(C - want) <= bound + 1e-30)
+
+
+def test_gemm_on_row_slices_of_larger_arrays():
+    rng = np.random.default_rng(7)
+    big_a = rng.standard_normal((50, 300)).astype(np.float32)
+    big_b = rng.standard_normal((90, 200)).astype(np.float32)
+    big_c = np.zeros((40, 120), np.float32)
+    A, B, C = big_a[3:23, 5:45], big_b[1:41, 7:77], big_c[2:22, 10:80]
+    G.gemm(False, False, 1.0, A, B, 0.0, C)
+    np.testing.assert_allclose(C, ref.gemm(False, False, 1.0, A, B, 0.0, None), rtol=1e-5,
+                               atol=1e-4)
+    assert not big_c[:2].any() and not big_c[:, :10].any() and not big_c[:, 80:].any()
+
+
+@pytest.mark.parametrize("ta,tb", [(False, False), (True, False), (False, True)])
+def test_row_ranges_give_the_whole_bit_for_bit(ta, tb):
+    rng = np.random.default_rng(3)
+    m, n, k = 37, 50, 70
+    A, B = operands(rng, m, n, k, ta, tb)
+    whole = np.empty((m, n), np.float32)
+    G.gemm(ta, tb, 1.0, A, B, 0.0, whole)
+    parts = np.full((m, n), np.nan, np.float32)
+    for r0, r1 in [(0, 8), (8, 13), (13, 37)]:
+        G.gemm_rows(ta, tb, 1.0, A, B, 0.0, parts, r0, r1)
+    np.testing.assert_array_equal(parts, whole)
+
+
+def test_the_same_bits_every_call():
+    rng = np.random.default_rng(11)
+    A, B = operands(rng, 64, 784, 64, False, True)
+    C1 = np.empty((64, 784), np.float32)
+    C2 = np.empty_like(C1)
+    G.gemm(False, True, 1.0, A, B, 0.0, C1)
+    G.gemm(False, True, 1.0, A, B, 0.0, C2)
+    np.testing.assert_array_equal(C1, C2)
+
+
+def test_the_k_step_is_vector_fmas_without_index_arithmetic():
+    """The tile's loop: MR_NN x NV_NN vector FMAs on broadcast A elements, NV_NN vector loads
+    of the packed strip, and nothing but the loop counter beside them."""
+    @njit(cache=False)
+    def tile(a, b, c, k):
+        G._nn_full(a, 784, 1, b, 32, c, 64, k, np.float32(1.0), np.float32(0.0), 8)
+
+    tile.compile("(int64, int64, int64, int64)")
+    asm = tile.inspect_asm(tile.signatures[0])
+    loops = [body for body in re.split(r"\n\.LBB\d+_\d+:", asm)
+             if len(re.findall(r"\bvfmadd\d+ps\b", body)) >= G.MR_NN * G.NV_NN]
+    assert loops, "no block holds the tile's FMAs"
+    body = min(loops, key=len)
+    body = body.split("\n\tj")[0]  # up to the loop's branch
+    fmas = re.findall(r"\bvfmadd\d+ps\s[^\n]*%([xyz]mm)", body)
+    assert len(fmas) >= G.MR_NN * G.NV_NN
+    assert not re.search(r"\bimul", body), "index multiplications inside the k-step"
+    from aecore.kernels.fma_peak import LANES
+    if LANES == 16:  # AVX-512: one zmm per vector
+        assert set(fmas) == {"zmm"}

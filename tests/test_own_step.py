@@ -1,0 +1,164 @@
+"""CpuEngine(gemm="own") (kernels.own_step on kernels.cpu_gemm): the SGD step on aecore's own
+GEMM, every phase in two halves. Trains as the default (OpenBLAS) path within float32
+tolerance for every activation and loss and both ways of splitting; matches the float64
+reference for one step; the same bits run to run, chunk to chunk, and whether the halves run on
+OpenBLAS's two threads or in turn on one; refuses what it does not do, in one line."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from threadpoolctl import threadpool_limits
+
+from aecore.config import TrainConfig, config_problems
+from aecore.devices import make_engine
+from aecore.kernels import own_step
+from aecore.kernels import reference as ref
+from aecore.kernels.activations_reference import ACTIVATIONS
+from aecore.kernels.losses_reference import LOSSES
+from aecore.model import B1, B2, W1, W2, init_params
+from aecore.optim import OptimConfig
+
+
+def run(images, hidden, batch, gemm, n_steps=6, chunk=None, by_rows=None, seed=3,
+        activation="leaky_relu", loss="mse", lr=1.0):
+    eng = make_engine("cpu", init_params(hidden, seed), OptimConfig("sgd", lr=lr), batch,
+                      cpu_gemm=gemm, activation=activation, loss=loss)
+    if by_rows is not None:
+        eng.own_by_rows = by_rows
+    data = eng.put(images)
+    n = min(len(images), batch * n_steps - batch // 3)  # ends on a short batch
+    perm = np.random.default_rng(seed).permutation(len(images))[:n].astype(np.int64)
+    chunk = chunk or n
+    sums = np.zeros(2)
+    for s in range(0, n, chunk):
+        eng.train_steps(data, perm, s, min(s + chunk, n))
+        sums += eng.take_loss_sums()
+    return sums, eng.get_params(), eng.step
+
+
+# (hidden, batch): tiles with edges both ways, a hidden layer under one 32-column half, one
+# thread with no rows (batch 1) or no columns (h 3)
+SHAPES = [(64, 64), (37, 19), (16, 50), (3, 1), (40, 24)]
+
+
+@pytest.mark.parametrize("hidden,batch", SHAPES)
+@pytest.mark.parametrize("by_rows", [0, 1])
+def test_own_trains_as_the_default_path(tiny_data, hidden, batch, by_rows):
+    x = tiny_data.train.images
+    sums0, p0, step0 = run(x, hidden, batch, "blas")
+    sums1, p1, step1 = run(x, hidden, batch, "own", by_rows=by_rows)
+    assert step1 == step0
+    np.testing.assert_allclose(sums1, sums0, rtol=1e-5)
+    for k in p0:
+        np.testing.assert_allclose(p1[k], p0[k], rtol=0, atol=2e-5 * float(np.abs(p0[k]).max()),
+                                   err_msg=k)
+
+
+# every activation with mse and every loss with leaky_relu (each pair compiles its own step),
+# the split alternating
+PAIRS = ([(a, "mse", i % 2) for i, a in enumerate(ACTIVATIONS)]
+         + [("leaky_relu", lo, i % 2) for i, lo in enumerate(LOSSES) if lo != "mse"])
+
+
+@pytest.mark.parametrize("activation,loss,by_rows", PAIRS)
+def test_every_activation_and_loss(tiny_data, activation, loss, by_rows):
+    x = tiny_data.train.images
+    sums0, p0, _ = run(x, 24, 16, "blas", activation=activation, loss=loss, lr=0.5)
+    sums1, p1, _ = run(x, 24, 16, "own", activation=activation, loss=loss, lr=0.5,
+                       by_rows=by_rows)
+    np.testing.assert_allclose(sums1, sums0, rtol=1e-5)
+    for k in p0:
+        np.testing.assert_allclose(p1[k], p0[k], rtol=0, atol=2e-5 * float(np.abs(p0[k]).max()),
+                                   err_msg=k)
+
+
+@pytest.mark.parametrize("hidden,batch", [(40, 24), (24, 40)])
+@pytest.mark.parametrize("by_rows", [0, 1])
+def test_one_step_matches_the_float64_reference(tiny_data, hidden, batch, by_rows):
+    x = tiny_data.train.images[:batch]
+    params = init_params(hidden, 5)
+    lr = 0.5
+    eng = make_engine("cpu", params, OptimConfig("sgd", lr=lr), batch, cpu_gemm="own")
+    eng.own_by_rows = by_rows
+    eng.train_steps(eng.put(x), np.arange(batch), 0, batch)
+    loss = eng.take_loss_sum()
+    p64 = {k: v.astype(np.float64) for k, v in params.items()}
+    loss_mean, *grads = ref.gradients(x, p64[W1], p64[B1], p64[W2], p64[B2])
+    assert abs(loss - loss_mean * x.size) <= 1e-5 * loss_mean * x.size
+    got = eng.get_params()
+    for k, g in zip((W1, B1, W2, B2), grads):
+        want = p64[k] - lr * g
+        np.testing.assert_allclose(got[k], want, rtol=0, atol=1e-5 * np.abs(want).max(),
+                                   err_msg=k)
+
+
+@pytest.mark.parametrize("by_rows", [0, 1])
+def test_the_same_bits_run_to_run_chunk_to_chunk_and_thread_to_thread(tiny_data, monkeypatch,
+                                                                     by_rows):
+    x = tiny_data.train.images
+    with threadpool_limits(2, user_api="blas"):  # the halves on OpenBLAS's two threads
+        a = run(x, 37, 19, "own", n_steps=12, by_rows=by_rows)
+        b = run(x, 37, 19, "own", n_steps=12, by_rows=by_rows)
+        c = run(x, 37, 19, "own", n_steps=12, chunk=19 * 5, by_rows=by_rows)
+    # the halves in turn on the calling thread, as where BLAS has one thread
+    monkeypatch.setattr(own_step, "half_function", lambda act, loss: 0)
+    d = run(x, 37, 19, "own", n_steps=12, by_rows=by_rows)
+    for other in (b, c, d):
+        assert other[2] == a[2]
+        np.testing.assert_array_equal(other[0], a[0])
+        for k in a[1]:
+            np.testing.assert_array_equal(other[1][k], a[1][k], err_msg=k)
+
+
+def test_the_halves_run_on_two_threads_where_blas_has_two(tiny_data):
+    with threadpool_limits(2, user_api="blas"):
+        if own_step.half_function(0, 0) == 0:
+            pytest.skip("scipy's BLAS is not OpenBLAS here")
+        eng = make_engine("cpu", init_params(16, 1), OptimConfig("sgd", lr=0.1), 32,
+                          cpu_gemm="own")
+        eng.train_steps(eng.put(tiny_data.train.images), np.arange(64), 0, 64)
+    blocks = eng._own_scratch[0]
+    assert blocks[0, own_step.K_THREAD] != blocks[1, own_step.K_THREAD]
+
+
+def test_empty_range_is_a_no_op(tiny_data):
+    p = init_params(8, 1)
+    eng = make_engine("cpu", p, OptimConfig("sgd"), 16, cpu_gemm="own")
+    eng.train_steps(eng.put(tiny_data.train.images), np.arange(32), 32, 32)
+    assert eng.take_loss_sum() == 0.0 and eng.step == 0
+    for k, v in eng.get_params().items():
+        np.testing.assert_array_equal(v, p[k])
+
+
+def test_split_follows_the_batch_size():
+    assert own_step.by_rows(64) == 0 and own_step.by_rows(128) == 0
+    assert own_step.by_rows(256) == 1
+
+
+@pytest.mark.parametrize("kwargs,words", [
+    ({"gemm": "mkl"}, "gemm must be one of blas, own"),
+    ({"gemm": "own", "split": True}, "cannot be combined with split"),
+    ({"gemm": "own", "team": True}, "cannot be combined with team"),
+])
+def test_engine_refuses_bad_choices(kwargs, words):
+    from aecore.engine_cpu import CpuEngine
+
+    with pytest.raises(ValueError, match=words):
+        CpuEngine(init_params(8, 0), OptimConfig("sgd"), 16, **kwargs)
+
+
+def test_engine_refuses_other_optimizers():
+    from aecore.engine_cpu import CpuEngine
+
+    with pytest.raises(ValueError, match="plain SGD only, not adam"):
+        CpuEngine(init_params(8, 0), OptimConfig("adam"), 16, gemm="own")
+
+
+def test_config_check():
+    names = lambda c: [f for f, _ in config_problems(c)]  # noqa: E731
+    assert names(TrainConfig(optimizer="sgd", cpu_gemm="own")) == []
+    assert names(TrainConfig(optimizer="adam", cpu_gemm="own")) == ["cpu_gemm"]
+    assert names(TrainConfig(optimizer="sgd", cpu_gemm="cublas")) == ["cpu_gemm"]
+    assert "cpu_gemm" in names(TrainConfig(optimizer="sgd", cpu_gemm="own", cpu_team=True))
+    assert TrainConfig.from_dict({"hidden": 8}).cpu_gemm == "blas"  # runs saved before it
