@@ -35,17 +35,19 @@ _I64 = types.int64
 _F32 = types.float32
 
 
-def _ir_helpers(builder):
+def vector_ir(builder, lanes=LANES):
+    """(f32, i64, vt, splat, fma) for emitting float32 vector IR with ``builder``: the types,
+    a broadcast of a float to all ``lanes`` lanes, and ``llvm.fma`` on the vector type."""
     f32, i32, i64 = ir.FloatType(), ir.IntType(32), ir.IntType(64)
-    vt = ir.VectorType(f32, LANES)
-    zeros = ir.Constant(ir.VectorType(i32, LANES), [0] * LANES)
+    vt = ir.VectorType(f32, lanes)
+    zeros = ir.Constant(ir.VectorType(i32, lanes), [0] * lanes)
 
     def splat(x):
         v = builder.insert_element(ir.Constant(vt, ir.Undefined), x, i32(0))
         return builder.shuffle_vector(v, ir.Constant(vt, ir.Undefined), zeros)
 
     fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vt, [vt] * 3),
-                                         "llvm.fma.v16f32")
+                                         f"llvm.fma.v{lanes}f32")
     return f32, i64, vt, splat, fma
 
 
@@ -89,7 +91,7 @@ def _nn_tile(MR, NV):
 
         def codegen(context, builder, sig, args):
             a, a_is, a_ks, b, ldb, c, ldc, kc, alpha, beta, rows = args
-            f32, i64, vt, splat, fma = _ir_helpers(builder)
+            f32, i64, vt, splat, fma = vector_ir(builder)
             fp = f32.as_pointer()
             pa, pb, pc = (builder.inttoptr(x, fp) for x in (a, b, c))
             acc = [[cgutils.alloca_once_value(builder, ir.Constant(vt, [0.0] * LANES))
@@ -117,67 +119,63 @@ def _nn_tile(MR, NV):
     return nn_tile
 
 
-def _pack_strip(NV):
-    """Intrinsic: copy rows [0, kc) of a strip of 16 NV floats, row stride ldb (src), to dst
-    packed (row kk at dst + 4 * 16 NV kk): vector loads and stores."""
+def _copy_intrinsic(emit):
+    """An intrinsic (dst, src, x, y), all int64 (dst and src addresses of float32 data) whose
+    body ``emit(builder, i64, vt, pd, ps, x, y)`` writes, pd / ps the float pointers."""
     @intrinsic
-    def pack(typingctx, dst, src, ldb, kc):
+    def copy(typingctx, dst, src, x, y):
         sig = types.void(_I64, _I64, _I64, _I64)
 
         def codegen(context, builder, sig, args):
-            dst, src, ldb, kc = args
-            f32, i64, vt, _, _ = _ir_helpers(builder)
-            fp, vp = f32.as_pointer(), vt.as_pointer()
-            pd, ps = builder.inttoptr(dst, fp), builder.inttoptr(src, fp)
-            with cgutils.for_range(builder, kc) as loop:
-                k = loop.index
-                s_row = builder.gep(ps, [builder.mul(k, ldb)])
-                d_row = builder.gep(pd, [builder.mul(k, i64(LANES * NV))])
-                for v in range(NV):
-                    x = builder.load(builder.bitcast(builder.gep(s_row, [i64(LANES * v)]), vp),
-                                     align=4)
-                    builder.store(x, builder.bitcast(builder.gep(d_row, [i64(LANES * v)]), vp),
-                                  align=4)
+            f32, i64, vt, _, _ = vector_ir(builder)
+            pd, ps = (builder.inttoptr(a, f32.as_pointer()) for a in args[:2])
+            emit(builder, i64, vt, pd, ps, args[2], args[3])
             return context.get_dummy_value()
 
         return sig, codegen
 
-    return pack
+    return copy
+
+
+def _vec(builder, vt, base, i64, offset):
+    """The <16 x float> pointer at element ``offset`` (an i64 value or int) of ``base``."""
+    off = i64(offset) if isinstance(offset, int) else offset
+    return builder.bitcast(builder.gep(base, [off]), vt.as_pointer())
+
+
+def _pack_strip(NV):
+    """Intrinsic (dst, src, ldb, kc): copy rows [0, kc) of a strip of 16 NV floats, row stride
+    ldb, from src to dst packed (row kk at dst + 4 * 16 NV kk): vector loads and stores."""
+    def emit(builder, i64, vt, pd, ps, ldb, kc):
+        with cgutils.for_range(builder, kc) as loop:
+            s_row = builder.gep(ps, [builder.mul(loop.index, ldb)])
+            d_row = builder.gep(pd, [builder.mul(loop.index, i64(LANES * NV))])
+            for v in range(NV):
+                x = builder.load(_vec(builder, vt, s_row, i64, LANES * v), align=4)
+                builder.store(x, _vec(builder, vt, d_row, i64, LANES * v), align=4)
+
+    return _copy_intrinsic(emit)
 
 
 def _transpose16():
-    """Intrinsic: dst[j, i] <- src[i, j] for a 16 x 16 block (row strides lds, ldd, in floats):
-    16 vector loads, 4 rounds of 16 two-vector shuffles (a perfect shuffle: interleaving rows
-    p and p + 8, four times, transposes), 16 vector stores."""
-    @intrinsic
-    def transpose16(typingctx, dst, ldd, src, lds):
-        sig = types.void(_I64, _I64, _I64, _I64)
+    """Intrinsic (dst, src, ldd, lds): dst[j, i] <- src[i, j] for a 16 x 16 block (row strides
+    ldd, lds in floats): 16 vector loads, 4 rounds of 16 two-vector shuffles (a perfect
+    shuffle: interleaving rows p and p + 8, four times, transposes), 16 vector stores."""
+    i32v = ir.VectorType(ir.IntType(32), LANES)
+    lo = ir.Constant(i32v, [x // 2 + (LANES if x % 2 else 0) for x in range(LANES)])
+    hi = ir.Constant(i32v, [LANES // 2 + x // 2 + (LANES if x % 2 else 0) for x in range(LANES)])
 
-        def codegen(context, builder, sig, args):
-            dst, ldd, src, lds = args
-            f32, i64, vt, _, _ = _ir_helpers(builder)
-            fp, vp = f32.as_pointer(), vt.as_pointer()
-            pd, ps = builder.inttoptr(dst, fp), builder.inttoptr(src, fp)
-            i32v = ir.VectorType(ir.IntType(32), LANES)
-            lo = ir.Constant(i32v, [x // 2 + (LANES if x % 2 else 0) for x in range(LANES)])
-            hi = ir.Constant(i32v, [LANES // 2 + x // 2 + (LANES if x % 2 else 0)
-                                    for x in range(LANES)])
-            rows = [builder.load(builder.bitcast(builder.gep(ps, [builder.mul(lds, i64(i))]),
-                                                 vp), align=4) for i in range(LANES)]
-            for _ in range(4):
-                new = []
-                for p in range(LANES // 2):
-                    a, b = rows[p], rows[p + LANES // 2]
-                    new += [builder.shuffle_vector(a, b, lo), builder.shuffle_vector(a, b, hi)]
-                rows = new
-            for j in range(LANES):
-                builder.store(rows[j], builder.bitcast(
-                    builder.gep(pd, [builder.mul(ldd, i64(j))]), vp), align=4)
-            return context.get_dummy_value()
+    def emit(builder, i64, vt, pd, ps, ldd, lds):
+        rows = [builder.load(_vec(builder, vt, ps, i64, builder.mul(lds, i64(i))), align=4)
+                for i in range(LANES)]
+        for _ in range(4):
+            pairs = [(rows[p], rows[p + LANES // 2]) for p in range(LANES // 2)]
+            rows = [builder.shuffle_vector(a, b, m) for a, b in pairs for m in (lo, hi)]
+        for j in range(LANES):
+            builder.store(rows[j], _vec(builder, vt, pd, i64, builder.mul(ldd, i64(j))),
+                          align=4)
 
-        return sig, codegen
-
-    return transpose16
+    return _copy_intrinsic(emit)
 
 
 _nn_full = _nn_tile(MR_NN, NV_NN)
@@ -241,7 +239,7 @@ def _pack(buf, b, b_ks, b_ns, kc, width):
     k16 = kc // 16 * 16
     for kk in range(0, k16, 16):
         for v in range(0, width, 16):
-            _transpose(pb + 4 * (kk * width + v), width, b + 4 * (v * b_ns + kk * b_ks), b_ns)
+            _transpose(pb + 4 * (kk * width + v), b + 4 * (v * b_ns + kk * b_ks), width, b_ns)
     B = _view(b)
     for kk in range(k16, kc):
         for t in range(width):

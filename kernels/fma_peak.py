@@ -22,6 +22,8 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from .cpu_gemm import vector_ir
+
 _FEATURES = llvm.get_host_cpu_features()
 LANES = 16 if _FEATURES.get("avx512f") else 8  # float32 lanes of the widest vector register
 CHAINS = 12  # independent accumulators: fits 16 (AVX2) or 32 (AVX-512) registers with a and b
@@ -33,17 +35,8 @@ def _fma_loop(typingctx, iters, a, b):
     (each chain starts at 1 + its index / 16)."""
     def codegen(context, builder, sig, args):
         n, av, bv = args
-        f32 = ir.FloatType()
+        _, _, vt, splat, fma = vector_ir(builder, LANES)
         i32 = ir.IntType(32)
-        vt = ir.VectorType(f32, LANES)
-        zeros = ir.Constant(ir.VectorType(i32, LANES), [0] * LANES)
-
-        def splat(x):
-            v = builder.insert_element(ir.Constant(vt, ir.Undefined), x, i32(0))
-            return builder.shuffle_vector(v, ir.Constant(vt, ir.Undefined), zeros)
-
-        fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vt, [vt] * 3),
-                                             f"llvm.fma.v{LANES}f32")
         va, vb = splat(av), splat(bv)
         accs = [cgutils.alloca_once_value(builder, ir.Constant(vt, [1.0 + c / 16] * LANES))
                 for c in range(CHAINS)]
