@@ -29,6 +29,11 @@ two aecore threads, through OpenBLAS's thread callback (``aecore.cpu_team``): th
 the default path. Where the callback is missing (older OpenBLAS, another BLAS) it warns once
 and runs the default path. Split and team run leaky_relu with mse only.
 
+``gemm="own"`` (plain SGD) runs the step on aecore's own GEMM instead of OpenBLAS's sgemm,
+every phase (forward, output, backward, update) in two halves with its epilogue on OpenBLAS's
+two threads (``kernels.own_step``, ``kernels.cpu_gemm``): faster on small batches, measured
+in bench/RESULTS.md ("Session 13"); results differ from the default path in the last bits.
+
 The activation and the loss are compile-time choices: the loops take their numbers
 (``kernels.activations_cpu.code`` / ``kernels.losses_cpu.code``) as literals, so each pair is
 its own cached specialisation and the default (leaky_relu, mse) is the code it was before.
@@ -248,8 +253,8 @@ class CpuEngine(Engine):
                 p[W1], p[B1], p[W2], p[B2], np.float32(self.slope), o.name.kernel_code, hp, lrs,
                 self.step, *self._S)
         scratch = (self._H, self._dZ, self._dH, self._G1, self._G2, self._gb1, self._gb2)
-        if self.gemm == "own" and data.dtype == np.uint8 and data.flags.c_contiguous:
-            loss, sq, n = self._own_steps(data, args[1], start, stop, lrs)
+        if self.gemm == "own":  # data as put() returns it: C-contiguous uint8 pixels
+            loss, sq, n = self._own_steps(self.check_images(data), args[1], start, stop, lrs)
         elif self.split:
             loss, n = self._pair.run(args, scratch)
             sq = loss
