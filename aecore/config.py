@@ -161,10 +161,9 @@ def config_problems(c: TrainConfig, n_train: int | None = None) -> list[tuple[st
         bad("loss", f"unknown loss {c.loss!r}; choose one of {', '.join(LOSSES)}")
     if c.cpu_gemm not in CPU_GEMMS:
         bad("cpu_gemm", f"unknown CPU GEMM {c.cpu_gemm!r}; choose one of {', '.join(CPU_GEMMS)}")
-    elif c.cpu_gemm == "own" and c.optimizer in OPTIMIZERS and c.optimizer != "sgd":
-        bad("cpu_gemm", f"own trains with the sgd optimizer only, not {c.optimizer}")
     elif c.cpu_gemm == "own" and (c.cpu_split is True or c.cpu_team is True):
-        bad("cpu_gemm", f"own cannot be combined with {'cpu_split' if c.cpu_split is True else 'cpu_team'}")
+        other = "cpu_split" if c.cpu_split is True else "cpu_team"
+        bad("cpu_gemm", f"own cannot be combined with {other}")
     for name in ("cpu_split", "cpu_team"):
         if getattr(c, name) is True and (c.activation, c.loss) != ("leaky_relu", "mse"):
             bad(name, f"the {name.split('_')[1]} CPU step runs leaky_relu with mse only")

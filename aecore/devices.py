@@ -116,9 +116,10 @@ def make_engine(device: str, params, optim=None, batch_size: int | None = None,
     the CPU engine splits each step between two threads of its own; ``cpu_team``: whether it
     runs BLAS's jobs and the epilogues' halves on one team of two threads (neither has an
     effect on CUDA); ``cpu_gemm``: whose products the CPU step runs, "blas" (OpenBLAS's sgemm)
-    or "own" (aecore's, kernels/cpu_gemm.py; plain SGD only). ``lr_schedule``: an ``aecore.schedules.LRSchedule`` of ``optim.lr`` (None:
-    constant). ``cuda_path`` (persistent | graphs | eager, aecore/cuda_path.py; replaces
-    ``graphs`` when given): "persistent" trains with the persistent kernel, this run alone in
+    or "own" (aecore's, kernels/cpu_gemm.py). ``lr_schedule``: an
+    ``aecore.schedules.LRSchedule`` of ``optim.lr`` (None: constant). ``cuda_path``
+    (persistent | graphs | eager, aecore/cuda_path.py; replaces ``graphs`` when given):
+    "persistent" trains with the persistent kernel, this run alone in
     its launch (leaky_relu and mse only; any lr_schedule). ``activation`` / ``loss``: the hidden
     activation and the loss (compile-time). The engine modules are imported here, the CUDA ones
     only when asked for.

@@ -29,7 +29,7 @@ two aecore threads, through OpenBLAS's thread callback (``aecore.cpu_team``): th
 the default path. Where the callback is missing (older OpenBLAS, another BLAS) it warns once
 and runs the default path. Split and team run leaky_relu with mse only.
 
-``gemm="own"`` (plain SGD) runs the step on aecore's own GEMM instead of OpenBLAS's sgemm,
+``gemm="own"`` runs the step on aecore's own GEMM instead of OpenBLAS's sgemm,
 every phase (forward, output, backward, update) in two halves with its epilogue on OpenBLAS's
 two threads (``kernels.own_step``, ``kernels.cpu_gemm``): faster on small batches, measured
 in bench/RESULTS.md ("Session 13"); results differ from the default path in the last bits.
@@ -178,8 +178,6 @@ class CpuEngine(Engine):
         if gemm == "own" and (split or team):
             raise ValueError("gemm='own' runs its own two halves: it cannot be combined with "
                              f"{'split' if split else 'team'}")
-        if gemm == "own" and optim is not None and optim.name is not Optimizer.SGD:
-            raise ValueError(f"gemm='own' trains with plain SGD only, not {optim.name.value}")
         self._act = activations_cpu.code(self.activation)
         self._loss_code = losses_cpu.code(self.loss)
         self._loss = self._sq = 0.0
@@ -254,7 +252,8 @@ class CpuEngine(Engine):
                 self.step, *self._S)
         scratch = (self._H, self._dZ, self._dH, self._G1, self._G2, self._gb1, self._gb2)
         if self.gemm == "own":  # data as put() returns it: C-contiguous uint8 pixels
-            loss, sq, n = self._own_steps(self.check_images(data), args[1], start, stop, lrs)
+            loss, sq, n = self._own_steps(self.check_images(data), args[1], start, stop, lrs,
+                                          o.name.kernel_code, hp)
         elif self.split:
             loss, n = self._pair.run(args, scratch)
             sq = loss
@@ -273,14 +272,18 @@ class CpuEngine(Engine):
         self._sq += sq
         self.step += n
 
-    def _own_steps(self, data, perm, start, stop, lrs):
+    def _own_steps(self, data, perm, start, stop, lrs, kind, hp):
         """train_steps on the own-GEMM step (kernels/own_step.py), the params in place."""
         p = self.params
+        arrays = [a for layer, (G, gb) in ((0, (self._G1, self._gb1)), (1, (self._G2, self._gb2)))
+                  for a in (*self._S[layer], G, gb)]
+        opt = np.array([a.ctypes.data if a.size else 0 for a in arrays], np.int64)
         fn = own_step.half_function(self._act, self._loss_code)
         return _own_steps_call(data, perm, start, stop, self.batch_size, p[W1], p[B1], p[W2],
                                p[B2], np.float32(self.slope), lrs, self._act, self._loss_code,
                                self._Xb, self._H, self._Zp, self._dZ, self._dH, fn,
-                               *self._own_scratch, self._Xb_next, self.own_by_rows)
+                               *self._own_scratch, self._Xb_next, self.own_by_rows, kind, hp,
+                               self.step, opt)
 
     def take_loss_sums(self):
         sums = (float(self._loss), float(self._sq))

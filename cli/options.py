@@ -147,9 +147,8 @@ def cpu_gemm_option(f):
                         show_default=True,
                         help="CPU: whose matrix products the training step runs: blas "
                         "(OpenBLAS's sgemm, the epilogues after each) or own (aecore's own "
-                        "GEMM, every phase of the step in two halves with its epilogue; "
-                        "--optimizer sgd only). Compare them with `aecore bench --cpu-split "
-                        "off,own`.")(f)
+                        "GEMM, every phase of the step in two halves with its epilogue). "
+                        "Compare them with `aecore bench --cpu-split off,own`.")(f)
 
 
 def cpu_team_option(f):

@@ -195,9 +195,9 @@ def nn_rows(a, a_is, a_ks, b, b_ks, b_ns, c, ldc, r0, r1, n, k, alpha, beta):
     op(B)'s (k, j) at b + 4 (k b_ks + j b_ns): b_ns = 1 for B, b_ks = 1 for B^T.
 
     Loops: k in blocks of at most KC_NN (as even as multiples of 16 allow); in a block, op(B)'s
-    strip of 32 (then 16) columns is packed into a contiguous buffer (copied, or transposed in 16 x 16 register blocks from B^T's rows;
-    a strided strip with a power-of-two row stride would also fight over a few L1 sets) and
-    every tile of MR_NN rows runs over it; a column remainder under 16 is a plain loop. C takes
+    strip of 32 (then 16) columns is packed into a contiguous buffer (copied, or transposed in
+    16 x 16 register blocks from B^T's rows; a strided strip with a power-of-two row stride
+    would also fight over a few L1 sets) and every tile of MR_NN rows runs over it; a column remainder under 16 is a plain loop. C takes
     the k-blocks' partial sums in order (beta on the first)."""
     alpha = np.float32(alpha)
     beta = np.float32(beta)

@@ -1,4 +1,4 @@
-"""The SGD training step on aecore's own GEMM (``kernels.cpu_gemm``), every phase in two halves.
+"""The training step on aecore's own GEMM (``kernels.cpu_gemm``), every phase in two halves.
 
 Four phases a step, each run as two halves on OpenBLAS's two threads through
 ``gotoblas_pthread`` (as ``kernels.blas_pair``: no second thread pool), or one after the other
@@ -16,6 +16,11 @@ all of the batch) or, above 128 rows a batch (``by_rows``), the batch rows r:
               W1[u] -= lr dH[:, u]^T Xb,  b1[u] -= lr db1[u]      (both)
               W2[v] -= lr dZ[:, v]^T H,   b2[v] -= lr db2[v]
 
+That is plain SGD, the update inside the product (alpha = -lr, beta = 1). Another optimizer
+(momentum, Nesterov, Adam) gets G1[u] = dH[:, u]^T Xb and G2[v] = dZ[:, v]^T H from the same
+products and ``kernels.cpu.optimizer_update`` on those rows of the weights, the biases and their
+buffers (``kernels.cpu.weight_step``'s branch, split by rows).
+
 The weights stay in the model's layout; the products that read them transposed (W1^T, W2^T)
 pack them through 16 x 16 register transposes (``nn_rows`` with b_ks = 1). The column sums
 (db1, db2) and the loss sums are kept per half and added half 0 + half 1: every value depends
@@ -32,12 +37,14 @@ from .activations_cpu import keeps_preactivation
 from .blas_pair import (_f32p, _f64p, _half_rows, _i64p, _pthread_self, _run_halves, _u8p,
                         AHEAD, blas_threads, _HAS_PAIR)
 from .cpu import gather_row, prefetch_row
+from .cpu import optimizer_update
 from .cpu_gemm import MR_NN, nn_rows
 from .cpu_hidden import activation_grad_, bias_activation_
 from .cpu_math import wide_vectors
 from .cpu_output import sigmoid_loss_row_
 from .ftz import flush_denormals_on, restore
 from .losses_cpu import grad_factor
+from .optim import OPT_SGD, HyperParams
 
 FORWARD, OUTPUT, BACKWARD, UPDATE = range(4)
 # a half's block of int64 words: what the phases read (pointers are addresses)
@@ -46,8 +53,12 @@ FORWARD, OUTPUT, BACKWARD, UPDATE = range(4)
 # old values across a call that writes it through a raw address.
 (K_PHASE, K_HALF, K_NB, K_HID, K_IMG, K_XB, K_H, K_ZPRE, K_DZ, K_DH, K_W1, K_W2, K_B1, K_B2,
  K_DB1, K_DB2, K_DHP, K_SLOPE, K_LR, K_LOSS, K_SQ, K_X8, K_X_ROWS, K_NEXT_IDX, K_NEXT_ROWS,
- K_NEXT_PTR, K_THREAD, K_BY_ROWS) = range(28)
-BLOCK = 32  # words per block (two blocks never share a 64-byte line)
+ K_NEXT_PTR, K_THREAD, K_BY_ROWS, K_KIND, K_T, K_MOMENTUM, K_BETA1, K_BETA2, K_EPS,
+ K_OPT) = range(35)
+# K_OPT: the address of an int64 row of the optimizer's arrays: layer 1's (VW, Vb, MW, Mb, G, gb),
+# then layer 2's (0 where the optimizer keeps none; G, gb: gradient scratch, unused by SGD)
+N_OPT = 12
+BLOCK = 40  # words per block (two blocks never share a 64-byte line)
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -104,9 +115,9 @@ def run_half(blk, act, loss):
                     0.0)
             _output_epilogue(blk, 0, nb, v0, v1, nb, n, second, loss)
     elif phase == BACKWARD:
+        db1[t, :] = 0.0  # (by the weights' rows the update phase fills this half's columns)
         if by_rows:  # dH[r] <- (dZ[r] W2) * f'(H[r]), db1's share: its column sums
             nn_rows(dz, n, 1, w2, h, 1, dh, h, r0, r1, h, n, 1.0, 0.0)
-            db1[t, :] = 0.0
             activation_grad_(dH[r0:r1], H[r0:r1], Zp[r0:r1] if Zp.shape[0] else Zp, slope,
                              db1[t], act)
         else:  # this half's pixels' share of dZ W2: dH_part[t] <- dZ[:, v] W2[v]
@@ -118,14 +129,22 @@ def run_half(blk, act, loss):
             for i in range(nb):
                 for j in range(u0, u1):
                     dH[i, j] = parts[0, i, j] + parts[1, i, j]
-            db1[t, :] = 0.0
             activation_grad_(dH[:, u0:u1], H[:, u0:u1], Zp[:, u0:u1] if Zp.shape[0] else Zp,
                              slope, db1[t, u0:u1], act)
-        nn_rows(dh, 1, h, xb, n, 1, w1, n, u0, u1, n, nb, -lr, 1.0)  # W1[u] -= lr dH[:, u]^T Xb
-        nn_rows(dz, 1, n, hh, h, 1, w2, h, v0, v1, h, nb, -lr, 1.0)  # W2[v] -= lr dZ[:, v]^T H
-        _bias_step(carray(_f32p(blk[K_B1]), (h,)), db1, lr, u0, u1)
-        _bias_step(carray(_f32p(blk[K_B2]), (n,)), carray(_f64p(blk[K_DB2]), (2, n)), lr, v0,
-                   v1)
+        db2 = carray(_f64p(blk[K_DB2]), (2, n))
+        if blk[K_KIND] == OPT_SGD:  # the update in the product: W -= lr G, G never stored
+            nn_rows(dh, 1, h, xb, n, 1, w1, n, u0, u1, n, nb, -lr, 1.0)  # W1[u] -= lr dH^T Xb
+            nn_rows(dz, 1, n, hh, h, 1, w2, h, v0, v1, h, nb, -lr, 1.0)  # W2[v] -= lr dZ^T H
+            _bias_step(carray(_f32p(blk[K_B1]), (h,)), db1, lr, u0, u1)
+            _bias_step(carray(_f32p(blk[K_B2]), (n,)), db2, lr, v0, v1)
+        else:
+            opt = carray(_i64p(blk[K_OPT]), (N_OPT,))
+            hp = HyperParams(_as_f64(blk[K_LR]), _as_f64(blk[K_MOMENTUM]),
+                             _as_f64(blk[K_BETA1]), _as_f64(blk[K_BETA2]), _as_f64(blk[K_EPS]))
+            nn_rows(dh, 1, h, xb, n, 1, opt[4], n, u0, u1, n, nb, 1.0, 0.0)  # G1 = dH^T Xb
+            nn_rows(dz, 1, n, hh, h, 1, opt[10], h, v0, v1, h, nb, 1.0, 0.0)  # G2 = dZ^T H
+            _optimizer_rows(blk[K_KIND], hp, blk[K_T], w1, blk[K_B1], opt[:6], db1, u0, u1, n)
+            _optimizer_rows(blk[K_KIND], hp, blk[K_T], w2, blk[K_B2], opt[6:], db2, v0, v1, h)
     blk[K_THREAD] = _pthread_self()
     restore(mxcsr)
 
@@ -134,6 +153,26 @@ def run_half(blk, act, loss):
 def _bias_step(b, shares, lr, j0, j1):
     for j in range(j0, j1):
         b[j] -= lr * (shares[0, j] + shares[1, j])
+
+
+@njit(cache=True, nogil=True)
+def _optimizer_rows(kind, hp, t, w, b, arrays, shares, j0, j1, cols):
+    """``kernels.cpu.weight_step``'s optimizer branch on rows [j0, j1) of a layer: W (rows x
+    cols at address w) from G (arrays[4]), b from gb (arrays[5]) <- the shares' sum in float32,
+    with the buffers (VW, Vb, MW, Mb) = arrays[:4] (0: kept by none: an empty array)."""
+    rows = j1 - j0
+    W = carray(_f32p(w + 4 * j0 * cols), (rows, cols))
+    G = carray(_f32p(arrays[4] + 4 * j0 * cols), (rows, cols))
+    VW = carray(_f32p(arrays[0] + 4 * j0 * cols), (rows if arrays[0] else 0, cols))
+    MW = carray(_f32p(arrays[2] + 4 * j0 * cols), (rows if arrays[2] else 0, cols))
+    bb = carray(_f32p(b + 4 * j0), (rows,))
+    gb = carray(_f32p(arrays[5] + 4 * j0), (rows,))
+    Vb = carray(_f32p(arrays[1] + 4 * j0), (rows if arrays[1] else 0,))
+    Mb = carray(_f32p(arrays[3] + 4 * j0), (rows if arrays[3] else 0,))
+    for j in range(rows):
+        gb[j] = shares[0, j0 + j] + shares[1, j0 + j]
+    optimizer_update(kind, hp, t, W, G, VW, MW)
+    optimizer_update(kind, hp, t, bb, gb, Vb, Mb)
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -216,10 +255,12 @@ def _phase(blocks, phase, fn, act, loss):
 
 @njit(cache=True, nogil=True)
 def train_steps(X, perm, start, stop, batch, W1, b1, W2, b2, slope, lrs, act, loss, Xb, H, Zp, dZ,
-                dH, fn, blocks, db1, db2, dH_parts, Xb_next, by_rows):
-    """SGD on X[perm[start:stop]] in batches of ``batch``; returns (loss sum, squared-error
+                dH, fn, blocks, db1, db2, dH_parts, Xb_next, by_rows, kind, hp, step, opt):
+    """Train on X[perm[start:stop]] in batches of ``batch``; returns (loss sum, squared-error
     sum, steps). X: the (n, 784) uint8 C-contiguous dataset; W1 (h, 784), b1, W2 (784, h), b2
-    updated in place; lrs[i] the i-th step's learning rate.
+    updated in place; lrs[i] the i-th step's learning rate. kind, hp: the optimizer
+    (kernels/optim.py), step: the steps taken before; opt: int64 (12,), the addresses of layer
+    1's (VW, Vb, MW, Mb, G, gb) and layer 2's (0 where absent; G, gb unused by SGD).
     The first batch is gathered here; each step's output halves gather the next."""
     act = literally(act)
     loss = literally(loss)
@@ -239,12 +280,16 @@ def train_steps(X, perm, start, stop, batch, W1, b1, W2, b2, slope, lrs, act, lo
             blk[K_DZ], blk[K_DH] = dZ.ctypes.data, dH.ctypes.data
             blk[K_W1], blk[K_W2] = W1.ctypes.data, W2.ctypes.data
             blk[K_B1], blk[K_B2] = b1.ctypes.data, b2.ctypes.data
-            blk[K_DB1], blk[K_DB2], blk[K_DHP] = db1.ctypes.data, db2.ctypes.data, dH_parts.ctypes.data
+            blk[K_DB1], blk[K_DB2] = db1.ctypes.data, db2.ctypes.data
+            blk[K_DHP] = dH_parts.ctypes.data
             blk[K_SLOPE], blk[K_LR] = _as_i64(np.float64(slope)), _as_i64(lrs[steps])
             blk[K_X8], blk[K_X_ROWS] = X.ctypes.data, X.shape[0]
             blk[K_NEXT_IDX], blk[K_NEXT_ROWS] = next_idx.ctypes.data, next_idx.shape[0]
             blk[K_NEXT_PTR] = Xb_next.ctypes.data
             blk[K_BY_ROWS] = by_rows
+            blk[K_KIND], blk[K_T], blk[K_OPT] = kind, step + steps + 1, opt.ctypes.data
+            blk[K_MOMENTUM], blk[K_BETA1] = _as_i64(hp.momentum), _as_i64(hp.beta1)
+            blk[K_BETA2], blk[K_EPS] = _as_i64(hp.beta2), _as_i64(hp.eps)
         for phase in range(4):
             _phase(blocks, phase, fn, act, loss)
         total += _as_f64(blocks[0, K_LOSS]) + _as_f64(blocks[1, K_LOSS])

@@ -470,8 +470,8 @@ def test_engine_flags_are_recorded_in_config_json(tmp_path, real_data_dir, flag,
 
 
 def test_cpu_gemm_is_recorded_changed_on_resume_and_checked(tmp_path, real_data_dir):
-    """--cpu-gemm own: trains (plain SGD), recorded in config.json, changed on --resume; with
-    another optimizer a one-line usage error (exit 2) before any data is read."""
+    """--cpu-gemm own: trains, recorded in config.json, changed on --resume; with --cpu-team
+    a one-line usage error (exit 2) before any data is read."""
     out = tmp_path / "runs"
     args = ("--device", "cpu", "--data-dir", real_data_dir)
     r = invoke("train", "--hidden", "8", "--epochs", "1", "--limit", "64", "--batch-size", "32",
@@ -483,8 +483,8 @@ def test_cpu_gemm_is_recorded_changed_on_resume_and_checked(tmp_path, real_data_
     r = invoke("train", "--resume", run, "--epochs", "2", "--cpu-gemm", "blas", *args)
     assert r.exit_code == 0, r.output
     assert json.loads((run / runs.CONFIG).read_text())["config"]["cpu_gemm"] == "blas"
-    r = invoke("train", "--hidden", "8", "--epochs", "1", "--limit", "64", "--optimizer",
-               "adam", "--cpu-gemm", "own", "--out", tmp_path / "other", *args)
+    r = invoke("train", "--hidden", "8", "--epochs", "1", "--limit", "64", "--cpu-team",
+               "--cpu-gemm", "own", "--out", tmp_path / "other", *args)
     assert r.exit_code == 2
-    assert "own trains with the sgd optimizer only, not adam" in r.output
+    assert "own cannot be combined with cpu_team" in r.output
     assert "Traceback" not in r.output and not (tmp_path / "other").exists()
