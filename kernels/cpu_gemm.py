@@ -28,6 +28,8 @@ from numba import carray, njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from .blas_pair import _f32p
+
 LANES = 16  # float32 lanes of one vector (a zmm register)
 MR_NN, NV_NN = 8, 2  # nn tile: 8 rows x 32 columns, 16 accumulators
 
@@ -58,29 +60,23 @@ def _clamped_row(builder, i64, base, i, valid, stride):
     return builder.gep(base, [builder.mul(row, stride)])
 
 
-def _store_tile(builder, i64, vt, splat, fma, pc, ldc, rows, cols, acc, alpha, beta, valid):
-    """C[i, v] <- alpha * acc[i][v] + beta * C[i, v] for the rows i < valid; C not read when
-    beta == 0. ``acc[i][v]`` a float32 vector (cols == LANES per v) or scalar (cols == 1)."""
-    is_vec = cols == LANES
-    ty = vt if is_vec else ir.FloatType()
-    va, vb = (splat(alpha), splat(beta)) if is_vec else (alpha, beta)
-    mul_add = (lambda x, y, z: builder.call(fma, [x, y, z])) if is_vec else \
-        (lambda x, y, z: builder.fadd(builder.fmul(x, y), z))
+def _store_tile(builder, i64, vt, splat, fma, pc, ldc, acc, alpha, beta, valid):
+    """C[i, 16 v:16 v + 16] <- alpha * acc[i][v] + beta * C[...] for the rows i < valid (acc: a
+    float32 vector per row and vector); C not read when beta == 0."""
+    va, vb = splat(alpha), splat(beta)
     beta_zero = builder.fcmp_ordered("==", beta, ir.Constant(ir.FloatType(), 0.0))
-    for i in range(rows):
+    for i, row_acc in enumerate(acc):
         with cgutils.if_likely(builder, builder.icmp_signed("<", i64(i), valid)):
             row = builder.gep(pc, [builder.mul(ldc, i64(i))])
-            for v in range(len(acc[i])):
-                q = builder.gep(row, [i64(v * cols)])
-                if is_vec:
-                    q = builder.bitcast(q, vt.as_pointer())
-                a = builder.fmul(va, acc[i][v])
+            for v, sums in enumerate(row_acc):
+                q = _vec(builder, vt, row, i64, LANES * v)
+                a = builder.fmul(va, sums)
                 with builder.if_else(beta_zero) as (then, otherwise):
                     with then:
                         builder.store(a, q, align=4)
                     with otherwise:
                         old = builder.load(q, align=4)
-                        builder.store(mul_add(vb, old, a), q, align=4)
+                        builder.store(builder.call(fma, [vb, old, a]), q, align=4)
 
 
 def _nn_tile(MR, NV):
@@ -101,8 +97,7 @@ def _nn_tile(MR, NV):
                 k = loop.index
                 bk = builder.gep(pb, [builder.mul(k, ldb)])
                 ak = builder.mul(k, a_ks)
-                bv = [builder.load(builder.bitcast(builder.gep(bk, [i64(LANES * v)]),
-                                                   vt.as_pointer()), align=4)
+                bv = [builder.load(_vec(builder, vt, bk, i64, LANES * v), align=4)
                       for v in range(NV)]
                 for i in range(MR):
                     av = splat(builder.load(builder.gep(arow[i], [ak])))
@@ -110,8 +105,7 @@ def _nn_tile(MR, NV):
                         p = acc[i][v]
                         builder.store(builder.call(fma, [av, bv[v], builder.load(p)]), p)
             sums = [[builder.load(p) for p in row] for row in acc]
-            _store_tile(builder, i64, vt, splat, fma, pc, ldc, MR, LANES, sums, alpha, beta,
-                        rows)
+            _store_tile(builder, i64, vt, splat, fma, pc, ldc, sums, alpha, beta, rows)
             return context.get_dummy_value()
 
         return sig, codegen
@@ -197,8 +191,9 @@ def nn_rows(a, a_is, a_ks, b, b_ks, b_ns, c, ldc, r0, r1, n, k, alpha, beta):
     Loops: k in blocks of at most KC_NN (as even as multiples of 16 allow); in a block, op(B)'s
     strip of 32 (then 16) columns is packed into a contiguous buffer (copied, or transposed in
     16 x 16 register blocks from B^T's rows; a strided strip with a power-of-two row stride
-    would also fight over a few L1 sets) and every tile of MR_NN rows runs over it; a column remainder under 16 is a plain loop. C takes
-    the k-blocks' partial sums in order (beta on the first)."""
+    would also fight over a few L1 sets) and every tile of MR_NN rows runs over it; a column
+    remainder under 16 is a plain loop. C takes the k-blocks' partial sums in order (beta on
+    the first)."""
     alpha = np.float32(alpha)
     beta = np.float32(beta)
     n32 = n // 32 * 32
@@ -260,18 +255,10 @@ def _nn_columns(a, a_is, a_ks, b, b_ks, b_ns, c, ldc, r0, r1, j0, j1, k, alpha, 
             C[i * ldc + j] = alpha * s if beta == 0 else beta * C[i * ldc + j] + alpha * s
 
 
-@intrinsic
-def _ptr(typingctx, addr):
-    def codegen(context, builder, sig, args):
-        return builder.inttoptr(args[0], ir.FloatType().as_pointer())
-
-    return types.CPointer(types.float32)(types.int64), codegen
-
-
 @njit(inline="always")
 def _view(addr):
     """The float32 memory at ``addr`` as a 1-D array long enough for any index used."""
-    return carray(_ptr(addr), (1 << 40,))
+    return carray(_f32p(addr), (1 << 40,))
 
 
 @njit(cache=True, nogil=True)
