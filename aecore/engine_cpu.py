@@ -46,6 +46,7 @@ import warnings
 import numpy as np
 from numba import literally, njit
 
+from .config import CPU_GEMMS
 from .engine import EVAL_BATCH, Engine
 from .kernels import activations_cpu, blas_pair as BP, losses_cpu
 from .kernels import cpu as K
@@ -149,7 +150,6 @@ def _forward(X, W1, b1, W2, b2, slope, Xb, H, Zp, Z, Y, what, act, loss):
 _train_steps_call = LiteralCall(_train_steps, positions=(16, 17))
 _forward_call = LiteralCall(_forward, positions=(12, 13))
 _own_steps_call = LiteralCall(own_step.train_steps, positions=(11, 12))
-GEMMS = ("blas", "own")  # CpuEngine(gemm=...): whose matrix products the training step runs
 
 
 class CpuEngine(Engine):
@@ -171,8 +171,8 @@ class CpuEngine(Engine):
         self.gather_ahead = True
         if split and team:
             raise ValueError("choose one of split and team")
-        if gemm not in GEMMS:
-            raise ValueError(f"gemm must be one of {', '.join(GEMMS)}, not {gemm!r}")
+        if gemm not in CPU_GEMMS:
+            raise ValueError(f"gemm must be one of {', '.join(CPU_GEMMS)}, not {gemm!r}")
         # "own": the step on aecore's own GEMM, every phase in two halves (kernels/own_step.py)
         self.gemm = gemm
         if gemm == "own" and (split or team):

@@ -46,7 +46,8 @@ class DeviceList(click.ParamType):
         return devs
 
 
-CPU_VARIANTS = {"off": "", "on": "split", "team": "team", "own": "own"}  # --cpu-split -> BenchRow.variant
+# --cpu-split -> BenchRow.variant
+CPU_VARIANTS = {"off": "", "on": "split", "team": "team", "own": "own"}
 
 
 def _variants(value):

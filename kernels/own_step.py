@@ -36,8 +36,7 @@ from numba import carray, cfunc, literally, njit, types
 from .activations_cpu import keeps_preactivation
 from .blas_pair import (_f32p, _f64p, _half_rows, _i64p, _pthread_self, _run_halves, _u8p,
                         AHEAD, blas_threads, _HAS_PAIR)
-from .cpu import gather_row, prefetch_row
-from .cpu import optimizer_update
+from .cpu import gather_row, optimizer_update, prefetch_row
 from .cpu_gemm import MR_NN, nn_rows
 from .cpu_hidden import activation_grad_, bias_activation_
 from .cpu_math import wide_vectors
@@ -268,28 +267,30 @@ def train_steps(X, perm, start, stop, batch, W1, b1, W2, b2, slope, lrs, act, lo
     n, h = W2.shape
     total = total_sq = 0.0
     steps = 0
+    for t in range(2):  # what stays the same for the whole call
+        blk = blocks[t]
+        blk[K_HALF], blk[K_HID], blk[K_IMG], blk[K_BY_ROWS] = t, h, n, by_rows
+        blk[K_H], blk[K_ZPRE] = H.ctypes.data, Zp.ctypes.data
+        blk[K_DZ], blk[K_DH] = dZ.ctypes.data, dH.ctypes.data
+        blk[K_W1], blk[K_W2] = W1.ctypes.data, W2.ctypes.data
+        blk[K_B1], blk[K_B2] = b1.ctypes.data, b2.ctypes.data
+        blk[K_DB1], blk[K_DB2] = db1.ctypes.data, db2.ctypes.data
+        blk[K_DHP] = dH_parts.ctypes.data
+        blk[K_SLOPE] = _as_i64(np.float64(slope))
+        blk[K_X8], blk[K_X_ROWS] = X.ctypes.data, X.shape[0]
+        blk[K_KIND], blk[K_OPT] = kind, opt.ctypes.data
+        blk[K_MOMENTUM], blk[K_BETA1] = _as_i64(hp.momentum), _as_i64(hp.beta1)
+        blk[K_BETA2], blk[K_EPS] = _as_i64(hp.beta2), _as_i64(hp.eps)
     if start < stop:
         _gather(X, perm[start:min(start + batch, stop)], Xb)
     for s in range(start, stop, batch):
         e = min(s + batch, stop)
         next_idx = perm[e:min(e + batch, stop)]
-        for t in range(2):
+        for t in range(2):  # this step's batch, buffers, learning rate and number
             blk = blocks[t]
-            blk[K_HALF], blk[K_NB], blk[K_HID], blk[K_IMG] = t, e - s, h, n
-            blk[K_XB], blk[K_H], blk[K_ZPRE] = Xb.ctypes.data, H.ctypes.data, Zp.ctypes.data
-            blk[K_DZ], blk[K_DH] = dZ.ctypes.data, dH.ctypes.data
-            blk[K_W1], blk[K_W2] = W1.ctypes.data, W2.ctypes.data
-            blk[K_B1], blk[K_B2] = b1.ctypes.data, b2.ctypes.data
-            blk[K_DB1], blk[K_DB2] = db1.ctypes.data, db2.ctypes.data
-            blk[K_DHP] = dH_parts.ctypes.data
-            blk[K_SLOPE], blk[K_LR] = _as_i64(np.float64(slope)), _as_i64(lrs[steps])
-            blk[K_X8], blk[K_X_ROWS] = X.ctypes.data, X.shape[0]
+            blk[K_NB], blk[K_XB], blk[K_NEXT_PTR] = e - s, Xb.ctypes.data, Xb_next.ctypes.data
             blk[K_NEXT_IDX], blk[K_NEXT_ROWS] = next_idx.ctypes.data, next_idx.shape[0]
-            blk[K_NEXT_PTR] = Xb_next.ctypes.data
-            blk[K_BY_ROWS] = by_rows
-            blk[K_KIND], blk[K_T], blk[K_OPT] = kind, step + steps + 1, opt.ctypes.data
-            blk[K_MOMENTUM], blk[K_BETA1] = _as_i64(hp.momentum), _as_i64(hp.beta1)
-            blk[K_BETA2], blk[K_EPS] = _as_i64(hp.beta2), _as_i64(hp.eps)
+            blk[K_LR], blk[K_T] = _as_i64(lrs[steps]), step + steps + 1
         for phase in range(4):
             _phase(blocks, phase, fn, act, loss)
         total += _as_f64(blocks[0, K_LOSS]) + _as_f64(blocks[1, K_LOSS])
