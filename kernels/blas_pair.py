@@ -177,6 +177,18 @@ def sigmoid_loss_half(blk, loss):
     nxt = carray(_f32p(blk[NEXT_PTR] + q0 * n * 4), (q1 - q0, n))
     colsum[:] = 0.0
     s32 = np.float32(grad_factor(loss) / (blk[BATCH] * n))  # the serial pass's, bit for bit
+    out[0], out[1] = rows_then_gather(Zh, b, Th, s32, colsum, 0, rows, 0, n, X, idx, nxt, loss)
+    blk[THREAD] = _pthread_self()
+    restore(mxcsr)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def rows_then_gather(Z, b, T, s32, colsum, r0, rows, v0, v1, X, idx, nxt, loss):
+    """The loss gradient (``sigmoid_loss_row_``) on rows [r0, r0 + rows) x columns [v0, v1) of
+    Z, row after row, each row followed by the gather of one next-batch row, nxt[i] <- X[idx[i]]
+    (the row AHEAD further on prefetched, so its loads overlap the arithmetic); b, colsum: all
+    columns, T: Z's rows. Returns the (loss sum, squared-error sum) of the rows. Both ways of
+    halving the epilogue run it: this module's and ``own_step``'s."""
     for i in range(min(AHEAD, idx.shape[0])):
         prefetch_row(X, idx[i])
     total = total_sq = 0.0
@@ -184,14 +196,13 @@ def sigmoid_loss_half(blk, loss):
         if i + AHEAD < idx.shape[0]:
             prefetch_row(X, idx[i + AHEAD])
         if i < rows:
-            row, row_sq = sigmoid_loss_row_(Zh[i], b, Th[i], s32, b[:0], colsum, loss)
+            row, row_sq = sigmoid_loss_row_(Z[r0 + i, v0:v1], b[v0:v1], T[r0 + i, v0:v1], s32,
+                                            b[:0], colsum[v0:v1], loss)
             total += row
             total_sq += row_sq
         if i < idx.shape[0]:
             gather_row(X[idx[i]], nxt[i])
-    out[0], out[1] = total, total_sq
-    blk[THREAD] = _pthread_self()
-    restore(mxcsr)
+    return total, total_sq
 
 
 _halves: dict = {}

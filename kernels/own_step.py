@@ -35,12 +35,11 @@ from numba import carray, cfunc, literally, njit, types
 
 from .activations_cpu import keeps_preactivation
 from .blas_pair import (_f32p, _f64p, _half_rows, _i64p, _pthread_self, _run_halves, _u8p,
-                        AHEAD, blas_threads, _HAS_PAIR)
-from .cpu import gather_row, optimizer_update, prefetch_row
+                        blas_threads, rows_then_gather, _HAS_PAIR)
+from .cpu import gather_rows, optimizer_update
 from .cpu_gemm import MR_NN, nn_rows
 from .cpu_hidden import activation_grad_, bias_activation_
 from .cpu_math import wide_vectors
-from .cpu_output import sigmoid_loss_row_
 from .ftz import flush_denormals_on, restore
 from .losses_cpu import grad_factor
 from .optim import OPT_SGD, HyperParams
@@ -182,29 +181,16 @@ def _output_epilogue(blk, r0, r1, v0, v1, nb, n, second, loss):
     the loss sums."""
     dZ = carray(_f32p(blk[K_DZ]), (nb, n))
     Xb = carray(_f32p(blk[K_XB]), (nb, n))
-    b2 = carray(_f32p(blk[K_B2]), (n,))[v0:v1]
+    b2 = carray(_f32p(blk[K_B2]), (n,))
     share = carray(_f64p(blk[K_DB2]), (2, n))[1 if second else 0]
     share[:] = 0.0
-    colsum = share[v0:v1]
     X = carray(_u8p(blk[K_X8]), (blk[K_X_ROWS], n))
     q0, q1 = _half_rows(blk[K_NEXT_ROWS], second)
     idx = carray(_i64p(blk[K_NEXT_IDX] + q0 * 8), (q1 - q0,))
     nxt = carray(_f32p(blk[K_NEXT_PTR] + q0 * n * 4), (q1 - q0, n))
     s32 = np.float32(grad_factor(loss) / (nb * n))
-    for i in range(min(AHEAD, idx.shape[0])):
-        prefetch_row(X, idx[i])
-    total = total_sq = 0.0
-    rows = r1 - r0
-    for i in range(max(rows, idx.shape[0])):
-        if i + AHEAD < idx.shape[0]:
-            prefetch_row(X, idx[i + AHEAD])
-        if i < rows:
-            row, row_sq = sigmoid_loss_row_(dZ[r0 + i, v0:v1], b2, Xb[r0 + i, v0:v1], s32,
-                                            b2[:0], colsum, loss)
-            total += row
-            total_sq += row_sq
-        if i < idx.shape[0]:
-            gather_row(X[idx[i]], nxt[i])
+    total, total_sq = rows_then_gather(dZ, b2, Xb, s32, share, r0, r1 - r0, v0, v1, X, idx, nxt,
+                                       loss)
     blk[K_LOSS] = _as_i64(total)
     blk[K_SQ] = _as_i64(total_sq)
 
@@ -282,7 +268,7 @@ def train_steps(X, perm, start, stop, batch, W1, b1, W2, b2, slope, lrs, act, lo
         blk[K_MOMENTUM], blk[K_BETA1] = _as_i64(hp.momentum), _as_i64(hp.beta1)
         blk[K_BETA2], blk[K_EPS] = _as_i64(hp.beta2), _as_i64(hp.eps)
     if start < stop:
-        _gather(X, perm[start:min(start + batch, stop)], Xb)
+        gather_rows(X, perm[start:min(start + batch, stop)], Xb)
     for s in range(start, stop, batch):
         e = min(s + batch, stop)
         next_idx = perm[e:min(e + batch, stop)]
@@ -309,9 +295,3 @@ def _as_i64(x):
 @njit(inline="always")
 def _as_f64(bits):
     return np.int64(bits).view(np.float64)
-
-
-@njit(cache=True, nogil=True)
-def _gather(X, idx, out):
-    for i in range(idx.shape[0]):
-        gather_row(X[idx[i]], out[i])
