@@ -140,7 +140,8 @@ def time_per_sample(config: TrainConfig, train_images, val_images, device: str,
     eng = devices.make_engine(device, params,
                               config.optim(), b, config.slope, cpu_split=config.cpu_split,
                               cpu_team=config.cpu_team, cuda_path=cuda_path.resolve(config),
-                              activation=config.activation, loss=config.loss)
+                              activation=config.activation, loss=config.loss,
+                              cpu_gemm=config.cpu_gemm)
     x = eng.put(np.ascontiguousarray(train_images[:n]))
     perm = np.arange(n, dtype=np.int64)
     first = min(n, 4 * b)  # compile / first-call costs stay out of the timing

@@ -18,7 +18,7 @@ from aecore.side_by_side import train_side_by_side
 
 from .report import build as build_report, reference_runs_option
 from .options import (FASHION_TRAIN, HiddenList, _check, activation_option, check_team_jobs,
-                      checkpoint_every_option, chosen_cuda_path, cpu_split_option,
+                      checkpoint_every_option, chosen_cuda_path, cpu_gemm_option, cpu_split_option,
                       cpu_team_option, cuda_path_option, data_dir_option, device_option,
                       echo_err, jobs_option, load_data, loss_option, resolve_device,
                       run_settings, schedule_options, track_test_option)
@@ -110,6 +110,7 @@ Examples:
 @activation_option
 @loss_option
 @cpu_team_option
+@cpu_gemm_option
 @click.option("--hidden", type=HiddenList(), default=",".join(map(str, HIDDEN_SIZES)),
               show_default=True, help="Hidden sizes h to train with the default optimizer.")
 @click.option("--epochs", type=click.IntRange(min=1), default=D.epochs, show_default=True,
@@ -137,8 +138,8 @@ Examples:
 @track_test_option
 @reference_runs_option
 @click.pass_context
-def study(ctx, device, cuda_path, cuda_graphs, cpu_split, cpu_team, activation, loss, hidden,
-          epochs, optimizers, compare, compare_hidden, lr_schedule, warmup_epochs, out, data_dir,
+def study(ctx, device, cuda_path, cuda_graphs, cpu_split, cpu_team, cpu_gemm, activation, loss,
+          hidden, epochs, optimizers, compare, compare_hidden, lr_schedule, warmup_epochs, out, data_dir,
           limit, yes, checkpoint_every, jobs, track_test, reference_runs):
     from aecore import study as S
 
@@ -157,7 +158,8 @@ def study(ctx, device, cuda_path, cuda_graphs, cpu_split, cpu_team, activation, 
                         warmup_epochs=warmup_epochs, track_test=track_test)
     for p in plan:
         p.config = TrainConfig(**{**p.config.to_dict(), "cuda_path": cuda_path,
-                                  "cpu_split": cpu_split, "cpu_team": cpu_team})
+                                  "cpu_split": cpu_split, "cpu_team": cpu_team,
+                                  "cpu_gemm": cpu_gemm})
         _check(p.config, limit or n_avail)
     try:
         runs.check_writable(out)

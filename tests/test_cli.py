@@ -13,6 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from aecore import blas_info, runs
+from aecore.config import TrainConfig
 from aecore.cli.main import main
 from aecore.devices import real_gpu_present
 
@@ -91,7 +92,7 @@ def test_resume_rejects_other_settings(tmp_path):
 
 
 def test_train_records_the_schedule_and_each_epochs_rate(tmp_path, real_data_dir):
-    from aecore.config import TrainConfig, default_lr
+    from aecore.config import default_lr
 
     out = tmp_path / "runs"
     r = invoke("train", "--device", "cpu", "--hidden", "8", "--epochs", "3", "--limit", "256",
@@ -319,7 +320,6 @@ TINY = dict(optimizer="sgd", hidden=20, epochs=2, batch_size=16, lr=0.3, val_siz
 
 def _tiny_run(d, tiny_data, stop_in_epoch=None):
     """A run trained on the synthetic data (complete, or interrupted in ``stop_in_epoch``)."""
-    from aecore.config import TrainConfig
     from aecore.errors import TrainingInterrupted
     from aecore.stop import StopSignals
     from aecore.trainer import train
@@ -379,7 +379,6 @@ def test_resume_a_finished_run_gives_the_hint_and_no_failure(tmp_path, tiny_data
 
 def test_a_single_run_that_fails_is_reported_once(tmp_path, capsys):
     """The "<run> failed; stopped ..." line is for side-by-side runs; one run's error says it."""
-    from aecore.config import TrainConfig
     from aecore.errors import CheckpointError
     from aecore.side_by_side import PlannedRun, train_side_by_side
 
@@ -487,4 +486,21 @@ def test_cpu_gemm_is_recorded_changed_on_resume_and_checked(tmp_path, real_data_
                "--cpu-gemm", "own", "--out", tmp_path / "other", *args)
     assert r.exit_code == 2
     assert "own cannot be combined with cpu_team" in r.output
+    assert "Traceback" not in r.output and not (tmp_path / "other").exists()
+
+
+def test_study_cpu_gemm_is_recorded_and_checked(tmp_path, real_data_dir):
+    """aecore study --cpu-gemm: every run's config.json records it (and the warm-up estimate
+    times that engine); with --cpu-split a one-line usage error (exit 2) before any data is
+    read."""
+    args = ("study", "--device", "cpu", "--hidden", "8", "--compare-hidden", "8", "--optimizers",
+            TrainConfig().optimizer, "--epochs", "1", "--limit", "256", "--data-dir",
+            real_data_dir, "--yes")
+    r = invoke(*args, "--cpu-gemm", "own", "--out", tmp_path / "st")
+    assert r.exit_code == 0, r.output
+    (run,) = [p for p in (tmp_path / "st").iterdir() if (p / runs.CONFIG).exists()]
+    assert json.loads((run / runs.CONFIG).read_text())["config"]["cpu_gemm"] == "own"
+    r = invoke(*args, "--cpu-gemm", "own", "--cpu-split", "--out", tmp_path / "other")
+    assert r.exit_code == 2
+    assert "own cannot be combined with cpu_split" in r.output
     assert "Traceback" not in r.output and not (tmp_path / "other").exists()

@@ -33,9 +33,10 @@ from conftest import synthetic_data
 pytestmark = pytest.mark.usefixtures("cwd_with_runs")
 
 
-def _plan(root, hidden_opts, epochs=2):
+def _plan(root, hidden_opts, epochs=2, cpu_gemm="blas"):
     return [S.PlannedRun(TrainConfig(hidden=h, optimizer=o, epochs=epochs, val_size=96,
-                                     device="cpu", recon_epochs=(1,)), root / f"h{h}-{o}")
+                                     device="cpu", recon_epochs=(1,), cpu_gemm=cpu_gemm),
+                         root / f"h{h}-{o}")
             for h, o in hidden_opts]
 
 
@@ -70,10 +71,14 @@ def _same_run(a, b):
 RUNS = [(8, "adam"), (16, "sgd"), (24, "momentum")]
 
 
-def test_runs_side_by_side_equal_runs_alone(tmp_path):
+@pytest.mark.parametrize("cpu_gemm", ["blas", "own"])
+def test_runs_side_by_side_equal_runs_alone(tmp_path, cpu_gemm):
+    """Either CPU step: both hand their halves to OpenBLAS's threads, which the runs share."""
     data = synthetic_data()
-    one = S.train_runs(_plan(tmp_path / "seq", RUNS), _trainer(data, chunk_samples=64), jobs=1)
-    par = S.train_runs(_plan(tmp_path / "par", RUNS), _trainer(data, chunk_samples=64), jobs=3)
+    one = S.train_runs(_plan(tmp_path / "seq", RUNS, cpu_gemm=cpu_gemm),
+                       _trainer(data, chunk_samples=64), jobs=1)
+    par = S.train_runs(_plan(tmp_path / "par", RUNS, cpu_gemm=cpu_gemm),
+                       _trainer(data, chunk_samples=64), jobs=3)
     assert [o.status for o in one] == [o.status for o in par] == ["complete"] * 3
     for o, q in zip(one, par):
         _same_run(o.run.dir, q.run.dir)
