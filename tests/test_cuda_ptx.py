@@ -18,7 +18,6 @@ import os
 import subprocess
 import sys
 
-import pytest
 
 SCRIPT = r"""
 import json, re, sys
@@ -43,16 +42,20 @@ json.dump(out, sys.stdout)
 """
 
 
-@pytest.fixture(scope="module")
-def ptx_facts():
+def test_every_kernel_compiles_to_ptx_as_designed():
+    """One test, one compile of every kernel (~65 s): pytest-xdist would run a module fixture
+    once in each worker that gets one of this module's tests."""
     env = {**os.environ, "NUMBA_ENABLE_CUDASIM": "0"}
     r = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, env=env,
                        timeout=600)
     assert r.returncode == 0, r.stderr[-4000:]
-    return json.loads(r.stdout)
+    facts = json.loads(r.stdout)
+    for check in (compiles_for_sm80_and_sm90, gemm_kernels_use_shared_memory_tiles_and_fma,
+                  sigmoid_epilogues_use_fast_exp, gemm_main_loops_are_straight_line_32_bit):
+        check(facts)
 
 
-def test_every_kernel_compiles_for_sm80_and_sm90(ptx_facts):
+def compiles_for_sm80_and_sm90(ptx_facts):
     from aecore.kernels import cuda as kc
 
     assert len(ptx_facts) == 2 * len(kc.KERNELS) and len(kc.KERNELS) >= 10
@@ -62,7 +65,7 @@ def test_every_kernel_compiles_for_sm80_and_sm90(ptx_facts):
         assert not f["local"], f"{f['name']} spills its register tile to local memory: {f}"
 
 
-def test_gemm_kernels_use_shared_memory_tiles_and_fma(ptx_facts):
+def gemm_kernels_use_shared_memory_tiles_and_fma(ptx_facts):
     from aecore.kernels import cuda as kc
 
     gemms = [f for f in ptx_facts if f["name"] in kc.GEMM_KERNELS]
@@ -71,7 +74,7 @@ def test_gemm_kernels_use_shared_memory_tiles_and_fma(ptx_facts):
         assert f["shared"] and f["bar"] and f["fma"], f
 
 
-def test_sigmoid_epilogues_use_fast_exp(ptx_facts):
+def sigmoid_epilogues_use_fast_exp(ptx_facts):
     names = ("k_linear_sigmoid_mse", "k_linear_sigmoid_output")
     sigmoids = [f for f in ptx_facts if f["name"] in names]
     assert len(sigmoids) == 2 * 3  # mse (u8, f32) and the reconstructions, for sm_80 and sm_90
@@ -79,7 +82,7 @@ def test_sigmoid_epilogues_use_fast_exp(ptx_facts):
         assert f["ex2"], f
 
 
-def test_gemm_main_loops_are_straight_line_32_bit(ptx_facts):
+def gemm_main_loops_are_straight_line_32_bit(ptx_facts):
     """Each GEMM kernel's K step: all BK*TM*TN multiply-adds (256 at the default 64 x 64 tile,
     BK 16) and BK*(TM+TN) shared loads between two barriers, with no branch and no 64-bit
     integer instruction among them (and no 32-bit one: the addresses are computed once)."""

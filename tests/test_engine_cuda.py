@@ -96,8 +96,9 @@ def test_cuda_adam_and_momentum_state_match_cpu(real_data):
 
 
 def test_trainer_on_cuda_writes_a_complete_run(tmp_path):
-    """The trainer's whole CUDA path (put, chunks, loss reads, eval, reconstructions, checkpoint)."""
-    data = synthetic_data(n_train=64, n_val=16, n_test=16)
+    """The trainer's whole CUDA path (put, chunks, loss reads, eval, reconstructions, checkpoint).
+    7 x 7 images: the simulator's time goes with the width (28 x 28 took 140 s)."""
+    data = synthetic_data(n_train=64, n_val=16, n_test=16, side=7)
     cfg = TrainConfig(hidden=8, epochs=1, batch_size=64, device="cuda", val_size=16,
                       recon_epochs=(1,), lr_schedule="constant")  # one step: onecycle needs 4
     s = train(cfg, tmp_path / "run", data, progress=False)
@@ -109,11 +110,11 @@ def test_trainer_on_cuda_writes_a_complete_run(tmp_path):
     cpu = train(TrainConfig(**{**cfg.to_dict(), "device": "cpu"}), tmp_path / "cpu", data,
                 progress=False)
     assert abs(s["test_loss"] - cpu["test_loss"]) <= 1e-4 * cpu["test_loss"]
-    assert json.loads((tmp_path / "run" / "config.json").read_text())["image_size"] == 784
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["image_size"] == 49
     with np.load(tmp_path / "run" / "reconstructions.npz") as g, \
             np.load(tmp_path / "cpu" / "reconstructions.npz") as c:
         a, b = c["epoch_1"], g["epoch_1"]
-        assert a.shape == b.shape == (10, 784)
+        assert a.shape == b.shape == (10, 49)
         assert np.linalg.norm(a - b) / np.linalg.norm(a) < 1e-5
 
 
