@@ -149,7 +149,6 @@ def _forward(X, W1, b1, W2, b2, slope, Xb, H, Zp, Z, Y, what, act, loss):
 # literals: without LiteralCall every call re-types the loop (~20 ms; kernels/literal_call.py).
 _train_steps_call = LiteralCall(_train_steps, positions=(16, 17))
 _forward_call = LiteralCall(_forward, positions=(12, 13))
-_own_steps_call = LiteralCall(own_step.train_steps, positions=(11, 12))
 
 
 class CpuEngine(Engine):
@@ -279,11 +278,11 @@ class CpuEngine(Engine):
                   for a in (*self._S[layer], G, gb)]
         opt = np.array([a.ctypes.data if a.size else 0 for a in arrays], np.int64)
         fn = own_step.half_function(self._act, self._loss_code)
-        return _own_steps_call(data, perm, start, stop, self.batch_size, p[W1], p[B1], p[W2],
-                               p[B2], np.float32(self.slope), lrs, self._act, self._loss_code,
-                               self._Xb, self._H, self._Zp, self._dZ, self._dH, fn,
-                               *self._own_scratch, self._Xb_next, self.own_by_rows, kind, hp,
-                               self.step, opt)
+        return own_step.train_steps(data, perm, start, stop, self.batch_size, p[W1], p[B1], p[W2],
+                                    p[B2], np.float32(self.slope), lrs, self._Xb, self._H,
+                                    self._Zp, self._dZ, self._dH, fn, own_step.in_pair(),
+                                    *self._own_scratch, self._Xb_next, self.own_by_rows, kind,
+                                    hp, self.step, opt)
 
     def take_loss_sums(self):
         sums = (float(self._loss), float(self._sq))

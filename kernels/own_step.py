@@ -31,7 +31,9 @@ on the shape alone, not on which thread ran a half or whether the halves ran in 
 from __future__ import annotations
 
 import numpy as np
+from llvmlite import ir
 from numba import carray, cfunc, literally, njit, types
+from numba.extending import intrinsic
 
 from .activations_cpu import keeps_preactivation
 from .blas_pair import (_f32p, _f64p, _half_rows, _i64p, _pthread_self, _run_halves, _u8p,
@@ -207,10 +209,9 @@ _halves: dict = {}
 
 
 def half_function(act: int, loss: int) -> int:
-    """Address of the half function for (activation, loss) numbers, compiled on first use; 0
-    where BLAS has no second thread to run a half on (the halves then run in turn)."""
-    if not _HAS_PAIR or blas_threads() < 2:
-        return 0
+    """Address of the half function for (activation, loss) numbers, compiled on first use
+    (``run_half`` with both as literals; the step loop calls it through this address, so the
+    loop itself is compiled once for every activation and loss)."""
     key = (act, loss)
     if key not in _halves:
         def half(arg):
@@ -218,6 +219,23 @@ def half_function(act: int, loss: int) -> int:
 
         _halves[key] = cfunc(types.void(types.int64), nopython=True)(half)
     return _halves[key].address
+
+
+def in_pair() -> bool:
+    """Whether the halves run on OpenBLAS's two threads; else in turn on the calling thread
+    (another BLAS, or OpenBLAS on one thread)."""
+    return _HAS_PAIR and blas_threads() >= 2
+
+
+@intrinsic
+def _call_half(typingctx, fn, arg):
+    """Call the half function at address ``fn`` on the block at address ``arg``."""
+    def codegen(context, builder, sig, args):
+        fnty = ir.FunctionType(ir.VoidType(), [ir.IntType(64)])
+        builder.call(builder.inttoptr(args[0], fnty.as_pointer()), [args[1]])
+        return context.get_dummy_value()
+
+    return types.void(types.int64, types.int64), codegen
 
 
 def scratch(batch: int, hidden: int, image: int):
@@ -228,27 +246,27 @@ def scratch(batch: int, hidden: int, image: int):
 
 
 @njit(cache=True, nogil=True)
-def _phase(blocks, phase, fn, act, loss):
-    """Both halves of ``phase``: on two BLAS threads (fn != 0) or in turn here."""
+def _phase(blocks, phase, fn, pair):
+    """Both halves of ``phase`` (``fn``: the half function's address): on two BLAS threads
+    (``pair``) or in turn here."""
     blocks[0, K_PHASE] = blocks[1, K_PHASE] = phase
-    if fn != 0:
+    if pair:
         _run_halves(np.int32(2), fn, blocks.ctypes.data, np.int32(BLOCK * 8))
     else:
-        run_half(blocks[0], act, loss)
-        run_half(blocks[1], act, loss)
+        _call_half(fn, blocks.ctypes.data)
+        _call_half(fn, blocks.ctypes.data + BLOCK * 8)
 
 
 @njit(cache=True, nogil=True)
-def train_steps(X, perm, start, stop, batch, W1, b1, W2, b2, slope, lrs, act, loss, Xb, H, Zp, dZ,
-                dH, fn, blocks, db1, db2, dH_parts, Xb_next, by_rows, kind, hp, step, opt):
+def train_steps(X, perm, start, stop, batch, W1, b1, W2, b2, slope, lrs, Xb, H, Zp, dZ, dH, fn,
+                pair, blocks, db1, db2, dH_parts, Xb_next, by_rows, kind, hp, step, opt):
     """Train on X[perm[start:stop]] in batches of ``batch``; returns (loss sum, squared-error
     sum, steps). X: the (n, 784) uint8 C-contiguous dataset; W1 (h, 784), b1, W2 (784, h), b2
     updated in place; lrs[i] the i-th step's learning rate. kind, hp: the optimizer
     (kernels/optim.py), step: the steps taken before; opt: int64 (12,), the addresses of layer
     1's (VW, Vb, MW, Mb, G, gb) and layer 2's (0 where absent; G, gb unused by SGD).
+    fn: ``half_function``'s address for the activation and the loss; pair: ``in_pair()``.
     The first batch is gathered here; each step's output halves gather the next."""
-    act = literally(act)
-    loss = literally(loss)
     mxcsr = flush_denormals_on()
     n, h = W2.shape
     total = total_sq = 0.0
@@ -278,7 +296,7 @@ def train_steps(X, perm, start, stop, batch, W1, b1, W2, b2, slope, lrs, act, lo
             blk[K_NEXT_IDX], blk[K_NEXT_ROWS] = next_idx.ctypes.data, next_idx.shape[0]
             blk[K_LR], blk[K_T] = _as_i64(lrs[steps]), step + steps + 1
         for phase in range(4):
-            _phase(blocks, phase, fn, act, loss)
+            _phase(blocks, phase, fn, pair)
         total += _as_f64(blocks[0, K_LOSS]) + _as_f64(blocks[1, K_LOSS])
         total_sq += _as_f64(blocks[0, K_SQ]) + _as_f64(blocks[1, K_SQ])
         steps += 1
