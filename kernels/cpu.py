@@ -26,7 +26,8 @@ from numba.extending import intrinsic
 
 from .blas import gemm
 from .cpu_math import (_FAST, _FLT_MIN, _as_float32, _exp_neg, _exp_neg32,  # noqa: F401
-                       _sigmoid, _sigmoid32_and_slope, to_float, unit, wide_vectors)
+                       _sigmoid, _sigmoid32_and_slope, flush_subnormal, to_float, unit,
+                       wide_vectors)
 from .optim import OPT_ADAM, OPT_NESTEROV, OPT_SGD, HyperParams
 # kernels 1-4 (the products with an activation or a loss epilogue), re-exported
 from .cpu_hidden import (LEAKY_RELU, activation_grad_, backward_activation,  # noqa: F401
@@ -139,15 +140,10 @@ def sgd_weight_step(dZ, A, W, b, lr, gsum=None):
 
 
 # --- kernel 5: optimizer updates --------------------------------------------------------------
-@njit(inline="always", **_FAST)
-def _ftz(x):
-    """x, or 0 where |x| is subnormal. A weight whose gradient is always 0 (a pixel that is 0
-    in every image) has its momentum / Adam buffers decay geometrically towards subnormals,
-    which x86 handles in microcode. The CUDA kernels flush to zero too (fast-math: -ftz=1), and
-    so does the engine's loop (kernels/ftz.py); flushing here as well keeps the kernel's result
-    the same whoever calls it."""
-    return x if abs(x) >= _FLT_MIN else np.float32(0.0)
-
+# The momentum / Adam buffers go through flush_subnormal: a weight whose gradient is always 0 (a
+# pixel that is 0 in every image) has its buffers decay geometrically towards subnormals, which
+# x86 handles in microcode. The engine's loop flushes too (kernels/ftz.py); flushing here as
+# well keeps the kernel's result the same whoever calls it.
 
 # Serial loops (they vectorise): once per batch on at most 0.4M parameters, a parallel
 # region's thread wake-up costs more than it saves.
@@ -165,12 +161,12 @@ def sgd_update(W, G, lr, momentum, nesterov, V):
             w[i] -= lr * g[i]
     elif nesterov:
         for i in range(w.size):
-            vi = _ftz(mu * v[i] + g[i])
+            vi = flush_subnormal(mu * v[i] + g[i])
             v[i] = vi
             w[i] -= lr * (g[i] + mu * vi)
     else:
         for i in range(w.size):
-            vi = _ftz(mu * v[i] + g[i])
+            vi = flush_subnormal(mu * v[i] + g[i])
             v[i] = vi
             w[i] -= lr * vi
 
@@ -190,8 +186,8 @@ def adam_update(W, G, M, V, lr, t, beta1, beta2, eps):
     e = np.float32(eps)
     for i in range(w.size):
         gi = g[i]
-        mi = _ftz(b1 * m[i] + (np.float32(1.0) - b1) * gi)
-        vi = _ftz(b2 * v[i] + (np.float32(1.0) - b2) * gi * gi)
+        mi = flush_subnormal(b1 * m[i] + (np.float32(1.0) - b1) * gi)
+        vi = flush_subnormal(b2 * v[i] + (np.float32(1.0) - b2) * gi * gi)
         m[i] = mi
         v[i] = vi
         w[i] -= step * mi / (math.sqrt(vi) * inv_bc2_sqrt + e)

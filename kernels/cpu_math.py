@@ -33,6 +33,14 @@ _FAST = dict(cache=True, fastmath={"contract", "reassoc", "nsz", "arcp", "afn"},
 _FLT_MIN = np.float32(1.1754944e-38)  # smallest normal float32
 
 
+@njit(inline="always", **_FAST)
+def flush_subnormal(x):
+    """x, or 0 where |x| is a float32 subnormal; a NaN stays a NaN. The CUDA kernels flush
+    subnormals too (fast-math: -ftz=1), and keep NaN. Written as ``|x| < FLT_MIN``, not
+    ``|x| >= FLT_MIN``: a NaN fails every comparison, so the second form stored it as 0."""
+    return np.float32(0.0) if abs(x) < _FLT_MIN else x
+
+
 # LLVM's own string attribute: the widest vectors its loop vectorizer may use in that function
 _WIDE = '"prefer-vector-width"="512"'
 

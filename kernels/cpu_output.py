@@ -15,8 +15,8 @@ import numpy as np
 from numba import literally, njit
 
 from .blas import gemm
-from .cpu_math import (_FAST, _FLT_MIN, _as_float32, _sigmoid, _sigmoid32_and_slope, unit,
-                       wide_vectors)
+from .cpu_math import (_FAST, _as_float32, _sigmoid, _sigmoid32_and_slope, flush_subnormal,
+                       unit, wide_vectors)
 from .losses_cpu import code, eval_terms, grad_factor, point, sums_squared_error
 
 MSE = code("mse")
@@ -63,8 +63,8 @@ def sigmoid_loss_row_(z, b, t, s32, yrow, colsum, loss):
             rows += sq
         # flush what would be a float32 subnormal to 0, as the CUDA kernels do (-ftz): a
         # trained model's background pixels have y ~ 1e-18, so g ~ 1e-40, and subnormal
-        # operands take a slow path in the two sgemms that read dZ
-        z[j] = g if abs(g) >= _FLT_MIN else np.float32(0.0)
+        # operands take a slow path in the two sgemms that read dZ (a NaN stays a NaN)
+        z[j] = flush_subnormal(g)
     if colsum.shape[0] > 0:
         for j in range(z.shape[0]):
             colsum[j] += z[j]

@@ -10,7 +10,7 @@ plus bias), ``t`` the float32 target (``unit(T[i, j])``), ``scale`` the float32
         loss, sq, g = point(z[j] + b[j], unit(t[j]), s32)
         rowf += loss
         if SQ: rows += sq                   # SQ = needs_squared_error(name), a closure constant
-        z[j] = g if abs(g) >= _FLT_MIN else 0
+        z[j] = flush_subnormal(g)           # subnormal -> 0, NaN stays NaN
     total += float64(rowf); total_sq += float64(rows if SQ else rowf)
 
 ``mse``'s terms are today's expressions in today's order (``d = y - t``, ``d * d``,
