@@ -5,23 +5,25 @@ ran at 65-100 GFLOP/s here, a third to a half of this CPU's FMA peak; split in t
 its own threads these kernels ran the same products at 130-160 (bench/RESULTS.md, session 13).
 
 The tile (``_nn_tile``): ``MR_NN`` rows x ``NV_NN`` 16-float vectors of C, accumulated over k
-in registers (16 zmm with AVX-512; with AVX2 each vector is two ymm). A k-step loads NV vectors
-of B's row k and broadcasts MR elements of op(A)'s column k: MR x NV ``llvm.fma.v16f32``, no
-index arithmetic (tests/test_cpu_gemm.py reads the machine code). op(A)'s element (i, k) is at
-``a + i * a_is + k * a_ks``, so the one tile does A B (a_is = lda, a_ks = 1) and A^T B
-(a_is = 1, a_ks = lda).
+in registers (8 x 2: 16 zmm with AVX-512; with AVX2 6 x 1, each vector two ymm: 12 ymm). A
+k-step loads NV vectors of B's row k and broadcasts MR elements of op(A)'s column k: MR x NV
+``llvm.fma.v16f32``, no index arithmetic (tests/test_cpu_gemm.py reads the machine code).
+op(A)'s element (i, k) is at ``a + i * a_is + k * a_ks``, so the one tile does A B (a_is = lda,
+a_ks = 1) and A^T B (a_is = 1, a_ks = lda).
 
 ``nn_rows`` drives it as GotoBLAS does, without packing A: k in blocks of KC_NN; in a block
-each 32-column strip of B is copied to a contiguous buffer that stays in L1 while every row
-tile runs over it. A tile at C's lower edge computes its missing rows from a copy of the last
-row and stores only the rows that exist; columns past the last multiple of 16 are a plain
-loop. Every C element is ``alpha * (its k-blocks' float32 sums, in order) + beta * C`` (beta
-= 0 never reads C): the bits depend on the shape alone, never on threads or timing. The
-definition is ``kernels.reference.gemm`` (float64); tests/test_cpu_gemm.py holds these to it.
+each ``STRIP``-column strip of B (32 columns; AVX2: 16) is copied to a contiguous buffer that
+stays in L1 while every row tile runs over it. A tile at C's lower edge computes its missing
+rows from a copy of the last row and stores only the rows that exist; columns past the last
+multiple of 16 are a plain loop. Every C element is ``alpha * (its k-blocks' float32 sums, in
+order) + beta * C`` (beta = 0 never reads C): the bits depend on the shape alone, never on
+threads or timing. The definition is ``kernels.reference.gemm`` (float64);
+tests/test_cpu_gemm.py holds these to it.
 """
 
 from __future__ import annotations
 
+import llvmlite.binding as llvm
 import numpy as np
 from llvmlite import ir
 from numba import carray, njit, types
@@ -30,8 +32,24 @@ from numba.extending import intrinsic
 
 from .blas_pair import _f32p
 
-LANES = 16  # float32 lanes of one vector (a zmm register)
-MR_NN, NV_NN = 8, 2  # nn tile: 8 rows x 32 columns, 16 accumulators
+
+
+def compiles_for_avx512() -> bool:
+    """Whether numba compiles for AVX-512: NUMBA_CPU_FEATURES where set, else this CPU's."""
+    from numba.core import config
+
+    if config.CPU_FEATURES:
+        return "+avx512f" in config.CPU_FEATURES.split(",")
+    return bool(llvm.get_host_cpu_features().get("avx512f"))
+
+
+LANES = 16  # float32 lanes of one IR vector (a zmm register; two ymm with AVX2)
+# The nn tile: MR_NN rows x NV_NN vectors. AVX-512: 8 x 32 columns in 16 of its 32 zmm
+# registers. AVX2 has 16 ymm registers: 6 x 16 columns in 12 (8 x 32 would need 32 and spilled
+# to the stack in every k-step: 1.5-2x OpenBLAS's time). Every C element is the same float32
+# sum in k order whatever the tile, so the bits do not depend on it.
+MR_NN, NV_NN = (8, 2) if compiles_for_avx512() else (6, 1)
+STRIP = LANES * NV_NN  # columns of B packed at a time
 
 _I64 = types.int64
 _F32 = types.float32
@@ -174,12 +192,13 @@ def _transpose16():
 
 _nn_full = _nn_tile(MR_NN, NV_NN)
 _nn_one = _nn_tile(MR_NN, 1)
-_pack_full = _pack_strip(NV_NN)
+_pack_two = _pack_strip(2)
 _pack_one = _pack_strip(1)
 _transpose = _transpose16()
 
 
 KC_NN = 256  # k-block of nn_rows: a packed 256 x 32 strip of B (32 KB) stays in L1 for its tiles
+# (the block, not the tile, decides the sums' order: it is the same on every CPU)
 
 
 @njit(cache=True, nogil=True)
@@ -189,31 +208,31 @@ def nn_rows(a, a_is, a_ks, b, b_ks, b_ns, c, ldc, r0, r1, n, k, alpha, beta):
     op(B)'s (k, j) at b + 4 (k b_ks + j b_ns): b_ns = 1 for B, b_ks = 1 for B^T.
 
     Loops: k in blocks of at most KC_NN (as even as multiples of 16 allow); in a block, op(B)'s
-    strip of 32 (then 16) columns is packed into a contiguous buffer (copied, or transposed in
+    strip of STRIP (then 16) columns is packed into a contiguous buffer (copied, or transposed in
     16 x 16 register blocks from B^T's rows; a strided strip with a power-of-two row stride
     would also fight over a few L1 sets) and every tile of MR_NN rows runs over it; a column
     remainder under 16 is a plain loop. C takes the k-blocks' partial sums in order (beta on
     the first)."""
     alpha = np.float32(alpha)
     beta = np.float32(beta)
-    n32 = n // 32 * 32
+    n_strips = n // STRIP * STRIP
     n16 = n // 16 * 16
-    buf = np.empty(KC_NN * 32, np.float32)
+    buf = np.empty(KC_NN * STRIP, np.float32)
     pb = buf.ctypes.data
     blocks = (k + KC_NN - 1) // KC_NN
     step = min(KC_NN, ((k + blocks - 1) // blocks + 15) // 16 * 16)  # even blocks, 16s
     for k0 in range(0, k, step):
         kc = min(step, k - k0)
         bt = beta if k0 == 0 else np.float32(1.0)
-        for j in range(0, n16, 32):
-            width = 32 if j < n32 else 16
+        for j in range(0, n16, STRIP):
+            width = STRIP if j < n_strips else 16
             _pack(buf, b + 4 * (k0 * b_ks + j * b_ns), b_ks, b_ns, kc, width)
             for i in range(r0, r1, MR_NN):
                 rows = min(MR_NN, r1 - i)
                 ai = a + 4 * (i * a_is + k0 * a_ks)
                 ci = c + 4 * (i * ldc + j)
-                if width == 32:
-                    _nn_full(ai, a_is, a_ks, pb, 32, ci, ldc, kc, alpha, bt, rows)
+                if width == STRIP:
+                    _nn_full(ai, a_is, a_ks, pb, STRIP, ci, ldc, kc, alpha, bt, rows)
                 else:
                     _nn_one(ai, a_is, a_ks, pb, 16, ci, ldc, kc, alpha, bt, rows)
     if n16 < n:
@@ -227,7 +246,7 @@ def _pack(buf, b, b_ks, b_ns, kc, width):
     pb = buf.ctypes.data
     if b_ns == 1:
         if width == 32:
-            _pack_full(pb, b, b_ks, kc)
+            _pack_two(pb, b, b_ks, kc)
         else:
             _pack_one(pb, b, b_ks, kc)
         return

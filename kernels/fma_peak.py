@@ -16,16 +16,14 @@ from __future__ import annotations
 import threading
 import time
 
-import llvmlite.binding as llvm
 from llvmlite import ir
 from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from .cpu_gemm import vector_ir
+from .cpu_gemm import compiles_for_avx512, vector_ir
 
-_FEATURES = llvm.get_host_cpu_features()
-LANES = 16 if _FEATURES.get("avx512f") else 8  # float32 lanes of the widest vector register
+LANES = 16 if compiles_for_avx512() else 8  # float32 lanes of the widest vector register
 CHAINS = 12  # independent accumulators: fits 16 (AVX2) or 32 (AVX-512) registers with a and b
 
 

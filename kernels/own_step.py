@@ -39,7 +39,7 @@ from .activations_cpu import keeps_preactivation
 from .blas_pair import (_f32p, _f64p, _half_rows, _i64p, _pthread_self, _run_halves, _u8p,
                         blas_threads, rows_then_gather, _HAS_PAIR)
 from .cpu import gather_rows, optimizer_update
-from .cpu_gemm import MR_NN, nn_rows
+from .cpu_gemm import nn_rows
 from .cpu_hidden import activation_grad_, bias_activation_
 from .cpu_math import wide_vectors
 from .ftz import flush_denormals_on, restore
@@ -70,8 +70,10 @@ def _cols(count, second):
 
 @njit(cache=True, nogil=True, inline="always")
 def _rows(count, second):
-    """(first, end) of half 0 (a multiple of MR_NN rows, about half) or half 1 of ``count``."""
-    mid = min(count, (count // MR_NN + 1) // 2 * MR_NN)
+    """(first, end) of half 0 (a multiple of 8 rows, about half) or half 1 of ``count``; 8
+    on every CPU (AVX-512's tile height), whatever its tile: the halves' column sums, added
+    half 0 + half 1, then give the same bits everywhere."""
+    mid = min(count, (count // 8 + 1) // 2 * 8)
     return (mid, count) if second else (0, mid)
 
 

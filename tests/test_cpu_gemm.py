@@ -77,12 +77,12 @@ def test_the_same_bits_every_call():
     np.testing.assert_array_equal(C1, C2)
 
 
-def test_the_k_step_is_vector_fmas_without_index_arithmetic():
-    """The tile's loop: MR_NN x NV_NN vector FMAs on broadcast A elements, NV_NN vector loads
-    of the packed strip, and nothing but the loop counter beside them."""
+def kstep():
+    """(registers, count) of the FMAs in the tile's k-step, read from its machine code, which
+    must hold no index multiplication and no stack access."""
     @njit(cache=False)
     def tile(a, b, c, k):
-        G._nn_full(a, 784, 1, b, 32, c, 64, k, np.float32(1.0), np.float32(0.0), 8)
+        G._nn_full(a, 784, 1, b, G.STRIP, c, 64, k, np.float32(1.0), np.float32(0.0), G.MR_NN)
 
     tile.compile("(int64, int64, int64, int64)")
     asm = tile.inspect_asm(tile.signatures[0])
@@ -94,6 +94,65 @@ def test_the_k_step_is_vector_fmas_without_index_arithmetic():
     fmas = re.findall(r"\bvfmadd\d+ps\s[^\n]*%([xyz]mm)", body)
     assert len(fmas) >= G.MR_NN * G.NV_NN
     assert not re.search(r"\bimul", body), "index multiplications inside the k-step"
-    from aecore.kernels.fma_peak import LANES
-    if LANES == 16:  # AVX-512: one zmm per vector
-        assert set(fmas) == {"zmm"}
+    assert "rsp" not in body, "the tile's registers spill to the stack in the k-step"
+    return set(fmas), len(fmas)
+
+
+def test_the_k_step_is_vector_fmas_without_index_arithmetic():
+    """The tile's loop: MR_NN x NV_NN vector FMAs on broadcast A elements, NV_NN vector loads
+    of the packed strip, and nothing but the loop counter beside them."""
+    regs, _ = kstep()
+    if G.compiles_for_avx512():  # one zmm per vector
+        assert regs == {"zmm"}
+
+
+# Numba compiling for an AVX2 CPU (a Haswell's features, AVX-512 off), on any x86 host that
+# runs AVX2: the 6 x 16 tile, its k-step, and the bits of nn_rows's products
+AVX2 = ("+64bit,+avx,+avx2,+bmi,+bmi2,+cmov,+cx16,+cx8,+f16c,+fma,+fxsr,+lzcnt,+mmx,+movbe,"
+        "+popcnt,+sse,+sse2,+sse3,+sse4.1,+sse4.2,+ssse3,+xsave,-avx512f,-avx512bw,-avx512vl,"
+        "-avx512dq,-avx512cd")
+AVX2_SCRIPT = r"""
+import hashlib, json, sys
+import numpy as np
+sys.path.insert(0, sys.argv[1])
+import test_cpu_gemm as T
+from aecore.kernels import cpu_gemm as G
+regs, fmas = T.kstep()
+print(json.dumps(dict(mr=G.MR_NN, nv=G.NV_NN, regs=sorted(regs), fmas=fmas,
+                      bits=T.product_bits())))
+"""
+
+
+def product_bits():
+    """A digest of the four transpose cases' products on shapes with edges in every direction
+    (the same on every CPU: the sums' order does not depend on the tile)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for m, n, k in [(13, 49, 17), (33, 70, 300), (64, 784, 64)]:
+        for ta, tb in [(False, False), (True, False), (False, True), (True, True)]:
+            A, B = operands(np.random.default_rng([m, n, k]), m, n, k, ta, tb)
+            C = np.ones((m, n), np.float32)
+            G.gemm(ta, tb, 0.7, A, B, 0.5, C)
+            h.update(C.tobytes())
+    return h.hexdigest()
+
+
+def test_avx2_tile_keeps_its_registers_and_the_bits(tmp_path):
+    """Compiled for AVX2 (16 ymm registers) the tile is 6 x 16: 12 ymm FMAs a k-step and no
+    spill (the 8 x 32 tile needed 32 registers and spilled in every k-step, 1.5-2x OpenBLAS's
+    time there), and the products have the bits this CPU's tile gives."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = dict(os.environ, NUMBA_CPU_NAME="haswell", NUMBA_CPU_FEATURES=AVX2,
+               NUMBA_CACHE_DIR=str(tmp_path / "cache"))
+    r = subprocess.run([sys.executable, "-c", AVX2_SCRIPT, str(Path(__file__).parent)],
+                       env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    got = json.loads(r.stdout.strip().splitlines()[-1])
+    assert (got["mr"], got["nv"], got["regs"], got["fmas"]) == (6, 1, ["ymm"], 12), got
+    assert got["bits"] == product_bits()
