@@ -18,10 +18,10 @@ from aecore.side_by_side import train_side_by_side
 
 from .report import build as build_report, reference_runs_option
 from .options import (FASHION_TRAIN, HiddenList, _check, activation_option, check_team_jobs,
-                      checkpoint_every_option, chosen_cuda_path, cpu_gemm_option, cpu_split_option,
-                      cpu_team_option, cuda_path_option, data_dir_option, device_option,
-                      echo_err, jobs_option, load_data, loss_option, resolve_device,
-                      run_settings, schedule_options, track_test_option)
+                      checkpoint_every_option, chosen_cuda_path, cpu_gemm_option,
+                      cpu_split_option, cpu_team_option, cuda_path_option, data_dir_option,
+                      device_option, echo_err, jobs_option, load_data, loss_option,
+                      resolve_device, run_settings, schedule_options, track_test_option)
 
 D = TrainConfig()  # the defaults, defined once in aecore.config
 DEFAULT_OPTIMIZERS = KINDS["optimizers"].variants
@@ -139,8 +139,8 @@ Examples:
 @reference_runs_option
 @click.pass_context
 def study(ctx, device, cuda_path, cuda_graphs, cpu_split, cpu_team, cpu_gemm, activation, loss,
-          hidden, epochs, optimizers, compare, compare_hidden, lr_schedule, warmup_epochs, out, data_dir,
-          limit, yes, checkpoint_every, jobs, track_test, reference_runs):
+          hidden, epochs, optimizers, compare, compare_hidden, lr_schedule, warmup_epochs, out,
+          data_dir, limit, yes, checkpoint_every, jobs, track_test, reference_runs):
     from aecore import study as S
 
     cuda_path = chosen_cuda_path(ctx, cuda_path, cuda_graphs)

@@ -25,9 +25,8 @@ from numba import njit, types
 from numba.extending import intrinsic
 
 from .blas import gemm
-from .cpu_math import (_FAST, _FLT_MIN, _as_float32, _exp_neg, _exp_neg32,  # noqa: F401
-                       _sigmoid, _sigmoid32_and_slope, flush_subnormal, to_float, unit,
-                       wide_vectors)
+from .cpu_math import (_FAST, _as_float32, _exp_neg, _exp_neg32, _sigmoid,  # noqa: F401
+                       _sigmoid32_and_slope, flush_subnormal, to_float, unit, wide_vectors)
 from .optim import OPT_ADAM, OPT_NESTEROV, OPT_SGD, HyperParams
 # kernels 1-4 (the products with an activation or a loss epilogue), re-exported
 from .cpu_hidden import (LEAKY_RELU, activation_grad_, backward_activation,  # noqa: F401

@@ -45,8 +45,8 @@ def compiles_for_avx512() -> bool:
 LANES = 16  # float32 lanes of one IR vector (a zmm register; two ymm with AVX2)
 # The nn tile: MR_NN rows x NV_NN vectors. AVX-512: 8 x 32 columns in 16 of its 32 zmm
 # registers. AVX2 has 16 ymm registers: 6 x 16 columns in 12 (8 x 32 would need 32; it spilled
-# to the stack in every k-step, and the own step took 1.5-2x the default's time). Every C element is the same float32
-# sum in k order whatever the tile, so the bits do not depend on it.
+# to the stack in every k-step, and the own step took 1.5-2x the default's time). Every C
+# element is the same float32 sum in k order whatever the tile, so the bits do not depend on it.
 MR_NN, NV_NN = (8, 2) if compiles_for_avx512() else (6, 1)
 STRIP = LANES * NV_NN  # columns of B packed at a time
 
