@@ -112,7 +112,7 @@ AVX2 = ("+64bit,+avx,+avx2,+bmi,+bmi2,+cmov,+cx16,+cx8,+f16c,+fma,+fxsr,+lzcnt,+
         "+popcnt,+sse,+sse2,+sse3,+sse4.1,+sse4.2,+ssse3,+xsave,-avx512f,-avx512bw,-avx512vl,"
         "-avx512dq,-avx512cd")
 AVX2_SCRIPT = r"""
-import hashlib, json, sys
+import json, sys
 import numpy as np
 sys.path.insert(0, sys.argv[1])
 import test_cpu_gemm as T
@@ -140,8 +140,8 @@ def product_bits():
 
 def test_avx2_tile_keeps_its_registers_and_the_bits(tmp_path):
     """Compiled for AVX2 (16 ymm registers) the tile is 6 x 16: 12 ymm FMAs a k-step and no
-    spill (the 8 x 32 tile needed 32 registers and spilled in every k-step, 1.5-2x OpenBLAS's
-    time there), and the products have the bits this CPU's tile gives."""
+    spill (the 8 x 32 tile needed 32 registers and spilled in every k-step: the own step took
+    1.5-2x the default's time there), and the products have the bits this CPU's tile gives."""
     import json
     import os
     import subprocess
