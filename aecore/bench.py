@@ -53,8 +53,9 @@ class BenchRow:
     # engine creation + the first run, minus a timed run: compilation (or loading it from
     # numba's disk cache), first-touch allocation (a CUDA graph is recorded later, on the 2nd)
     first_run_extra_s: float | None = None
-    variant: str = ""  # CPU: "split" / "team" / "own" for CpuEngine(split / team=True,
-    # gemm="own"), "" the default
+    variant: str = ""  # CPU: "split" / "team" / "blas" / "own" for CpuEngine(split / team=True,
+    # gemm="blas" / "own"), "" the default (TrainConfig's: cpu_gemm auto)
+    gemm: str = ""  # CPU: whose products the row's step ran, "blas" | "own" ("" on CUDA)
     # aecore time / GEMM-floor time (1.0 = no cost beyond the products): the median of the
     # rounds' own ratios; None: seconds / floor_seconds
     floor_ratio: float | None = None
@@ -206,12 +207,13 @@ def bench_one(device, hidden, batch, images, samples, repeats, with_torch=True,
     perm = np.random.default_rng(0).permutation(images.shape[0])[:samples].astype(np.int64)
     variants = tuple(cpu_variants) if device == "cpu" else ("",)
     bounds = slice_bounds(samples, batch, CPU_SLICES if device == "cpu" else 1)
-    fns, firsts = [], []
+    fns, firsts, gemms = [], [], []
     for var in variants:
         t0 = time.perf_counter()
         eng = make_engine(device, params, opt, batch, cpu_split=var == "split",
                           cpu_team=var == "team", cuda_path=cuda_path,
-                          cpu_gemm="own" if var == "own" else "blas")
+                          cpu_gemm=var if var in ("blas", "own") else "auto")
+        gemms.append(getattr(eng, "gemm", "") if device == "cpu" else "")
         fn = _engine_fn(eng, images, perm, bounds)
         for k in range(len(bounds) - 1):  # the first run: compilation (or numba's disk
             fn(k)                         # cache), allocation
@@ -231,19 +233,28 @@ def bench_one(device, hidden, batch, images, samples, repeats, with_torch=True,
     t_torch = _median(_round_times([torch_fn], repeats, [1])[0])
     steal = steal_share(before, cpu_times())
     rows = []
-    for var, ts, first in zip(variants, r_ae, firsts):
+    for var, ts, first, gemm in zip(variants, r_ae, firsts, gemms):
         t = _median(ts)
         rows.append(BenchRow(
             device, hidden, batch, samples, t, samples / t, step_flops(samples, hidden) / t / 1e9,
             _median(r_floor), t_torch, max(first - t, 0.0),
             var or (cuda_path if device == "cuda" and cuda_path != "graphs" else ""),
-            floor_ratio=_round_ratio(ts, r_floor), steal=steal))
+            gemm=gemm, floor_ratio=_round_ratio(ts, r_floor), steal=steal))
     return rows
+
+
+def row_label(r) -> str:
+    """The table's and the chart's name of a row's engine: the device, then the variant, or
+    (the default CPU path) whose products it ran: ``cpu (own)``, ``cpu team``."""
+    if r.variant:
+        return f"{r.device} {r.variant}"
+    return f"{r.device} ({r.gemm})" if r.gemm else r.device
 
 
 def format_table(rows) -> str:
     head = ("device", "hidden", "batch", "samples/s", "GFLOP/s", "x floor", "x torch")
-    cells = [(r.device + (f" {r.variant}" if r.variant else ""), str(r.hidden), str(r.batch), f"{r.samples_per_s:,.0f}", f"{r.gflops:.1f}",
+    cells = [(row_label(r), str(r.hidden), str(r.batch), f"{r.samples_per_s:,.0f}",
+              f"{r.gflops:.1f}",
               f"{r.floor_ratio:.2f}" if r.floor_ratio else "-",
               f"{r.torch_ratio:.2f}" if r.torch_ratio else "-") for r in rows]
     lines = [tables.format_table(head, cells, left={"device"}, gap=" ",
@@ -281,7 +292,7 @@ def peak_line(rows, peaks: dict[int, float], threads: int) -> tuple[str, float |
         return line, None
     best = max(cpu, key=lambda r: r.gflops)
     frac = best.gflops / peaks[threads]
-    var = f", {best.variant}" if best.variant else ""
+    var = f", {best.variant or best.gemm}" if best.variant or best.gemm else ""
     line += (f"; best row (h={best.hidden}, B={best.batch}{var}) {best.gflops:,.0f} GFLOP/s = "
              f"{frac:.0%} of the {threads}-thread peak")
     timed = [r for r in cpu if r.torch_seconds and not r.variant]
@@ -343,7 +354,7 @@ def plot(rows, path):
     hiddens = sorted({r.hidden for r in rows})
     series = {}
     for r in rows:
-        name = f"aecore {r.device}{' ' + r.variant if r.variant else ''} (B={r.batch})"
+        name = f"aecore {row_label(r)} (B={r.batch})"
         series.setdefault(name, {})[r.hidden] = r.samples_per_s
         if r.torch_seconds and not r.variant:
             series.setdefault(f"PyTorch {r.device} (B={r.batch})", {})[r.hidden] = r.samples / r.torch_seconds

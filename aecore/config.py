@@ -6,6 +6,7 @@ means (``ABSENT``), and ``config_problems``, the one check of a configuration's 
 from __future__ import annotations
 
 import math
+import platform
 from dataclasses import asdict, dataclass, fields
 
 import numpy as np
@@ -36,8 +37,29 @@ DEFAULT_LR = {
 # runs had before the field existed. Runs saved before the schedules trained at a constant rate
 # (onecycle became the default on 2026-12-02; every config saved since records lr_schedule);
 # the other fields added since were added with today's default.
-ABSENT = {"lr_schedule": "constant"}
-CPU_GEMMS = ("blas", "own")  # TrainConfig.cpu_gemm: OpenBLAS's sgemm, or aecore's own
+# Runs saved before cpu_gemm existed ran OpenBLAS's sgemm.
+ABSENT = {"lr_schedule": "constant", "cpu_gemm": "blas"}
+# TrainConfig.cpu_gemm: OpenBLAS's sgemm, aecore's own (kernels/own_step.py), or auto:
+# own where it was measured faster (x86-64, batches up to OWN_GEMM_MAX_BATCH rows, neither
+# cpu_split nor cpu_team), else blas. bench/RESULTS.md, sessions 13-15: the own step took
+# 0.67-0.93x the default's time at batch 64 (h = 64-512) and 0.77-0.92x at 128; at 256 it
+# won at h <= 128 and lost at h >= 256.
+CPU_GEMMS = ("auto", "blas", "own")
+OWN_GEMM_MAX_BATCH = 128
+
+
+def resolve_cpu_gemm(choice: str, batch_size: int | None, cpu_split: bool = False,
+                     cpu_team: bool = False, machine: str | None = None) -> str:
+    """blas | own: whose products a CPU step of ``batch_size`` rows runs for ``choice``
+    (TrainConfig.cpu_gemm). ``auto`` depends on the batch size and the CPU's architecture
+    (``machine``, default ``platform.machine()``) only, so a resumed run on the same kind of
+    machine takes the same path."""
+    if choice != "auto":
+        return choice
+    if batch_size is None or cpu_split or cpu_team or batch_size > OWN_GEMM_MAX_BATCH:
+        return "blas"
+    machine = platform.machine() if machine is None else machine
+    return "own" if machine.lower() in ("x86_64", "amd64") else "blas"
 
 
 def default_lr(optimizer: str, lr_schedule: str = "constant") -> float | None:
@@ -84,7 +106,7 @@ class TrainConfig:
     loss: str = "mse"  # trained loss on the Sigmoid output: mse | bce | l1
     cpu_team: bool = False  # CPU: BLAS's jobs and the epilogues' halves on one team (cpu_team.py)
     track_test: bool = False  # also evaluate the test split after every epoch (time to quality)
-    cpu_gemm: str = "blas"  # CPU: whose products the step runs, blas | own (kernels/own_step.py)
+    cpu_gemm: str = "auto"  # CPU: whose products the step runs, auto | blas | own (above)
 
     def __post_init__(self):
         if self.lr is None and self.optimizer in DEFAULT_LR:

@@ -107,7 +107,7 @@ def make_engine(device: str, params, optim=None, batch_size: int | None = None,
                 slope: float = 0.01, opt_state=None, step: int = 0, *, graphs: bool = True,
                 cpu_split: bool = False, cpu_team: bool = False, lr_schedule=None,
                 cuda_path: str | None = None, activation: str = "leaky_relu", loss: str = "mse",
-                cpu_gemm: str = "blas"):
+                cpu_gemm: str = "auto"):
     """The ``aecore.engine.Engine`` for ``device`` ("cpu" or "cuda"), holding ``params``.
 
     ``optim`` (an ``aecore.optim.OptimConfig``) and ``batch_size`` for training; leave both
@@ -115,8 +115,9 @@ def make_engine(device: str, params, optim=None, batch_size: int | None = None,
     CUDA engine may record and replay CUDA graphs (no effect on the CPU); ``cpu_split``: whether
     the CPU engine splits each step between two threads of its own; ``cpu_team``: whether it
     runs BLAS's jobs and the epilogues' halves on one team of two threads (neither has an
-    effect on CUDA); ``cpu_gemm``: whose products the CPU step runs, "blas" (OpenBLAS's sgemm)
-    or "own" (aecore's, kernels/cpu_gemm.py). ``lr_schedule``: an
+    effect on CUDA); ``cpu_gemm``: whose products the CPU step runs, "blas" (OpenBLAS's sgemm),
+    "own" (aecore's, kernels/cpu_gemm.py) or "auto" (``config.resolve_cpu_gemm``: own on
+    x86-64 up to 128 rows a batch, else blas). ``lr_schedule``: an
     ``aecore.schedules.LRSchedule`` of ``optim.lr`` (None: constant). ``cuda_path``
     (persistent | graphs | eager, aecore/cuda_path.py; replaces ``graphs`` when given):
     "persistent" trains with the persistent kernel, this run alone in
@@ -125,8 +126,11 @@ def make_engine(device: str, params, optim=None, batch_size: int | None = None,
     only when asked for.
     """
     if device == "cpu":
+        from .config import resolve_cpu_gemm
         from .engine_cpu import CpuEngine
 
+        cpu_gemm = resolve_cpu_gemm(cpu_gemm, batch_size if optim is not None else None,
+                                    cpu_split, cpu_team)
         return CpuEngine(params, optim, batch_size, slope, opt_state, step, split=cpu_split,
                          team=cpu_team, lr_schedule=lr_schedule, activation=activation,
                          loss=loss, gemm=cpu_gemm)
@@ -147,12 +151,18 @@ def make_engine(device: str, params, optim=None, batch_size: int | None = None,
     raise ValueError(f"unknown device {device!r}; choose cpu or cuda")
 
 
-def kernel_settings(device: str) -> dict:
-    """The compile-time kernel settings a run on ``device`` was trained with, for its
-    config.json: the CUDA block tile and K depth (validated where they are read, in
-    ``kernels/cuda/config.py``); nothing to record for the CPU's kernels."""
+def kernel_settings(device: str, config=None) -> dict:
+    """The kernel settings a run of ``config`` on ``device`` was trained with, for its
+    config.json: on CUDA the block tile and K depth (compile-time; validated where they are
+    read, in ``kernels/cuda/config.py``), on the CPU whose products the step ran (``cpu_gemm``
+    auto resolved)."""
     if device != "cuda":
-        return {}
+        if config is None:
+            return {}
+        from .config import resolve_cpu_gemm
+
+        return {"cpu_gemm": resolve_cpu_gemm(config.cpu_gemm, config.batch_size,
+                                             config.cpu_split, config.cpu_team)}
     from .kernels.cuda import config as cc
 
     return {"cuda_tile": cc.TILE, "cuda_bk": cc.BK}

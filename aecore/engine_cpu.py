@@ -32,7 +32,8 @@ and runs the default path. Split and team run leaky_relu with mse only.
 ``gemm="own"`` runs the step on aecore's own GEMM instead of OpenBLAS's sgemm,
 every phase (forward, output, backward, update) in two halves with its epilogue on OpenBLAS's
 two threads (``kernels.own_step``, ``kernels.cpu_gemm``): faster on small batches, measured
-in bench/RESULTS.md ("Session 13"); results differ from the default path in the last bits.
+in bench/RESULTS.md ("Session 13"); results differ from OpenBLAS's in the last bits. The
+engine takes what it is given; ``devices.make_engine`` resolves TrainConfig's ``auto``.
 
 The activation and the loss are compile-time choices: the loops take their numbers
 (``kernels.activations_cpu.code`` / ``kernels.losses_cpu.code``) as literals, so each pair is
@@ -46,7 +47,6 @@ import warnings
 import numpy as np
 from numba import literally, njit
 
-from .config import CPU_GEMMS
 from .engine import EVAL_BATCH, Engine
 from .kernels import activations_cpu, blas_pair as BP, losses_cpu
 from .kernels import cpu as K
@@ -58,6 +58,8 @@ from .kernels.ftz import flush_denormals_on, restore
 from .kernels.literal_call import LiteralCall
 from .model import B1, B2, W1, W2
 from .optim import Optimizer, buffers_of
+
+ENGINE_GEMMS = ("blas", "own")  # what CpuEngine(gemm=...) runs: OpenBLAS's sgemm or aecore's own
 
 _LOSS, _OUTPUT, _HIDDEN = 0, 1, 2  # what _forward computes
 
@@ -170,8 +172,9 @@ class CpuEngine(Engine):
         self.gather_ahead = True
         if split and team:
             raise ValueError("choose one of split and team")
-        if gemm not in CPU_GEMMS:
-            raise ValueError(f"gemm must be one of {', '.join(CPU_GEMMS)}, not {gemm!r}")
+        if gemm not in ENGINE_GEMMS:
+            raise ValueError(f"gemm must be one of {', '.join(ENGINE_GEMMS)}, not {gemm!r} "
+                             "(make_engine resolves 'auto')")
         # "own": the step on aecore's own GEMM, every phase in two halves (kernels/own_step.py)
         self.gemm = gemm
         if gemm == "own" and (split or team):

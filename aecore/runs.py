@@ -284,7 +284,7 @@ class RunDir:
                      "dir": str(Path(path).absolute()) if path else "",  # found by --resume
                      "train_images": n_train, "val_images": int(data.val.images.shape[0]),
                      "test_images": int(data.test.images.shape[0]), "train_crc32": train_crc},
-            "kernels": kernel_settings(device), "resumed_from": resumed_from})
+            "kernels": kernel_settings(device, config), "resumed_from": resumed_from})
 
     def write_summary(self, config: TrainConfig, metrics: list[dict], status: str, device: str,
                       wall_time_s: float, test_loss=None, extra=None, *,

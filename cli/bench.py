@@ -47,7 +47,7 @@ class DeviceList(click.ParamType):
 
 
 # --cpu-split -> BenchRow.variant
-CPU_VARIANTS = {"off": "", "on": "split", "team": "team", "own": "own"}
+CPU_VARIANTS = {"off": "", "on": "split", "team": "team", "blas": "blas", "own": "own"}
 
 
 def _variants(value):
@@ -80,11 +80,13 @@ def _cpu_variants(ctx, param, value):
               help="Also time PyTorch eager on each device (when torch is installed).")
 @click.option("--cpu-split", default="off", show_default=True, callback=_cpu_variants,
               help="CPU engine variants to time in turn, one row each, a comma list of: off "
-                   "(the default path), on (each step split between two threads of aecore's "
+                   "(the default path: --cpu-gemm auto, its row labelled with the products it "
+                   "ran), on (each step split between two threads of aecore's "
                    "own, BLAS on one thread each; CpuEngine(split=True)), team (OpenBLAS's "
                    "jobs and the epilogues' halves on one team of two threads; "
-                   "CpuEngine(team=True)), own (aecore's own GEMM, each phase in two halves; "
-                   "CpuEngine(gemm='own')); both = off,on.")
+                   "CpuEngine(team=True)), blas (OpenBLAS's sgemm; CpuEngine(gemm='blas')), "
+                   "own (aecore's own GEMM, each phase in two halves; CpuEngine(gemm='own')); "
+                   "both = off,on.")
 @cuda_path_option
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None,
               help="Fashion-MNIST directory (else $AECORE_DATA, the cache, Debian's package).")

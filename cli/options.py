@@ -11,7 +11,8 @@ from pathlib import Path
 import click
 from click.core import ParameterSource
 
-from aecore.config import CPU_GEMMS, DEFAULT_LR, MAX_HIDDEN, TrainConfig, config_problems
+from aecore.config import (CPU_GEMMS, DEFAULT_LR, MAX_HIDDEN, OWN_GEMM_MAX_BATCH, TrainConfig,
+                           config_problems)
 from aecore.cuda_path import AUTO_PATH, CUDA_PATHS
 from aecore.kernels.activations_reference import ACTIVATIONS
 from aecore.kernels.losses_reference import LOSSES
@@ -146,9 +147,11 @@ def cpu_gemm_option(f):
     return click.option("--cpu-gemm", type=click.Choice(CPU_GEMMS), default=D.cpu_gemm,
                         show_default=True,
                         help="CPU: whose matrix products the training step runs: blas "
-                        "(OpenBLAS's sgemm, the epilogues after each) or own (aecore's own "
-                        "GEMM, every phase of the step in two halves with its epilogue). "
-                        "Compare them with `aecore bench --cpu-split off,own`.")(f)
+                        "(OpenBLAS's sgemm, the epilogues after each), own (aecore's own "
+                        "GEMM, every phase of the step in two halves with its epilogue) or "
+                        f"auto (own on x86-64 up to {OWN_GEMM_MAX_BATCH} rows a batch, where it "
+                        "was measured faster; else blas). Compare them with `aecore bench "
+                        "--cpu-split blas,own`.")(f)
 
 
 def cpu_team_option(f):

@@ -16,7 +16,8 @@ from aecore import runs
 from aecore import study as S
 from aecore import time_to_quality as T
 from aecore.cli.main import main
-from aecore.config import DEFAULT_LR, TrainConfig, default_lr, saved_value
+from aecore.config import (DEFAULT_LR, OWN_GEMM_MAX_BATCH, TrainConfig, default_lr,
+                           resolve_cpu_gemm, saved_value)
 from aecore.errors import CheckpointError
 from aecore.optim import OPTIMIZERS
 from aecore.schedules import SCHEDULES
@@ -71,6 +72,7 @@ def test_an_old_config_json_reads_as_a_constant_rate_run(tmp_path):
     c = runs.RunDir(d).config()
     assert (c.lr_schedule, c.lr, c.warmup_epochs, c.activation) == ("constant", 0.001, 0,
                                                                     "leaky_relu")
+    assert c.cpu_gemm == "blas"  # what it ran: no own GEMM then, and auto would pick own here
     assert saved_value(OLD_CONFIG, "lr_schedule") == "constant"
     assert saved_value({**OLD_CONFIG, "lr_schedule": "cosine"}, "lr_schedule") == "cosine"
     # named, compared and used as the time-to-quality reference as a constant-rate run
@@ -122,3 +124,66 @@ def test_a_study_made_before_onecycle_continues_with_lr_schedule_constant(tmp_pa
     plan = S.plan_study((8,), {"schedules": ("onecycle",)}, 8, tmp_path, epochs=2, limit=256,
                         lr_schedule="constant")
     assert [p.dir.name for p in plan] == ["h8-sched-constant", "h8-adam"]
+
+
+# --- cpu_gemm auto (issue 16) --------------------------------------------------------------------
+
+def test_cpu_gemm_auto_is_own_up_to_128_rows_a_batch_on_x86_64():
+    assert TrainConfig().cpu_gemm == "auto"
+    for machine in ("x86_64", "AMD64"):
+        assert [resolve_cpu_gemm("auto", b, machine=machine) for b in (1, 64, 128, 129, 256)] \
+            == ["own", "own", "own", "blas", "blas"]
+    assert OWN_GEMM_MAX_BATCH == 128
+    assert resolve_cpu_gemm("auto", 64, machine="aarch64") == "blas"  # not measured there
+    assert resolve_cpu_gemm("auto", 64, cpu_split=True, machine="x86_64") == "blas"
+    assert resolve_cpu_gemm("auto", 64, cpu_team=True, machine="x86_64") == "blas"
+    assert resolve_cpu_gemm("auto", None, machine="x86_64") == "blas"  # an evaluating engine
+    for choice in ("blas", "own"):
+        assert resolve_cpu_gemm(choice, 64, machine="aarch64") == choice
+        assert resolve_cpu_gemm(choice, 256, machine="x86_64") == choice
+
+
+def test_make_engine_resolves_auto_by_the_batch():
+    import platform
+
+    from aecore.devices import make_engine
+    from aecore.model import init_params
+    from aecore.optim import OptimConfig
+
+    params, opt = init_params(8, seed=0), OptimConfig("sgd", lr=0.1)
+    x86 = platform.machine().lower() in ("x86_64", "amd64")
+    assert make_engine("cpu", params, opt, 64).gemm == ("own" if x86 else "blas")
+    assert make_engine("cpu", params, opt, 256).gemm == "blas"
+    assert make_engine("cpu", params, opt, 64, cpu_gemm="blas").gemm == "blas"
+    assert make_engine("cpu", params).gemm == "blas"  # evaluation only: no step
+    with pytest.raises(ValueError, match="make_engine resolves 'auto'"):
+        from aecore.engine_cpu import CpuEngine
+
+        CpuEngine(params, opt, 64, gemm="auto")
+
+
+def test_a_default_run_records_auto_and_the_products_it_ran(tmp_path, real_data_dir):
+    """config.json keeps the choice (auto) and, under "kernels", whose products ran; the
+    default run's weights are those of the same run with that choice given explicitly."""
+    import platform
+
+    import numpy as np
+
+    from aecore.checkpoint import load_weights
+
+    ran = "own" if platform.machine().lower() in ("x86_64", "amd64") else "blas"
+    args = ("train", "--device", "cpu", "--hidden", "8", "--epochs", "1", "--limit", "256",
+            "--batch-size", "32", "--data-dir", str(real_data_dir))
+    weights = {}
+    for name, extra in (("auto", ()), ("given", ("--cpu-gemm", ran)), ("other", (
+            "--cpu-gemm", "blas" if ran == "own" else "own"))):
+        r = CliRunner().invoke(main, [*args, *extra, "--out", str(tmp_path / name)])
+        assert r.exit_code == 0, r.output
+        (run,) = [p for p in (tmp_path / name).iterdir() if (p / runs.CONFIG).exists()]
+        info = json.loads((run / runs.CONFIG).read_text())
+        assert info["config"]["cpu_gemm"] == ("auto" if name == "auto" else extra[1])
+        assert info["kernels"] == {"cpu_gemm": ran if name != "other" else extra[1]}
+        weights[name] = load_weights(run).params
+    for k in weights["auto"]:
+        np.testing.assert_array_equal(weights["auto"][k], weights["given"][k])
+    assert any(not np.array_equal(weights["auto"][k], weights["other"][k]) for k in weights["auto"])

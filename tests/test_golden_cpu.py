@@ -9,6 +9,10 @@ permutation per epoch, chunks of 100 samples). Saved: the training loss sum of e
 validation loss of every epoch, the final parameters and optimizer state, and the encodings and
 reconstructions of 7 test images. A change that moves any of them by one bit fails here.
 
+Both CPU GEMMs have their runs: OpenBLAS's sgemm (keys ``<optimizer>/...``, the fixture since
+issue 14) and aecore's own (``own-<optimizer>/...``, kernels/own_step.py, added when
+``cpu_gemm`` auto made it the default at batches up to 128; issue 16).
+
 To rewrite this host's fixture on purpose (a change meant to alter results; then every host
 kind's), or to write one for a new host kind, run this file as a script:
 ``.venv/bin/python tests/test_golden_cpu.py``.
@@ -34,9 +38,15 @@ OPTIMS = {"sgd": OptimConfig("sgd", lr=5.0), "momentum": OptimConfig("momentum",
 HIDDEN, BATCH, EPOCHS, CHUNK, SLOPE = 5, 50, 3, 100, 0.02
 
 
-def golden_run(data, name: str) -> dict[str, np.ndarray]:
-    """Everything the golden fixture records for optimizer ``name`` (keys prefixed ``name/``)."""
-    eng = make_engine("cpu", init_params(HIDDEN, 7, SLOPE), OPTIMS[name], BATCH, SLOPE)
+GEMMS = {"blas": "", "own": "own-"}  # cpu_gemm -> the prefix of its runs' keys
+
+
+def golden_run(data, name: str, gemm: str = "blas") -> dict[str, np.ndarray]:
+    """Everything the golden fixture records for optimizer ``name`` on ``gemm``'s products (keys
+    prefixed ``<GEMMS[gemm]><name>/``)."""
+    eng = make_engine("cpu", init_params(HIDDEN, 7, SLOPE), OPTIMS[name], BATCH, SLOPE,
+                      cpu_gemm=gemm)
+    assert eng.gemm == gemm
     train, val = eng.put(data.train.images), eng.put(data.val.images)
     n = train.shape[0]
     rng = np.random.default_rng([7, 1])
@@ -53,14 +63,16 @@ def golden_run(data, name: str) -> dict[str, np.ndarray]:
            "reconstruct": eng.reconstruct(images)}
     out.update({f"param/{k}": v for k, v in eng.get_params().items()})
     out.update({f"state/{k}": v for k, v in eng.get_opt_state().items()})
-    return {f"{name}/{k}": np.asarray(v) for k, v in out.items()}
+    return {f"{GEMMS[gemm]}{name}/{k}": np.asarray(v) for k, v in out.items()}
 
 
+@pytest.mark.parametrize("gemm", list(GEMMS))
 @pytest.mark.parametrize("name", list(OPTIMS))
-def test_cpu_run_is_bitwise_the_golden_one(tiny_data, name):
-    got = golden_run(tiny_data, name)
-    assert got[f"{name}/chunk_losses"].size == EPOCHS * 4
-    golden_hosts.check(got, GOLDEN, f"{name}/", Path(__file__).name)
+def test_cpu_run_is_bitwise_the_golden_one(tiny_data, name, gemm):
+    got = golden_run(tiny_data, name, gemm)
+    prefix = f"{GEMMS[gemm]}{name}/"
+    assert got[f"{prefix}chunk_losses"].size == EPOCHS * 4
+    golden_hosts.check(got, GOLDEN, prefix, Path(__file__).name)
 
 
 if __name__ == "__main__":
@@ -70,6 +82,7 @@ if __name__ == "__main__":
     data = synthetic_data()
     saved = {}
     for opt in OPTIMS:
-        saved.update(golden_run(data, opt))
+        for gemm in GEMMS:
+            saved.update(golden_run(data, opt, gemm))
     path = golden_hosts.write(GOLDEN, saved)
     print(f"wrote {path} ({path.stat().st_size} bytes, {len(saved)} arrays)")
