@@ -40,23 +40,29 @@ DEFAULT_LR = {
 # Runs saved before cpu_gemm existed ran OpenBLAS's sgemm.
 ABSENT = {"lr_schedule": "constant", "cpu_gemm": "blas"}
 # TrainConfig.cpu_gemm: OpenBLAS's sgemm, aecore's own (kernels/own_step.py), or auto:
-# own where it was measured faster (x86-64, batches up to OWN_GEMM_MAX_BATCH rows, neither
-# cpu_split nor cpu_team), else blas. bench/RESULTS.md, sessions 13-15: the own step took
-# 0.67-0.93x the default's time at batch 64 (h = 64-512) and 0.77-0.92x at 128; at 256 it
-# won at h <= 128 and lost at h >= 256.
+# own where it was measured faster (``own_gemm_wins``), else blas. bench/RESULTS.md, sessions
+# 13 and 15, own over the OpenBLAS step's time: 0.67-0.93 at batch 64 for h = 64-512, 0.77-0.92
+# at 128; at 256 0.88-0.96 for h <= 128 and 1.00-1.11 for h >= 256.
 CPU_GEMMS = ("auto", "blas", "own")
-OWN_GEMM_MAX_BATCH = 128
+OWN_GEMM_MAX_BATCH = 128  # own at any h up to this many rows a batch
+OWN_GEMM_SMALL = (256, 128)  # and up to 256 rows where h <= 128
 
 
-def resolve_cpu_gemm(choice: str, batch_size: int | None, cpu_split: bool = False,
+def own_gemm_wins(batch_size: int, hidden: int) -> bool:
+    """Whether aecore's own GEMM step was measured faster than OpenBLAS's at this shape."""
+    return batch_size <= OWN_GEMM_MAX_BATCH or (batch_size <= OWN_GEMM_SMALL[0]
+                                                and hidden <= OWN_GEMM_SMALL[1])
+
+
+def resolve_cpu_gemm(choice: str, batch_size: int | None, hidden: int, cpu_split: bool = False,
                      cpu_team: bool = False, machine: str | None = None) -> str:
-    """blas | own: whose products a CPU step of ``batch_size`` rows runs for ``choice``
-    (TrainConfig.cpu_gemm). ``auto`` depends on the batch size and the CPU's architecture
-    (``machine``, default ``platform.machine()``) only, so a resumed run on the same kind of
-    machine takes the same path."""
+    """blas | own: whose products a CPU step of ``batch_size`` rows and ``hidden`` units runs
+    for ``choice`` (TrainConfig.cpu_gemm). ``auto`` depends on the shape and the CPU's
+    architecture (``machine``, default ``platform.machine()``: own on x86-64 only, where it was
+    measured), so a resumed run on the same kind of machine takes the same path."""
     if choice != "auto":
         return choice
-    if batch_size is None or cpu_split or cpu_team or batch_size > OWN_GEMM_MAX_BATCH:
+    if batch_size is None or cpu_split or cpu_team or not own_gemm_wins(batch_size, hidden):
         return "blas"
     machine = platform.machine() if machine is None else machine
     return "own" if machine.lower() in ("x86_64", "amd64") else "blas"

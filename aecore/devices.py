@@ -117,7 +117,7 @@ def make_engine(device: str, params, optim=None, batch_size: int | None = None,
     runs BLAS's jobs and the epilogues' halves on one team of two threads (neither has an
     effect on CUDA); ``cpu_gemm``: whose products the CPU step runs, "blas" (OpenBLAS's sgemm),
     "own" (aecore's, kernels/cpu_gemm.py) or "auto" (``config.resolve_cpu_gemm``: own on
-    x86-64 up to 128 rows a batch, else blas). ``lr_schedule``: an
+    x86-64 where it was measured faster, else blas). ``lr_schedule``: an
     ``aecore.schedules.LRSchedule`` of ``optim.lr`` (None: constant). ``cuda_path``
     (persistent | graphs | eager, aecore/cuda_path.py; replaces ``graphs`` when given):
     "persistent" trains with the persistent kernel, this run alone in
@@ -128,9 +128,10 @@ def make_engine(device: str, params, optim=None, batch_size: int | None = None,
     if device == "cpu":
         from .config import resolve_cpu_gemm
         from .engine_cpu import CpuEngine
+        from .model import W1
 
         cpu_gemm = resolve_cpu_gemm(cpu_gemm, batch_size if optim is not None else None,
-                                    cpu_split, cpu_team)
+                                    params[W1].shape[0], cpu_split, cpu_team)
         return CpuEngine(params, optim, batch_size, slope, opt_state, step, split=cpu_split,
                          team=cpu_team, lr_schedule=lr_schedule, activation=activation,
                          loss=loss, gemm=cpu_gemm)
@@ -161,7 +162,7 @@ def kernel_settings(device: str, config=None) -> dict:
             return {}
         from .config import resolve_cpu_gemm
 
-        return {"cpu_gemm": resolve_cpu_gemm(config.cpu_gemm, config.batch_size,
+        return {"cpu_gemm": resolve_cpu_gemm(config.cpu_gemm, config.batch_size, config.hidden,
                                              config.cpu_split, config.cpu_team)}
     from .kernels.cuda import config as cc
 

@@ -211,9 +211,16 @@ def nn_rows(a, a_is, a_ks, b, b_ks, b_ns, c, ldc, r0, r1, n, k, alpha, beta):
     16 x 16 register blocks from B^T's rows; a strided strip with a power-of-two row stride
     would also fight over a few L1 sets) and every tile of MR_NN rows runs over it; a column
     remainder under 16 is a plain loop. C takes the k-blocks' partial sums in order (beta on
-    the first)."""
+    the first); with k = 0, C <- beta C. The own step's halves get k = 0 where a half of a
+    narrow image's pixels is empty (under 32 pixels: half 0 takes a multiple of 32)."""
     alpha = np.float32(alpha)
     beta = np.float32(beta)
+    if k <= 0:  # an empty sum: C <- beta C (BLAS's rule; beta = 0 never reads C)
+        C = _view(c)
+        for i in range(r0, r1):
+            for j in range(n):
+                C[i * ldc + j] = np.float32(0.0) if beta == 0 else beta * C[i * ldc + j]
+        return
     n_strips = n // STRIP * STRIP
     n16 = n // 16 * 16
     buf = np.empty(KC_NN * STRIP, np.float32)

@@ -15,7 +15,8 @@ from aecore.kernels import reference as ref
 
 # (m, n, k): edge tiles in every direction, k over one block and across several, 1s
 SHAPES = [(1, 1, 1), (5, 7, 3), (8, 32, 16), (13, 49, 17), (9, 33, 50), (17, 100, 31),
-          (40, 64, 300), (33, 70, 47), (64, 784, 64), (64, 64, 784), (3, 16, 600)]
+          (40, 64, 300), (33, 70, 47), (64, 784, 64), (64, 64, 784), (3, 16, 600),
+          (7, 40, 0)]  # k = 0: C <- beta C (the own step's empty half of a narrow image)
 
 
 def operands(rng, m, n, k, ta, tb):

@@ -16,8 +16,8 @@ from aecore import runs
 from aecore import study as S
 from aecore import time_to_quality as T
 from aecore.cli.main import main
-from aecore.config import (DEFAULT_LR, OWN_GEMM_MAX_BATCH, TrainConfig, default_lr,
-                           resolve_cpu_gemm, saved_value)
+from aecore.config import (DEFAULT_LR, OWN_GEMM_MAX_BATCH, OWN_GEMM_SMALL, TrainConfig,
+                           default_lr, resolve_cpu_gemm, saved_value)
 from aecore.errors import CheckpointError
 from aecore.optim import OPTIMIZERS
 from aecore.schedules import SCHEDULES
@@ -128,22 +128,26 @@ def test_a_study_made_before_onecycle_continues_with_lr_schedule_constant(tmp_pa
 
 # --- cpu_gemm auto (issue 16) --------------------------------------------------------------------
 
-def test_cpu_gemm_auto_is_own_up_to_128_rows_a_batch_on_x86_64():
+def test_cpu_gemm_auto_is_own_where_it_was_measured_faster():
     assert TrainConfig().cpu_gemm == "auto"
+    assert (OWN_GEMM_MAX_BATCH, OWN_GEMM_SMALL) == (128, (256, 128))
     for machine in ("x86_64", "AMD64"):
-        assert [resolve_cpu_gemm("auto", b, machine=machine) for b in (1, 64, 128, 129, 256)] \
-            == ["own", "own", "own", "blas", "blas"]
-    assert OWN_GEMM_MAX_BATCH == 128
-    assert resolve_cpu_gemm("auto", 64, machine="aarch64") == "blas"  # not measured there
-    assert resolve_cpu_gemm("auto", 64, cpu_split=True, machine="x86_64") == "blas"
-    assert resolve_cpu_gemm("auto", 64, cpu_team=True, machine="x86_64") == "blas"
-    assert resolve_cpu_gemm("auto", None, machine="x86_64") == "blas"  # an evaluating engine
+        def pick(b, h):
+            return resolve_cpu_gemm("auto", b, h, machine=machine)
+
+        assert [pick(b, 512) for b in (1, 64, 128, 129, 256)] == ["own"] * 3 + ["blas"] * 2
+        assert [pick(b, 128) for b in (129, 256, 257, 1024)] == ["own", "own", "blas", "blas"]
+        assert [pick(256, h) for h in (1, 128, 129)] == ["own", "own", "blas"]
+    assert resolve_cpu_gemm("auto", 64, 64, machine="aarch64") == "blas"  # not measured there
+    assert resolve_cpu_gemm("auto", 64, 64, cpu_split=True, machine="x86_64") == "blas"
+    assert resolve_cpu_gemm("auto", 64, 64, cpu_team=True, machine="x86_64") == "blas"
+    assert resolve_cpu_gemm("auto", None, 64, machine="x86_64") == "blas"  # evaluation only
     for choice in ("blas", "own"):
-        assert resolve_cpu_gemm(choice, 64, machine="aarch64") == choice
-        assert resolve_cpu_gemm(choice, 256, machine="x86_64") == choice
+        assert resolve_cpu_gemm(choice, 64, 64, machine="aarch64") == choice
+        assert resolve_cpu_gemm(choice, 1024, 512, machine="x86_64") == choice
 
 
-def test_make_engine_resolves_auto_by_the_batch():
+def test_make_engine_resolves_auto_by_the_shape():
     import platform
 
     from aecore.devices import make_engine
@@ -153,7 +157,8 @@ def test_make_engine_resolves_auto_by_the_batch():
     params, opt = init_params(8, seed=0), OptimConfig("sgd", lr=0.1)
     x86 = platform.machine().lower() in ("x86_64", "amd64")
     assert make_engine("cpu", params, opt, 64).gemm == ("own" if x86 else "blas")
-    assert make_engine("cpu", params, opt, 256).gemm == "blas"
+    assert make_engine("cpu", params, opt, 256).gemm == ("own" if x86 else "blas")  # h = 8
+    assert make_engine("cpu", init_params(256, seed=0), opt, 256).gemm == "blas"
     assert make_engine("cpu", params, opt, 64, cpu_gemm="blas").gemm == "blas"
     assert make_engine("cpu", params).gemm == "blas"  # evaluation only: no step
     with pytest.raises(ValueError, match="make_engine resolves 'auto'"):

@@ -19,7 +19,7 @@ LRS = {"sgd": 2.0, "momentum": 0.5, "nesterov": 0.5, "adam": 1e-2}
 
 def run(images, name, hidden, batch, split, n_steps=6, chunk=None, seed=3):
     eng = make_engine("cpu", init_params(hidden, seed), OptimConfig(name, lr=LRS[name]), batch,
-                      cpu_split=split)
+                      cpu_split=split, cpu_gemm="blas")
     data = eng.put(images)
     n = min(len(images), batch * n_steps - batch // 3)  # ends on a short batch
     perm = np.random.default_rng(seed).permutation(len(images))[:n].astype(np.int64)

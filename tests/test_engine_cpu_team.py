@@ -39,7 +39,7 @@ def run(images, name, hidden, batch, team, n_steps=4, chunk=None, seed=3, schedu
 def _run(images, name, hidden, batch, team, n_steps, chunk, seed, schedule):
     lrs = None if schedule is None else LRSchedule(schedule, LRS[name], 1, n_steps)
     eng = make_engine("cpu", init_params(hidden, seed), OptimConfig(name, lr=LRS[name]), batch,
-                      cpu_team=team, lr_schedule=lrs)
+                      cpu_team=team, lr_schedule=lrs, cpu_gemm="blas")
     data = eng.put(images)
     n = min(len(images), batch * n_steps - batch // 3)  # ends on a short batch
     perm = np.random.default_rng(seed).permutation(len(images))[:n].astype(np.int64)

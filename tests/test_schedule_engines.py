@@ -1,5 +1,6 @@
 """Learning-rate schedules in the engines (issue 18): each optimizer step uses the schedule's
-rate of that step, on the CPU (default and split paths) and in CUDA (the simulator here).
+rate of that step, on the CPU (OpenBLAS's and aecore's own GEMM, the split path) and in CUDA
+(the simulator here).
 
 The check is exact: a run with ``lr_schedule`` equals, bit for bit, the same steps taken one at
 a time by engines with a constant rate, each built with that step's rate and the state the
@@ -70,21 +71,28 @@ def assert_same(a, b):
 SCHEDULES = [("cosine", 1), ("onecycle", 0), ("step", 0)]
 
 
-@pytest.mark.parametrize("split", [False, True], ids=["default", "split"])
+CPU_PATHS = {"blas": dict(cpu_gemm="blas"), "own": dict(cpu_gemm="own"),
+             "split": dict(cpu_split=True)}
+
+
+@pytest.mark.parametrize("path", list(CPU_PATHS))
 @pytest.mark.parametrize("name", OPTIMIZERS)
-def test_cpu_steps_use_the_schedules_rate_of_each_step(name, split):
+def test_cpu_steps_use_the_schedules_rate_of_each_step(name, path):
+    kw = CPU_PATHS[path]
     for sched, warm in SCHEDULES:
         s = LRSchedule(sched, LRS[name], EPOCHS, STEPS, warm)
-        a = scheduled("cpu", name, s, cpu_split=split)
-        assert_same(a, step_by_step("cpu", name, s, cpu_split=split))
+        a = scheduled("cpu", name, s, **kw)
+        assert_same(a, step_by_step("cpu", name, s, **kw))
         # and it is not the constant rate's run
-        assert a[0] != scheduled("cpu", name, None, cpu_split=split)[0]
+        assert a[0] != scheduled("cpu", name, None, **kw)[0]
 
 
 def test_a_constant_schedule_is_the_constant_rate_bit_for_bit():
     for name in OPTIMIZERS:
-        s = LRSchedule("constant", LRS[name], EPOCHS, STEPS)
-        assert_same(scheduled("cpu", name, s), scheduled("cpu", name, None))
+        for gemm in ("blas", "own"):
+            s = LRSchedule("constant", LRS[name], EPOCHS, STEPS)
+            assert_same(scheduled("cpu", name, s, cpu_gemm=gemm),
+                        scheduled("cpu", name, None, cpu_gemm=gemm))
 
 
 @pytest.mark.parametrize("name", ["sgd", "adam"])
