@@ -10,6 +10,7 @@ import pytest
 
 from aecore import bench as B
 from aecore.baselines import step_flops
+from aecore.config import resolve_cpu_gemm
 
 
 def test_floor_ratio_is_the_median_of_the_rounds_ratios():
@@ -62,12 +63,26 @@ def test_peak_line_gives_the_lowest_x_torch_the_peak_allows():
     assert frac is None and "lowest" not in line
 
 
+def test_row_labels_name_the_variant_or_the_default_rows_products():
+    def row(**kw):
+        return B.BenchRow(kw.pop("device", "cpu"), 8, 16, 64, 1.0, 64.0, 1.0, 1.0, None, **kw)
+
+    assert B.row_label(row(gemm="own")) == "cpu (own)"
+    assert B.row_label(row(gemm="blas")) == "cpu (blas)"
+    assert B.row_label(row(variant="split", gemm="blas")) == "cpu split"
+    assert B.row_label(row(variant="own", gemm="own")) == "cpu own"
+    assert B.row_label(row(device="cuda")) == "cuda"
+    assert B.row_label(row(device="cuda", variant="persistent")) == "cuda persistent"
+
+
 def test_bench_one_records_round_ratio_and_steal(real_data_dir):
     from aecore.data import load_fashion_mnist
 
     images = load_fashion_mnist(real_data_dir, val_size=0, progress=False).train.images[:256]
     row, = B.bench_one("cpu", 8, 16, images, 64, 3, with_torch=False)
     assert row.floor_ratio > 0 and row.torch_ratio is None
+    assert row.gemm == resolve_cpu_gemm("auto", 16, 8)  # the default row: cpu_gemm auto
+    assert B.format_table([row]).splitlines()[2].startswith(f"cpu ({row.gemm})")
     if sys.platform.startswith("linux"):
         assert 0.0 <= row.steal < 1.0
     assert np.isfinite(row.to_dict()["floor_ratio"])
