@@ -54,6 +54,15 @@ def own_gemm_wins(batch_size: int, hidden: int) -> bool:
                                                 and hidden <= OWN_GEMM_SMALL[1])
 
 
+def auto_gemm_summary(machine: str | None = None) -> str:
+    """One line: what ``cpu_gemm`` auto runs on this machine (for ``aecore info``)."""
+    machine = platform.machine() if machine is None else machine
+    if resolve_cpu_gemm("auto", 1, 1, machine=machine) == "blas":
+        return f"OpenBLAS's sgemm (aecore's own GEMM is measured on x86-64 only; {machine})"
+    return (f"aecore's own GEMM up to {OWN_GEMM_MAX_BATCH} rows a batch, and up to "
+            f"{OWN_GEMM_SMALL[0]} where h <= {OWN_GEMM_SMALL[1]}; OpenBLAS's sgemm above")
+
+
 def resolve_cpu_gemm(choice: str, batch_size: int | None, hidden: int, cpu_split: bool = False,
                      cpu_team: bool = False, machine: str | None = None) -> str:
     """blas | own: whose products a CPU step of ``batch_size`` rows and ``hidden`` units runs

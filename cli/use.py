@@ -17,7 +17,7 @@ import numpy as np
 
 from aecore import IMAGE_SIZE, __version__, atomic, blas_info, runs
 from aecore.checkpoint import activation_of, load_weights, loss_of, slope_of
-from aecore.config import TrainConfig
+from aecore.config import TrainConfig, auto_gemm_summary
 from aecore.devices import make_engine
 from aecore.errors import CheckpointError, RunWriteError
 from aecore.trainer import recon_images
@@ -225,7 +225,8 @@ def info(device, data_dir):
             ("numba-cuda", _version("numba-cuda")), ("torch", _version("torch")),
             *blas_info.summary_rows(),
             ("CPU", f"{_cpu_name()}, {os.cpu_count()} logical cores, "
-                    f"numba threads {numba.config.NUMBA_NUM_THREADS}")]
+                    f"numba threads {numba.config.NUMBA_NUM_THREADS}"),
+            ("CPU GEMM (auto)", auto_gemm_summary())]
     ok, reason = devices.cuda_usable()
     rows.append(("GPU (driver)", "a CUDA GPU is present" if devices.real_gpu_present()
                  else "no CUDA GPU reported by the NVIDIA driver"))

@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from aecore import blas_info, runs
-from aecore.config import TrainConfig
+from aecore.config import TrainConfig, auto_gemm_summary
 from aecore.cli.main import main
 from aecore.devices import real_gpu_present
 
@@ -271,6 +271,7 @@ def test_info(real_data_dir):
     for key in ("aecore", "numba", "numpy", "BLAS", "CPU", "CUDA", "data"):
         assert key in r.output
     assert real_data_dir in r.output
+    assert "CPU GEMM (auto)" in r.output and auto_gemm_summary() in r.output
 
 
 def test_bench_prints_the_table_and_writes_json(tmp_path, real_data_dir):

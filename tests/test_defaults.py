@@ -17,7 +17,7 @@ from aecore import study as S
 from aecore import time_to_quality as T
 from aecore.cli.main import main
 from aecore.config import (DEFAULT_LR, OWN_GEMM_MAX_BATCH, OWN_GEMM_SMALL, TrainConfig,
-                           default_lr, resolve_cpu_gemm, saved_value)
+                           auto_gemm_summary, default_lr, resolve_cpu_gemm, saved_value)
 from aecore.errors import CheckpointError
 from aecore.optim import OPTIMIZERS
 from aecore.schedules import SCHEDULES
@@ -142,6 +142,8 @@ def test_cpu_gemm_auto_is_own_where_it_was_measured_faster():
     assert resolve_cpu_gemm("auto", 64, 64, cpu_split=True, machine="x86_64") == "blas"
     assert resolve_cpu_gemm("auto", 64, 64, cpu_team=True, machine="x86_64") == "blas"
     assert resolve_cpu_gemm("auto", None, 64, machine="x86_64") == "blas"  # evaluation only
+    assert "own GEMM up to 128 rows" in auto_gemm_summary("x86_64")
+    assert auto_gemm_summary("aarch64").startswith("OpenBLAS's sgemm")
     for choice in ("blas", "own"):
         assert resolve_cpu_gemm(choice, 64, 64, machine="aarch64") == choice
         assert resolve_cpu_gemm(choice, 1024, 512, machine="x86_64") == choice
