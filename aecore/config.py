@@ -43,7 +43,8 @@ ABSENT = {"lr_schedule": "constant", "cpu_gemm": "blas"}
 # own where it was measured faster (``own_gemm_wins``), else blas. bench/RESULTS.md, sessions
 # 13 and 15, own over the OpenBLAS step's time: 0.67-0.93 at batch 64 for h = 64-512, 0.77-0.92
 # at 128; at 256 0.88-0.96 for h <= 128 and 1.00-1.11 for h >= 256.
-CPU_GEMMS = ("auto", "blas", "own")
+ENGINE_GEMMS = ("blas", "own")  # what a CpuEngine runs (make_engine resolves auto)
+CPU_GEMMS = ("auto", *ENGINE_GEMMS)
 OWN_GEMM_MAX_BATCH = 128  # own at any h up to this many rows a batch
 OWN_GEMM_SMALL = (256, 128)  # and up to 256 rows where h <= 128
 

@@ -152,14 +152,12 @@ def make_engine(device: str, params, optim=None, batch_size: int | None = None,
     raise ValueError(f"unknown device {device!r}; choose cpu or cuda")
 
 
-def kernel_settings(device: str, config=None) -> dict:
+def kernel_settings(device: str, config) -> dict:
     """The kernel settings a run of ``config`` on ``device`` was trained with, for its
     config.json: on CUDA the block tile and K depth (compile-time; validated where they are
     read, in ``kernels/cuda/config.py``), on the CPU whose products the step ran (``cpu_gemm``
     auto resolved)."""
     if device != "cuda":
-        if config is None:
-            return {}
         from .config import resolve_cpu_gemm
 
         return {"cpu_gemm": resolve_cpu_gemm(config.cpu_gemm, config.batch_size, config.hidden,

@@ -47,6 +47,7 @@ import warnings
 import numpy as np
 from numba import literally, njit
 
+from .config import ENGINE_GEMMS
 from .engine import EVAL_BATCH, Engine
 from .kernels import activations_cpu, blas_pair as BP, losses_cpu
 from .kernels import cpu as K
@@ -58,8 +59,6 @@ from .kernels.ftz import flush_denormals_on, restore
 from .kernels.literal_call import LiteralCall
 from .model import B1, B2, W1, W2
 from .optim import Optimizer, buffers_of
-
-ENGINE_GEMMS = ("blas", "own")  # what CpuEngine(gemm=...) runs: OpenBLAS's sgemm or aecore's own
 
 _LOSS, _OUTPUT, _HIDDEN = 0, 1, 2  # what _forward computes
 

@@ -216,10 +216,7 @@ def nn_rows(a, a_is, a_ks, b, b_ks, b_ns, c, ldc, r0, r1, n, k, alpha, beta):
     alpha = np.float32(alpha)
     beta = np.float32(beta)
     if k <= 0:  # an empty sum: C <- beta C (BLAS's rule; beta = 0 never reads C)
-        C = _view(c)
-        for i in range(r0, r1):
-            for j in range(n):
-                C[i * ldc + j] = np.float32(0.0) if beta == 0 else beta * C[i * ldc + j]
+        _nn_columns(a, a_is, a_ks, b, b_ks, b_ns, c, ldc, r0, r1, 0, n, 0, alpha, beta)
         return
     n_strips = n // STRIP * STRIP
     n16 = n // 16 * 16
@@ -268,7 +265,8 @@ def _pack(buf, b, b_ks, b_ns, kc, width):
 
 @njit(cache=True, nogil=True)
 def _nn_columns(a, a_is, a_ks, b, b_ks, b_ns, c, ldc, r0, r1, j0, j1, k, alpha, beta):
-    """The last n % 16 columns of nn_rows, element by element (float32 sums in k order)."""
+    """The last n % 16 columns of nn_rows (and every column when k = 0), element by element
+    (float32 sums in k order)."""
     A = _view(a)
     B = _view(b)
     C = _view(c)

@@ -150,16 +150,14 @@ def test_cpu_gemm_auto_is_own_where_it_was_measured_faster():
 
 
 def test_make_engine_resolves_auto_by_the_shape():
-    import platform
-
     from aecore.devices import make_engine
     from aecore.model import init_params
     from aecore.optim import OptimConfig
 
     params, opt = init_params(8, seed=0), OptimConfig("sgd", lr=0.1)
-    x86 = platform.machine().lower() in ("x86_64", "amd64")
-    assert make_engine("cpu", params, opt, 64).gemm == ("own" if x86 else "blas")
-    assert make_engine("cpu", params, opt, 256).gemm == ("own" if x86 else "blas")  # h = 8
+    here = resolve_cpu_gemm("auto", 64, 8)  # own on x86-64 (this machine's architecture)
+    assert make_engine("cpu", params, opt, 64).gemm == here
+    assert make_engine("cpu", params, opt, 256).gemm == here  # h = 8
     assert make_engine("cpu", init_params(256, seed=0), opt, 256).gemm == "blas"
     assert make_engine("cpu", params, opt, 64, cpu_gemm="blas").gemm == "blas"
     assert make_engine("cpu", params).gemm == "blas"  # evaluation only: no step
@@ -172,13 +170,11 @@ def test_make_engine_resolves_auto_by_the_shape():
 def test_a_default_run_records_auto_and_the_products_it_ran(tmp_path, real_data_dir):
     """config.json keeps the choice (auto) and, under "kernels", whose products ran; the
     default run's weights are those of the same run with that choice given explicitly."""
-    import platform
-
     import numpy as np
 
     from aecore.checkpoint import load_weights
 
-    ran = "own" if platform.machine().lower() in ("x86_64", "amd64") else "blas"
+    ran = resolve_cpu_gemm("auto", 32, 8)  # own on x86-64 (this machine's architecture)
     args = ("train", "--device", "cpu", "--hidden", "8", "--epochs", "1", "--limit", "256",
             "--batch-size", "32", "--data-dir", str(real_data_dir))
     weights = {}
