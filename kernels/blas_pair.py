@@ -209,15 +209,16 @@ _halves: dict = {}
 
 
 def pair_function(loss: int) -> int:
-    """Address of the half function for loss number ``loss`` (compiled on first use), or 0
-    where the halves cannot go to two BLAS threads now."""
+    """Address of the half function for loss number ``loss`` (compiled on first use, cached on
+    disk per loss: numba keys a closure's entry by its cells' values), or 0 where the halves
+    cannot go to two BLAS threads now."""
     if not _HAS_PAIR or blas_threads() < 2:
         return 0
     if loss not in _halves:
         def half(arg):
             sigmoid_loss_half(carray(_i64p(arg), (BLOCK,)), loss)
 
-        _halves[loss] = cfunc(types.void(types.int64), nopython=True)(half)
+        _halves[loss] = cfunc(types.void(types.int64), nopython=True, cache=True)(half)
     return _halves[loss].address
 
 

@@ -143,6 +143,36 @@ def test_the_halves_run_on_two_threads_where_blas_has_two(tiny_data):
     assert blocks[0, own_step.K_THREAD] != blocks[1, own_step.K_THREAD]
 
 
+LOAD_HALVES = r"""
+import json
+from aecore.kernels import activations_cpu as A, blas_pair, losses_cpu as L, own_step
+pairs = [("leaky_relu", "mse"), ("relu", "mse")]
+for a, l in pairs:
+    own_step.half_function(A.code(a), L.code(l))
+blas_pair.pair_function(L.code("mse"))  # 0 where BLAS has one thread: then not compiled
+print(json.dumps({"own": [own_step._halves[A.code(a), L.code(l)].cache_hits for a, l in pairs],
+                  "pair": [f.cache_hits for f in blas_pair._halves.values()],
+                  "in_pair": own_step.in_pair()}))
+"""
+
+
+def test_a_new_process_loads_the_half_functions_from_the_disk_cache():
+    """The half functions (closures over their pair's numbers) are cached on disk, one entry
+    per pair: the second process compiles none of them (the first may, on a cold cache)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "2"}
+    runs = [subprocess.run([sys.executable, "-c", LOAD_HALVES], capture_output=True, text=True,
+                           env=env, timeout=600) for _ in range(2)]
+    assert runs[1].returncode == 0, runs[1].stderr[-3000:]
+    hits = json.loads(runs[1].stdout)
+    assert hits["own"] == [1, 1], hits
+    assert hits["pair"] == ([1] if hits["in_pair"] else []), hits
+
+
 def test_empty_range_is_a_no_op(tiny_data):
     p = init_params(8, 1)
     eng = make_engine("cpu", p, OptimConfig("sgd"), 16, cpu_gemm="own")
