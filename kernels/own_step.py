@@ -216,7 +216,7 @@ def half_function(act: int, loss: int) -> int:
     (``run_half`` with both as literals; the step loop calls it through this address, so the
     loop itself is compiled once for every activation and loss). Cached on disk: numba keys a
     closure's cache entry by its cells' values, so each pair has its own. A new process loads
-    it in ~0.3 s instead of compiling it again (~5 s, measured session 16)."""
+    it in 0.0-0.1 s instead of compiling it again (~5 s; bench/RESULTS.md, session 16)."""
     key = (act, loss)
     if key not in _halves:
         def half(arg):
