@@ -54,9 +54,12 @@ FORWARD, OUTPUT, BACKWARD, UPDATE = range(4)
 (K_PHASE, K_HALF, K_NB, K_HID, K_IMG, K_XB, K_H, K_ZPRE, K_DZ, K_DH, K_W1, K_W2, K_B1, K_B2,
  K_DB1, K_DB2, K_DHP, K_SLOPE, K_LR, K_LOSS, K_SQ, K_X8, K_X_ROWS, K_NEXT_IDX, K_NEXT_ROWS,
  K_NEXT_PTR, K_THREAD, K_BY_ROWS, K_KIND, K_T, K_MOMENTUM, K_BETA1, K_BETA2, K_EPS,
- K_OPT) = range(35)
+ K_OPT, K_NN_ROWS, K_OPT_LAYER) = range(37)
 # K_OPT: the address of an int64 row of the optimizer's arrays: layer 1's (VW, Vb, MW, Mb, G, gb),
 # then layer 2's (0 where the optimizer keeps none; G, gb: gradient scratch, unused by SGD)
+# K_NN_ROWS, K_OPT_LAYER: the addresses of ``nn_rows`` and ``_optimizer_layer`` compiled once as C
+# functions (``scratch`` writes them): each (activation, loss) pair's ``run_half`` calls them
+# there instead of compiling their machine code into its own (see ``_c_function``)
 N_OPT = 12
 BLOCK = 40  # words per block (two blocks never share a 64-byte line)
 
@@ -93,6 +96,7 @@ def run_half(blk, act, loss):
     r0, r1 = _rows(nb, second)  # this half's batch rows (by rows)
     u0, u1 = _cols(h, second)  # this half's hidden units: W1's rows, H's and dH's columns
     v0, v1 = _cols(n, second)  # this half's pixels: W2's rows, dZ's columns
+    nn = blk[K_NN_ROWS]
     xb, w1, w2, hh, dz, dh = (blk[K_XB], blk[K_W1], blk[K_W2], blk[K_H], blk[K_DZ], blk[K_DH])
     H = carray(_f32p(hh), (nb, h))
     dH = carray(_f32p(dh), (nb, h))
@@ -101,30 +105,30 @@ def run_half(blk, act, loss):
     if phase == FORWARD:
         b1 = carray(_f32p(blk[K_B1]), (h,))
         if by_rows:  # H[r] <- f(Xb[r] W1^T + b1)
-            nn_rows(xb, n, 1, w1, 1, n, hh, h, r0, r1, h, n, 1.0, 0.0)
+            _nn_at(nn, xb, n, 1, w1, 1, n, hh, h, r0, r1, h, n, 1.0, 0.0)
             bias_activation_(H[r0:r1], b1, slope, act, Zp[r0:r1] if Zp.shape[0] else Zp)
         else:  # H[:, u] <- f(Xb W1[u]^T + b1[u])
-            nn_rows(xb, n, 1, w1 + 4 * u0 * n, 1, n, hh + 4 * u0, h, 0, nb, u1 - u0, n, 1.0,
-                    0.0)
+            _nn_at(nn, xb, n, 1, w1 + 4 * u0 * n, 1, n, hh + 4 * u0, h, 0, nb, u1 - u0, n, 1.0,
+                   0.0)
             bias_activation_(H[:, u0:u1], b1[u0:u1], slope, act,
                              Zp[:, u0:u1] if Zp.shape[0] else Zp)
     elif phase == OUTPUT:
         if by_rows:  # dZ[r] <- loss'(H[r] W2^T + b2)
-            nn_rows(hh, h, 1, w2, 1, h, dz, n, r0, r1, n, h, 1.0, 0.0)
+            _nn_at(nn, hh, h, 1, w2, 1, h, dz, n, r0, r1, n, h, 1.0, 0.0)
             _output_epilogue(blk, r0, r1, 0, n, nb, n, second, loss)
         else:  # dZ[:, v] <- loss'(H W2[v]^T + b2[v])
-            nn_rows(hh, h, 1, w2 + 4 * v0 * h, 1, h, dz + 4 * v0, n, 0, nb, v1 - v0, h, 1.0,
-                    0.0)
+            _nn_at(nn, hh, h, 1, w2 + 4 * v0 * h, 1, h, dz + 4 * v0, n, 0, nb, v1 - v0, h, 1.0,
+                   0.0)
             _output_epilogue(blk, 0, nb, v0, v1, nb, n, second, loss)
     elif phase == BACKWARD:
         db1[t, :] = 0.0  # (by the weights' rows the update phase fills this half's columns)
         if by_rows:  # dH[r] <- (dZ[r] W2) * f'(H[r]), db1's share: its column sums
-            nn_rows(dz, n, 1, w2, h, 1, dh, h, r0, r1, h, n, 1.0, 0.0)
+            _nn_at(nn, dz, n, 1, w2, h, 1, dh, h, r0, r1, h, n, 1.0, 0.0)
             activation_grad_(dH[r0:r1], H[r0:r1], Zp[r0:r1] if Zp.shape[0] else Zp, slope,
                              db1[t], act)
         else:  # this half's pixels' share of dZ W2: dH_part[t] <- dZ[:, v] W2[v]
-            nn_rows(dz + 4 * v0, n, 1, w2 + 4 * v0 * h, h, 1, blk[K_DHP] + 4 * t * nb * h, h,
-                    0, nb, h, v1 - v0, 1.0, 0.0)
+            _nn_at(nn, dz + 4 * v0, n, 1, w2 + 4 * v0 * h, h, 1, blk[K_DHP] + 4 * t * nb * h, h,
+                   0, nb, h, v1 - v0, 1.0, 0.0)
     else:
         if not by_rows:  # dH[:, u] <- f'(the two shares' sum), db1's share: its columns' sums
             parts = carray(_f32p(blk[K_DHP]), (2, nb, h))
@@ -135,18 +139,17 @@ def run_half(blk, act, loss):
                              slope, db1[t, u0:u1], act)
         db2 = carray(_f64p(blk[K_DB2]), (2, n))
         if blk[K_KIND] == OPT_SGD:  # the update in the product: W -= lr G, G never stored
-            nn_rows(dh, 1, h, xb, n, 1, w1, n, u0, u1, n, nb, -lr, 1.0)  # W1[u] -= lr dH^T Xb
-            nn_rows(dz, 1, n, hh, h, 1, w2, h, v0, v1, h, nb, -lr, 1.0)  # W2[v] -= lr dZ^T H
+            _nn_at(nn, dh, 1, h, xb, n, 1, w1, n, u0, u1, n, nb, -lr, 1.0)  # W1[u] -= lr dH^T X
+            _nn_at(nn, dz, 1, n, hh, h, 1, w2, h, v0, v1, h, nb, -lr, 1.0)  # W2[v] -= lr dZ^T H
             _bias_step(carray(_f32p(blk[K_B1]), (h,)), db1, lr, u0, u1)
             _bias_step(carray(_f32p(blk[K_B2]), (n,)), db2, lr, v0, v1)
         else:
             opt = carray(_i64p(blk[K_OPT]), (N_OPT,))
-            hp = HyperParams(_as_f64(blk[K_LR]), _as_f64(blk[K_MOMENTUM]),
-                             _as_f64(blk[K_BETA1]), _as_f64(blk[K_BETA2]), _as_f64(blk[K_EPS]))
-            nn_rows(dh, 1, h, xb, n, 1, opt[4], n, u0, u1, n, nb, 1.0, 0.0)  # G1 = dH^T Xb
-            nn_rows(dz, 1, n, hh, h, 1, opt[10], h, v0, v1, h, nb, 1.0, 0.0)  # G2 = dZ^T H
-            _optimizer_rows(blk[K_KIND], hp, blk[K_T], w1, blk[K_B1], opt[:6], db1, u0, u1, n)
-            _optimizer_rows(blk[K_KIND], hp, blk[K_T], w2, blk[K_B2], opt[6:], db2, v0, v1, h)
+            # G1 = dH^T Xb, G2 = dZ^T H; then the optimizer on W1[u], b1[u] and W2[v], b2[v]
+            _nn_at(nn, dh, 1, h, xb, n, 1, opt[4], n, u0, u1, n, nb, 1.0, 0.0)
+            _nn_at(nn, dz, 1, n, hh, h, 1, opt[10], h, v0, v1, h, nb, 1.0, 0.0)
+            _optimizer_layer_at(blk[K_OPT_LAYER], blk.ctypes.data, 0, u0, u1)
+            _optimizer_layer_at(blk[K_OPT_LAYER], blk.ctypes.data, 1, v0, v1)
     blk[K_THREAD] = _pthread_self()
     restore(mxcsr)
 
@@ -155,6 +158,68 @@ def run_half(blk, act, loss):
 def _bias_step(b, shares, lr, j0, j1):
     for j in range(j0, j1):
         b[j] -= lr * (shares[0, j] + shares[1, j])
+
+
+def _optimizer_layer(arg, layer, j0, j1):
+    """``_optimizer_rows`` on rows [j0, j1) of ``layer`` (0: W1, b1; 1: W2, b2) of the step in
+    the block at address ``arg``: compiled once as a C function (``_c_function``)."""
+    blk = carray(_i64p(arg), (BLOCK,))
+    h, n = blk[K_HID], blk[K_IMG]
+    hp = HyperParams(_as_f64(blk[K_LR]), _as_f64(blk[K_MOMENTUM]), _as_f64(blk[K_BETA1]),
+                     _as_f64(blk[K_BETA2]), _as_f64(blk[K_EPS]))
+    opt = carray(_i64p(blk[K_OPT]), (N_OPT,))
+    if layer == 0:
+        shares = carray(_f64p(blk[K_DB1]), (2, h))
+        _optimizer_rows(blk[K_KIND], hp, blk[K_T], blk[K_W1], blk[K_B1], opt[:6], shares, j0,
+                        j1, n)
+    else:
+        shares = carray(_f64p(blk[K_DB2]), (2, n))
+        _optimizer_rows(blk[K_KIND], hp, blk[K_T], blk[K_W2], blk[K_B2], opt[6:], shares, j0,
+                        j1, h)
+
+
+def _nn_rows(a, a_is, a_ks, b, b_ks, b_ns, c, ldc, r0, r1, n, k, alpha, beta):
+    """``cpu_gemm.nn_rows`` as a C function (``_c_function``)."""
+    nn_rows(a, a_is, a_ks, b, b_ks, b_ns, c, ldc, r0, r1, n, k, alpha, beta)
+
+
+_I64, _F32 = types.int64, types.float32
+_NN_ROWS_SIG = types.void(*[_I64] * 12, _F32, _F32)
+_OPT_LAYER_SIG = types.void(_I64, _I64, _I64, _I64)
+_c_functions: dict = {}
+
+
+def _c_function(py_func, sig) -> int:
+    """Address of ``py_func`` compiled once as a C function (numba's ``cfunc``, cached on
+    disk). ``run_half`` calls ``nn_rows`` and the optimizer through these addresses: a direct
+    call would link their code into every (activation, loss) pair's ``run_half`` and
+    generate its machine code again for each pair (bench/RESULTS.md, session 17)."""
+    if py_func not in _c_functions:
+        _c_functions[py_func] = cfunc(sig, nopython=True, cache=True)(py_func)
+    return _c_functions[py_func].address
+
+
+def _call_at(sig):
+    """codegen for an intrinsic (address, *args): call the C function of signature ``sig``
+    at ``address``, the arguments converted to ``sig``'s types."""
+    def codegen(context, builder, signature, values):
+        fnty = ir.FunctionType(ir.VoidType(), [context.get_value_type(t) for t in sig.args])
+        builder.call(builder.inttoptr(values[0], fnty.as_pointer()), values[1:])
+        return context.get_dummy_value()
+
+    return types.void(_I64, *sig.args), codegen
+
+
+@intrinsic
+def _nn_at(typingctx, fn, a, a_is, a_ks, b, b_ks, b_ns, c, ldc, r0, r1, n, k, alpha, beta):
+    """``nn_rows(a, ..., beta)`` through the C function at address ``fn``."""
+    return _call_at(_NN_ROWS_SIG)
+
+
+@intrinsic
+def _optimizer_layer_at(typingctx, fn, arg, layer, j0, j1):
+    """``_optimizer_layer(arg, layer, j0, j1)`` through the C function at address ``fn``."""
+    return _call_at(_OPT_LAYER_SIG)
 
 
 @njit(cache=True, nogil=True)
@@ -246,7 +311,10 @@ def _call_half(typingctx, fn, arg):
 def scratch(batch: int, hidden: int, image: int):
     """(blocks, db1, db2, dH_parts) for ``train_steps``: the halves' blocks, the bias
     gradients, the two halves' shares of dH."""
-    return (np.zeros((2, BLOCK), np.int64), np.zeros((2, hidden)), np.zeros((2, image)),
+    blocks = np.zeros((2, BLOCK), np.int64)
+    blocks[:, K_NN_ROWS] = _c_function(_nn_rows, _NN_ROWS_SIG)
+    blocks[:, K_OPT_LAYER] = _c_function(_optimizer_layer, _OPT_LAYER_SIG)
+    return (blocks, np.zeros((2, hidden)), np.zeros((2, image)),
             np.zeros((2, batch, hidden), np.float32))
 
 

@@ -150,7 +150,9 @@ pairs = [("leaky_relu", "mse"), ("relu", "mse")]
 for a, l in pairs:
     own_step.half_function(A.code(a), L.code(l))
 blas_pair.pair_function(L.code("mse"))  # 0 where BLAS has one thread: then not compiled
+own_step.scratch(8, 8, 32)  # the C functions the halves call: nn_rows, the optimizer
 print(json.dumps({"own": [own_step._halves[A.code(a), L.code(l)].cache_hits for a, l in pairs],
+                  "c": [f.cache_hits for f in own_step._c_functions.values()],
                   "pair": [f.cache_hits for f in blas_pair._halves.values()],
                   "in_pair": own_step.in_pair()}))
 """
@@ -169,8 +171,23 @@ def test_a_new_process_loads_the_half_functions_from_the_disk_cache():
                            env=env, timeout=600) for _ in range(2)]
     assert runs[1].returncode == 0, runs[1].stderr[-3000:]
     hits = json.loads(runs[1].stdout)
-    assert hits["own"] == [1, 1], hits
+    assert hits["own"] == [1, 1] and hits["c"] == [1, 1], hits
     assert hits["pair"] == ([1] if hits["in_pair"] else []), hits
+
+
+def test_each_pairs_half_calls_the_gemm_and_the_optimizer_compiled_once(tiny_data):
+    """run_half, compiled for each (activation, loss), calls nn_rows and the optimizer through
+    their C functions' addresses: its module defines neither (linked in, their machine code
+    was generated again for every pair: 7 s a pair against 3-4 s, bench/RESULTS.md)."""
+    eng = make_engine("cpu", init_params(8, 1), OptimConfig("adam"), 16, cpu_gemm="own",
+                      activation="tanh")
+    eng.train_steps(eng.put(tiny_data.train.images), np.arange(32), 0, 32)
+    modules = own_step.run_half.inspect_llvm()
+    assert modules
+    for ir_text in modules.values():
+        defined = [line for line in ir_text.splitlines() if line.startswith("define")]
+        assert any("run_half" in d for d in defined)
+        assert not [d for d in defined if "nn_rows" in d or "optimizer_rows" in d], defined
 
 
 def test_empty_range_is_a_no_op(tiny_data):
