@@ -110,8 +110,10 @@ def run_half(blk, act, loss):
         else:  # H[:, u] <- f(Xb W1[u]^T + b1[u])
             _nn_at(nn, xb, n, 1, w1 + 4 * u0 * n, 1, n, hh + 4 * u0, h, 0, nb, u1 - u0, n, 1.0,
                    0.0)
-            bias_activation_(H[:, u0:u1], b1[u0:u1], slope, act,
-                             Zp[:, u0:u1] if Zp.shape[0] else Zp)
+            zp = blk[K_ZPRE] if Zp.shape[0] else 0
+            for i in range(nb):  # row by row: contiguous views, which LLVM vectorizes
+                bias_activation_(_row(hh, i, h, u0, u1), b1[u0:u1], slope, act,
+                                 _row(zp, i, h, u0, u1) if zp else Zp)
     elif phase == OUTPUT:
         if by_rows:  # dZ[r] <- loss'(H[r] W2^T + b2)
             _nn_at(nn, hh, h, 1, w2, 1, h, dz, n, r0, r1, n, h, 1.0, 0.0)
@@ -135,8 +137,11 @@ def run_half(blk, act, loss):
             for i in range(nb):
                 for j in range(u0, u1):
                     dH[i, j] = parts[0, i, j] + parts[1, i, j]
-            activation_grad_(dH[:, u0:u1], H[:, u0:u1], Zp[:, u0:u1] if Zp.shape[0] else Zp,
-                             slope, db1[t, u0:u1], act)
+            zp = blk[K_ZPRE] if Zp.shape[0] else 0
+            for i in range(nb):  # row by row, as the forward's epilogue (the same sums)
+                activation_grad_(_row(dh, i, h, u0, u1), _row(hh, i, h, u0, u1),
+                                 _row(zp, i, h, u0, u1) if zp else Zp, slope, db1[t, u0:u1],
+                                 act)
         db2 = carray(_f64p(blk[K_DB2]), (2, n))
         if blk[K_KIND] == OPT_SGD:  # the update in the product: W -= lr G, G never stored
             _nn_at(nn, dh, 1, h, xb, n, 1, w1, n, u0, u1, n, nb, -lr, 1.0)  # W1[u] -= lr dH^T X
@@ -152,6 +157,15 @@ def run_half(blk, act, loss):
             _optimizer_layer_at(blk[K_OPT_LAYER], blk.ctypes.data, 1, v0, v1)
     blk[K_THREAD] = _pthread_self()
     restore(mxcsr)
+
+
+@njit(inline="always")
+def _row(addr, i, ld, j0, j1):
+    """Row i, columns [j0, j1) of the float32 matrix at ``addr`` (row stride ``ld``) as a
+    C-contiguous (1, j1 - j0) view. A column slice M[:, j0:j1] has numba's "A" layout, whose
+    runtime strides kept the epilogues' loops scalar: 5-10x slower (bench/RESULTS.md,
+    session 17)."""
+    return carray(_f32p(addr + 4 * (i * ld + j0)), (1, j1 - j0))
 
 
 @njit(cache=True, nogil=True)  # no fast-math: b - lr g rounds as written (cpu._bias_step's)
