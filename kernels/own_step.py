@@ -13,8 +13,8 @@ all of the batch) or, above 128 rows a batch (``by_rows``), the batch rows r:
               (+ half of the next batch's gather, row by row, in both)
     backward  dH_part[t] <- dZ[:, v] W2[v]             dH[r] <- (dZ[r] W2) * f'(H[r])
     update    dH[:, u] <- f'(dH_part[0] + dH_part[1])   -
-              W1[u] -= lr dH[:, u]^T Xb,  b1[u] -= lr db1[u]      (both)
-              W2[v] -= lr dZ[:, v]^T H,   b2[v] -= lr db2[v]
+              W2[v] -= lr dZ[:, v]^T H,   b2[v] -= lr db2[v]      (both)
+              W1[u] -= lr dH[:, u]^T Xb,  b1[u] -= lr db1[u]
 
 That is plain SGD, the update inside the product (alpha = -lr, beta = 1). Another optimizer
 (momentum, Nesterov, Adam) gets G1[u] = dH[:, u]^T Xb and G2[v] = dZ[:, v]^T H from the same
@@ -143,18 +143,20 @@ def run_half(blk, act, loss):
                                  _row(zp, i, h, u0, u1) if zp else Zp, slope, db1[t, u0:u1],
                                  act)
         db2 = carray(_f64p(blk[K_DB2]), (2, n))
+        # layer 2 first: W1[u], updated last, is still in this core's cache for the next
+        # step's forward (h=256 B=64: 2-5% more samples/s, bench/RESULTS.md, session 17)
         if blk[K_KIND] == OPT_SGD:  # the update in the product: W -= lr G, G never stored
-            _nn_at(nn, dh, 1, h, xb, n, 1, w1, n, u0, u1, n, nb, -lr, 1.0)  # W1[u] -= lr dH^T X
             _nn_at(nn, dz, 1, n, hh, h, 1, w2, h, v0, v1, h, nb, -lr, 1.0)  # W2[v] -= lr dZ^T H
+            _nn_at(nn, dh, 1, h, xb, n, 1, w1, n, u0, u1, n, nb, -lr, 1.0)  # W1[u] -= lr dH^T X
             _bias_step(carray(_f32p(blk[K_B1]), (h,)), db1, lr, u0, u1)
             _bias_step(carray(_f32p(blk[K_B2]), (n,)), db2, lr, v0, v1)
         else:
             opt = carray(_i64p(blk[K_OPT]), (N_OPT,))
-            # G1 = dH^T Xb, G2 = dZ^T H; then the optimizer on W1[u], b1[u] and W2[v], b2[v]
-            _nn_at(nn, dh, 1, h, xb, n, 1, opt[4], n, u0, u1, n, nb, 1.0, 0.0)
+            # G2 = dZ^T H, G1 = dH^T Xb; then the optimizer on W2[v], b2[v] and W1[u], b1[u]
             _nn_at(nn, dz, 1, n, hh, h, 1, opt[10], h, v0, v1, h, nb, 1.0, 0.0)
-            _optimizer_layer_at(blk[K_OPT_LAYER], blk.ctypes.data, 0, u0, u1)
+            _nn_at(nn, dh, 1, h, xb, n, 1, opt[4], n, u0, u1, n, nb, 1.0, 0.0)
             _optimizer_layer_at(blk[K_OPT_LAYER], blk.ctypes.data, 1, v0, v1)
+            _optimizer_layer_at(blk[K_OPT_LAYER], blk.ctypes.data, 0, u0, u1)
     blk[K_THREAD] = _pthread_self()
     restore(mxcsr)
 
