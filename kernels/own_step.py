@@ -31,13 +31,13 @@ on the shape alone, not on which thread ran a half or whether the halves ran in 
 from __future__ import annotations
 
 import numpy as np
+from llvmlite import ir
 from numba import carray, cfunc, literally, njit, types
 from numba.extending import intrinsic
 
 from .activations_cpu import keeps_preactivation
 from .blas_pair import (_f32p, _f64p, _half_rows, _i64p, _pthread_self, _run_halves, _u8p,
                         blas_threads, rows_then_gather, _HAS_PAIR)
-from .c_functions import c_function, call_at
 from .cpu import gather_rows, optimizer_update
 from .cpu_gemm import nn_rows
 from .cpu_hidden import activation_grad_, bias_activation_
@@ -59,7 +59,7 @@ FORWARD, OUTPUT, BACKWARD, UPDATE = range(4)
 # then layer 2's (0 where the optimizer keeps none; G, gb: gradient scratch, unused by SGD)
 # K_NN_ROWS, K_OPT_LAYER: the addresses of ``nn_rows`` and ``_optimizer_layer`` compiled once as C
 # functions (``scratch`` writes them): each (activation, loss) pair's ``run_half`` calls them
-# there instead of compiling their machine code into its own (``kernels/c_functions.py``)
+# there instead of compiling their machine code into its own (see ``_c_function``)
 N_OPT = 12
 BLOCK = 40  # words per block (two blocks never share a 64-byte line)
 
@@ -178,7 +178,7 @@ def _bias_step(b, shares, lr, j0, j1):
 
 def _optimizer_layer(arg, layer, j0, j1):
     """``_optimizer_rows`` on rows [j0, j1) of ``layer`` (0: W1, b1; 1: W2, b2) of the step in
-    the block at address ``arg``: compiled once as a C function (``c_functions.c_function``)."""
+    the block at address ``arg``: compiled once as a C function (``_c_function``)."""
     blk = carray(_i64p(arg), (BLOCK,))
     h, n = blk[K_HID], blk[K_IMG]
     hp = HyperParams(_as_f64(blk[K_LR]), _as_f64(blk[K_MOMENTUM]), _as_f64(blk[K_BETA1]),
@@ -195,25 +195,47 @@ def _optimizer_layer(arg, layer, j0, j1):
 
 
 def _nn_rows(a, a_is, a_ks, b, b_ks, b_ns, c, ldc, r0, r1, n, k, alpha, beta):
-    """``cpu_gemm.nn_rows`` as a C function (``c_functions.c_function``)."""
+    """``cpu_gemm.nn_rows`` as a C function (``_c_function``)."""
     nn_rows(a, a_is, a_ks, b, b_ks, b_ns, c, ldc, r0, r1, n, k, alpha, beta)
 
 
 _I64, _F32 = types.int64, types.float32
 _NN_ROWS_SIG = types.void(*[_I64] * 12, _F32, _F32)
 _OPT_LAYER_SIG = types.void(_I64, _I64, _I64, _I64)
+_c_functions: dict = {}
+
+
+def _c_function(py_func, sig) -> int:
+    """Address of ``py_func`` compiled once as a C function (numba's ``cfunc``, cached on
+    disk). ``run_half`` calls ``nn_rows`` and the optimizer through these addresses: a direct
+    call would link their code into every (activation, loss) pair's ``run_half`` and
+    generate its machine code again for each pair (bench/RESULTS.md, session 17)."""
+    if py_func not in _c_functions:
+        _c_functions[py_func] = cfunc(sig, nopython=True, cache=True)(py_func)
+    return _c_functions[py_func].address
+
+
+def _call_at(sig):
+    """codegen for an intrinsic (address, *args): call the C function of signature ``sig``
+    at ``address``, the arguments converted to ``sig``'s types."""
+    def codegen(context, builder, signature, values):
+        fnty = ir.FunctionType(ir.VoidType(), [context.get_value_type(t) for t in sig.args])
+        builder.call(builder.inttoptr(values[0], fnty.as_pointer()), values[1:])
+        return context.get_dummy_value()
+
+    return types.void(_I64, *sig.args), codegen
 
 
 @intrinsic
 def _nn_at(typingctx, fn, a, a_is, a_ks, b, b_ks, b_ns, c, ldc, r0, r1, n, k, alpha, beta):
     """``nn_rows(a, ..., beta)`` through the C function at address ``fn``."""
-    return call_at(_NN_ROWS_SIG)
+    return _call_at(_NN_ROWS_SIG)
 
 
 @intrinsic
 def _optimizer_layer_at(typingctx, fn, arg, layer, j0, j1):
     """``_optimizer_layer(arg, layer, j0, j1)`` through the C function at address ``fn``."""
-    return call_at(_OPT_LAYER_SIG)
+    return _call_at(_OPT_LAYER_SIG)
 
 
 @njit(cache=True, nogil=True)
@@ -294,15 +316,20 @@ def in_pair() -> bool:
 @intrinsic
 def _call_half(typingctx, fn, arg):
     """Call the half function at address ``fn`` on the block at address ``arg``."""
-    return call_at(_HALF_SIG)
+    def codegen(context, builder, sig, args):
+        fnty = ir.FunctionType(ir.VoidType(), [ir.IntType(64)])
+        builder.call(builder.inttoptr(args[0], fnty.as_pointer()), [args[1]])
+        return context.get_dummy_value()
+
+    return types.void(types.int64, types.int64), codegen
 
 
 def scratch(batch: int, hidden: int, image: int):
     """(blocks, db1, db2, dH_parts) for ``train_steps``: the halves' blocks, the bias
     gradients, the two halves' shares of dH."""
     blocks = np.zeros((2, BLOCK), np.int64)
-    blocks[:, K_NN_ROWS] = c_function(_nn_rows, _NN_ROWS_SIG)
-    blocks[:, K_OPT_LAYER] = c_function(_optimizer_layer, _OPT_LAYER_SIG)
+    blocks[:, K_NN_ROWS] = _c_function(_nn_rows, _NN_ROWS_SIG)
+    blocks[:, K_OPT_LAYER] = _c_function(_optimizer_layer, _OPT_LAYER_SIG)
     return (blocks, np.zeros((2, hidden)), np.zeros((2, image)),
             np.zeros((2, batch, hidden), np.float32))
 
