@@ -134,7 +134,53 @@ def install() -> bool:
             return None
 
     classes.insert(0, PackageStampLocator)
+    _lock_index_files(caching)
     return True
+
+
+def _lock_index_files(caching) -> None:
+    """Make numba's index updates for aecore's functions safe between processes.
+
+    numba's ``IndexDataCacheFile.save`` reads the index, names the new entry's data file after
+    the first free number, writes the index, then the data. Two processes adding different
+    signatures of one function at once (the test workers, a sweep's trials compiling different
+    activations) both take the same number: the index keeps one key, and the data file may
+    hold the other's code, which a later process then loads for the wrong signature. Seen
+    once: a TypingError in a clean-clone run (bench/RESULTS.md, session 17). Here a save holds
+    an exclusive ``flock`` on ``<index>.lock`` and a load a shared one, for aecore's entries
+    only (their stamp carries ``digest()``); without ``fcntl`` (not POSIX) nothing changes."""
+    try:
+        import fcntl
+    except ImportError:
+        return
+    cls = getattr(caching, "IndexDataCacheFile", None)
+    if cls is None or getattr(cls, "_aecore_locked", False):
+        return
+    save, load = cls.save, cls.load
+
+    def ours(cache_file):
+        stamp = getattr(cache_file, "_source_stamp", None)
+        return isinstance(stamp, tuple) and len(stamp) == 2 and stamp[1] == digest()
+
+    def under_lock(method, mode):
+        def locked(self, *args):
+            if not ours(self):
+                return method(self, *args)
+            try:
+                fd = os.open(self._index_path + ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError:  # no cache directory (yet) or not writable: as numba does
+                return method(self, *args)
+            try:
+                fcntl.flock(fd, mode)
+                return method(self, *args)
+            finally:
+                os.close(fd)  # releases the lock
+
+        return locked
+
+    cls.save = under_lock(save, fcntl.LOCK_EX)
+    cls.load = under_lock(load, fcntl.LOCK_SH)
+    cls._aecore_locked = True
 
 
 INSTALLED = install()
