@@ -316,12 +316,7 @@ def in_pair() -> bool:
 @intrinsic
 def _call_half(typingctx, fn, arg):
     """Call the half function at address ``fn`` on the block at address ``arg``."""
-    def codegen(context, builder, sig, args):
-        fnty = ir.FunctionType(ir.VoidType(), [ir.IntType(64)])
-        builder.call(builder.inttoptr(args[0], fnty.as_pointer()), [args[1]])
-        return context.get_dummy_value()
-
-    return types.void(types.int64, types.int64), codegen
+    return _call_at(_HALF_SIG)
 
 
 def scratch(batch: int, hidden: int, image: int):
