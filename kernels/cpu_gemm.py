@@ -8,6 +8,8 @@ The tile (``_nn_tile``): ``MR_NN`` rows x ``NV_NN`` 16-float vectors of C, accum
 in registers (8 x 2: 16 zmm with AVX-512; with AVX2 6 x 1, each vector two ymm: 12 ymm). A
 k-step loads NV vectors of B's row k and broadcasts MR elements of op(A)'s column k: MR x NV
 ``llvm.fma.v16f32``, no index arithmetic (tests/test_cpu_gemm.py reads the machine code).
+Before its k-loop the tile asks for C's lines (a prefetch for writing), so that C's loads and
+stores at the end do not wait on L3 (the weights' update, whose C is the weights).
 op(A)'s element (i, k) is at ``a + i * a_is + k * a_ks``, so the one tile does A B (a_is = lda,
 a_ks = 1) and A^T B (a_is = 1, a_ks = lda).
 
@@ -77,6 +79,21 @@ def _clamped_row(builder, i64, base, i, valid, stride):
     return builder.gep(base, [builder.mul(row, stride)])
 
 
+def _prefetch_tile(builder, i64, pc, ldc, MR, NV):
+    """Hints to bring C's tile (MR rows of 16 NV floats, row stride ldc) into L1 for writing
+    (``llvm.prefetch``: write, locality 3), issued before the k-loop so that its latency hides
+    behind the FMAs. Without them a tile whose C is not in L2 stalls on its loads and stores at
+    the end (bench/RESULTS.md, session 18). A hint never faults: rows past C's edge are fine."""
+    i8p, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
+    fn = builder.module.declare_intrinsic(
+        "llvm.prefetch", [i8p], ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]))
+    for i in range(MR):
+        row = builder.gep(pc, [builder.mul(ldc, i64(i))])
+        for off in list(range(0, LANES * NV, LANES)) + [LANES * NV - 1]:  # every 64-byte line
+            p = builder.bitcast(builder.gep(row, [i64(off)]), i8p)
+            builder.call(fn, [p, i32(1), i32(3), i32(1)])
+
+
 def _store_tile(builder, i64, vt, splat, fma, pc, ldc, acc, alpha, beta, valid):
     """C[i, 16 v:16 v + 16] <- alpha * acc[i][v] + beta * C[...] for the rows i < valid (acc: a
     float32 vector per row and vector); C not read when beta == 0."""
@@ -107,6 +124,7 @@ def _nn_tile(MR, NV):
             f32, i64, vt, splat, fma = vector_ir(builder)
             fp = f32.as_pointer()
             pa, pb, pc = (builder.inttoptr(x, fp) for x in (a, b, c))
+            _prefetch_tile(builder, i64, pc, ldc, MR, NV)
             acc = [[cgutils.alloca_once_value(builder, ir.Constant(vt, [0.0] * LANES))
                     for _ in range(NV)] for _ in range(MR)]
             arow = [_clamped_row(builder, i64, pa, i, rows, a_is) for i in range(MR)]

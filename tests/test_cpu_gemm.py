@@ -78,17 +78,26 @@ def test_the_same_bits_every_call():
     np.testing.assert_array_equal(C1, C2)
 
 
-def kstep():
-    """(registers, count) of the FMAs in the tile's k-step, read from its machine code, which
-    must hold no index multiplication and no stack access."""
+def tile_asm() -> str:
+    """The machine code of one full tile (``_nn_full``) compiled on its own."""
     @njit(cache=False)
     def tile(a, b, c, k):
         G._nn_full(a, 784, 1, b, G.STRIP, c, 64, k, np.float32(1.0), np.float32(0.0), G.MR_NN)
 
     tile.compile("(int64, int64, int64, int64)")
-    asm = tile.inspect_asm(tile.signatures[0])
-    loops = [body for body in re.split(r"\n\.LBB\d+_\d+:", asm)
-             if len(re.findall(r"\bvfmadd\d+ps\b", body)) >= G.MR_NN * G.NV_NN]
+    return tile.inspect_asm(tile.signatures[0])
+
+
+def kstep_blocks(asm):
+    """The basic blocks of ``asm`` that hold a whole k-step's FMAs."""
+    return [body for body in re.split(r"\n\.LBB\d+_\d+:", asm)
+            if len(re.findall(r"\bvfmadd\d+ps\b", body)) >= G.MR_NN * G.NV_NN]
+
+
+def kstep():
+    """(registers, count) of the FMAs in the tile's k-step, read from its machine code, which
+    must hold no index multiplication and no stack access."""
+    loops = kstep_blocks(tile_asm())
     assert loops, "no block holds the tile's FMAs"
     body = min(loops, key=len)
     body = body.split("\n\tj")[0]  # up to the loop's branch
@@ -105,6 +114,16 @@ def test_the_k_step_is_vector_fmas_without_index_arithmetic():
     regs, _ = kstep()
     if G.compiles_for_avx512():  # one zmm per vector
         assert regs == {"zmm"}
+
+
+def test_the_tile_prefetches_its_c_lines_before_the_k_loop():
+    """One write prefetch per 64-byte line of C's tile (NV_NN + 1 a row: a row of the tile may
+    straddle one more line than it fills), all before the k-loop, none inside it."""
+    asm = tile_asm()
+    loop = kstep_blocks(asm)[0]
+    before = asm[:asm.index(loop)]
+    assert len(re.findall(r"\bprefetch\w*", before)) == G.MR_NN * (G.NV_NN + 1)
+    assert not re.search(r"\bprefetch", loop.split("\n\tj")[0])
 
 
 # Numba compiling for an AVX2 CPU (a Haswell's features, AVX-512 off), on any x86 host that
