@@ -5,7 +5,7 @@ ran at 65-100 GFLOP/s here, a third to a half of this CPU's FMA peak; split in t
 its own threads these kernels ran the same products at 130-160 (bench/RESULTS.md, session 13).
 
 The tile (``_nn_tile``): ``MR_NN`` rows x ``NV_NN`` 16-float vectors of C, accumulated over k
-in registers (8 x 2: 16 zmm with AVX-512; with AVX2 6 x 1, each vector two ymm: 12 ymm). A
+in registers (8 x 3: 24 zmm with AVX-512; with AVX2 6 x 1, each vector two ymm: 12 ymm). A
 k-step loads NV vectors of B's row k and broadcasts MR elements of op(A)'s column k: MR x NV
 ``llvm.fma.v16f32``, no index arithmetic (tests/test_cpu_gemm.py reads the machine code).
 Before its k-loop the tile asks for C's lines (a prefetch for writing), so that C's loads and
@@ -14,8 +14,9 @@ op(A)'s element (i, k) is at ``a + i * a_is + k * a_ks``, so the one tile does A
 a_ks = 1) and A^T B (a_is = 1, a_ks = lda).
 
 ``nn_rows`` drives it as GotoBLAS does, without packing A: k in blocks of KC_NN; in a block
-each ``STRIP``-column strip of B (32 columns; AVX2: 16) is copied to a contiguous buffer that
-stays in L1 while every row tile runs over it. A tile at C's lower edge computes its missing
+each strip of B (48 columns where the block has at most KC_WIDE rows, else 32, the last ones
+32 or 16; AVX2: 16) is copied to a contiguous buffer that stays in L1 while every row tile of
+that width (8 x 3, 8 x 2, 8 x 1) runs over it. A tile at C's lower edge computes its missing
 rows from a copy of the last row and stores only the rows that exist; columns past the last
 multiple of 16 are a plain loop. Every C element is ``alpha * (its k-blocks' float32 sums, in
 order) + beta * C`` (beta = 0 never reads C): the bits depend on the shape alone, never on
@@ -45,11 +46,13 @@ def compiles_for_avx512() -> bool:
 
 
 LANES = 16  # float32 lanes of one IR vector (a zmm register; two ymm with AVX2)
-# The nn tile: MR_NN rows x NV_NN vectors. AVX-512: 8 x 32 columns in 16 of its 32 zmm
-# registers. AVX2 has 16 ymm registers: 6 x 16 columns in 12 (8 x 32 would need 32; it spilled
-# to the stack in every k-step, and the own step took 1.5-2x the default's time). Every C
-# element is the same float32 sum in k order whatever the tile, so the bits do not depend on it.
-MR_NN, NV_NN = (8, 2) if compiles_for_avx512() else (6, 1)
+# The nn tile: MR_NN rows x NV_NN vectors. AVX-512: 8 x 48 columns in 24 of its 32 zmm
+# registers (8 x 32, 16 zmm, on L1-resident data: 210 GFLOP/s against 222 on one thread of a
+# 247 GFLOP/s core; bench/RESULTS.md, session 18). AVX2 has 16 ymm registers: 6 x 16 columns
+# in 12 (8 x 32 would need 32; it spilled to the stack in every k-step, and the own step took
+# 1.5-2x the default's time). Every C element is the same float32 sum in k order whatever the
+# tile, so the bits do not depend on it.
+MR_NN, NV_NN = (8, 3) if compiles_for_avx512() else (6, 1)
 STRIP = LANES * NV_NN  # columns of B packed at a time
 
 _I64 = types.int64
@@ -208,12 +211,18 @@ def _transpose16():
 
 
 _nn_full = _nn_tile(MR_NN, NV_NN)
+_nn_two = _nn_tile(MR_NN, 2)
 _nn_one = _nn_tile(MR_NN, 1)
+_pack_three = _pack_strip(3)
 _pack_two = _pack_strip(2)
 _pack_one = _pack_strip(1)
 _transpose = _transpose16()
 
 
+# the widest strips only for k-blocks of at most KC_WIDE rows: a 48-column strip of 256 rows
+# (48 KB) would fill L1 (the own step's forward and output got slower), one of 64 rows (the
+# weights' update at a batch of 64) is 12 KB (the step 2-3% faster at h=512 B=64)
+KC_WIDE = 128
 KC_NN = 256  # k-block of nn_rows: a packed 256 x 32 strip of B (32 KB) stays in L1 for its tiles
 # (the block, not the tile, decides the sums' order: it is the same on every CPU)
 
@@ -236,7 +245,6 @@ def nn_rows(a, a_is, a_ks, b, b_ks, b_ns, c, ldc, r0, r1, n, k, alpha, beta):
     if k <= 0:  # an empty sum: C <- beta C (BLAS's rule; beta = 0 never reads C)
         _nn_columns(a, a_is, a_ks, b, b_ks, b_ns, c, ldc, r0, r1, 0, n, 0, alpha, beta)
         return
-    n_strips = n // STRIP * STRIP
     n16 = n // 16 * 16
     buf = np.empty(KC_NN * STRIP, np.float32)
     pb = buf.ctypes.data
@@ -245,8 +253,10 @@ def nn_rows(a, a_is, a_ks, b, b_ks, b_ns, c, ldc, r0, r1, n, k, alpha, beta):
     for k0 in range(0, k, step):
         kc = min(step, k - k0)
         bt = beta if k0 == 0 else np.float32(1.0)
-        for j in range(0, n16, STRIP):
-            width = STRIP if j < n_strips else 16
+        wide = kc <= KC_WIDE
+        j = 0
+        while j < n16:
+            width = _strip_width(n16 - j, wide)
             _pack(buf, b + 4 * (k0 * b_ks + j * b_ns), b_ks, b_ns, kc, width)
             for i in range(r0, r1, MR_NN):
                 rows = min(MR_NN, r1 - i)
@@ -254,19 +264,36 @@ def nn_rows(a, a_is, a_ks, b, b_ks, b_ns, c, ldc, r0, r1, n, k, alpha, beta):
                 ci = c + 4 * (i * ldc + j)
                 if width == STRIP:
                     _nn_full(ai, a_is, a_ks, pb, STRIP, ci, ldc, kc, alpha, bt, rows)
+                elif width == 32:
+                    _nn_two(ai, a_is, a_ks, pb, 32, ci, ldc, kc, alpha, bt, rows)
                 else:
                     _nn_one(ai, a_is, a_ks, pb, 16, ci, ldc, kc, alpha, bt, rows)
+            j += width
     if n16 < n:
         _nn_columns(a, a_is, a_ks, b, b_ks, b_ns, c, ldc, r0, r1, n16, n, k, alpha, beta)
 
 
 @njit(cache=True, nogil=True, inline="always")
+def _strip_width(left, wide):
+    """Columns of B's next strip with ``left`` columns (a multiple of 16) still to do: 48 where
+    ``wide`` (but the last 64 as two strips of 32, the last 32 as one: no 16-column tile after
+    a 48), else 32; 16 for the last 16. AVX2: always 16."""
+    if NV_NN == 1 or left == 16:
+        return 16
+    if not wide or left == 32 or left == 64:
+        return 32
+    return 48
+
+
+@njit(cache=True, nogil=True, inline="always")
 def _pack(buf, b, b_ks, b_ns, kc, width):
-    """buf[kk * width + t] <- op(B)[kk, t] for kk < kc, t < width (16 or 32), op(B)'s element
+    """buf[kk * width + t] <- op(B)[kk, t] for kk < kc, t < width (16, 32 or 48), op(B)'s element
     (kk, t) at b + 4 (kk b_ks + t b_ns)."""
     pb = buf.ctypes.data
     if b_ns == 1:
-        if width == 32:
+        if width == 48:
+            _pack_three(pb, b, b_ks, kc)
+        elif width == 32:
             _pack_two(pb, b, b_ks, kc)
         else:
             _pack_one(pb, b, b_ks, kc)

@@ -62,7 +62,8 @@ def main() -> None:
         for spec in args.specs:
             got = [x[shape] for x in runs[spec]]
             ratios = [a / b[shape] for a, b in zip(got, runs[base])]
-            print(f"  {statistics.median(got):8.1f} us median, ratio {statistics.median(ratios):.3f}"
+            ratio = statistics.median(ratios)
+            print(f"  {statistics.median(got):8.1f} us median, ratio {ratio:.3f}"
                   f" (paired {min(ratios):.3f}-{max(ratios):.3f})  [{spec}]")
 
 
