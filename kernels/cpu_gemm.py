@@ -14,9 +14,8 @@ op(A)'s element (i, k) is at ``a + i * a_is + k * a_ks``, so the one tile does A
 a_ks = 1) and A^T B (a_is = 1, a_ks = lda).
 
 ``nn_rows`` drives it as GotoBLAS does, without packing A: k in blocks of KC_NN; in a block
-each strip of B (48 columns where the block has at most KC_WIDE rows, else 32, the last ones
-32 or 16; AVX2: 16) is copied to a contiguous buffer that stays in L1 while every row tile of
-that width (8 x 3, 8 x 2, 8 x 1) runs over it. A tile at C's lower edge computes its missing
+each strip of B (48 columns, the last ones 32 or 16; AVX2: 16) is copied to a contiguous
+buffer that stays in L1 while every row tile of that width (8 x 3, 8 x 2, 8 x 1) runs over it. A tile at C's lower edge computes its missing
 rows from a copy of the last row and stores only the rows that exist; columns past the last
 multiple of 16 are a plain loop. Every C element is ``alpha * (its k-blocks' float32 sums, in
 order) + beta * C`` (beta = 0 never reads C): the bits depend on the shape alone, never on
@@ -219,12 +218,12 @@ _pack_one = _pack_strip(1)
 _transpose = _transpose16()
 
 
-# the widest strips only for k-blocks of at most KC_WIDE rows: a 48-column strip of 256 rows
-# (48 KB) would fill L1 (the own step's forward and output got slower), one of 64 rows (the
-# weights' update at a batch of 64) is 12 KB (the step 2-3% faster at h=512 B=64)
-KC_WIDE = 128
-KC_NN = 256  # k-block of nn_rows: a packed 256 x 32 strip of B (32 KB) stays in L1 for its tiles
-# (the block, not the tile, decides the sums' order: it is the same on every CPU)
+# k-block of nn_rows: a packed 128 x 48 strip of B (24 KB) stays in L1 for its tiles, with
+# room for the lines of A they read (the A^T B products of the weights' update read 128 lines a
+# tile). The block, not the tile, decides the sums' order: it is the same on every CPU. With 256
+# (a 32 KB strip of 32 columns) the own step took 4-5% longer at B=256 (h = 64 and 128), as long
+# at h=512 B=64; 160 and 96 were slower than 128 (bench/RESULTS.md, session 18).
+KC_NN = 128
 
 
 @njit(cache=True, nogil=True)
@@ -253,10 +252,9 @@ def nn_rows(a, a_is, a_ks, b, b_ks, b_ns, c, ldc, r0, r1, n, k, alpha, beta):
     for k0 in range(0, k, step):
         kc = min(step, k - k0)
         bt = beta if k0 == 0 else np.float32(1.0)
-        wide = kc <= KC_WIDE
         j = 0
         while j < n16:
-            width = _strip_width(n16 - j, wide)
+            width = _strip_width(n16 - j)
             _pack(buf, b + 4 * (k0 * b_ks + j * b_ns), b_ks, b_ns, kc, width)
             for i in range(r0, r1, MR_NN):
                 rows = min(MR_NN, r1 - i)
@@ -274,13 +272,13 @@ def nn_rows(a, a_is, a_ks, b, b_ks, b_ns, c, ldc, r0, r1, n, k, alpha, beta):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _strip_width(left, wide):
-    """Columns of B's next strip with ``left`` columns (a multiple of 16) still to do: 48 where
-    ``wide`` (but the last 64 as two strips of 32, the last 32 as one: no 16-column tile after
-    a 48), else 32; 16 for the last 16. AVX2: always 16."""
+def _strip_width(left):
+    """Columns of B's next strip with ``left`` columns (a multiple of 16) still to do: 48, but
+    the last 64 as two strips of 32 and the last 32 as one (no 16-column tile after a 48); 16
+    for the last 16. AVX2: always 16."""
     if NV_NN == 1 or left == 16:
         return 16
-    if not wide or left == 32 or left == 64:
+    if left == 32 or left == 64:
         return 32
     return 48
 

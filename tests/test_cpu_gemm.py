@@ -14,8 +14,7 @@ from aecore.kernels import cpu_gemm as G
 from aecore.kernels import reference as ref
 
 # (m, n, k): edge tiles in every direction, k over one block and across several, 1s
-# and every way of cutting C's columns into strips of 48, 32 and 16 (n = 16-112 with a k-block
-# of at most KC_WIDE rows; n = 100 with a longer one; n = 784 with one of each: 144, 113 rows)
+# and every way of cutting C's columns into strips of 48, 32 and 16 (n = 16-112, 784)
 SHAPES = [(1, 1, 1), (5, 7, 3), (8, 32, 16), (13, 49, 17), (9, 33, 50), (17, 100, 31),
           (40, 64, 300), (33, 70, 47), (64, 784, 64), (64, 64, 784), (3, 16, 600),
           (9, 16, 9), (11, 80, 20), (6, 112, 40), (10, 100, 200), (16, 784, 257),
