@@ -42,11 +42,12 @@ ABSENT = {"lr_schedule": "constant", "cpu_gemm": "blas"}
 # TrainConfig.cpu_gemm: OpenBLAS's sgemm, aecore's own (kernels/own_step.py), or auto:
 # own where it was measured faster (``own_gemm_wins``), else blas. bench/RESULTS.md, sessions
 # 13 and 15, own over the OpenBLAS step's time: 0.67-0.93 at batch 64 for h = 64-512, 0.77-0.92
-# at 128; at 256 0.88-0.96 for h <= 128 and 1.00-1.11 for h >= 256.
+# at 128; at 256 0.88-0.96 for h <= 128 and 1.00-1.11 for h >= 256; session 18 (k-blocks of
+# 128, the 8 x 3 tile): at 256 0.90-0.91 for h = 256 and 0.99-1.00 for h = 512 (a tie: blas).
 ENGINE_GEMMS = ("blas", "own")  # what a CpuEngine runs (make_engine resolves auto)
 CPU_GEMMS = ("auto", *ENGINE_GEMMS)
 OWN_GEMM_MAX_BATCH = 128  # own at any h up to this many rows a batch
-OWN_GEMM_SMALL = (256, 128)  # and up to 256 rows where h <= 128
+OWN_GEMM_SMALL = (256, 256)  # and up to 256 rows where h <= 256
 
 
 def own_gemm_wins(batch_size: int, hidden: int) -> bool:

@@ -130,14 +130,14 @@ def test_a_study_made_before_onecycle_continues_with_lr_schedule_constant(tmp_pa
 
 def test_cpu_gemm_auto_is_own_where_it_was_measured_faster():
     assert TrainConfig().cpu_gemm == "auto"
-    assert (OWN_GEMM_MAX_BATCH, OWN_GEMM_SMALL) == (128, (256, 128))
+    assert (OWN_GEMM_MAX_BATCH, OWN_GEMM_SMALL) == (128, (256, 256))
     for machine in ("x86_64", "AMD64"):
         def pick(b, h):
             return resolve_cpu_gemm("auto", b, h, machine=machine)
 
         assert [pick(b, 512) for b in (1, 64, 128, 129, 256)] == ["own"] * 3 + ["blas"] * 2
         assert [pick(b, 128) for b in (129, 256, 257, 1024)] == ["own", "own", "blas", "blas"]
-        assert [pick(256, h) for h in (1, 128, 129)] == ["own", "own", "blas"]
+        assert [pick(256, h) for h in (1, 128, 256, 257)] == ["own", "own", "own", "blas"]
     assert resolve_cpu_gemm("auto", 64, 64, machine="aarch64") == "blas"  # not measured there
     assert resolve_cpu_gemm("auto", 64, 64, cpu_split=True, machine="x86_64") == "blas"
     assert resolve_cpu_gemm("auto", 64, 64, cpu_team=True, machine="x86_64") == "blas"
@@ -158,7 +158,7 @@ def test_make_engine_resolves_auto_by_the_shape():
     here = resolve_cpu_gemm("auto", 64, 8)  # own on x86-64 (this machine's architecture)
     assert make_engine("cpu", params, opt, 64).gemm == here
     assert make_engine("cpu", params, opt, 256).gemm == here  # h = 8
-    assert make_engine("cpu", init_params(256, seed=0), opt, 256).gemm == "blas"
+    assert make_engine("cpu", init_params(257, seed=0), opt, 256).gemm == "blas"
     assert make_engine("cpu", params, opt, 64, cpu_gemm="blas").gemm == "blas"
     assert make_engine("cpu", params).gemm == "blas"  # evaluation only: no step
     with pytest.raises(ValueError, match="make_engine resolves 'auto'"):
