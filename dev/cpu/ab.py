@@ -4,13 +4,14 @@ alternating process by process, round after round.
     python dev/cpu/ab.py --rounds 6 /tmp/base/.venv/bin/python .venv/bin/python -- 512:64 128:256
 
 Each round runs ``own_step_times.py`` once under every interpreter, in the order given (every
-other round in reverse order); then
-prints, per shape, each interpreter's median and its paired ratios to the first one. Why
+other round in reverse order); then it prints, per shape, each interpreter's median and its
+paired ratios to the first one. Why
 processes and rounds: on the 2-vCPU hosts of bench/RESULTS.md the same product ran 12% apart
 from one allocation to the next (which physical pages it got), and the host's speed drifts
 over minutes; a difference under ~3% in fewer than six rounds was not a result there
 ("Session 18"). An ``ENV=value`` prefix sets a variable for that interpreter only
-(``NUMBA_CACHE_DIR=/tmp/c .venv/bin/python``).
+(``NUMBA_CACHE_DIR=/tmp/c .venv/bin/python``); options after the interpreter go to
+``own_step_times.py`` (``".venv/bin/python --by-rows 0"``).
 """
 
 from __future__ import annotations
@@ -27,14 +28,15 @@ SCRIPT = Path(__file__).with_name("own_step_times.py")
 
 
 def run_once(spec: str, shapes: list[str]) -> dict[str, float]:
-    """{shape: µs} from one process of ``spec`` (``[VAR=value ...] python``)."""
+    """{shape: µs} from one process of ``spec`` (``[VAR=value ...] python [--option ...]``:
+    the options go to ``own_step_times.py``)."""
     words = shlex.split(spec)
     env = dict(os.environ)
     while words and "=" in words[0] and not words[0].startswith("/"):
         key, value = words.pop(0).split("=", 1)
         env[key] = value
-    out = subprocess.run([*words, str(SCRIPT), *shapes], env=env, capture_output=True,
-                         text=True, check=True).stdout.split()
+    out = subprocess.run([words[0], str(SCRIPT), *words[1:], *shapes], env=env,
+                         capture_output=True, text=True, check=True).stdout.split()
     return {out[i]: float(out[i + 1]) for i in range(0, len(out), 2)}
 
 
