@@ -15,11 +15,11 @@ a_ks = 1) and A^T B (a_is = 1, a_ks = lda).
 
 ``nn_rows`` drives it as GotoBLAS does, without packing A: k in blocks of KC_NN; in a block
 each strip of B (48 columns, the last ones 32 or 16; AVX2: 16) is copied to a contiguous
-buffer that stays in L1 while every row tile of that width (8 x 3, 8 x 2, 8 x 1) runs over it. A tile at C's lower edge computes its missing
-rows from a copy of the last row and stores only the rows that exist; columns past the last
-multiple of 16 are a plain loop. Every C element is ``alpha * (its k-blocks' float32 sums, in
-order) + beta * C`` (beta = 0 never reads C): the bits depend on the shape alone, never on
-threads or timing. The definition is ``kernels.reference.gemm`` (float64);
+buffer that stays in L1 while every row tile of that width (8 x 3, 8 x 2, 8 x 1) runs over
+it. A tile at C's lower edge computes its missing rows from a copy of the last row and stores
+only the rows that exist; columns past the last multiple of 16 are a plain loop. Every C
+element is ``alpha * (its k-blocks' float32 sums, in order) + beta * C`` (beta = 0 never reads
+C): the bits depend on the shape alone, never on threads or timing. The definition is ``kernels.reference.gemm`` (float64);
 tests/test_cpu_gemm.py holds these to it.
 """
 
@@ -46,8 +46,8 @@ def compiles_for_avx512() -> bool:
 
 LANES = 16  # float32 lanes of one IR vector (a zmm register; two ymm with AVX2)
 # The nn tile: MR_NN rows x NV_NN vectors. AVX-512: 8 x 48 columns in 24 of its 32 zmm
-# registers (8 x 32, 16 zmm, on L1-resident data: 210 GFLOP/s against 222 on one thread of a
-# 247 GFLOP/s core; bench/RESULTS.md, session 18). AVX2 has 16 ymm registers: 6 x 16 columns
+# registers (on L1-resident data, one thread of a 247 GFLOP/s core: 222 GFLOP/s, against 210
+# for 8 x 32 in 16 zmm; bench/RESULTS.md, session 18). AVX2 has 16 ymm registers: 6 x 16 columns
 # in 12 (8 x 32 would need 32; it spilled to the stack in every k-step, and the own step took
 # 1.5-2x the default's time). Every C element is the same float32 sum in k order whatever the
 # tile, so the bits do not depend on it.
@@ -232,9 +232,9 @@ def nn_rows(a, a_is, a_ks, b, b_ks, b_ns, c, ldc, r0, r1, n, k, alpha, beta):
     int64 addresses of float32 data: op(A)'s element (i, k) at a + 4 (i a_is + k a_ks),
     op(B)'s (k, j) at b + 4 (k b_ks + j b_ns): b_ns = 1 for B, b_ks = 1 for B^T.
 
-    Loops: k in blocks of at most KC_NN (as even as multiples of 16 allow); in a block, op(B)'s
-    strip of STRIP (then 16) columns is packed into a contiguous buffer (copied, or transposed in
-    16 x 16 register blocks from B^T's rows; a strided strip with a power-of-two row stride
+    Loops: k in blocks of at most KC_NN (as even as multiples of 16 allow); in a block, each
+    strip of op(B)'s columns (``_strip_width``) is packed into a contiguous buffer (copied, or
+    transposed in 16 x 16 register blocks from B^T's rows; a strided strip with a power-of-two row stride
     would also fight over a few L1 sets) and every tile of MR_NN rows runs over it; a column
     remainder under 16 is a plain loop. C takes the k-blocks' partial sums in order (beta on
     the first); with k = 0, C <- beta C. The own step's halves get k = 0 where a half of a
