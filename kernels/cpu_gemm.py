@@ -19,8 +19,8 @@ buffer that stays in L1 while every row tile of that width (8 x 3, 8 x 2, 8 x 1)
 it. A tile at C's lower edge computes its missing rows from a copy of the last row and stores
 only the rows that exist; columns past the last multiple of 16 are a plain loop. Every C
 element is ``alpha * (its k-blocks' float32 sums, in order) + beta * C`` (beta = 0 never reads
-C): the bits depend on the shape alone, never on threads or timing. The definition is ``kernels.reference.gemm`` (float64);
-tests/test_cpu_gemm.py holds these to it.
+C): the bits depend on the shape alone, never on threads or timing. The definition is
+``kernels.reference.gemm`` (float64); tests/test_cpu_gemm.py holds these to it.
 """
 
 from __future__ import annotations
@@ -234,9 +234,9 @@ def nn_rows(a, a_is, a_ks, b, b_ks, b_ns, c, ldc, r0, r1, n, k, alpha, beta):
 
     Loops: k in blocks of at most KC_NN (as even as multiples of 16 allow); in a block, each
     strip of op(B)'s columns (``_strip_width``) is packed into a contiguous buffer (copied, or
-    transposed in 16 x 16 register blocks from B^T's rows; a strided strip with a power-of-two row stride
-    would also fight over a few L1 sets) and every tile of MR_NN rows runs over it; a column
-    remainder under 16 is a plain loop. C takes the k-blocks' partial sums in order (beta on
+    transposed in 16 x 16 register blocks from B^T's rows; a strided strip with a power-of-two
+    row stride would also fight over a few L1 sets) and every tile of MR_NN rows runs over it;
+    a column remainder under 16 is a plain loop. C takes the k-blocks' partial sums in order (beta on
     the first); with k = 0, C <- beta C. The own step's halves get k = 0 where a half of a
     narrow image's pixels is empty (under 32 pixels: half 0 takes a multiple of 32)."""
     alpha = np.float32(alpha)
