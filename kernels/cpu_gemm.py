@@ -236,9 +236,9 @@ def nn_rows(a, a_is, a_ks, b, b_ks, b_ns, c, ldc, r0, r1, n, k, alpha, beta):
     strip of op(B)'s columns (``_strip_width``) is packed into a contiguous buffer (copied, or
     transposed in 16 x 16 register blocks from B^T's rows; a strided strip with a power-of-two
     row stride would also fight over a few L1 sets) and every tile of MR_NN rows runs over it;
-    a column remainder under 16 is a plain loop. C takes the k-blocks' partial sums in order (beta on
-    the first); with k = 0, C <- beta C. The own step's halves get k = 0 where a half of a
-    narrow image's pixels is empty (under 32 pixels: half 0 takes a multiple of 32)."""
+    a column remainder under 16 is a plain loop. C takes the k-blocks' partial sums in order
+    (beta on the first); with k = 0, C <- beta C. The own step's halves get k = 0 where a half
+    of a narrow image's pixels is empty (under 32 pixels: half 0 takes a multiple of 32)."""
     alpha = np.float32(alpha)
     beta = np.float32(beta)
     if k <= 0:  # an empty sum: C <- beta C (BLAS's rule; beta = 0 never reads C)
