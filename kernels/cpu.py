@@ -53,17 +53,23 @@ def gather_rows(X, idx, out):
         gather_row(X[idx[i]], out[i])
 
 
+def declare_prefetch(builder):
+    """(llvm.prefetch, i8*, i32) in ``builder``'s module: call it as fn(p, rw, locality, 1)
+    (rw 0 read, 1 write; locality 3: every cache level; 1: data). declare_intrinsic mangles the
+    name for this LLVM (p0i8 typed; newer LLVMs upgrade it)."""
+    i8p, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
+    fn = builder.module.declare_intrinsic(
+        "llvm.prefetch", [i8p], ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]))
+    return fn, i8p, i32
+
+
 @intrinsic
 def _prefetch(typingctx, arr, index):
     """A hint to bring element ``index`` of the C-contiguous ``arr`` (flat) into all cache
     levels (``llvm.prefetch``: read, locality 3); no effect on results, never faults."""
     def codegen(context, builder, sig, args):
         a = context.make_array(sig.args[0])(context, builder, args[0])
-        i8p = ir.IntType(8).as_pointer()
-        i32 = ir.IntType(32)
-        # declare_intrinsic mangles the name for this LLVM (p0i8 typed; newer LLVMs upgrade it)
-        fn = builder.module.declare_intrinsic(
-            "llvm.prefetch", [i8p], ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]))
+        fn, i8p, i32 = declare_prefetch(builder)
         builder.call(fn, [builder.bitcast(builder.gep(a.data, [args[1]]), i8p),
                           i32(0), i32(3), i32(1)])
         return context.get_dummy_value()

@@ -33,6 +33,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from .blas_pair import _f32p
+from .cpu import declare_prefetch
 
 
 def compiles_for_avx512() -> bool:
@@ -86,9 +87,7 @@ def _prefetch_tile(builder, i64, pc, ldc, MR, NV):
     (``llvm.prefetch``: write, locality 3), issued before the k-loop so that its latency hides
     behind the FMAs. Without them a tile whose C is not in L2 stalls on its loads and stores at
     the end (bench/RESULTS.md, session 18). A hint never faults: rows past C's edge are fine."""
-    i8p, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
-    fn = builder.module.declare_intrinsic(
-        "llvm.prefetch", [i8p], ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]))
+    fn, i8p, i32 = declare_prefetch(builder)
     for i in range(MR):
         row = builder.gep(pc, [builder.mul(ldc, i64(i))])
         for off in list(range(0, LANES * NV, LANES)) + [LANES * NV - 1]:  # every 64-byte line

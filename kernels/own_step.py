@@ -101,6 +101,7 @@ def run_half(blk, act, loss):
     H = carray(_f32p(hh), (nb, h))
     dH = carray(_f32p(dh), (nb, h))
     Zp = carray(_f32p(blk[K_ZPRE]), (nb if keeps_preactivation(act) else 0, h))
+    zp = blk[K_ZPRE] if Zp.shape[0] else 0  # Zp's address for _row, 0 where none is kept
     db1 = carray(_f64p(blk[K_DB1]), (2, h))  # each half's share of the column sums
     if phase == FORWARD:
         b1 = carray(_f32p(blk[K_B1]), (h,))
@@ -110,7 +111,6 @@ def run_half(blk, act, loss):
         else:  # H[:, u] <- f(Xb W1[u]^T + b1[u])
             _nn_at(nn, xb, n, 1, w1 + 4 * u0 * n, 1, n, hh + 4 * u0, h, 0, nb, u1 - u0, n, 1.0,
                    0.0)
-            zp = blk[K_ZPRE] if Zp.shape[0] else 0
             for i in range(nb):  # row by row: contiguous views, which LLVM vectorizes
                 bias_activation_(_row(hh, i, h, u0, u1), b1[u0:u1], slope, act,
                                  _row(zp, i, h, u0, u1) if zp else Zp)
@@ -137,7 +137,6 @@ def run_half(blk, act, loss):
             for i in range(nb):
                 for j in range(u0, u1):
                     dH[i, j] = parts[0, i, j] + parts[1, i, j]
-            zp = blk[K_ZPRE] if Zp.shape[0] else 0
             for i in range(nb):  # row by row, as the forward's epilogue (the same sums)
                 activation_grad_(_row(dh, i, h, u0, u1), _row(hh, i, h, u0, u1),
                                  _row(zp, i, h, u0, u1) if zp else Zp, slope, db1[t, u0:u1],
