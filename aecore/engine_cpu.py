@@ -52,6 +52,7 @@ from .engine import EVAL_BATCH, Engine
 from .kernels import activations_cpu, blas_pair as BP, losses_cpu
 from .kernels import cpu as K
 from .kernels import own_step
+from .kernels.cpu_gemm import aligned_empty
 from .kernels import optim as ko
 from .kernels.activations_reference import DEFAULT_ACTIVATION, needs_preactivation
 from .kernels.losses_reference import DEFAULT_LOSS
@@ -152,6 +153,12 @@ _train_steps_call = LiteralCall(_train_steps, positions=(16, 17))
 _forward_call = LiteralCall(_forward, positions=(12, 13))
 
 
+def _aligned_copy(a: np.ndarray) -> np.ndarray:
+    out = aligned_empty(a.shape, a.dtype)
+    out[...] = a
+    return out
+
+
 class CpuEngine(Engine):
     """Engine (aecore.engine) on the CPU: params and buffers are float32 NumPy arrays."""
 
@@ -193,18 +200,18 @@ class CpuEngine(Engine):
         if optim is None:
             return
         B, hidden, image = self.batch_size, self.hidden, self.image_size
-        self._Xb = np.empty((B, image), np.float32)
-        self._H = np.empty((B, hidden), np.float32)
+        self._Xb = aligned_empty((B, image))
+        self._H = aligned_empty((B, hidden))
         self._Zp = self._preactivations(B)
-        self._dZ = np.empty((B, image), np.float32)
-        self._dH = np.empty((B, hidden), np.float32)
+        self._dZ = aligned_empty((B, image))
+        self._dH = aligned_empty((B, hidden))
         fused = optim.name is Optimizer.SGD  # the update happens in the sgemm: no G
-        self._G1 = np.empty((0, image) if fused else (hidden, image), np.float32)
-        self._G2 = np.empty((0, hidden) if fused else (image, hidden), np.float32)
+        self._G1 = aligned_empty((0, image) if fused else (hidden, image))
+        self._G2 = aligned_empty((0, hidden) if fused else (image, hidden))
         self._gb1 = np.empty(hidden, np.float32)
         self._gb2 = np.empty(image, np.float32)
         self._pair_scratch = BP.scratch(image)
-        self._Xb_next = np.empty((B, image), np.float32)  # the next batch, gathered by the pair
+        self._Xb_next = aligned_empty((B, image))  # the next batch, gathered by the pair
         self._no_images = np.empty((0, image), np.uint8)
         if gemm == "own":
             self._own_scratch = own_step.scratch(B, hidden, image)
@@ -227,6 +234,8 @@ class CpuEngine(Engine):
                               "running the default path", RuntimeWarning, stacklevel=2)
 
     def _put_state(self, params, state):
+        # copies that start on 64-byte lines, as the own GEMM's tiles read them (aligned_empty)
+        params, state = ({k: _aligned_copy(v) for k, v in d.items()} for d in (params, state))
         self.params, self.state = params, state
         if self.optim is not None:  # the @njit loop's buffer tuples; absent ones are empty
             none = np.zeros(0, np.float32)
@@ -294,8 +303,7 @@ class CpuEngine(Engine):
     def _preactivations(self, rows):
         """The pre-activation buffer: (rows, h) where the activation's backward reads Z, else
         empty (never touched)."""
-        return np.empty((rows if needs_preactivation(self.activation) else 0, self.hidden),
-                        np.float32)
+        return aligned_empty((rows if needs_preactivation(self.activation) else 0, self.hidden))
 
     def _forward(self, images, what):
         """((loss sum, squared-error sum), H, Y) of ``images``: H (n, h) filled for _HIDDEN,

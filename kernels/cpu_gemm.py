@@ -244,7 +244,7 @@ def nn_rows(a, a_is, a_ks, b, b_ks, b_ns, c, ldc, r0, r1, n, k, alpha, beta):
         _nn_columns(a, a_is, a_ks, b, b_ks, b_ns, c, ldc, r0, r1, 0, n, 0, alpha, beta)
         return
     n16 = n // 16 * 16
-    buf = np.empty(KC_NN * STRIP, np.float32)
+    buf = _aligned_buffer(KC_NN * STRIP)
     pb = buf.ctypes.data
     blocks = (k + KC_NN - 1) // KC_NN
     step = min(KC_NN, ((k + blocks - 1) // blocks + 15) // 16 * 16)  # even blocks, 16s
@@ -268,6 +268,28 @@ def nn_rows(a, a_is, a_ks, b, b_ks, b_ns, c, ldc, r0, r1, n, k, alpha, beta):
             j += width
     if n16 < n:
         _nn_columns(a, a_is, a_ks, b, b_ks, b_ns, c, ldc, r0, r1, n16, n, k, alpha, beta)
+
+
+def aligned_empty(shape, dtype=np.float32) -> np.ndarray:
+    """An uninitialised C-contiguous array whose data starts on a 64-byte line (NumPy gives
+    16): the tiles' 16-float loads and stores of rows that start on a line (row lengths that
+    are multiples of 16 floats) then never span two lines. The CPU engine's weights and
+    buffers are these."""
+    dtype = np.dtype(dtype)
+    count = int(np.prod(shape, dtype=np.int64))
+    raw = np.empty(count * dtype.itemsize + 64, np.uint8)
+    skip = (-raw.ctypes.data) % 64
+    return raw[skip:skip + count * dtype.itemsize].view(dtype).reshape(shape)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _aligned_buffer(count):
+    """An uninitialised float32 array of ``count`` elements that starts on a 64-byte line.
+    numba's np.empty starts 32 bytes into one here, so every 16-float load of a packed strip
+    (three a k-step) would span two lines: a split load, twice the cost of one."""
+    raw = np.empty(count + 16, np.float32)
+    skip = (-raw.ctypes.data) % 64 // 4
+    return raw[skip:skip + count]
 
 
 @njit(cache=True, nogil=True, inline="always")

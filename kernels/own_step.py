@@ -39,7 +39,7 @@ from .activations_cpu import keeps_preactivation
 from .blas_pair import (_f32p, _f64p, _half_rows, _i64p, _pthread_self, _run_halves, _u8p,
                         blas_threads, rows_then_gather, _HAS_PAIR)
 from .cpu import gather_rows, optimizer_update
-from .cpu_gemm import nn_rows
+from .cpu_gemm import aligned_empty, nn_rows
 from .cpu_hidden import activation_grad_, bias_activation_
 from .cpu_math import wide_vectors
 from .ftz import flush_denormals_on, restore
@@ -324,8 +324,9 @@ def scratch(batch: int, hidden: int, image: int):
     blocks = np.zeros((2, BLOCK), np.int64)
     blocks[:, K_NN_ROWS] = _c_function(_nn_rows, _NN_ROWS_SIG)
     blocks[:, K_OPT_LAYER] = _c_function(_optimizer_layer, _OPT_LAYER_SIG)
-    return (blocks, np.zeros((2, hidden)), np.zeros((2, image)),
-            np.zeros((2, batch, hidden), np.float32))
+    parts = aligned_empty((2, batch, hidden))
+    parts[...] = 0.0
+    return blocks, np.zeros((2, hidden)), np.zeros((2, image)), parts
 
 
 @njit(cache=True, nogil=True)

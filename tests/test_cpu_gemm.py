@@ -128,6 +128,26 @@ def test_the_tile_prefetches_its_c_lines_before_the_k_loop():
     assert not re.search(r"\bprefetch", loop.split("\n\tj")[0])
 
 
+@njit
+def _buffer_addresses(counts):
+    return np.array([G._aligned_buffer(c).ctypes.data for c in counts])
+
+
+def test_the_packed_strip_and_the_engine_arrays_start_on_64_byte_lines():
+    """The strip buffer nn_rows packs into (numba's np.empty starts 32 bytes into a line here)
+    and ``aligned_empty``'s arrays (the CPU engine's weights and buffers) start on a line, so
+    that a 16-float vector of a row never spans two."""
+    counts = np.array([1, 16, G.KC_NN * G.STRIP, 1000, 12345] * 3)
+    assert (_buffer_addresses(counts) % 64 == 0).all()
+    for shape, dtype in [((784, 512), np.float32), ((0, 64), np.float32), ((3,), np.float64),
+                         ((2, 7, 5), np.float32), ((), np.float32)]:
+        a = G.aligned_empty(shape, dtype)
+        assert a.shape == shape and a.dtype == dtype and a.flags.c_contiguous
+        assert a.ctypes.data % 64 == 0
+        a[...] = 1  # writable, its own memory
+        assert a.size == 0 or a.sum() == a.size
+
+
 # Numba compiling for an AVX2 CPU (a Haswell's features, AVX-512 off), on any x86 host that
 # runs AVX2: the 6 x 16 tile, its k-step, and the bits of nn_rows's products
 AVX2 = ("+64bit,+avx,+avx2,+bmi,+bmi2,+cmov,+cx16,+cx8,+f16c,+fma,+fxsr,+lzcnt,+mmx,+movbe,"

@@ -132,6 +132,23 @@ def test_the_same_bits_run_to_run_chunk_to_chunk_and_thread_to_thread(tiny_data,
             np.testing.assert_array_equal(other[1][k], a[1][k], err_msg=k)
 
 
+def test_the_engine_keeps_its_weights_and_buffers_on_64_byte_lines():
+    """The CPU engine copies the params and the optimizer's buffers it is given into arrays
+    that start on a 64-byte line (``cpu_gemm.aligned_empty``), as its own buffers, and gives
+    the same values back."""
+    params = init_params(37, 3)
+    eng = make_engine("cpu", params, OptimConfig("adam", lr=1e-3), 19, cpu_gemm="own")
+    for _ in range(2):  # as made, and after set_state
+        arrays = [*eng.params.values(), *eng.state.values(), eng._Xb, eng._Xb_next, eng._H,
+                  eng._dZ, eng._dH, eng._G1, eng._G2, eng._own_scratch[3]]
+        assert [a.ctypes.data % 64 for a in arrays] == [0] * len(arrays)
+        got = eng.get_params()
+        for k in params:
+            np.testing.assert_array_equal(got[k], params[k], err_msg=k)
+        params = {k: v + 1 for k, v in params.items()}
+        eng.set_state(params, eng.get_opt_state())
+
+
 def test_the_halves_run_on_two_threads_where_blas_has_two(tiny_data):
     with threadpool_limits(2, user_api="blas"):
         if not own_step.in_pair():
