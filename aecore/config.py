@@ -43,29 +43,31 @@ ABSENT = {"lr_schedule": "constant", "cpu_gemm": "blas"}
 # own where it was measured faster (``own_gemm_wins``), else blas. bench/RESULTS.md, sessions
 # 13 and 15, own over the OpenBLAS step's time: 0.67-0.93 at batch 64 for h = 64-512, 0.77-0.92
 # at 128; at 256 0.88-0.96 for h <= 128 and 1.00-1.11 for h >= 256; session 18 (k-blocks of
-# 128, the 8 x 3 tile): at 256 0.90-0.91 for h = 256 and 0.99-1.00 for h = 512 (a tie: blas).
+# 128, the 8 x 3 tile): at 256 0.90-0.91 for h = 256 and 0.99-1.00 for h = 512 (a tie: blas);
+# session 19 (its data on 64-byte lines), `aecore bench --cpu-split blas,own`: own faster at
+# every h = 64-512 from 256 to 1024 rows (0.73-0.86 of blas's time at h <= 256, 0.93-0.95 at
+# h = 512), a tie at 2048 for h = 512 and slower at 4096 (1.07).
 ENGINE_GEMMS = ("blas", "own")  # what a CpuEngine runs (make_engine resolves auto)
 CPU_GEMMS = ("auto", *ENGINE_GEMMS)
-OWN_GEMM_MAX_BATCH = 128  # own at any h up to this many rows a batch
-OWN_GEMM_SMALL = (256, 256)  # and up to 256 rows where h <= 256
+OWN_GEMM_MAX_BATCH = 1024  # own at any h up to this many rows a batch
 
 
-def own_gemm_wins(batch_size: int, hidden: int) -> bool:
-    """Whether aecore's own GEMM step was measured faster than OpenBLAS's at this shape."""
-    return batch_size <= OWN_GEMM_MAX_BATCH or (batch_size <= OWN_GEMM_SMALL[0]
-                                                and hidden <= OWN_GEMM_SMALL[1])
+def own_gemm_wins(batch_size: int) -> bool:
+    """Whether aecore's own GEMM step was measured faster than OpenBLAS's at this batch size
+    (at every h measured, 64-512)."""
+    return batch_size <= OWN_GEMM_MAX_BATCH
 
 
 def auto_gemm_summary(machine: str | None = None) -> str:
     """One line: what ``cpu_gemm`` auto runs on this machine (for ``aecore info``)."""
     machine = platform.machine() if machine is None else machine
-    if resolve_cpu_gemm("auto", 1, 1, machine=machine) == "blas":
+    if resolve_cpu_gemm("auto", 1, machine=machine) == "blas":
         return f"OpenBLAS's sgemm (aecore's own GEMM is measured on x86-64 only; {machine})"
-    return (f"aecore's own GEMM up to {OWN_GEMM_MAX_BATCH} rows a batch, and up to "
-            f"{OWN_GEMM_SMALL[0]} where h <= {OWN_GEMM_SMALL[1]}; OpenBLAS's sgemm above")
+    return (f"aecore's own GEMM up to {OWN_GEMM_MAX_BATCH} rows a batch; OpenBLAS's sgemm "
+            "above")
 
 
-def resolve_cpu_gemm(choice: str, batch_size: int | None, hidden: int, cpu_split: bool = False,
+def resolve_cpu_gemm(choice: str, batch_size: int | None, cpu_split: bool = False,
                      cpu_team: bool = False, machine: str | None = None) -> str:
     """blas | own: whose products a CPU step of ``batch_size`` rows and ``hidden`` units runs
     for ``choice`` (TrainConfig.cpu_gemm). ``auto`` depends on the shape and the CPU's
@@ -73,7 +75,7 @@ def resolve_cpu_gemm(choice: str, batch_size: int | None, hidden: int, cpu_split
     measured), so a resumed run on the same kind of machine takes the same path."""
     if choice != "auto":
         return choice
-    if batch_size is None or cpu_split or cpu_team or not own_gemm_wins(batch_size, hidden):
+    if batch_size is None or cpu_split or cpu_team or not own_gemm_wins(batch_size):
         return "blas"
     machine = platform.machine() if machine is None else machine
     return "own" if machine.lower() in ("x86_64", "amd64") else "blas"

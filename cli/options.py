@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 from click.core import ParameterSource
 
-from aecore.config import (CPU_GEMMS, DEFAULT_LR, MAX_HIDDEN, OWN_GEMM_MAX_BATCH, OWN_GEMM_SMALL,
+from aecore.config import (CPU_GEMMS, DEFAULT_LR, MAX_HIDDEN, OWN_GEMM_MAX_BATCH,
                            TrainConfig, config_problems)
 from aecore.cuda_path import AUTO_PATH, CUDA_PATHS
 from aecore.kernels.activations_reference import ACTIVATIONS
@@ -149,9 +149,8 @@ def cpu_gemm_option(f):
                         help="CPU: whose matrix products the training step runs: blas "
                         "(OpenBLAS's sgemm, the epilogues after each), own (aecore's own "
                         "GEMM, every phase of the step in two halves with its epilogue) or "
-                        f"auto (own on x86-64 up to {OWN_GEMM_MAX_BATCH} rows a batch, and up "
-                        f"to {OWN_GEMM_SMALL[0]} where h <= {OWN_GEMM_SMALL[1]}: where it was "
-                        "measured faster; else blas). Compare them with `aecore bench "
+                        f"auto (own on x86-64 up to {OWN_GEMM_MAX_BATCH} rows a batch, where it "
+                        "was measured faster; else blas). Compare them with `aecore bench "
                         "--cpu-split blas,own`.")(f)
 
 
