@@ -5,12 +5,14 @@ Four phases a step, each run as two halves on OpenBLAS's two threads through
 on the calling thread where BLAS has one thread. Each half's product is followed by its
 epilogue on what it has just written, while it is in its cache. The halves split either the
 weights' rows (u: half of the h hidden units, v: half of the 784 pixels; every thread reads
-all of the batch) or, above 128 rows a batch (``by_rows``), the batch rows r:
+all of the batch, from a copy of its own) or, above 128 rows a batch (``by_rows``), the batch
+rows r:
 
     phase     by the weights' rows                      by the batch rows
     forward   H[:, u] <- f(Xb W1[u]^T + b1[u])          H[r] <- f(Xb[r] W1^T + b1)
     output    dZ[:, v] <- loss'(H W2[v]^T + b2[v])      dZ[r] <- loss'(H[r] W2^T + b2)
-              (+ half of the next batch's gather, row by row, in both)
+              (+ the next batch's gather, row by row: all of it into each half's copy by the
+              weights' rows, half of it into the one copy by the batch rows)
     backward  dH_part[t] <- dZ[:, v] W2[v]             dH[r] <- (dZ[r] W2) * f'(H[r])
     update    dH[:, u] <- f'(dH_part[0] + dH_part[1])   -
               W2[v] -= lr dZ[:, v]^T H,   b2[v] -= lr db2[v]      (both)
@@ -54,9 +56,12 @@ FORWARD, OUTPUT, BACKWARD, UPDATE = range(4)
 (K_PHASE, K_HALF, K_NB, K_HID, K_IMG, K_XB, K_H, K_ZPRE, K_DZ, K_DH, K_W1, K_W2, K_B1, K_B2,
  K_DB1, K_DB2, K_DHP, K_SLOPE, K_LR, K_LOSS, K_SQ, K_X8, K_X_ROWS, K_NEXT_IDX, K_NEXT_ROWS,
  K_NEXT_PTR, K_THREAD, K_BY_ROWS, K_KIND, K_T, K_MOMENTUM, K_BETA1, K_BETA2, K_EPS,
- K_OPT, K_NN_ROWS, K_OPT_LAYER) = range(37)
+ K_OPT, K_NN_ROWS, K_OPT_LAYER, K_OWN_BATCH) = range(38)
 # K_OPT: the address of an int64 row of the optimizer's arrays: layer 1's (VW, Vb, MW, Mb, G, gb),
 # then layer 2's (0 where the optimizer keeps none; G, gb: gradient scratch, unused by SGD)
+# K_OWN_BATCH: 1 where each half has a copy of the batch of its own (K_XB, K_NEXT_PTR), gathers
+# every row of the next batch into it and reads no row the other half's core wrote
+# (by the weights' rows); 0 where the halves share one copy, each gathering half of its rows
 # K_NN_ROWS, K_OPT_LAYER: the addresses of ``nn_rows`` and ``_optimizer_layer`` compiled once as C
 # functions (``scratch`` writes them): each (activation, loss) pair's ``run_half`` calls them
 # there instead of compiling their machine code into its own (see ``_c_function``)
@@ -269,7 +274,7 @@ def _output_epilogue(blk, r0, r1, v0, v1, nb, n, second, loss):
     share = carray(_f64p(blk[K_DB2]), (2, n))[1 if second else 0]
     share[:] = 0.0
     X = carray(_u8p(blk[K_X8]), (blk[K_X_ROWS], n))
-    q0, q1 = _half_rows(blk[K_NEXT_ROWS], second)
+    q0, q1 = (0, blk[K_NEXT_ROWS]) if blk[K_OWN_BATCH] else _half_rows(blk[K_NEXT_ROWS], second)
     idx = carray(_i64p(blk[K_NEXT_IDX] + q0 * 8), (q1 - q0,))
     nxt = carray(_f32p(blk[K_NEXT_PTR] + q0 * n * 4), (q1 - q0, n))
     s32 = np.float32(grad_factor(loss) / (nb * n))
@@ -319,14 +324,17 @@ def _call_half(typingctx, fn, arg):
 
 
 def scratch(batch: int, hidden: int, image: int):
-    """(blocks, db1, db2, dH_parts) for ``train_steps``: the halves' blocks, the bias
-    gradients, the two halves' shares of dH."""
-    blocks = np.zeros((2, BLOCK), np.int64)
+    """(blocks, db1, db2, dH_parts, Xb1, Xb1_next) for ``train_steps``: the halves' blocks,
+    the bias gradients, the two halves' shares of dH, the second half's own copies of the
+    batch and the next batch."""
+    blocks = aligned_empty((2, BLOCK), np.int64)  # on lines of their own
+    blocks[...] = 0
     blocks[:, K_NN_ROWS] = _c_function(_nn_rows, _NN_ROWS_SIG)
     blocks[:, K_OPT_LAYER] = _c_function(_optimizer_layer, _OPT_LAYER_SIG)
     parts = aligned_empty((2, batch, hidden))
     parts[...] = 0.0
-    return blocks, np.zeros((2, hidden)), np.zeros((2, image)), parts
+    return (blocks, np.zeros((2, hidden)), np.zeros((2, image)), parts,
+            aligned_empty((batch, image)), aligned_empty((batch, image)))
 
 
 @njit(cache=True, nogil=True)
@@ -343,14 +351,16 @@ def _phase(blocks, phase, fn, pair):
 
 @njit(cache=True, nogil=True)
 def train_steps(X, perm, start, stop, batch, W1, b1, W2, b2, slope, lrs, Xb, H, Zp, dZ, dH, fn,
-                pair, blocks, db1, db2, dH_parts, Xb_next, by_rows, kind, hp, step, opt):
+                pair, blocks, db1, db2, dH_parts, Xb1, Xb1_next, Xb_next, by_rows, kind, hp, step,
+                opt):
     """Train on X[perm[start:stop]] in batches of ``batch``; returns (loss sum, squared-error
     sum, steps). X: the (n, 784) uint8 C-contiguous dataset; W1 (h, 784), b1, W2 (784, h), b2
     updated in place; lrs[i] the i-th step's learning rate. kind, hp: the optimizer
     (kernels/optim.py), step: the steps taken before; opt: int64 (12,), the addresses of layer
     1's (VW, Vb, MW, Mb, G, gb) and layer 2's (0 where absent; G, gb unused by SGD).
     fn: ``half_function``'s address for the activation and the loss; pair: ``in_pair()``.
-    The first batch is gathered here; each step's output halves gather the next."""
+    The first batch is gathered here; each step's output halves gather the next. By the
+    weights' rows the second half reads its own copies, Xb1 and Xb1_next (K_OWN_BATCH)."""
     mxcsr = flush_denormals_on()
     n, h = W2.shape
     total = total_sq = 0.0
@@ -369,14 +379,25 @@ def train_steps(X, perm, start, stop, batch, W1, b1, W2, b2, slope, lrs, Xb, H, 
         blk[K_KIND], blk[K_OPT] = kind, opt.ctypes.data
         blk[K_MOMENTUM], blk[K_BETA1] = _as_i64(hp.momentum), _as_i64(hp.beta1)
         blk[K_BETA2], blk[K_EPS] = _as_i64(hp.beta2), _as_i64(hp.eps)
+        blk[K_OWN_BATCH] = 1 - by_rows
+    # by the batch rows the halves share one copy of the batch (each reads half of its rows
+    # but the weights' update reads all); by the weights' rows each has its own, so that no
+    # half waits for lines the other's core wrote (bench/RESULTS.md, session 19)
+    if by_rows:
+        Xb1, Xb1_next = Xb, Xb_next
     if start < stop:
-        gather_rows(X, perm[start:min(start + batch, stop)], Xb)
+        e = min(start + batch, stop)
+        gather_rows(X, perm[start:e], Xb)
+        if not by_rows:
+            Xb1[:e - start] = Xb[:e - start]
     for s in range(start, stop, batch):
         e = min(s + batch, stop)
         next_idx = perm[e:min(e + batch, stop)]
-        for t in range(2):  # this step's batch, buffers, learning rate and number
+        blocks[0, K_XB], blocks[0, K_NEXT_PTR] = Xb.ctypes.data, Xb_next.ctypes.data
+        blocks[1, K_XB], blocks[1, K_NEXT_PTR] = Xb1.ctypes.data, Xb1_next.ctypes.data
+        for t in range(2):  # this step's batch, learning rate and number
             blk = blocks[t]
-            blk[K_NB], blk[K_XB], blk[K_NEXT_PTR] = e - s, Xb.ctypes.data, Xb_next.ctypes.data
+            blk[K_NB] = e - s
             blk[K_NEXT_IDX], blk[K_NEXT_ROWS] = next_idx.ctypes.data, next_idx.shape[0]
             blk[K_LR], blk[K_T] = _as_i64(lrs[steps]), step + steps + 1
         for phase in range(4):
@@ -385,6 +406,7 @@ def train_steps(X, perm, start, stop, batch, W1, b1, W2, b2, slope, lrs, Xb, H, 
         total_sq += _as_f64(blocks[0, K_SQ]) + _as_f64(blocks[1, K_SQ])
         steps += 1
         Xb, Xb_next = Xb_next, Xb
+        Xb1, Xb1_next = Xb1_next, Xb1
     restore(mxcsr)
     return total, total_sq, steps
 

@@ -149,6 +149,25 @@ def test_the_engine_keeps_its_weights_and_buffers_on_64_byte_lines():
         eng.set_state(params, eng.get_opt_state())
 
 
+def test_by_the_weights_rows_each_half_gathers_the_whole_batch_into_its_own_copy(tiny_data):
+    """Split by the weights' rows, the second half reads copies of the batch of its own (no row
+    the other core wrote): both copies of the batch and of the next batch hold the same rows
+    after a few steps. Split by the batch rows the halves share one copy."""
+    x = tiny_data.train.images
+    for by_rows in (0, 1):
+        eng = make_engine("cpu", init_params(16, 3), OptimConfig("sgd"), 8, cpu_gemm="own")
+        eng.own_by_rows = by_rows
+        xb1, xb1_next = eng._own_scratch[4:6]
+        xb1[...] = xb1_next[...] = -1.0
+        eng.train_steps(eng.put(x), np.arange(40), 0, 40)
+        if by_rows:
+            assert (xb1 == -1).all() and (xb1_next == -1).all()
+        else:
+            np.testing.assert_array_equal(xb1, eng._Xb)
+            np.testing.assert_array_equal(xb1_next, eng._Xb_next)
+            assert (xb1 >= 0).all() and (xb1_next >= 0).all()
+
+
 def test_the_halves_run_on_two_threads_where_blas_has_two(tiny_data):
     with threadpool_limits(2, user_api="blas"):
         if not own_step.in_pair():
