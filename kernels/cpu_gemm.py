@@ -9,7 +9,8 @@ in registers (8 x 3: 24 zmm with AVX-512; with AVX2 6 x 1, each vector two ymm: 
 k-step loads NV vectors of B's row k and broadcasts MR elements of op(A)'s column k: MR x NV
 ``llvm.fma.v16f32``, no index arithmetic (tests/test_cpu_gemm.py reads the machine code).
 Before its k-loop the tile asks for C's lines (a prefetch for writing), so that C's loads and
-stores at the end do not wait on L3 (the weights' update, whose C is the weights).
+stores at the end do not wait on L3 (the weights' update, whose C is the weights); in it, for a
+line of A two tiles on (``A_AHEAD``).
 op(A)'s element (i, k) is at ``a + i * a_is + k * a_ks``, so the one tile does A B (a_is = lda,
 a_ks = 1) and A^T B (a_is = 1, a_ks = lda).
 
@@ -114,6 +115,14 @@ def _store_tile(builder, i64, vt, splat, fma, pc, ldc, acc, alpha, beta, valid):
                         builder.store(builder.call(fma, [vb, old, a]), q, align=4)
 
 
+# The tile's k-step also asks for op(A)'s line A_AHEAD rows below its own (one prefetch): in
+# A^T B (the weights' updates, a_is = 1) the 16 elements of that line are the next tile but one's
+# at the same k, and its k-steps walk A^T's rows 3136 bytes apart, a stride the hardware's
+# prefetchers do not follow; where another core wrote them (split by the batch rows, the rows of
+# dZ, dH and H the other half wrote) every line was a wait (bench/RESULTS.md, session 19).
+A_AHEAD = 16
+
+
 def _nn_tile(MR, NV):
     """Intrinsic: C[:MR, :16 NV] <- alpha A B + beta C over k < kc (see the module doc)."""
     @intrinsic
@@ -129,10 +138,15 @@ def _nn_tile(MR, NV):
             acc = [[cgutils.alloca_once_value(builder, ir.Constant(vt, [0.0] * LANES))
                     for _ in range(NV)] for _ in range(MR)]
             arow = [_clamped_row(builder, i64, pa, i, rows, a_is) for i in range(MR)]
+            # op(A)'s element (i + 16, k), asked for at every k-step (A_AHEAD)
+            ahead = builder.gep(pa, [builder.mul(a_is, i64(A_AHEAD))])
+            pf, i8p, i32 = declare_prefetch(builder)
             with cgutils.for_range(builder, kc) as loop:
                 k = loop.index
                 bk = builder.gep(pb, [builder.mul(k, ldb)])
                 ak = builder.mul(k, a_ks)
+                builder.call(pf, [builder.bitcast(builder.gep(ahead, [ak]), i8p), i32(0), i32(3),
+                                  i32(1)])
                 bv = [builder.load(_vec(builder, vt, bk, i64, LANES * v), align=4)
                       for v in range(NV)]
                 for i in range(MR):

@@ -118,14 +118,17 @@ def test_the_k_step_is_vector_fmas_without_index_arithmetic():
         assert regs == {"zmm"}
 
 
-def test_the_tile_prefetches_its_c_lines_before_the_k_loop():
+def test_the_tile_prefetches_its_c_lines_before_the_k_loop_and_one_a_line_in_it():
     """One write prefetch per 64-byte line of C's tile (NV_NN + 1 a row: a row of the tile may
-    straddle one more line than it fills), all before the k-loop, none inside it."""
+    straddle one more line than it fills), all before the k-loop; in a k-step one read
+    prefetch, of op(A)'s element A_AHEAD rows on (lda = 784 floats here), its address folded
+    into the instruction."""
     asm = tile_asm()
     loop = kstep_blocks(asm)[0]
     before = asm[:asm.index(loop)]
     assert len(re.findall(r"\bprefetch\w*", before)) == G.MR_NN * (G.NV_NN + 1)
-    assert not re.search(r"\bprefetch", loop.split("\n\tj")[0])
+    in_loop = re.findall(r"\bprefetch(\w*)\s+(-?\d+)\(", loop.split("\n\tj")[0])
+    assert in_loop == [("t0", str(4 * 784 * G.A_AHEAD))]
 
 
 @njit
@@ -143,7 +146,7 @@ def test_the_packed_strip_and_the_engine_arrays_start_on_64_byte_lines():
                          ((2, 7, 5), np.float32), ((), np.float32)]:
         a = G.aligned_empty(shape, dtype)
         assert a.shape == shape and a.dtype == dtype and a.flags.c_contiguous
-        assert a.ctypes.data % 64 == 0
+        assert a.size == 0 or a.ctypes.data % 64 == 0  # (an empty array's address is no data's)
         a[...] = 1  # writable, its own memory
         assert a.size == 0 or a.sum() == a.size
 
