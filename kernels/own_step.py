@@ -107,7 +107,7 @@ def run_half(blk, act, loss):
     dH = carray(_f32p(dh), (nb, h))
     Zp = carray(_f32p(blk[K_ZPRE]), (nb if keeps_preactivation(act) else 0, h))
     zp = blk[K_ZPRE] if Zp.shape[0] else 0  # Zp's address for _row, 0 where none is kept
-    db1 = carray(_f64p(blk[K_DB1]), (2, h))  # each half's share of the column sums
+    db1 = _share(blk[K_DB1], h, t)  # this half's share of db1's column sums
     if phase == FORWARD:
         b1 = carray(_f32p(blk[K_B1]), (h,))
         if by_rows:  # H[r] <- f(Xb[r] W1^T + b1)
@@ -128,11 +128,11 @@ def run_half(blk, act, loss):
                    0.0)
             _output_epilogue(blk, 0, nb, v0, v1, nb, n, second, loss)
     elif phase == BACKWARD:
-        db1[t, :] = 0.0  # (by the weights' rows the update phase fills this half's columns)
+        db1[:] = 0.0  # (by the weights' rows the update phase fills this half's columns)
         if by_rows:  # dH[r] <- (dZ[r] W2) * f'(H[r]), db1's share: its column sums
             _nn_at(nn, dz, n, 1, w2, h, 1, dh, h, r0, r1, h, n, 1.0, 0.0)
             activation_grad_(dH[r0:r1], H[r0:r1], Zp[r0:r1] if Zp.shape[0] else Zp, slope,
-                             db1[t], act)
+                             db1, act)
         else:  # this half's pixels' share of dZ W2: dH_part[t] <- dZ[:, v] W2[v]
             _nn_at(nn, dz + 4 * v0, n, 1, w2 + 4 * v0 * h, h, 1, blk[K_DHP] + 4 * t * nb * h, h,
                    0, nb, h, v1 - v0, 1.0, 0.0)
@@ -144,16 +144,17 @@ def run_half(blk, act, loss):
                     dH[i, j] = parts[0, i, j] + parts[1, i, j]
             for i in range(nb):  # row by row, as the forward's epilogue (the same sums)
                 activation_grad_(_row(dh, i, h, u0, u1), _row(hh, i, h, u0, u1),
-                                 _row(zp, i, h, u0, u1) if zp else Zp, slope, db1[t, u0:u1],
+                                 _row(zp, i, h, u0, u1) if zp else Zp, slope, db1[u0:u1],
                                  act)
-        db2 = carray(_f64p(blk[K_DB2]), (2, n))
         # layer 2 first: W1[u], updated last, is still in this core's cache for the next
         # step's forward (h=256 B=64: 2-5% more samples/s, bench/RESULTS.md, session 17)
         if blk[K_KIND] == OPT_SGD:  # the update in the product: W -= lr G, G never stored
             _nn_at(nn, dz, 1, n, hh, h, 1, w2, h, v0, v1, h, nb, -lr, 1.0)  # W2[v] -= lr dZ^T H
             _nn_at(nn, dh, 1, h, xb, n, 1, w1, n, u0, u1, n, nb, -lr, 1.0)  # W1[u] -= lr dH^T X
-            _bias_step(carray(_f32p(blk[K_B1]), (h,)), db1, lr, u0, u1)
-            _bias_step(carray(_f32p(blk[K_B2]), (n,)), db2, lr, v0, v1)
+            _bias_step(carray(_f32p(blk[K_B1]), (h,)), _share(blk[K_DB1], h, 0),
+                       _share(blk[K_DB1], h, 1), lr, u0, u1)
+            _bias_step(carray(_f32p(blk[K_B2]), (n,)), _share(blk[K_DB2], n, 0),
+                       _share(blk[K_DB2], n, 1), lr, v0, v1)
         else:
             opt = carray(_i64p(blk[K_OPT]), (N_OPT,))
             # G2 = dZ^T H, G1 = dH^T Xb; then the optimizer on W2[v], b2[v] and W1[u], b1[u]
@@ -174,10 +175,24 @@ def _row(addr, i, ld, j0, j1):
     return carray(_f32p(addr + 4 * (i * ld + j0)), (1, j1 - j0))
 
 
+def _lines(count):
+    """``count`` float64 rounded up to whole 64-byte lines."""
+    return (count + 7) // 8 * 8
+
+
+@njit(inline="always")
+def _share(addr, count, t):
+    """Half t's share (count float64) of a column sum kept at ``addr`` (``scratch``'s db1,
+    db2), each half's on lines of its own. Split by the batch rows both halves add a row to
+    every column of their share, row after row; side by side, the line where the two shares
+    met went back and forth between the cores at every row (bench/RESULTS.md, session 19)."""
+    return carray(_f64p(addr + 8 * t * ((count + 7) // 8 * 8)), (count,))
+
+
 @njit(cache=True, nogil=True)  # no fast-math: b - lr g rounds as written (cpu._bias_step's)
-def _bias_step(b, shares, lr, j0, j1):
+def _bias_step(b, share0, share1, lr, j0, j1):
     for j in range(j0, j1):
-        b[j] -= lr * (shares[0, j] + shares[1, j])
+        b[j] -= lr * (share0[j] + share1[j])
 
 
 def _optimizer_layer(arg, layer, j0, j1):
@@ -189,13 +204,11 @@ def _optimizer_layer(arg, layer, j0, j1):
                      _as_f64(blk[K_BETA2]), _as_f64(blk[K_EPS]))
     opt = carray(_i64p(blk[K_OPT]), (N_OPT,))
     if layer == 0:
-        shares = carray(_f64p(blk[K_DB1]), (2, h))
-        _optimizer_rows(blk[K_KIND], hp, blk[K_T], blk[K_W1], blk[K_B1], opt[:6], shares, j0,
-                        j1, n)
+        _optimizer_rows(blk[K_KIND], hp, blk[K_T], blk[K_W1], blk[K_B1], opt[:6],
+                        _share(blk[K_DB1], h, 0), _share(blk[K_DB1], h, 1), j0, j1, n)
     else:
-        shares = carray(_f64p(blk[K_DB2]), (2, n))
-        _optimizer_rows(blk[K_KIND], hp, blk[K_T], blk[K_W2], blk[K_B2], opt[6:], shares, j0,
-                        j1, h)
+        _optimizer_rows(blk[K_KIND], hp, blk[K_T], blk[K_W2], blk[K_B2], opt[6:],
+                        _share(blk[K_DB2], n, 0), _share(blk[K_DB2], n, 1), j0, j1, h)
 
 
 def _nn_rows(a, a_is, a_ks, b, b_ks, b_ns, c, ldc, r0, r1, n, k, alpha, beta):
@@ -243,7 +256,7 @@ def _optimizer_layer_at(typingctx, fn, arg, layer, j0, j1):
 
 
 @njit(cache=True, nogil=True)
-def _optimizer_rows(kind, hp, t, w, b, arrays, shares, j0, j1, cols):
+def _optimizer_rows(kind, hp, t, w, b, arrays, share0, share1, j0, j1, cols):
     """``kernels.cpu.weight_step``'s optimizer branch on rows [j0, j1) of a layer: W (rows x
     cols at address w) from G (arrays[4]), b from gb (arrays[5]) <- the shares' sum in float32,
     with the buffers (VW, Vb, MW, Mb) = arrays[:4] (0: kept by none: an empty array)."""
@@ -257,7 +270,7 @@ def _optimizer_rows(kind, hp, t, w, b, arrays, shares, j0, j1, cols):
     Vb = carray(_f32p(arrays[1] + 4 * j0), (rows if arrays[1] else 0,))
     Mb = carray(_f32p(arrays[3] + 4 * j0), (rows if arrays[3] else 0,))
     for j in range(rows):
-        gb[j] = shares[0, j0 + j] + shares[1, j0 + j]
+        gb[j] = share0[j0 + j] + share1[j0 + j]
     optimizer_update(kind, hp, t, W, G, VW, MW)
     optimizer_update(kind, hp, t, bb, gb, Vb, Mb)
 
@@ -271,7 +284,7 @@ def _output_epilogue(blk, r0, r1, v0, v1, nb, n, second, loss):
     dZ = carray(_f32p(blk[K_DZ]), (nb, n))
     Xb = carray(_f32p(blk[K_XB]), (nb, n))
     b2 = carray(_f32p(blk[K_B2]), (n,))
-    share = carray(_f64p(blk[K_DB2]), (2, n))[1 if second else 0]
+    share = _share(blk[K_DB2], n, 1 if second else 0)
     share[:] = 0.0
     X = carray(_u8p(blk[K_X8]), (blk[K_X_ROWS], n))
     q0, q1 = (0, blk[K_NEXT_ROWS]) if blk[K_OWN_BATCH] else _half_rows(blk[K_NEXT_ROWS], second)
@@ -333,7 +346,9 @@ def scratch(batch: int, hidden: int, image: int):
     blocks[:, K_OPT_LAYER] = _c_function(_optimizer_layer, _OPT_LAYER_SIG)
     parts = aligned_empty((2, batch, hidden))
     parts[...] = 0.0
-    return (blocks, np.zeros((2, hidden)), np.zeros((2, image)), parts,
+    db1, db2 = (aligned_empty((2, _lines(count)), np.float64) for count in (hidden, image))
+    db1[...] = db2[...] = 0.0
+    return (blocks, db1, db2, parts,
             aligned_empty((batch, image)), aligned_empty((batch, image)))
 
 
