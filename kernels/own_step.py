@@ -16,7 +16,11 @@ rows r:
     backward  dH_part[t] <- dZ[:, v] W2[v]             dH[r] <- (dZ[r] W2) * f'(H[r])
     update    dH[:, u] <- f'(dH_part[0] + dH_part[1])   -
               W2[v] -= lr dZ[:, v]^T H,   b2[v] -= lr db2[v]      (both)
-              W1[u] -= lr dH[:, u]^T Xb,  b1[u] -= lr db1[u]
+              W1[u] -= lr dH[:, u]^T Xb                 W1[:, p] -= lr dH^T Xb[:, p] (SGD)
+              b1[u] -= lr db1[u]                        (both)
+
+(p: the other half of the pixels from v, so that the half with more of W2's rows has fewer of
+W1's columns; each half packs only its columns of Xb, where by u both packed all of Xb.)
 
 That is plain SGD, the update inside the product (alpha = -lr, beta = 1). Another optimizer
 (momentum, Nesterov, Adam) gets G1[u] = dH[:, u]^T Xb and G2[v] = dZ[:, v]^T H from the same
@@ -150,7 +154,12 @@ def run_half(blk, act, loss):
         # step's forward (h=256 B=64: 2-5% more samples/s, bench/RESULTS.md, session 17)
         if blk[K_KIND] == OPT_SGD:  # the update in the product: W -= lr G, G never stored
             _nn_at(nn, dz, 1, n, hh, h, 1, w2, h, v0, v1, h, nb, -lr, 1.0)  # W2[v] -= lr dZ^T H
-            _nn_at(nn, dh, 1, h, xb, n, 1, w1, n, u0, u1, n, nb, -lr, 1.0)  # W1[u] -= lr dH^T X
+            if by_rows:  # W1[:, p] -= lr dH^T Xb[:, p]: each half packs half of Xb's strips
+                p0, p1 = _cols(n, not second)  # (the other half of the pixels: W2's are more)
+                _nn_at(nn, dh, 1, h, xb + 4 * p0, n, 1, w1 + 4 * p0, n, 0, h, p1 - p0, nb, -lr,
+                       1.0)
+            else:  # W1[u] -= lr dH[:, u]^T Xb
+                _nn_at(nn, dh, 1, h, xb, n, 1, w1, n, u0, u1, n, nb, -lr, 1.0)
             _bias_step(carray(_f32p(blk[K_B1]), (h,)), _share(blk[K_DB1], h, 0),
                        _share(blk[K_DB1], h, 1), lr, u0, u1)
             _bias_step(carray(_f32p(blk[K_B2]), (n,)), _share(blk[K_DB2], n, 0),
