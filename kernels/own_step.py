@@ -184,6 +184,7 @@ def _row(addr, i, ld, j0, j1):
     return carray(_f32p(addr + 4 * (i * ld + j0)), (1, j1 - j0))
 
 
+@njit(cache=True, inline="always")
 def _lines(count):
     """``count`` float64 rounded up to whole 64-byte lines."""
     return (count + 7) // 8 * 8
@@ -195,7 +196,7 @@ def _share(addr, count, t):
     db2), each half's on lines of its own. Split by the batch rows both halves add a row to
     every column of their share, row after row; side by side, the line where the two shares
     met went back and forth between the cores at every row (bench/RESULTS.md, session 19)."""
-    return carray(_f64p(addr + 8 * t * ((count + 7) // 8 * 8)), (count,))
+    return carray(_f64p(addr + 8 * t * _lines(count)), (count,))
 
 
 @njit(cache=True, nogil=True)  # no fast-math: b - lr g rounds as written (cpu._bias_step's)
