@@ -125,7 +125,11 @@ def run_half(blk, act, loss):
                                  _row(zp, i, h, u0, u1) if zp else Zp)
     elif phase == OUTPUT:
         if by_rows:  # dZ[r] <- loss'(H[r] W2^T + b2)
-            _nn_at(nn, hh, h, 1, w2, 1, h, dz, n, r0, r1, n, h, 1.0, 0.0)
+            # first the columns whose rows of W2 this half updated (in its cache), then the
+            # rest: both halves walking W2 from row 0, half 1 waited on half 0's lines first
+            for c, d in ((v0, v1), (0, v0) if second else (v1, n)):
+                _nn_at(nn, hh, h, 1, w2 + 4 * c * h, 1, h, dz + 4 * c, n, r0, r1, d - c, h, 1.0,
+                       0.0)
             _output_epilogue(blk, r0, r1, 0, n, nb, n, second, loss)
         else:  # dZ[:, v] <- loss'(H W2[v]^T + b2[v])
             _nn_at(nn, hh, h, 1, w2 + 4 * v0 * h, 1, h, dz + 4 * v0, n, 0, nb, v1 - v0, h, 1.0,
