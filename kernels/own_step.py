@@ -189,18 +189,22 @@ def _row(addr, i, ld, j0, j1):
 
 
 @njit(cache=True, inline="always")
-def _lines(count):
-    """``count`` float64 rounded up to whole 64-byte lines."""
-    return (count + 7) // 8 * 8
+def _pages(count):
+    """``count`` float64 rounded up to whole 4 KB pages (512 float64)."""
+    return (count + 511) // 512 * 512
 
 
 @njit(inline="always")
 def _share(addr, count, t):
     """Half t's share (count float64) of a column sum kept at ``addr`` (``scratch``'s db1,
-    db2), each half's on lines of its own. Split by the batch rows both halves add a row to
-    every column of their share, row after row; side by side, the line where the two shares
-    met went back and forth between the cores at every row (bench/RESULTS.md, session 19)."""
-    return carray(_f64p(addr + 8 * t * _lines(count)), (count,))
+    db2), each half's on pages of its own, at the same offset in them. Split by the batch
+    rows both halves add a row to every column of their share, row after row; side by side,
+    the line where the two shares met went back and forth between the cores at every row.
+    db2's shares also sit at b2's offset in its page (``train_steps``): the output epilogue
+    loads b2 right after adding a row to its share, and where a load's address matched a
+    pending store's in its low 12 bits it waited for it (4K aliasing: one half's epilogue
+    took 57 us against the other's 47 at h=128 B=256; bench/RESULTS.md, session 19)."""
+    return carray(_f64p(addr + 8 * t * _pages(count)), (count,))
 
 
 @njit(cache=True, nogil=True)  # no fast-math: b - lr g rounds as written (cpu._bias_step's)
@@ -360,7 +364,8 @@ def scratch(batch: int, hidden: int, image: int):
     blocks[:, K_OPT_LAYER] = _c_function(_optimizer_layer, _OPT_LAYER_SIG)
     parts = aligned_empty((2, batch, hidden))
     parts[...] = 0.0
-    db1, db2 = (aligned_empty((2, _lines(count)), np.float64) for count in (hidden, image))
+    db1 = aligned_empty((2, _pages(hidden)), np.float64)
+    db2 = aligned_empty((2 * _pages(image) + 512,), np.float64)  # placed by train_steps
     db1[...] = db2[...] = 0.0
     return (blocks, db1, db2, parts,
             aligned_empty((batch, image)), aligned_empty((batch, image)))
@@ -401,7 +406,8 @@ def train_steps(X, perm, start, stop, batch, W1, b1, W2, b2, slope, lrs, Xb, H, 
         blk[K_DZ], blk[K_DH] = dZ.ctypes.data, dH.ctypes.data
         blk[K_W1], blk[K_W2] = W1.ctypes.data, W2.ctypes.data
         blk[K_B1], blk[K_B2] = b1.ctypes.data, b2.ctypes.data
-        blk[K_DB1], blk[K_DB2] = db1.ctypes.data, db2.ctypes.data
+        blk[K_DB1] = db1.ctypes.data
+        blk[K_DB2] = db2.ctypes.data + (b2.ctypes.data - db2.ctypes.data) % 4096  # (_share)
         blk[K_DHP] = dH_parts.ctypes.data
         blk[K_SLOPE] = _as_i64(np.float64(slope))
         blk[K_X8], blk[K_X_ROWS] = X.ctypes.data, X.shape[0]

@@ -135,7 +135,7 @@ def test_the_same_bits_run_to_run_chunk_to_chunk_and_thread_to_thread(tiny_data,
 def test_the_engine_keeps_its_weights_and_buffers_on_64_byte_lines():
     """The CPU engine copies the params and the optimizer's buffers it is given into arrays
     that start on a 64-byte line (``cpu_gemm.aligned_empty``), as its own buffers, and gives
-    the same values back. The halves' shares of db1 and db2 are rows of whole lines: no line
+    the same values back. The halves' shares of db1 and db2 are on pages of their own: no line
     holds both halves' (both write theirs at every batch row)."""
     params = init_params(37, 3)
     eng = make_engine("cpu", params, OptimConfig("adam", lr=1e-3), 19, cpu_gemm="own")
@@ -144,7 +144,7 @@ def test_the_engine_keeps_its_weights_and_buffers_on_64_byte_lines():
                   eng._dZ, eng._dH, eng._G1, eng._G2, *eng._own_scratch[1:]]
         assert [a.ctypes.data % 64 for a in arrays if a.size] == [0] * len(arrays)
         db1, db2 = eng._own_scratch[1:3]
-        assert db1.shape == (2, 40) and db2.shape == (2, 784)  # 37 and 784 in whole lines
+        assert db1.shape == (2, 512) and db2.shape == (2 * 1024 + 512,)  # a spare page: placed
         got = eng.get_params()
         for k in params:
             np.testing.assert_array_equal(got[k], params[k], err_msg=k)
