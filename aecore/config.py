@@ -46,39 +46,59 @@ ABSENT = {"lr_schedule": "constant", "cpu_gemm": "blas"}
 # 128, the 8 x 3 tile): at 256 0.90-0.91 for h = 256 and 0.99-1.00 for h = 512 (a tie: blas);
 # session 19 (its data on 64-byte lines), `aecore bench --cpu-split blas,own`: own faster at
 # every h = 64-512 from 256 to 1024 rows (0.73-0.86 of blas's time at h <= 256, 0.93-0.95 at
-# h = 512), a tie at 2048 for h = 512 and slower at 4096 (1.07).
+# h = 512), a tie at 2048 for h = 512 and slower at 4096 (1.07). Compiled for AVX2 (the 6 x 16
+# tile; numba and OpenBLAS told the CPU is a Haswell, on the same host): own 0.86-0.97 at
+# h = 64 and 128 up to 1024 rows and at h = 512 B = 64, 1.02-1.17 at h >= 256 from 128 rows.
 ENGINE_GEMMS = ("blas", "own")  # what a CpuEngine runs (make_engine resolves auto)
 CPU_GEMMS = ("auto", *ENGINE_GEMMS)
-OWN_GEMM_MAX_BATCH = 1024  # own at any h up to this many rows a batch
+OWN_GEMM_MAX_BATCH = 1024  # own at any h up to this many rows a batch (AVX-512)
+OWN_GEMM_AVX2 = (128, 128)  # without AVX-512: own at any h up to 128 rows, above where h <= 128
 
 
-def own_gemm_wins(batch_size: int) -> bool:
-    """Whether aecore's own GEMM step was measured faster than OpenBLAS's at this batch size
-    (at every h measured, 64-512)."""
-    return batch_size <= OWN_GEMM_MAX_BATCH
+def own_gemm_wins(batch_size: int, hidden: int, avx512: bool) -> bool:
+    """Whether aecore's own GEMM step was measured faster than OpenBLAS's at this shape, on a
+    CPU with AVX-512 (its 8 x 48 tile) or without (6 x 16)."""
+    if batch_size > OWN_GEMM_MAX_BATCH:
+        return False
+    return avx512 or batch_size <= OWN_GEMM_AVX2[0] or hidden <= OWN_GEMM_AVX2[1]
 
 
-def auto_gemm_summary(machine: str | None = None) -> str:
+def _compiles_for_avx512() -> bool:
+    from .kernels.cpu_gemm import compiles_for_avx512  # (numba: imported where it is used)
+
+    return compiles_for_avx512()
+
+
+def auto_gemm_summary(machine: str | None = None, avx512: bool | None = None) -> str:
     """One line: what ``cpu_gemm`` auto runs on this machine (for ``aecore info``)."""
     machine = platform.machine() if machine is None else machine
-    if resolve_cpu_gemm("auto", 1, machine=machine) == "blas":
+    if resolve_cpu_gemm("auto", 1, 1, machine=machine, avx512=avx512) == "blas":
         return f"OpenBLAS's sgemm (aecore's own GEMM is measured on x86-64 only; {machine})"
-    return (f"aecore's own GEMM up to {OWN_GEMM_MAX_BATCH} rows a batch; OpenBLAS's sgemm "
-            "above")
+    if _compiles_for_avx512() if avx512 is None else avx512:
+        return (f"aecore's own GEMM up to {OWN_GEMM_MAX_BATCH} rows a batch (AVX-512); "
+                "OpenBLAS's sgemm above")
+    return (f"aecore's own GEMM up to {OWN_GEMM_AVX2[0]} rows a batch, and up to "
+            f"{OWN_GEMM_MAX_BATCH} where h <= {OWN_GEMM_AVX2[1]} (no AVX-512); OpenBLAS's "
+            "sgemm elsewhere")
 
 
-def resolve_cpu_gemm(choice: str, batch_size: int | None, cpu_split: bool = False,
-                     cpu_team: bool = False, machine: str | None = None) -> str:
+def resolve_cpu_gemm(choice: str, batch_size: int | None, hidden: int, cpu_split: bool = False,
+                     cpu_team: bool = False, machine: str | None = None,
+                     avx512: bool | None = None) -> str:
     """blas | own: whose products a CPU step of ``batch_size`` rows and ``hidden`` units runs
-    for ``choice`` (TrainConfig.cpu_gemm). ``auto`` depends on the shape and the CPU's
-    architecture (``machine``, default ``platform.machine()``: own on x86-64 only, where it was
-    measured), so a resumed run on the same kind of machine takes the same path."""
+    for ``choice`` (TrainConfig.cpu_gemm). ``auto`` depends on the shape and the CPU
+    (``machine``, default ``platform.machine()``: own on x86-64 only, where it was measured;
+    ``avx512``, default whether numba compiles for AVX-512 here), so a resumed run on the same
+    kind of machine takes the same path."""
     if choice != "auto":
         return choice
-    if batch_size is None or cpu_split or cpu_team or not own_gemm_wins(batch_size):
+    if batch_size is None or cpu_split or cpu_team:
         return "blas"
     machine = platform.machine() if machine is None else machine
-    return "own" if machine.lower() in ("x86_64", "amd64") else "blas"
+    if machine.lower() not in ("x86_64", "amd64"):
+        return "blas"
+    avx512 = _compiles_for_avx512() if avx512 is None else avx512
+    return "own" if own_gemm_wins(batch_size, hidden, avx512) else "blas"
 
 
 def default_lr(optimizer: str, lr_schedule: str = "constant") -> float | None:

@@ -128,9 +128,10 @@ def make_engine(device: str, params, optim=None, batch_size: int | None = None,
     if device == "cpu":
         from .config import resolve_cpu_gemm
         from .engine_cpu import CpuEngine
+        from .model import W1
 
         cpu_gemm = resolve_cpu_gemm(cpu_gemm, batch_size if optim is not None else None,
-                                    cpu_split, cpu_team)
+                                    params[W1].shape[0], cpu_split, cpu_team)
         return CpuEngine(params, optim, batch_size, slope, opt_state, step, split=cpu_split,
                          team=cpu_team, lr_schedule=lr_schedule, activation=activation,
                          loss=loss, gemm=cpu_gemm)
@@ -159,7 +160,7 @@ def kernel_settings(device: str, config) -> dict:
     if device != "cuda":
         from .config import resolve_cpu_gemm
 
-        return {"cpu_gemm": resolve_cpu_gemm(config.cpu_gemm, config.batch_size,
+        return {"cpu_gemm": resolve_cpu_gemm(config.cpu_gemm, config.batch_size, config.hidden,
                                              config.cpu_split, config.cpu_team)}
     from .kernels.cuda import config as cc
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 from click.core import ParameterSource
 
-from aecore.config import (CPU_GEMMS, DEFAULT_LR, MAX_HIDDEN, OWN_GEMM_MAX_BATCH,
+from aecore.config import (CPU_GEMMS, DEFAULT_LR, MAX_HIDDEN, OWN_GEMM_AVX2, OWN_GEMM_MAX_BATCH,
                            TrainConfig, config_problems)
 from aecore.cuda_path import AUTO_PATH, CUDA_PATHS
 from aecore.kernels.activations_reference import ACTIVATIONS
@@ -149,8 +149,10 @@ def cpu_gemm_option(f):
                         help="CPU: whose matrix products the training step runs: blas "
                         "(OpenBLAS's sgemm, the epilogues after each), own (aecore's own "
                         "GEMM, every phase of the step in two halves with its epilogue) or "
-                        f"auto (own on x86-64 up to {OWN_GEMM_MAX_BATCH} rows a batch, where it "
-                        "was measured faster; else blas). Compare them with `aecore bench "
+                        f"auto (own on x86-64 up to {OWN_GEMM_MAX_BATCH} rows a batch with "
+                        f"AVX-512; without it up to {OWN_GEMM_AVX2[0]} rows, and "
+                        f"{OWN_GEMM_MAX_BATCH} where h <= {OWN_GEMM_AVX2[1]}: where it was "
+                        "measured faster; else blas). Compare them with `aecore bench "
                         "--cpu-split blas,own`.")(f)
 
 

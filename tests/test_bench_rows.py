@@ -81,7 +81,7 @@ def test_bench_one_records_round_ratio_and_steal(real_data_dir):
     images = load_fashion_mnist(real_data_dir, val_size=0, progress=False).train.images[:256]
     row, = B.bench_one("cpu", 8, 16, images, 64, 3, with_torch=False)
     assert row.floor_ratio > 0 and row.torch_ratio is None
-    assert row.gemm == resolve_cpu_gemm("auto", 16)  # the default row: cpu_gemm auto
+    assert row.gemm == resolve_cpu_gemm("auto", 16, 8)  # the default row: cpu_gemm auto
     assert B.format_table([row]).splitlines()[2].startswith(f"cpu ({row.gemm})")
     if sys.platform.startswith("linux"):
         assert 0.0 <= row.steal < 1.0

@@ -16,7 +16,7 @@ from aecore import runs
 from aecore import study as S
 from aecore import time_to_quality as T
 from aecore.cli.main import main
-from aecore.config import (DEFAULT_LR, OWN_GEMM_MAX_BATCH, TrainConfig,
+from aecore.config import (DEFAULT_LR, OWN_GEMM_AVX2, OWN_GEMM_MAX_BATCH, TrainConfig,
                            auto_gemm_summary, default_lr, resolve_cpu_gemm, saved_value)
 from aecore.errors import CheckpointError
 from aecore.optim import OPTIMIZERS
@@ -130,19 +130,28 @@ def test_a_study_made_before_onecycle_continues_with_lr_schedule_constant(tmp_pa
 
 def test_cpu_gemm_auto_is_own_where_it_was_measured_faster():
     assert TrainConfig().cpu_gemm == "auto"
-    assert OWN_GEMM_MAX_BATCH == 1024
+    assert (OWN_GEMM_MAX_BATCH, OWN_GEMM_AVX2) == (1024, (128, 128))
     for machine in ("x86_64", "AMD64"):
-        picks = [resolve_cpu_gemm("auto", b, machine=machine) for b in (1, 64, 256, 1024, 1025)]
-        assert picks == ["own"] * 4 + ["blas"]
-    assert resolve_cpu_gemm("auto", 64, machine="aarch64") == "blas"  # not measured there
-    assert resolve_cpu_gemm("auto", 64, cpu_split=True, machine="x86_64") == "blas"
-    assert resolve_cpu_gemm("auto", 64, cpu_team=True, machine="x86_64") == "blas"
-    assert resolve_cpu_gemm("auto", None, machine="x86_64") == "blas"  # evaluation only
-    assert "own GEMM up to 1024 rows" in auto_gemm_summary("x86_64")
+        def pick(b, h, avx512):
+            return resolve_cpu_gemm("auto", b, h, machine=machine, avx512=avx512)
+
+        # AVX-512: own up to 1024 rows at every h
+        assert [pick(b, 512, True) for b in (1, 64, 256, 1024, 1025)] == ["own"] * 4 + ["blas"]
+        # without: own at every h up to 128 rows, above it where h <= 128 (up to 1024)
+        assert [pick(b, 512, False) for b in (64, 128, 129, 1024)] == ["own"] * 2 + ["blas"] * 2
+        assert [pick(b, 128, False) for b in (129, 1024, 1025)] == ["own", "own", "blas"]
+        assert [pick(256, h, False) for h in (64, 128, 129, 256)] == ["own"] * 2 + ["blas"] * 2
+    assert resolve_cpu_gemm("auto", 64, 64, machine="aarch64") == "blas"  # not measured there
+    assert resolve_cpu_gemm("auto", 64, 64, cpu_split=True, machine="x86_64") == "blas"
+    assert resolve_cpu_gemm("auto", 64, 64, cpu_team=True, machine="x86_64") == "blas"
+    assert resolve_cpu_gemm("auto", None, 64, machine="x86_64") == "blas"  # evaluation only
+    assert "own GEMM up to 1024 rows a batch (AVX-512)" in auto_gemm_summary("x86_64", True)
+    assert "up to 128 rows a batch, and up to 1024 where h <= 128" in auto_gemm_summary(
+        "x86_64", False)
     assert auto_gemm_summary("aarch64").startswith("OpenBLAS's sgemm")
     for choice in ("blas", "own"):
-        assert resolve_cpu_gemm(choice, 64, machine="aarch64") == choice
-        assert resolve_cpu_gemm(choice, 1024, machine="x86_64") == choice
+        assert resolve_cpu_gemm(choice, 64, 64, machine="aarch64") == choice
+        assert resolve_cpu_gemm(choice, 1024, 512, machine="x86_64", avx512=False) == choice
 
 
 def test_make_engine_resolves_auto_by_the_shape():
@@ -151,9 +160,11 @@ def test_make_engine_resolves_auto_by_the_shape():
     from aecore.optim import OptimConfig
 
     params, opt = init_params(8, seed=0), OptimConfig("sgd", lr=0.1)
-    here = resolve_cpu_gemm("auto", 64)  # own on x86-64 (this machine's architecture)
+    here = resolve_cpu_gemm("auto", 64, 8)  # own on x86-64 (this machine's architecture)
     assert make_engine("cpu", params, opt, 64).gemm == here
-    assert make_engine("cpu", init_params(257, seed=0), opt, 1024).gemm == here
+    assert make_engine("cpu", params, opt, 1024).gemm == here  # h = 8
+    assert make_engine("cpu", init_params(257, seed=0), opt, 1024).gemm == resolve_cpu_gemm(
+        "auto", 1024, 257)  # own with AVX-512, blas without
     assert make_engine("cpu", params, opt, 1025).gemm == "blas"
     assert make_engine("cpu", params, opt, 64, cpu_gemm="blas").gemm == "blas"
     assert make_engine("cpu", params).gemm == "blas"  # evaluation only: no step
@@ -170,7 +181,7 @@ def test_a_default_run_records_auto_and_the_products_it_ran(tmp_path, real_data_
 
     from aecore.checkpoint import load_weights
 
-    ran = resolve_cpu_gemm("auto", 32)  # own on x86-64 (this machine's architecture)
+    ran = resolve_cpu_gemm("auto", 32, 8)  # own on x86-64 (this machine's architecture)
     args = ("train", "--device", "cpu", "--hidden", "8", "--epochs", "1", "--limit", "256",
             "--batch-size", "32", "--data-dir", str(real_data_dir))
     weights = {}
