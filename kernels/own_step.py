@@ -37,7 +37,6 @@ on the shape alone, not on which thread ran a half or whether the halves ran in 
 from __future__ import annotations
 
 import numpy as np
-from llvmlite import ir
 from numba import carray, cfunc, literally, njit, types
 from numba.extending import intrinsic
 
@@ -45,7 +44,8 @@ from .activations_cpu import keeps_preactivation
 from .blas_pair import (_f32p, _f64p, _half_rows, _i64p, _pthread_self, _run_halves, _u8p,
                         blas_threads, rows_then_gather, _HAS_PAIR)
 from .cpu import gather_rows, optimizer_update
-from .cpu_gemm import aligned_empty, nn_rows
+from .c_calls import I64, c_function, call_at, nn_at, nn_rows_address
+from .cpu_gemm import aligned_empty
 from .cpu_hidden import activation_grad_, bias_activation_
 from .cpu_math import wide_vectors
 from .ftz import flush_denormals_on, restore
@@ -68,7 +68,7 @@ FORWARD, OUTPUT, BACKWARD, UPDATE = range(4)
 # (by the weights' rows); 0 where the halves share one copy, each gathering half of its rows
 # K_NN_ROWS, K_OPT_LAYER: the addresses of ``nn_rows`` and ``_optimizer_layer`` compiled once as C
 # functions (``scratch`` writes them): each (activation, loss) pair's ``run_half`` calls them
-# there instead of compiling their machine code into its own (see ``_c_function``)
+# there instead of compiling their machine code into its own (see ``c_calls``)
 N_OPT = 12
 BLOCK = 40  # words per block (two blocks never share a 64-byte line)
 
@@ -115,11 +115,11 @@ def run_half(blk, act, loss):
     if phase == FORWARD:
         b1 = carray(_f32p(blk[K_B1]), (h,))
         if by_rows:  # H[r] <- f(Xb[r] W1^T + b1)
-            _nn_at(nn, xb, n, 1, w1, 1, n, hh, h, r0, r1, h, n, 1.0, 0.0)
+            nn_at(nn, xb, n, 1, w1, 1, n, hh, h, r0, r1, h, n, 1.0, 0.0)
             bias_activation_(H[r0:r1], b1, slope, act, Zp[r0:r1] if Zp.shape[0] else Zp)
         else:  # H[:, u] <- f(Xb W1[u]^T + b1[u])
-            _nn_at(nn, xb, n, 1, w1 + 4 * u0 * n, 1, n, hh + 4 * u0, h, 0, nb, u1 - u0, n, 1.0,
-                   0.0)
+            nn_at(nn, xb, n, 1, w1 + 4 * u0 * n, 1, n, hh + 4 * u0, h, 0, nb, u1 - u0, n, 1.0,
+                  0.0)
             for i in range(nb):  # row by row: contiguous views, which LLVM vectorizes
                 bias_activation_(_row(hh, i, h, u0, u1), b1[u0:u1], slope, act,
                                  _row(zp, i, h, u0, u1) if zp else Zp)
@@ -128,22 +128,22 @@ def run_half(blk, act, loss):
             # first the columns whose rows of W2 this half updated (in its cache), then the
             # rest: both halves walking W2 from row 0, half 1 waited on half 0's lines first
             for c, d in ((v0, v1), (0, v0) if second else (v1, n)):
-                _nn_at(nn, hh, h, 1, w2 + 4 * c * h, 1, h, dz + 4 * c, n, r0, r1, d - c, h, 1.0,
-                       0.0)
+                nn_at(nn, hh, h, 1, w2 + 4 * c * h, 1, h, dz + 4 * c, n, r0, r1, d - c, h, 1.0,
+                      0.0)
             _output_epilogue(blk, r0, r1, 0, n, nb, n, second, loss)
         else:  # dZ[:, v] <- loss'(H W2[v]^T + b2[v])
-            _nn_at(nn, hh, h, 1, w2 + 4 * v0 * h, 1, h, dz + 4 * v0, n, 0, nb, v1 - v0, h, 1.0,
-                   0.0)
+            nn_at(nn, hh, h, 1, w2 + 4 * v0 * h, 1, h, dz + 4 * v0, n, 0, nb, v1 - v0, h, 1.0,
+                  0.0)
             _output_epilogue(blk, 0, nb, v0, v1, nb, n, second, loss)
     elif phase == BACKWARD:
         db1[:] = 0.0  # (by the weights' rows the update phase fills this half's columns)
         if by_rows:  # dH[r] <- (dZ[r] W2) * f'(H[r]), db1's share: its column sums
-            _nn_at(nn, dz, n, 1, w2, h, 1, dh, h, r0, r1, h, n, 1.0, 0.0)
+            nn_at(nn, dz, n, 1, w2, h, 1, dh, h, r0, r1, h, n, 1.0, 0.0)
             activation_grad_(dH[r0:r1], H[r0:r1], Zp[r0:r1] if Zp.shape[0] else Zp, slope,
                              db1, act)
         else:  # this half's pixels' share of dZ W2: dH_part[t] <- dZ[:, v] W2[v]
-            _nn_at(nn, dz + 4 * v0, n, 1, w2 + 4 * v0 * h, h, 1, blk[K_DHP] + 4 * t * nb * h, h,
-                   0, nb, h, v1 - v0, 1.0, 0.0)
+            nn_at(nn, dz + 4 * v0, n, 1, w2 + 4 * v0 * h, h, 1, blk[K_DHP] + 4 * t * nb * h, h,
+                  0, nb, h, v1 - v0, 1.0, 0.0)
     else:
         if not by_rows:  # dH[:, u] <- f'(the two shares' sum), db1's share: its columns' sums
             parts = carray(_f32p(blk[K_DHP]), (2, nb, h))
@@ -157,13 +157,13 @@ def run_half(blk, act, loss):
         # layer 2 first: W1[u], updated last, is still in this core's cache for the next
         # step's forward (h=256 B=64: 2-5% more samples/s, bench/RESULTS.md, session 17)
         if blk[K_KIND] == OPT_SGD:  # the update in the product: W -= lr G, G never stored
-            _nn_at(nn, dz, 1, n, hh, h, 1, w2, h, v0, v1, h, nb, -lr, 1.0)  # W2[v] -= lr dZ^T H
+            nn_at(nn, dz, 1, n, hh, h, 1, w2, h, v0, v1, h, nb, -lr, 1.0)  # W2[v] -= lr dZ^T H
             if by_rows:  # W1[:, p] -= lr dH^T Xb[:, p]: each half packs half of Xb's strips
                 p0, p1 = _cols(n, not second)  # (the other half of the pixels: W2's are more)
-                _nn_at(nn, dh, 1, h, xb + 4 * p0, n, 1, w1 + 4 * p0, n, 0, h, p1 - p0, nb, -lr,
-                       1.0)
+                nn_at(nn, dh, 1, h, xb + 4 * p0, n, 1, w1 + 4 * p0, n, 0, h, p1 - p0, nb, -lr,
+                      1.0)
             else:  # W1[u] -= lr dH[:, u]^T Xb
-                _nn_at(nn, dh, 1, h, xb, n, 1, w1, n, u0, u1, n, nb, -lr, 1.0)
+                nn_at(nn, dh, 1, h, xb, n, 1, w1, n, u0, u1, n, nb, -lr, 1.0)
             _bias_step(carray(_f32p(blk[K_B1]), (h,)), _share(blk[K_DB1], h, 0),
                        _share(blk[K_DB1], h, 1), lr, u0, u1)
             _bias_step(carray(_f32p(blk[K_B2]), (n,)), _share(blk[K_DB2], n, 0),
@@ -171,8 +171,8 @@ def run_half(blk, act, loss):
         else:
             opt = carray(_i64p(blk[K_OPT]), (N_OPT,))
             # G2 = dZ^T H, G1 = dH^T Xb; then the optimizer on W2[v], b2[v] and W1[u], b1[u]
-            _nn_at(nn, dz, 1, n, hh, h, 1, opt[10], h, v0, v1, h, nb, 1.0, 0.0)
-            _nn_at(nn, dh, 1, h, xb, n, 1, opt[4], n, u0, u1, n, nb, 1.0, 0.0)
+            nn_at(nn, dz, 1, n, hh, h, 1, opt[10], h, v0, v1, h, nb, 1.0, 0.0)
+            nn_at(nn, dh, 1, h, xb, n, 1, opt[4], n, u0, u1, n, nb, 1.0, 0.0)
             _optimizer_layer_at(blk[K_OPT_LAYER], blk.ctypes.data, 1, v0, v1)
             _optimizer_layer_at(blk[K_OPT_LAYER], blk.ctypes.data, 0, u0, u1)
     blk[K_THREAD] = _pthread_self()
@@ -215,7 +215,7 @@ def _bias_step(b, share0, share1, lr, j0, j1):
 
 def _optimizer_layer(arg, layer, j0, j1):
     """``_optimizer_rows`` on rows [j0, j1) of ``layer`` (0: W1, b1; 1: W2, b2) of the step in
-    the block at address ``arg``: compiled once as a C function (``_c_function``)."""
+    the block at address ``arg``: compiled once as a C function (``c_calls``)."""
     blk = carray(_i64p(arg), (BLOCK,))
     h, n = blk[K_HID], blk[K_IMG]
     hp = HyperParams(_as_f64(blk[K_LR]), _as_f64(blk[K_MOMENTUM]), _as_f64(blk[K_BETA1]),
@@ -229,48 +229,13 @@ def _optimizer_layer(arg, layer, j0, j1):
                         _share(blk[K_DB2], n, 0), _share(blk[K_DB2], n, 1), j0, j1, h)
 
 
-def _nn_rows(a, a_is, a_ks, b, b_ks, b_ns, c, ldc, r0, r1, n, k, alpha, beta):
-    """``cpu_gemm.nn_rows`` as a C function (``_c_function``)."""
-    nn_rows(a, a_is, a_ks, b, b_ks, b_ns, c, ldc, r0, r1, n, k, alpha, beta)
-
-
-_I64, _F32 = types.int64, types.float32
-_NN_ROWS_SIG = types.void(*[_I64] * 12, _F32, _F32)
-_OPT_LAYER_SIG = types.void(_I64, _I64, _I64, _I64)
-_c_functions: dict = {}
-
-
-def _c_function(py_func, sig) -> int:
-    """Address of ``py_func`` compiled once as a C function (numba's ``cfunc``, cached on
-    disk). ``run_half`` calls ``nn_rows`` and the optimizer through these addresses: a direct
-    call would link their code into every (activation, loss) pair's ``run_half`` and
-    generate its machine code again for each pair (bench/RESULTS.md, session 17)."""
-    if py_func not in _c_functions:
-        _c_functions[py_func] = cfunc(sig, nopython=True, cache=True)(py_func)
-    return _c_functions[py_func].address
-
-
-def _call_at(sig):
-    """codegen for an intrinsic (address, *args): call the C function of signature ``sig``
-    at ``address``, the arguments converted to ``sig``'s types."""
-    def codegen(context, builder, signature, values):
-        fnty = ir.FunctionType(ir.VoidType(), [context.get_value_type(t) for t in sig.args])
-        builder.call(builder.inttoptr(values[0], fnty.as_pointer()), values[1:])
-        return context.get_dummy_value()
-
-    return types.void(_I64, *sig.args), codegen
-
-
-@intrinsic
-def _nn_at(typingctx, fn, a, a_is, a_ks, b, b_ks, b_ns, c, ldc, r0, r1, n, k, alpha, beta):
-    """``nn_rows(a, ..., beta)`` through the C function at address ``fn``."""
-    return _call_at(_NN_ROWS_SIG)
+_OPT_LAYER_SIG = types.void(I64, I64, I64, I64)
 
 
 @intrinsic
 def _optimizer_layer_at(typingctx, fn, arg, layer, j0, j1):
     """``_optimizer_layer(arg, layer, j0, j1)`` through the C function at address ``fn``."""
-    return _call_at(_OPT_LAYER_SIG)
+    return call_at(_OPT_LAYER_SIG)
 
 
 @njit(cache=True, nogil=True)
@@ -351,7 +316,7 @@ def in_pair() -> bool:
 @intrinsic
 def _call_half(typingctx, fn, arg):
     """Call the half function at address ``fn`` on the block at address ``arg``."""
-    return _call_at(_HALF_SIG)
+    return call_at(_HALF_SIG)
 
 
 def scratch(batch: int, hidden: int, image: int):
@@ -360,8 +325,8 @@ def scratch(batch: int, hidden: int, image: int):
     batch and the next batch."""
     blocks = aligned_empty((2, BLOCK), np.int64)  # on lines of their own
     blocks[...] = 0
-    blocks[:, K_NN_ROWS] = _c_function(_nn_rows, _NN_ROWS_SIG)
-    blocks[:, K_OPT_LAYER] = _c_function(_optimizer_layer, _OPT_LAYER_SIG)
+    blocks[:, K_NN_ROWS] = nn_rows_address()
+    blocks[:, K_OPT_LAYER] = c_function(_optimizer_layer, _OPT_LAYER_SIG)
     parts = aligned_empty((2, batch, hidden))
     parts[...] = 0.0
     db1 = aligned_empty((2, _pages(hidden)), np.float64)

@@ -184,14 +184,14 @@ def test_the_halves_run_on_two_threads_where_blas_has_two(tiny_data):
 
 LOAD_HALVES = r"""
 import json
-from aecore.kernels import activations_cpu as A, blas_pair, losses_cpu as L, own_step
+from aecore.kernels import activations_cpu as A, blas_pair, c_calls, losses_cpu as L, own_step
 pairs = [("leaky_relu", "mse"), ("relu", "mse")]
 for a, l in pairs:
     own_step.half_function(A.code(a), L.code(l))
 blas_pair.pair_function(L.code("mse"))  # 0 where BLAS has one thread: then not compiled
 own_step.scratch(8, 8, 32)  # the C functions the halves call: nn_rows, the optimizer
 print(json.dumps({"own": [own_step._halves[A.code(a), L.code(l)].cache_hits for a, l in pairs],
-                  "c": [f.cache_hits for f in own_step._c_functions.values()],
+                  "c": [f.cache_hits for f in c_calls._c_functions.values()],
                   "pair": [f.cache_hits for f in blas_pair._halves.values()],
                   "in_pair": own_step.in_pair()}))
 """
