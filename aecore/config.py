@@ -63,6 +63,9 @@ def own_gemm_wins(batch_size: int, hidden: int, avx512: bool) -> bool:
     return avx512 or batch_size <= OWN_GEMM_AVX2[0] or hidden <= OWN_GEMM_AVX2[1]
 
 
+_X86 = ("x86_64", "amd64")  # platform.machine() of the CPUs the own GEMM was measured on
+
+
 def _compiles_for_avx512() -> bool:
     from .kernels.cpu_gemm import compiles_for_avx512  # (numba: imported where it is used)
 
@@ -72,7 +75,7 @@ def _compiles_for_avx512() -> bool:
 def auto_gemm_summary(machine: str | None = None, avx512: bool | None = None) -> str:
     """One line: what ``cpu_gemm`` auto runs on this machine (for ``aecore info``)."""
     machine = platform.machine() if machine is None else machine
-    if resolve_cpu_gemm("auto", 1, 1, machine=machine, avx512=avx512) == "blas":
+    if machine.lower() not in _X86:
         return f"OpenBLAS's sgemm (aecore's own GEMM is measured on x86-64 only; {machine})"
     if _compiles_for_avx512() if avx512 is None else avx512:
         return (f"aecore's own GEMM up to {OWN_GEMM_MAX_BATCH} rows a batch (AVX-512); "
@@ -95,7 +98,7 @@ def resolve_cpu_gemm(choice: str, batch_size: int | None, hidden: int, cpu_split
     if batch_size is None or cpu_split or cpu_team:
         return "blas"
     machine = platform.machine() if machine is None else machine
-    if machine.lower() not in ("x86_64", "amd64"):
+    if machine.lower() not in _X86:
         return "blas"
     avx512 = _compiles_for_avx512() if avx512 is None else avx512
     return "own" if own_gemm_wins(batch_size, hidden, avx512) else "blas"
