@@ -40,7 +40,7 @@ SOURCES = tuple(p.resolve() for p in (
     _KERNELS / "blas.py", _KERNELS / "cpu.py", _KERNELS / "cpu_math.py", _KERNELS / "cpu_hidden.py",
     _KERNELS / "cpu_output.py", _KERNELS / "ftz.py", _KERNELS / "optim.py",
     _KERNELS / "activations_cpu.py", _KERNELS / "losses_cpu.py", _KERNELS / "blas_pair.py",
-    _KERNELS / "cpu_gemm.py", _KERNELS / "own_step.py",
+    _KERNELS / "cpu_gemm.py", _KERNELS / "c_calls.py", _KERNELS / "own_step.py",
     _AECORE / "engine_cpu.py", _AECORE / "cpu_pair.py", _AECORE / "baselines.py",
     _AECORE / "cpu_team.py", _AECORE / "blas_callback.py",
 ))
