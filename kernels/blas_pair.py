@@ -184,11 +184,12 @@ def sigmoid_loss_half(blk, loss):
 
 @njit(cache=True, nogil=True, inline="always")
 def rows_then_gather(Z, b, T, s32, colsum, r0, rows, v0, v1, X, idx, nxt, loss):
-    """The loss gradient (``sigmoid_loss_row_``) on rows [r0, r0 + rows) x columns [v0, v1) of
-    Z, row after row, each row followed by the gather of one next-batch row, nxt[i] <- X[idx[i]]
-    (the row AHEAD further on prefetched, so its loads overlap the arithmetic); b, colsum: all
-    columns, T: Z's rows. Returns the (loss sum, squared-error sum) of the rows. Both ways of
-    halving the epilogue run it: this module's and ``own_step``'s."""
+    """The loss gradient (``sigmoid_loss_row_``) on rows [r0, r0 + rows) x columns [v0, v1),
+    row after row, each row followed by the gather of one next-batch row, nxt[i] <- X[idx[i]]
+    (the row AHEAD further on prefetched, so its loads overlap the arithmetic); Z holds those
+    columns from its column 0 (Z[:, :v1 - v0]), b and colsum all columns, T all columns of Z's
+    rows. Returns the (loss sum, squared-error sum) of the rows. Both ways of halving the
+    epilogue run it: this module's and ``own_step``'s."""
     for i in range(min(AHEAD, idx.shape[0])):
         prefetch_row(X, idx[i])
     total = total_sq = 0.0
@@ -196,8 +197,8 @@ def rows_then_gather(Z, b, T, s32, colsum, r0, rows, v0, v1, X, idx, nxt, loss):
         if i + AHEAD < idx.shape[0]:
             prefetch_row(X, idx[i + AHEAD])
         if i < rows:
-            row, row_sq = sigmoid_loss_row_(Z[r0 + i, v0:v1], b[v0:v1], T[r0 + i, v0:v1], s32,
-                                            b[:0], colsum[v0:v1], loss)
+            row, row_sq = sigmoid_loss_row_(Z[r0 + i, :v1 - v0], b[v0:v1], T[r0 + i, v0:v1],
+                                            s32, b[:0], colsum[v0:v1], loss)
             total += row
             total_sq += row_sq
         if i < idx.shape[0]:

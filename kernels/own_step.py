@@ -112,6 +112,10 @@ def run_half(blk, act, loss):
     Zp = carray(_f32p(blk[K_ZPRE]), (nb if keeps_preactivation(act) else 0, h))
     zp = blk[K_ZPRE] if Zp.shape[0] else 0  # Zp's address for _row, 0 where none is kept
     db1 = _share(blk[K_DB1], h, t)  # this half's share of db1's column sums
+    # dZ[0, v0] and dH[0, u0], and their row strides: by the weights' rows this half's columns
+    # of dZ and dH are a block of their own (``_own_columns``)
+    zv, ldz = _own_columns(dz, nb, n, v0, v1, by_rows)
+    hu, ldh = _own_columns(dh, nb, h, u0, u1, by_rows)
     if phase == FORWARD:
         b1 = carray(_f32p(blk[K_B1]), (h,))
         if by_rows:  # H[r] <- f(Xb[r] W1^T + b1)
@@ -130,11 +134,10 @@ def run_half(blk, act, loss):
             for c, d in ((v0, v1), (0, v0) if second else (v1, n)):
                 nn_at(nn, hh, h, 1, w2 + 4 * c * h, 1, h, dz + 4 * c, n, r0, r1, d - c, h, 1.0,
                       0.0)
-            _output_epilogue(blk, r0, r1, 0, n, nb, n, second, loss)
+            _output_epilogue(blk, dz, n, r0, r1, 0, n, nb, n, second, loss)
         else:  # dZ[:, v] <- loss'(H W2[v]^T + b2[v])
-            nn_at(nn, hh, h, 1, w2 + 4 * v0 * h, 1, h, dz + 4 * v0, n, 0, nb, v1 - v0, h, 1.0,
-                  0.0)
-            _output_epilogue(blk, 0, nb, v0, v1, nb, n, second, loss)
+            nn_at(nn, hh, h, 1, w2 + 4 * v0 * h, 1, h, zv, ldz, 0, nb, v1 - v0, h, 1.0, 0.0)
+            _output_epilogue(blk, zv, ldz, 0, nb, v0, v1, nb, n, second, loss)
     elif phase == BACKWARD:
         db1[:] = 0.0  # (by the weights' rows the update phase fills this half's columns)
         if by_rows:  # dH[r] <- (dZ[r] W2) * f'(H[r]), db1's share: its column sums
@@ -142,28 +145,31 @@ def run_half(blk, act, loss):
             activation_grad_(dH[r0:r1], H[r0:r1], Zp[r0:r1] if Zp.shape[0] else Zp, slope,
                              db1, act)
         else:  # this half's pixels' share of dZ W2: dH_part[t] <- dZ[:, v] W2[v]
-            nn_at(nn, dz + 4 * v0, n, 1, w2 + 4 * v0 * h, h, 1, blk[K_DHP] + 4 * t * nb * h, h,
-                  0, nb, h, v1 - v0, 1.0, 0.0)
+            nn_at(nn, zv, ldz, 1, w2 + 4 * v0 * h, h, 1, blk[K_DHP] + 4 * t * nb * h, h, 0, nb,
+                  h, v1 - v0, 1.0, 0.0)
     else:
         if not by_rows:  # dH[:, u] <- f'(the two shares' sum), db1's share: its columns' sums
             parts = carray(_f32p(blk[K_DHP]), (2, nb, h))
+            dHu = carray(_f32p(hu), (nb, ldh))
             for i in range(nb):
                 for j in range(u0, u1):
-                    dH[i, j] = parts[0, i, j] + parts[1, i, j]
+                    dHu[i, j - u0] = parts[0, i, j] + parts[1, i, j]
             for i in range(nb):  # row by row, as the forward's epilogue (the same sums)
-                activation_grad_(_row(dh, i, h, u0, u1), _row(hh, i, h, u0, u1),
+                activation_grad_(_row(hu, i, ldh, 0, ldh), _row(hh, i, h, u0, u1),
                                  _row(zp, i, h, u0, u1) if zp else Zp, slope, db1[u0:u1],
                                  act)
         # layer 2 first: W1[u], updated last, is still in this core's cache for the next
         # step's forward (h=256 B=64: 2-5% more samples/s, bench/RESULTS.md, session 17)
         if blk[K_KIND] == OPT_SGD:  # the update in the product: W -= lr G, G never stored
-            nn_at(nn, dz, 1, n, hh, h, 1, w2, h, v0, v1, h, nb, -lr, 1.0)  # W2[v] -= lr dZ^T H
+            nn_at(nn, zv, 1, ldz, hh, h, 1, w2 + 4 * v0 * h, h, 0, v1 - v0, h, nb, -lr,
+                  1.0)  # W2[v] -= lr dZ[:, v]^T H
             if by_rows:  # W1[:, p] -= lr dH^T Xb[:, p]: each half packs half of Xb's strips
                 p0, p1 = _cols(n, not second)  # (the other half of the pixels: W2's are more)
                 nn_at(nn, dh, 1, h, xb + 4 * p0, n, 1, w1 + 4 * p0, n, 0, h, p1 - p0, nb, -lr,
                       1.0)
             else:  # W1[u] -= lr dH[:, u]^T Xb
-                nn_at(nn, dh, 1, h, xb, n, 1, w1, n, u0, u1, n, nb, -lr, 1.0)
+                nn_at(nn, hu, 1, ldh, xb, n, 1, w1 + 4 * u0 * n, n, 0, u1 - u0, n, nb, -lr,
+                      1.0)
             _bias_step(carray(_f32p(blk[K_B1]), (h,)), _share(blk[K_DB1], h, 0),
                        _share(blk[K_DB1], h, 1), lr, u0, u1)
             _bias_step(carray(_f32p(blk[K_B2]), (n,)), _share(blk[K_DB2], n, 0),
@@ -171,12 +177,28 @@ def run_half(blk, act, loss):
         else:
             opt = carray(_i64p(blk[K_OPT]), (N_OPT,))
             # G2 = dZ^T H, G1 = dH^T Xb; then the optimizer on W2[v], b2[v] and W1[u], b1[u]
-            nn_at(nn, dz, 1, n, hh, h, 1, opt[10], h, v0, v1, h, nb, 1.0, 0.0)
-            nn_at(nn, dh, 1, h, xb, n, 1, opt[4], n, u0, u1, n, nb, 1.0, 0.0)
+            nn_at(nn, zv, 1, ldz, hh, h, 1, opt[10] + 4 * v0 * h, h, 0, v1 - v0, h, nb, 1.0,
+                  0.0)
+            nn_at(nn, hu, 1, ldh, xb, n, 1, opt[4] + 4 * u0 * n, n, 0, u1 - u0, n, nb, 1.0,
+                  0.0)
             _optimizer_layer_at(blk[K_OPT_LAYER], blk.ctypes.data, 1, v0, v1)
             _optimizer_layer_at(blk[K_OPT_LAYER], blk.ctypes.data, 0, u0, u1)
     blk[K_THREAD] = _pthread_self()
     restore(mxcsr)
+
+
+@njit(inline="always")
+def _own_columns(addr, nb, cols, c0, c1, by_rows):
+    """(address of column c0 in row 0, row stride) of a float32 matrix of nb rows (dZ, dH) at
+    ``addr``, whose columns [c0, c1) a half writes. By the batch rows: the (nb, cols) matrix.
+    By the weights' rows only that half reads or writes those columns, so each half's are a
+    block of their own, (nb, c1 - c0) at ``addr + 4 nb c0`` (c0 a multiple of 32: on a line).
+    In the rows both halves wrote, one half's stores drew the other's lines away (the output
+    phase at h=128 B=64, both halves at once: 56.6 us against 46.4 with dZ's columns apart;
+    bench/RESULTS.md, session 20)."""
+    if by_rows:
+        return addr + 4 * c0, cols
+    return addr + 4 * nb * c0, c1 - c0
 
 
 @njit(inline="always")
@@ -259,12 +281,12 @@ def _optimizer_rows(kind, hp, t, w, b, arrays, share0, share1, j0, j1, cols):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _output_epilogue(blk, r0, r1, v0, v1, nb, n, second, loss):
-    """The loss gradient on rows [r0, r1) x columns [v0, v1) of dZ, row by row, each row
-    followed by the gather of one of this half's rows of the next batch (as
-    ``blas_pair.sigmoid_loss_half``); db2's share of this half gets the column sums, the block
-    the loss sums."""
-    dZ = carray(_f32p(blk[K_DZ]), (nb, n))
+def _output_epilogue(blk, zv, ldz, r0, r1, v0, v1, nb, n, second, loss):
+    """The loss gradient on rows [r0, r1) x columns [v0, v1) of dZ (column v0 of row 0 at
+    ``zv``, row stride ``ldz``), row by row, each row followed by the gather of one of this
+    half's rows of the next batch (as ``blas_pair.sigmoid_loss_half``); db2's share of this
+    half gets the column sums, the block the loss sums."""
+    dZ = carray(_f32p(zv), (nb, ldz))
     Xb = carray(_f32p(blk[K_XB]), (nb, n))
     b2 = carray(_f32p(blk[K_B2]), (n,))
     share = _share(blk[K_DB2], n, 1 if second else 0)
