@@ -5,7 +5,7 @@ Four phases a step, each run as two halves on OpenBLAS's two threads through
 on the calling thread where BLAS has one thread. Each half's product is followed by its
 epilogue on what it has just written, while it is in its cache. The halves split either the
 weights' rows (u: half of the h hidden units, v: half of the 784 pixels; every thread reads
-all of the batch, from a copy of its own) or, above 128 rows a batch (``by_rows``), the batch
+all of the batch, from a copy of its own) or, above 256 rows a batch (``by_rows``), the batch
 rows r:
 
     phase     by the weights' rows                      by the batch rows
@@ -304,10 +304,11 @@ def _output_epilogue(blk, zv, ldz, r0, r1, v0, v1, nb, n, second, loss):
 
 def by_rows(batch: int) -> int:
     """1 where the step splits the batch rows between the halves (every thread reads all of
-    the weights), 0 where it splits the weights' rows (every thread reads all of the batch):
-    measured, the weights' rows were faster up to 128 rows a batch at h = 64-512, the batch
-    rows at 256 (bench/RESULTS.md, session 13)."""
-    return int(batch > 128)
+    the weights), 0 where it splits the weights' rows (every thread reads all of the batch).
+    Measured with each half's columns of dZ and dH in a block of their own: the weights' rows
+    were 4-5% faster at 256 rows a batch where h >= 256 and as fast where h <= 128, 10% faster
+    at 128; the batch rows 1-11% faster from 512 (bench/RESULTS.md, session 20)."""
+    return int(batch > 256)
 
 
 _halves: dict = {}
