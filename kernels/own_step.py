@@ -11,13 +11,13 @@ rows r:
     phase     by the weights' rows                      by the batch rows
     forward   H[:, u] <- f(Xb W1[u]^T + b1[u])          H[r] <- f(Xb[r] W1^T + b1)
     output    dZ[:, v] <- loss'(H W2[v]^T + b2[v])      dZ[r] <- loss'(H[r] W2^T + b2)
-              (+ the next batch's gather, row by row: all of it into each half's copy by the
-              weights' rows, half of it into the one copy by the batch rows)
+              (+ by the batch rows, half of the next batch's gather, row by row)
     backward  dH_part[t] <- dZ[:, v] W2[v]             dH[r] <- (dZ[r] W2) * f'(H[r])
     update    dH[:, u] <- f'(dH_part[0] + dH_part[1])   -
               W2[v] -= lr dZ[:, v]^T H,   b2[v] -= lr db2[v]      (both)
               W1[u] -= lr dH[:, u]^T Xb                 W1[:, p] -= lr dH^T Xb[:, p] (SGD)
               b1[u] -= lr db1[u]                        (both)
+              Xb <- the next batch (each half's copy)   -
 
 (p: the other half of the pixels from v, so that the half with more of W2's rows has fewer of
 W1's columns; each half packs only its columns of Xb, where by u both packed all of Xb.)
@@ -43,7 +43,7 @@ from numba.extending import intrinsic
 from .activations_cpu import keeps_preactivation
 from .blas_pair import (_f32p, _f64p, _half_rows, _i64p, _pthread_self, _run_halves, _u8p,
                         blas_threads, rows_then_gather, _HAS_PAIR)
-from .cpu import gather_rows, optimizer_update
+from .cpu import gather_rows, optimizer_update, prefetch_rows
 from .c_calls import I64, c_function, call_at, nn_at, nn_rows_address
 from .cpu_gemm import aligned_empty
 from .cpu_hidden import activation_grad_, bias_activation_
@@ -63,9 +63,10 @@ FORWARD, OUTPUT, BACKWARD, UPDATE = range(4)
  K_OPT, K_NN_ROWS, K_OPT_LAYER, K_OWN_BATCH) = range(38)
 # K_OPT: the address of an int64 row of the optimizer's arrays: layer 1's (VW, Vb, MW, Mb, G, gb),
 # then layer 2's (0 where the optimizer keeps none; G, gb: gradient scratch, unused by SGD)
-# K_OWN_BATCH: 1 where each half has a copy of the batch of its own (K_XB, K_NEXT_PTR), gathers
-# every row of the next batch into it and reads no row the other half's core wrote
-# (by the weights' rows); 0 where the halves share one copy, each gathering half of its rows
+# K_OWN_BATCH: 1 where each half has a copy of the batch of its own (K_XB), reads no row the
+# other half's core wrote and, once its update has read the batch, gathers every row of the next
+# one over it (by the weights' rows); 0 where the halves share one copy and each gathers half of
+# the next batch's rows into another (K_NEXT_PTR) in the output phase
 # K_NN_ROWS, K_OPT_LAYER: the addresses of ``nn_rows`` and ``_optimizer_layer`` compiled once as C
 # functions (``scratch`` writes them): each (activation, loss) pair's ``run_half`` calls them
 # there instead of compiling their machine code into its own (see ``c_calls``)
@@ -148,6 +149,9 @@ def run_half(blk, act, loss):
             nn_at(nn, zv, ldz, 1, w2 + 4 * v0 * h, h, 1, blk[K_DHP] + 4 * t * nb * h, h, 0, nb,
                   h, v1 - v0, 1.0, 0.0)
     else:
+        own_batch = blk[K_OWN_BATCH] != 0
+        if own_batch:  # the next batch's rows, on their way while this phase's products run
+            prefetch_rows(_dataset(blk), _next_idx(blk, 0, blk[K_NEXT_ROWS]))
         if not by_rows:  # dH[:, u] <- f'(the two shares' sum), db1's share: its columns' sums
             parts = carray(_f32p(blk[K_DHP]), (2, nb, h))
             dHu = carray(_f32p(hu), (nb, ldh))
@@ -183,8 +187,23 @@ def run_half(blk, act, loss):
                   0.0)
             _optimizer_layer_at(blk[K_OPT_LAYER], blk.ctypes.data, 1, v0, v1)
             _optimizer_layer_at(blk[K_OPT_LAYER], blk.ctypes.data, 0, u0, u1)
+        if own_batch:  # this step's last read of the batch is done: the next one over it
+            nxt = blk[K_NEXT_ROWS]
+            gather_rows(_dataset(blk), _next_idx(blk, 0, nxt), carray(_f32p(xb), (nxt, n)))
     blk[K_THREAD] = _pthread_self()
     restore(mxcsr)
+
+
+@njit(inline="always")
+def _dataset(blk):
+    """The uint8 dataset the batches are gathered from, (rows, pixels)."""
+    return carray(_u8p(blk[K_X8]), (blk[K_X_ROWS], blk[K_IMG]))
+
+
+@njit(inline="always")
+def _next_idx(blk, q0, q1):
+    """Rows [q0, q1) of the next batch's dataset row numbers."""
+    return carray(_i64p(blk[K_NEXT_IDX] + q0 * 8), (q1 - q0,))
 
 
 @njit(inline="always")
@@ -291,9 +310,11 @@ def _output_epilogue(blk, zv, ldz, r0, r1, v0, v1, nb, n, second, loss):
     b2 = carray(_f32p(blk[K_B2]), (n,))
     share = _share(blk[K_DB2], n, 1 if second else 0)
     share[:] = 0.0
-    X = carray(_u8p(blk[K_X8]), (blk[K_X_ROWS], n))
-    q0, q1 = (0, blk[K_NEXT_ROWS]) if blk[K_OWN_BATCH] else _half_rows(blk[K_NEXT_ROWS], second)
-    idx = carray(_i64p(blk[K_NEXT_IDX] + q0 * 8), (q1 - q0,))
+    # by the batch rows this half's rows of the next batch, gathered here; with a batch of its
+    # own, none (the update phase gathers the next batch over this one)
+    q0, q1 = (0, 0) if blk[K_OWN_BATCH] else _half_rows(blk[K_NEXT_ROWS], second)
+    X = _dataset(blk)
+    idx = _next_idx(blk, q0, q1)
     nxt = carray(_f32p(blk[K_NEXT_PTR] + q0 * n * 4), (q1 - q0, n))
     s32 = np.float32(grad_factor(loss) / (nb * n))
     total, total_sq = rows_then_gather(dZ, b2, Xb, s32, share, r0, r1 - r0, v0, v1, X, idx, nxt,
@@ -343,9 +364,8 @@ def _call_half(typingctx, fn, arg):
 
 
 def scratch(batch: int, hidden: int, image: int):
-    """(blocks, db1, db2, dH_parts, Xb1, Xb1_next) for ``train_steps``: the halves' blocks,
-    the bias gradients, the two halves' shares of dH, the second half's own copies of the
-    batch and the next batch."""
+    """(blocks, db1, db2, dH_parts, Xb1) for ``train_steps``: the halves' blocks, the bias
+    gradients, the two halves' shares of dH, the second half's own copy of the batch."""
     blocks = aligned_empty((2, BLOCK), np.int64)  # on lines of their own
     blocks[...] = 0
     blocks[:, K_NN_ROWS] = nn_rows_address()
@@ -355,8 +375,7 @@ def scratch(batch: int, hidden: int, image: int):
     db1 = aligned_empty((2, _pages(hidden)), np.float64)
     db2 = aligned_empty((2 * _pages(image) + 512,), np.float64)  # placed by train_steps
     db1[...] = db2[...] = 0.0
-    return (blocks, db1, db2, parts,
-            aligned_empty((batch, image)), aligned_empty((batch, image)))
+    return blocks, db1, db2, parts, aligned_empty((batch, image))
 
 
 @njit(cache=True, nogil=True)
@@ -373,16 +392,17 @@ def _phase(blocks, phase, fn, pair):
 
 @njit(cache=True, nogil=True)
 def train_steps(X, perm, start, stop, batch, W1, b1, W2, b2, slope, lrs, Xb, H, Zp, dZ, dH, fn,
-                pair, blocks, db1, db2, dH_parts, Xb1, Xb1_next, Xb_next, by_rows, kind, hp, step,
-                opt):
+                pair, blocks, db1, db2, dH_parts, Xb1, Xb_next, by_rows, kind, hp, step, opt):
     """Train on X[perm[start:stop]] in batches of ``batch``; returns (loss sum, squared-error
     sum, steps). X: the (n, 784) uint8 C-contiguous dataset; W1 (h, 784), b1, W2 (784, h), b2
     updated in place; lrs[i] the i-th step's learning rate. kind, hp: the optimizer
     (kernels/optim.py), step: the steps taken before; opt: int64 (12,), the addresses of layer
     1's (VW, Vb, MW, Mb, G, gb) and layer 2's (0 where absent; G, gb unused by SGD).
     fn: ``half_function``'s address for the activation and the loss; pair: ``in_pair()``.
-    The first batch is gathered here; each step's output halves gather the next. By the
-    weights' rows the second half reads its own copies, Xb1 and Xb1_next (K_OWN_BATCH)."""
+    The first batch is gathered here. By the batch rows each step's output halves gather the
+    next into Xb_next; by the weights' rows the second half reads a copy of its own, Xb1
+    (K_OWN_BATCH), and each half gathers the next batch over its copy at the end of the
+    update phase."""
     mxcsr = flush_denormals_on()
     n, h = W2.shape
     total = total_sq = 0.0
@@ -404,10 +424,9 @@ def train_steps(X, perm, start, stop, batch, W1, b1, W2, b2, slope, lrs, Xb, H, 
         blk[K_BETA2], blk[K_EPS] = _as_i64(hp.beta2), _as_i64(hp.eps)
         blk[K_OWN_BATCH] = 1 - by_rows
     # by the batch rows the halves share one copy of the batch (each reads half of its rows
-    # but the weights' update reads all); by the weights' rows each has its own, so that no
-    # half waits for lines the other's core wrote (bench/RESULTS.md, session 19)
-    if by_rows:
-        Xb1, Xb1_next = Xb, Xb_next
+    # but the weights' update reads all) and gather the next into Xb_next; by the weights' rows
+    # each has its own, so that no half waits for lines the other's core wrote (bench/RESULTS.md,
+    # session 19), and gathers the next batch over it once its update has read it (session 20)
     if start < stop:
         e = min(start + batch, stop)
         gather_rows(X, perm[start:e], Xb)
@@ -416,8 +435,9 @@ def train_steps(X, perm, start, stop, batch, W1, b1, W2, b2, slope, lrs, Xb, H, 
     for s in range(start, stop, batch):
         e = min(s + batch, stop)
         next_idx = perm[e:min(e + batch, stop)]
-        blocks[0, K_XB], blocks[0, K_NEXT_PTR] = Xb.ctypes.data, Xb_next.ctypes.data
-        blocks[1, K_XB], blocks[1, K_NEXT_PTR] = Xb1.ctypes.data, Xb1_next.ctypes.data
+        blocks[0, K_XB] = Xb.ctypes.data
+        blocks[1, K_XB] = Xb.ctypes.data if by_rows else Xb1.ctypes.data
+        blocks[0, K_NEXT_PTR] = blocks[1, K_NEXT_PTR] = Xb_next.ctypes.data  # (by the rows)
         for t in range(2):  # this step's batch, learning rate and number
             blk = blocks[t]
             blk[K_NB] = e - s
@@ -428,8 +448,8 @@ def train_steps(X, perm, start, stop, batch, W1, b1, W2, b2, slope, lrs, Xb, H, 
         total += _as_f64(blocks[0, K_LOSS]) + _as_f64(blocks[1, K_LOSS])
         total_sq += _as_f64(blocks[0, K_SQ]) + _as_f64(blocks[1, K_SQ])
         steps += 1
-        Xb, Xb_next = Xb_next, Xb
-        Xb1, Xb1_next = Xb1_next, Xb1
+        if by_rows:  # the next batch went to the other buffer (by the weights' rows: over this)
+            Xb, Xb_next = Xb_next, Xb
     restore(mxcsr)
     return total, total_sq, steps
 

@@ -153,22 +153,27 @@ def test_the_engine_keeps_its_weights_and_buffers_on_64_byte_lines():
 
 
 def test_by_the_weights_rows_each_half_gathers_the_whole_batch_into_its_own_copy(tiny_data):
-    """Split by the weights' rows, the second half reads copies of the batch of its own (no row
-    the other core wrote): both copies of the batch and of the next batch hold the same rows
-    after a few steps. Split by the batch rows the halves share one copy."""
+    """Split by the weights' rows, the second half reads a copy of the batch of its own (no row
+    the other core wrote), and each half gathers the next batch over its copy: after the steps
+    both copies hold the last batch, and the engine's next-batch buffer was never written.
+    Split by the batch rows the halves share one copy and gather into the next-batch buffer."""
     x = tiny_data.train.images
+    perm = np.arange(40)
     for by_rows in (0, 1):
         eng = make_engine("cpu", init_params(16, 3), OptimConfig("sgd"), 8, cpu_gemm="own")
         eng.own_by_rows = by_rows
-        xb1, xb1_next = eng._own_scratch[4:6]
-        xb1[...] = xb1_next[...] = -1.0
-        eng.train_steps(eng.put(x), np.arange(40), 0, 40)
+        xb1 = eng._own_scratch[4]
+        xb1[...] = eng._Xb_next[...] = -1.0
+        eng.train_steps(eng.put(x), perm, 0, 36)  # 4 batches of 8, then 4 rows
+        last = x[32:36].astype(np.float32) / np.float32(255.0)
         if by_rows:
-            assert (xb1 == -1).all() and (xb1_next == -1).all()
+            assert (xb1 == -1).all()
+            np.testing.assert_allclose(eng._Xb[:4], last, rtol=1e-6)  # (4 swaps: back in Xb)
         else:
-            np.testing.assert_array_equal(xb1, eng._Xb)
-            np.testing.assert_array_equal(xb1_next, eng._Xb_next)
-            assert (xb1 >= 0).all() and (xb1_next >= 0).all()
+            assert (eng._Xb_next == -1).all()
+            for copy in (eng._Xb, xb1):
+                np.testing.assert_array_equal(copy[:4], eng._Xb[:4])
+                np.testing.assert_allclose(copy[:4], last, rtol=1e-6)
 
 
 def test_the_halves_run_on_two_threads_where_blas_has_two(tiny_data):
