@@ -41,6 +41,7 @@ SOURCES = tuple(p.resolve() for p in (
     _KERNELS / "cpu_output.py", _KERNELS / "ftz.py", _KERNELS / "optim.py",
     _KERNELS / "activations_cpu.py", _KERNELS / "losses_cpu.py", _KERNELS / "blas_pair.py",
     _KERNELS / "cpu_gemm.py", _KERNELS / "c_calls.py", _KERNELS / "own_step.py",
+    _KERNELS / "own_addresses.py",
     _AECORE / "engine_cpu.py", _AECORE / "cpu_pair.py", _AECORE / "baselines.py",
     _AECORE / "cpu_team.py", _AECORE / "blas_callback.py",
 ))

@@ -41,7 +41,7 @@ from numba import carray, cfunc, literally, njit, types
 from numba.extending import intrinsic
 
 from .activations_cpu import keeps_preactivation
-from .blas_pair import (_f32p, _f64p, _half_rows, _i64p, _pthread_self, _run_halves, _u8p,
+from .blas_pair import (_f32p, _half_rows, _i64p, _pthread_self, _run_halves, _u8p,
                         blas_threads, rows_then_gather, _HAS_PAIR)
 from .cpu import gather_rows, optimizer_update, prefetch_rows
 from .c_calls import I64, c_function, call_at, nn_at, nn_rows_address
@@ -50,6 +50,7 @@ from .cpu_hidden import activation_grad_, bias_activation_
 from .cpu_math import wide_vectors
 from .ftz import flush_denormals_on, restore
 from .losses_cpu import grad_factor
+from .own_addresses import own_columns, pages, row_view, share
 from .optim import OPT_SGD, HyperParams
 
 FORWARD, OUTPUT, BACKWARD, UPDATE = range(4)
@@ -111,12 +112,12 @@ def run_half(blk, act, loss):
     H = carray(_f32p(hh), (nb, h))
     dH = carray(_f32p(dh), (nb, h))
     Zp = carray(_f32p(blk[K_ZPRE]), (nb if keeps_preactivation(act) else 0, h))
-    zp = blk[K_ZPRE] if Zp.shape[0] else 0  # Zp's address for _row, 0 where none is kept
-    db1 = _share(blk[K_DB1], h, t)  # this half's share of db1's column sums
+    zp = blk[K_ZPRE] if Zp.shape[0] else 0  # Zp's address for row_view, 0 where none is kept
+    db1 = share(blk[K_DB1], h, t)  # this half's share of db1's column sums
     # dZ[0, v0] and dH[0, u0], and their row strides: by the weights' rows this half's columns
-    # of dZ and dH are a block of their own (``_own_columns``)
-    zv, ldz = _own_columns(dz, nb, n, v0, v1, by_rows)
-    hu, ldh = _own_columns(dh, nb, h, u0, u1, by_rows)
+    # of dZ and dH are a block of their own (``own_columns``)
+    zv, ldz = own_columns(dz, nb, n, v0, v1, by_rows)
+    hu, ldh = own_columns(dh, nb, h, u0, u1, by_rows)
     if phase == FORWARD:
         b1 = carray(_f32p(blk[K_B1]), (h,))
         if by_rows:  # H[r] <- f(Xb[r] W1^T + b1)
@@ -126,8 +127,8 @@ def run_half(blk, act, loss):
             nn_at(nn, xb, n, 1, w1 + 4 * u0 * n, 1, n, hh + 4 * u0, h, 0, nb, u1 - u0, n, 1.0,
                   0.0)
             for i in range(nb):  # row by row: contiguous views, which LLVM vectorizes
-                bias_activation_(_row(hh, i, h, u0, u1), b1[u0:u1], slope, act,
-                                 _row(zp, i, h, u0, u1) if zp else Zp)
+                bias_activation_(row_view(hh, i, h, u0, u1), b1[u0:u1], slope, act,
+                                 row_view(zp, i, h, u0, u1) if zp else Zp)
     elif phase == OUTPUT:
         if by_rows:  # dZ[r] <- loss'(H[r] W2^T + b2)
             # first the columns whose rows of W2 this half updated (in its cache), then the
@@ -159,8 +160,8 @@ def run_half(blk, act, loss):
                 for j in range(u0, u1):
                     dHu[i, j - u0] = parts[0, i, j] + parts[1, i, j]
             for i in range(nb):  # row by row, as the forward's epilogue (the same sums)
-                activation_grad_(_row(hu, i, ldh, 0, ldh), _row(hh, i, h, u0, u1),
-                                 _row(zp, i, h, u0, u1) if zp else Zp, slope, db1[u0:u1],
+                activation_grad_(row_view(hu, i, ldh, 0, ldh), row_view(hh, i, h, u0, u1),
+                                 row_view(zp, i, h, u0, u1) if zp else Zp, slope, db1[u0:u1],
                                  act)
         # layer 2 first: W1[u], updated last, is still in this core's cache for the next
         # step's forward (h=256 B=64: 2-5% more samples/s, bench/RESULTS.md, session 17)
@@ -174,10 +175,10 @@ def run_half(blk, act, loss):
             else:  # W1[u] -= lr dH[:, u]^T Xb
                 nn_at(nn, hu, 1, ldh, xb, n, 1, w1 + 4 * u0 * n, n, 0, u1 - u0, n, nb, -lr,
                       1.0)
-            _bias_step(carray(_f32p(blk[K_B1]), (h,)), _share(blk[K_DB1], h, 0),
-                       _share(blk[K_DB1], h, 1), lr, u0, u1)
-            _bias_step(carray(_f32p(blk[K_B2]), (n,)), _share(blk[K_DB2], n, 0),
-                       _share(blk[K_DB2], n, 1), lr, v0, v1)
+            _bias_step(carray(_f32p(blk[K_B1]), (h,)), share(blk[K_DB1], h, 0),
+                       share(blk[K_DB1], h, 1), lr, u0, u1)
+            _bias_step(carray(_f32p(blk[K_B2]), (n,)), share(blk[K_DB2], n, 0),
+                       share(blk[K_DB2], n, 1), lr, v0, v1)
         else:
             opt = carray(_i64p(blk[K_OPT]), (N_OPT,))
             # G2 = dZ^T H, G1 = dH^T Xb; then the optimizer on W2[v], b2[v] and W1[u], b1[u]
@@ -206,48 +207,6 @@ def _next_idx(blk, q0, q1):
     return carray(_i64p(blk[K_NEXT_IDX] + q0 * 8), (q1 - q0,))
 
 
-@njit(inline="always")
-def _own_columns(addr, nb, cols, c0, c1, by_rows):
-    """(address of column c0 in row 0, row stride) of a float32 matrix of nb rows (dZ, dH) at
-    ``addr``, whose columns [c0, c1) a half writes. By the batch rows: the (nb, cols) matrix.
-    By the weights' rows only that half reads or writes those columns, so each half's are a
-    block of their own, (nb, c1 - c0) at ``addr + 4 nb c0`` (c0 a multiple of 32: on a line).
-    In the rows both halves wrote, one half's stores drew the other's lines away (the output
-    phase at h=128 B=64, both halves at once: 56.6 us against 46.4 with dZ's columns apart;
-    bench/RESULTS.md, session 20)."""
-    if by_rows:
-        return addr + 4 * c0, cols
-    return addr + 4 * nb * c0, c1 - c0
-
-
-@njit(inline="always")
-def _row(addr, i, ld, j0, j1):
-    """Row i, columns [j0, j1) of the float32 matrix at ``addr`` (row stride ``ld``) as a
-    C-contiguous (1, j1 - j0) view. A column slice M[:, j0:j1] has numba's "A" layout, whose
-    runtime strides kept the epilogues' loops scalar: 5-10x slower (bench/RESULTS.md,
-    session 17)."""
-    return carray(_f32p(addr + 4 * (i * ld + j0)), (1, j1 - j0))
-
-
-@njit(cache=True, inline="always")
-def _pages(count):
-    """``count`` float64 rounded up to whole 4 KB pages (512 float64)."""
-    return (count + 511) // 512 * 512
-
-
-@njit(inline="always")
-def _share(addr, count, t):
-    """Half t's share (count float64) of a column sum kept at ``addr`` (``scratch``'s db1,
-    db2), each half's on pages of its own, at the same offset in them. Split by the batch
-    rows both halves add a row to every column of their share, row after row; side by side,
-    the line where the two shares met went back and forth between the cores at every row.
-    db2's shares also sit at b2's offset in its page (``train_steps``): the output epilogue
-    loads b2 right after adding a row to its share, and where a load's address matched a
-    pending store's in its low 12 bits it waited for it (4K aliasing: one half's epilogue
-    took 57 us against the other's 47 at h=128 B=256; bench/RESULTS.md, session 19)."""
-    return carray(_f64p(addr + 8 * t * _pages(count)), (count,))
-
-
 @njit(cache=True, nogil=True)  # no fast-math: b - lr g rounds as written (cpu._bias_step's)
 def _bias_step(b, share0, share1, lr, j0, j1):
     for j in range(j0, j1):
@@ -264,10 +223,10 @@ def _optimizer_layer(arg, layer, j0, j1):
     opt = carray(_i64p(blk[K_OPT]), (N_OPT,))
     if layer == 0:
         _optimizer_rows(blk[K_KIND], hp, blk[K_T], blk[K_W1], blk[K_B1], opt[:6],
-                        _share(blk[K_DB1], h, 0), _share(blk[K_DB1], h, 1), j0, j1, n)
+                        share(blk[K_DB1], h, 0), share(blk[K_DB1], h, 1), j0, j1, n)
     else:
         _optimizer_rows(blk[K_KIND], hp, blk[K_T], blk[K_W2], blk[K_B2], opt[6:],
-                        _share(blk[K_DB2], n, 0), _share(blk[K_DB2], n, 1), j0, j1, h)
+                        share(blk[K_DB2], n, 0), share(blk[K_DB2], n, 1), j0, j1, h)
 
 
 _OPT_LAYER_SIG = types.void(I64, I64, I64, I64)
@@ -308,8 +267,8 @@ def _output_epilogue(blk, zv, ldz, r0, r1, v0, v1, nb, n, second, loss):
     dZ = carray(_f32p(zv), (nb, ldz))
     Xb = carray(_f32p(blk[K_XB]), (nb, n))
     b2 = carray(_f32p(blk[K_B2]), (n,))
-    share = _share(blk[K_DB2], n, 1 if second else 0)
-    share[:] = 0.0
+    db2 = share(blk[K_DB2], n, 1 if second else 0)
+    db2[:] = 0.0
     # by the batch rows this half's rows of the next batch, gathered here; with a batch of its
     # own, none (the update phase gathers the next batch over this one)
     q0, q1 = (0, 0) if blk[K_OWN_BATCH] else _half_rows(blk[K_NEXT_ROWS], second)
@@ -317,7 +276,7 @@ def _output_epilogue(blk, zv, ldz, r0, r1, v0, v1, nb, n, second, loss):
     idx = _next_idx(blk, q0, q1)
     nxt = carray(_f32p(blk[K_NEXT_PTR] + q0 * n * 4), (q1 - q0, n))
     s32 = np.float32(grad_factor(loss) / (nb * n))
-    total, total_sq = rows_then_gather(dZ, b2, Xb, s32, share, r0, r1 - r0, v0, v1, X, idx, nxt,
+    total, total_sq = rows_then_gather(dZ, b2, Xb, s32, db2, r0, r1 - r0, v0, v1, X, idx, nxt,
                                        loss)
     blk[K_LOSS] = _as_i64(total)
     blk[K_SQ] = _as_i64(total_sq)
@@ -372,8 +331,8 @@ def scratch(batch: int, hidden: int, image: int):
     blocks[:, K_OPT_LAYER] = c_function(_optimizer_layer, _OPT_LAYER_SIG)
     parts = aligned_empty((2, batch, hidden))
     parts[...] = 0.0
-    db1 = aligned_empty((2, _pages(hidden)), np.float64)
-    db2 = aligned_empty((2 * _pages(image) + 512,), np.float64)  # placed by train_steps
+    db1 = aligned_empty((2, pages(hidden)), np.float64)
+    db2 = aligned_empty((2 * pages(image) + 512,), np.float64)  # placed by train_steps
     db1[...] = db2[...] = 0.0
     return blocks, db1, db2, parts, aligned_empty((batch, image))
 
@@ -415,7 +374,7 @@ def train_steps(X, perm, start, stop, batch, W1, b1, W2, b2, slope, lrs, Xb, H, 
         blk[K_W1], blk[K_W2] = W1.ctypes.data, W2.ctypes.data
         blk[K_B1], blk[K_B2] = b1.ctypes.data, b2.ctypes.data
         blk[K_DB1] = db1.ctypes.data
-        blk[K_DB2] = db2.ctypes.data + (b2.ctypes.data - db2.ctypes.data) % 4096  # (_share)
+        blk[K_DB2] = db2.ctypes.data + (b2.ctypes.data - db2.ctypes.data) % 4096  # (share)
         blk[K_DHP] = dH_parts.ctypes.data
         blk[K_SLOPE] = _as_i64(np.float64(slope))
         blk[K_X8], blk[K_X_ROWS] = X.ctypes.data, X.shape[0]
