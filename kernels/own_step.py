@@ -50,8 +50,8 @@ from .cpu_hidden import activation_grad_, bias_activation_
 from .cpu_math import wide_vectors
 from .ftz import flush_denormals_on, restore
 from .losses_cpu import grad_factor
-from .own_addresses import own_columns, pages, row_view, share
 from .optim import OPT_SGD, HyperParams
+from .own_addresses import own_columns, pages, row_view, share
 
 FORWARD, OUTPUT, BACKWARD, UPDATE = range(4)
 # a half's block of int64 words: what the phases read (pointers are addresses)
